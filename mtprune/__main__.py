@@ -1,0 +1,5 @@
+import sys
+
+from mtprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+import sys
+
+from mtprune.commands import add_model_args, print_json
+from mtprune.errors import MtpruneError
+
+
+def register(sub):
+    p = sub.add_parser("eval", help="evaluate a model on a task split")
+    add_model_args(p)
+    p.add_argument("--split", default=None, help="default: the task's validation split")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N rows only")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data-file", default=None, help="a JSONL file of the task's schema to evaluate instead")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from tqdm import tqdm
+
+    from mtprune.evaluation import evaluate
+    from mtprune.models import load_adapter
+    from mtprune.tasks import get_task, load_rows, rows_as_list
+
+    task = get_task(args.task)
+    if args.limit is not None and args.limit < 1:
+        raise MtpruneError(f"--limit must be at least 1, not {args.limit}")
+    split = args.split or task.default_split
+    ds = load_rows(task, split, data_file=args.data_file)
+    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    adapter.head_for(task)
+    rows = rows_as_list(ds, args.limit)
+    bar = tqdm(total=len(rows), desc=f"eval {task.name}/{split}", unit="ex", file=sys.stderr,
+               disable=None)
+    last = [0]
+
+    def progress(done, total):
+        bar.update(done - last[0])
+        last[0] = done
+
+    try:
+        res = evaluate(adapter, task, split, rows=rows, batch_size=args.batch_size, progress=progress)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(res.to_dict())
+    else:
+        extra = "".join(f"  {k} {v:.4f}" for k, v in res.metrics.items() if k != "accuracy")
+        print(f"{res.task}/{res.split}  n={res.n}  accuracy {res.accuracy:.4f}{extra}  "
+              f"({res.seconds:.1f} s, model {res.model}, head {res.head})")
+    return 0

@@ -1,0 +1,172 @@
+"""Shared fixtures: tiny random models of every supported architecture, built in code, and the
+real default model from ../shared (CI has it beside the clone)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+WORDS = (
+    "the a an it is was and or not no yes very good bad great awful movie film food book story "
+    "plot actor fun boring slow fast love hate liked loved terrible wonderful sentence question "
+    "passage premise hypothesis answer label which fits negative positive entailment "
+    "not_entailment contradiction neutral equivalent not_equivalent true false True False "
+    "does do did what who where when why how man woman dog cat runs sits eats play plays"
+).split()
+
+
+def make_tokenizer():
+    """A word-level fast tokenizer over a small vocabulary, with pad/unk/cls/sep/eos tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "</s>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)) + list(":?,.!'\n"))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", eos_token="</s>", model_max_length=128,
+    )
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+def _seed(s=0):
+    torch.manual_seed(s)
+
+
+def tiny_bert_config(tok, **kw):
+    from transformers import BertConfig
+
+    base = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=48, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
+    base.update(kw)
+    return BertConfig(**base)
+
+
+@pytest.fixture
+def tiny_multitask(tokenizer):
+    """A 2-layer BERT with heads for sst2 (2 labels) and cb (3 labels)."""
+    from transformers import BertModel
+
+    from mtprune.models import adapter_for
+
+    _seed(0)
+    model = BertModel(tiny_bert_config(tokenizer), add_pooling_layer=True)
+    heads = {"sst2": torch.nn.Linear(32, 2), "cb": torch.nn.Linear(32, 3), "rte": torch.nn.Linear(32, 2)}
+    return adapter_for(model, tokenizer, "tiny-multitask", heads=heads)
+
+
+@pytest.fixture
+def tiny_seqcls(tokenizer):
+    from transformers import BertForSequenceClassification
+
+    from mtprune.models import adapter_for
+
+    _seed(1)
+    model = BertForSequenceClassification(tiny_bert_config(tokenizer, num_labels=2))
+    return adapter_for(model, tokenizer, "tiny-seqcls")
+
+
+@pytest.fixture(params=["t5", "t5-gated"])
+def tiny_t5(request, tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from mtprune.models import adapter_for
+
+    _seed(2)
+    gated = request.param == "t5-gated"
+    cfg = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=48, num_layers=2,
+                   num_decoder_layers=2, num_heads=4, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu" if gated else "relu",
+                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                   decoder_start_token_id=tokenizer.pad_token_id)
+    return adapter_for(T5ForConditionalGeneration(cfg), tokenizer, f"tiny-{request.param}")
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_causal(request, tokenizer):
+    from mtprune.models import adapter_for
+
+    _seed(3)
+    if request.param == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                          max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+        model = LlamaForCausalLM(cfg)
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=256,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=tokenizer.pad_token_id)
+        model = GPT2LMHeadModel(cfg)
+    return adapter_for(model, tokenizer, f"tiny-{request.param}")
+
+
+SST2_ROWS = [
+    {"sentence": "a very good movie", "label": 1},
+    {"sentence": "an awful boring film", "label": 0},
+    {"sentence": "i loved the story", "label": 1},
+    {"sentence": "the plot is slow and bad", "label": 0},
+    {"sentence": "wonderful actor great fun", "label": 1},
+    {"sentence": "terrible", "label": 0},
+]
+CB_ROWS = [
+    {"premise": "the man plays", "hypothesis": "a man plays", "label": 0},
+    {"premise": "the dog sits", "hypothesis": "the dog runs", "label": 1},
+    {"premise": "a cat eats", "hypothesis": "the cat is good", "label": 2},
+]
+
+
+@pytest.fixture
+def sst2_rows():
+    return [dict(r) for r in SST2_ROWS]
+
+
+@pytest.fixture
+def cb_rows():
+    return [dict(r) for r in CB_ROWS]
+
+
+@pytest.fixture(scope="session")
+def shared_home():
+    from mtprune import assets
+
+    root = assets.home()
+    if root is None or not (root / "models" / "minilm-l6-mt6").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("../shared is missing in CI")
+        pytest.skip("the default model (../shared) is not here")
+    return root
+
+
+@pytest.fixture(scope="session")
+def default_adapter(shared_home):
+    """The real default model, loaded once per test session (treat it as read-only)."""
+    from mtprune.models import load_adapter
+
+    return load_adapter("default", device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own score cache unless it sets MTPRUNE_CACHE itself."""
+    monkeypatch.setenv("MTPRUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
