@@ -1,0 +1,111 @@
+"""The dashboard's figure builders: shapes, hover data, sorting, NaN padding, export."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mtprune import plots
+
+
+def _scores():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 5)).astype(np.float32)
+    a[2, 4] = np.nan  # layer 2 has 4 units
+    return a
+
+
+def test_layer_ranks_one_is_best_and_padding_zero():
+    a = np.array([[0.1, 0.5, 0.3], [2.0, np.nan, 1.0]])
+    r = plots.layer_ranks(a)
+    assert r.tolist() == [[3, 1, 2], [1, 0, 2]]
+
+
+def test_score_heatmap_hover_carries_unit_score_rank():
+    a = _scores()
+    fig = plots.score_heatmap(a, group="encoder.ffn")
+    hm = fig.data[0]
+    assert np.asarray(hm.z, dtype=object).shape == (3, 5)
+    assert hm.z[2][4] is None  # padding stays empty
+    cd = np.asarray(hm.customdata)
+    assert cd.shape == (3, 5, 3)
+    # unit index, rank within the layer, raw score
+    assert cd[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    assert cd[0, np.nanargmax(a[0]), 1] == 1
+    assert cd[1, 2, 2] == pytest.approx(float(a[1, 2]))
+    for word in ("layer", "neuron", "score", "rank"):
+        assert word in hm.hovertemplate
+    assert "FFN neurons" in fig.layout.title.text
+
+
+def test_score_heatmap_sorted_units_keep_their_names():
+    a = _scores()
+    fig = plots.score_heatmap(a, group="encoder.heads", sort_units=True)
+    hm = fig.data[0]
+    z0 = [v for v in hm.z[0] if v is not None]
+    assert z0 == sorted(z0, reverse=True)
+    cd = np.asarray(hm.customdata)
+    assert cd[0, 0, 0] == int(np.nanargmax(a[0]))  # the first column names the best unit
+    assert cd[0, :, 1].tolist() == [1, 2, 3, 4, 5]
+    assert "rank" in fig.layout.xaxis.title.text
+    assert "head" in hm.hovertemplate
+    # small maps print their values
+    assert hm.texttemplate == "%{text}"
+
+
+@pytest.mark.parametrize("scale", ["log", "percentile"])
+def test_score_heatmap_color_scales(scale):
+    fig = plots.score_heatmap(_scores(), scale=scale)
+    z = np.asarray([[np.nan if v is None else v for v in row] for row in fig.data[0].z])
+    assert np.isnan(z[2, 4]) and np.isfinite(z[:2]).all()
+    if scale == "percentile":
+        assert np.nanmax(z) == 100 and np.nanmin(z) == 0
+    with pytest.raises(ValueError):
+        plots.score_heatmap(_scores(), scale="cubic")
+
+
+def test_signed_scores_use_a_diverging_scale():
+    a = _scores() - 0.5
+    fig = plots.score_heatmap(a)
+    assert fig.data[0].zmid == 0
+
+
+def test_keep_heatmap_and_kept_per_layer():
+    a = _scores()
+    keep = np.zeros((3, 5), dtype=bool)
+    keep[:, :2] = True
+    fig = plots.keep_heatmap(keep, [5, 5, 4], scores=a, group="encoder.ffn", sort_units=True)
+    assert "6 of 14 kept" in fig.layout.title.text
+    assert fig.data[0].z[2][4] is None
+    text = np.asarray(fig.data[0].text)
+    assert set(text[0]) == {"kept", "pruned"}
+    bars = plots.kept_per_layer(keep, [5, 5, 4], group="encoder.ffn")
+    assert list(bars.data[0].y) == [2, 2, 2]
+    assert list(bars.data[1].y) == [3, 3, 2]
+
+
+def test_distribution_and_top_units():
+    a = _scores()
+    fig = plots.score_distribution(a, group="encoder.ffn")
+    assert len(fig.data) == 3 and len(fig.data[2].y) == 4
+    assert plots.score_distribution(a, log=True).layout.yaxis.type == "log"
+    top = plots.top_units(a, 4, group="encoder.ffn")
+    assert list(top.columns) == ["rank", "layer", "neuron", "score", "rank in layer"]
+    assert top["score"].is_monotonic_decreasing
+    assert top["score"].iloc[0] == pytest.approx(float(np.nanmax(a)))
+    bar = plots.top_units_bar(top, group="encoder.ffn")
+    assert len(bar.data[0].x) == 4
+    assert len(plots.top_units(a, 100)) == 14  # no more than the real units
+
+
+def test_dense_vs_pruned_and_html_export():
+    fig = plots.dense_vs_pruned(["sst2", "imdb"], [0.9, 0.8], [0.85, 0.7])
+    assert [t.name for t in fig.data] == ["dense", "pruned"]
+    html = plots.figure_html(fig)
+    assert b"<html>" in html[:200] and b"plotly" in html
+    json.loads(fig.to_json())
+
+
+def test_group_label():
+    assert plots.group_label("encoder.ffn") == "encoder FFN neurons"
+    assert plots.group_label("decoder.heads") == "decoder attention heads"
