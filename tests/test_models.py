@@ -159,3 +159,18 @@ def test_saved_seqcls_t5_causal_roundtrip(tmp_path, tiny_seqcls, tiny_t5, tiny_c
         b = load_adapter(str(d))
         assert b.format == a.format
         assert torch.allclose(_logits(a, sst2_rows, SST2), _logits(b, sst2_rows, SST2), atol=1e-5)
+
+
+def test_hub_id_offline_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(MtpruneError, match="could not fetch someone/tiny-model from the Hugging Face hub"):
+        load_adapter("someone/tiny-model")
+
+
+def test_weights_without_safetensors_are_refused(tmp_path, tiny_seqcls):
+    tiny_seqcls.model.save_pretrained(tmp_path)
+    tiny_seqcls.tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(MtpruneError, match="no .safetensors weights"):
+        load_adapter(str(tmp_path))

@@ -25,8 +25,9 @@ def test_score_heatmap_hover_carries_unit_score_rank():
     a = _scores()
     fig = plots.score_heatmap(a, group="encoder.ffn")
     hm = fig.data[0]
-    assert np.asarray(hm.z, dtype=object).shape == (3, 5)
-    assert hm.z[2][4] is None  # padding stays empty
+    assert np.asarray(hm.z).shape == (3, 5)
+    assert np.asarray(hm.z).dtype == np.float32  # sent as a compact typed array
+    assert np.isnan(hm.z[2][4])  # padding stays empty
     cd = np.asarray(hm.customdata)
     assert cd.shape == (3, 5, 3)
     # unit index, rank within the layer, raw score
@@ -42,7 +43,7 @@ def test_score_heatmap_sorted_units_keep_their_names():
     a = _scores()
     fig = plots.score_heatmap(a, group="encoder.heads", sort_units=True)
     hm = fig.data[0]
-    z0 = [v for v in hm.z[0] if v is not None]
+    z0 = [v for v in hm.z[0] if not np.isnan(v)]
     assert z0 == sorted(z0, reverse=True)
     cd = np.asarray(hm.customdata)
     assert cd[0, 0, 0] == int(np.nanargmax(a[0]))  # the first column names the best unit
@@ -56,7 +57,7 @@ def test_score_heatmap_sorted_units_keep_their_names():
 @pytest.mark.parametrize("scale", ["log", "percentile"])
 def test_score_heatmap_color_scales(scale):
     fig = plots.score_heatmap(_scores(), scale=scale)
-    z = np.asarray([[np.nan if v is None else v for v in row] for row in fig.data[0].z])
+    z = np.asarray(fig.data[0].z, dtype=float)
     assert np.isnan(z[2, 4]) and np.isfinite(z[:2]).all()
     if scale == "percentile":
         assert np.nanmax(z) == 100 and np.nanmin(z) == 0
@@ -76,9 +77,14 @@ def test_keep_heatmap_and_kept_per_layer():
     keep[:, :2] = True
     fig = plots.keep_heatmap(keep, [5, 5, 4], scores=a, group="encoder.ffn", sort_units=True)
     assert "6 of 14 kept" in fig.layout.title.text
-    assert fig.data[0].z[2][4] is None
-    text = np.asarray(fig.data[0].text)
-    assert set(text[0]) == {"kept", "pruned"}
+    kept, pruned = [t for t in fig.data if t.type == "heatmap"]
+    assert "kept" in kept.hovertemplate and "pruned" in pruned.hovertemplate
+    zk, zp = np.asarray(kept.z, dtype=float), np.asarray(pruned.z, dtype=float)
+    assert (~np.isnan(zk)).sum() == 6 and (~np.isnan(zp)).sum() == 8
+    assert np.isnan(zk[2, 4]) and np.isnan(zp[2, 4])  # layer 2 has 4 units
+    # sorted by score, every layer's kept units are its best-scored ones, on the left
+    assert (~np.isnan(zk[:, :2])).all()
+    assert [t.name for t in fig.data if t.type == "scatter"] == ["kept", "pruned"]
     bars = plots.kept_per_layer(keep, [5, 5, 4], group="encoder.ffn")
     assert list(bars.data[0].y) == [2, 2, 2]
     assert list(bars.data[1].y) == [3, 3, 2]

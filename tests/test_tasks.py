@@ -89,3 +89,12 @@ def test_home_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MTPRUNE_HOME", str(tmp_path / "nope"))
     with pytest.raises(MtpruneError, match="not a directory"):
         assets.home()
+
+
+def test_hub_path_offline_is_one_clear_error(tmp_path, monkeypatch):
+    """With no local copy, data comes from the hub through the same loader; offline, one line."""
+    monkeypatch.setenv("MTPRUNE_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(MtpruneError, match=r"could not read sst2/validation from nyu-mll/glue"):
+        load_rows("sst2", "validation")

@@ -1,0 +1,117 @@
+"""``mtprune prune``: a pruned directory that ``mtprune eval`` reads; bad input in one line."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mtprune.cli import main
+from mtprune.masks import mask_from_scores, save_mask
+from mtprune.pruning import save_pruned
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, pattern):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def scores_for(adapter, seed=0):
+    n = {}
+    for s in adapter.unit_sites():
+        n.setdefault(s.group, []).append(s.n_units)
+    rng = np.random.default_rng(seed)
+    return {"arrays": {g: rng.random((len(v), max(v))) for g, v in n.items()}, "n_units": n}
+
+
+@pytest.fixture
+def tiny_dir(tiny_multitask, tmp_path):
+    """The tiny multi-task model as a model directory (dense, in the pruned-model layout)."""
+    return save_pruned(tiny_multitask, tmp_path / "tiny")
+
+
+def test_prune_with_mask_then_eval(capsys, tiny_multitask, tiny_dir, tmp_path, shared_home):
+    mask = mask_from_scores(scores_for(tiny_multitask), 0.5, units="all", scope="global")
+    mfile = save_mask(mask, tmp_path / "m.safetensors")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile,
+                            "--out", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["params_pruned"] == info["params_expected"] < info["params_dense"]
+    assert info["kept"]["encoder.ffn"] == mask.kept_per_layer("encoder.ffn")
+    assert (out / "mask.json").is_file()
+    code, stdout, err = run(capsys, "eval", "--model", out, "--task", "sst2", "--limit", "8", "--json",
+                            "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(stdout)["n"] == 8
+
+
+def test_prune_bad_input(capsys, tiny_multitask, tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    for p in ("1.5", "-0.1", "nan", "half"):
+        code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", p, "--out", out)
+        one_line_error(code, err, "sparsity")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--out", out)
+    one_line_error(code, err, "--sparsity is required")
+    (tmp_path / "bad.json").write_text("{oops")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", tmp_path / "bad.json",
+                       "--out", out)
+    one_line_error(code, err, "not valid JSON")
+    # a mask made for another model
+    other = {"arrays": {"encoder.ffn": np.ones((3, 10))}, "n_units": {"encoder.ffn": [10, 10, 10]}}
+    mfile = save_mask(mask_from_scores(other, 0.5), tmp_path / "other.json")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile, "--out", out,
+                       "--device", "cpu")
+    one_line_error(code, err, "made for another model")
+    assert not out.exists()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "f").write_text("x")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5",
+                       "--out", full)
+    one_line_error(code, err, "not an empty directory.*--overwrite")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5",
+                       "--units", "neurons", "--out", out)
+    one_line_error(code, err, "invalid choice")
+    assert sorted(f.name for f in tmp_path.iterdir() if not f.name.startswith(".")) == \
+        ["bad.json", "full", "other.json", "tiny"]
+
+
+def test_prune_with_attribution(capsys, tiny_dir, tmp_path, shared_home):
+    pytest.importorskip("mtprune.attribution")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--method", "ap",
+                            "--sparsity", "0.5", "--samples", "8", "--out", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["kept"]["encoder.ffn"] == [24, 24]
+    mask = json.loads((out / "mask.json").read_text())
+    assert mask["meta"]["task"] == "sst2"
+
+
+def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):
+    """The real default model, pruned (50% FFN per layer, a mask from scores) and evaluated."""
+    mask = mask_from_scores(scores_for(default_adapter), 0.5, units="ffn")
+    mfile = save_mask(mask, tmp_path / "m.json")
+    out = tmp_path / "sst2-50"
+    code, stdout, err = run(capsys, "prune", "--model", "default", "--task", "sst2", "--mask", mfile,
+                            "--out", out, "--device", "cpu")
+    assert code == 0, err
+    assert "mtprune eval --model" in stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dtype"] == "float16"  # the source model's dtype
+    assert set(cfg["mtprune_pruned"]["sizes"].values()) == {768, 12}
+    code, stdout, err = run(capsys, "eval", "--model", out, "--task", "sst2", "--limit", "16", "--json",
+                            "--device", "cpu")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["n"] == 16 and 0.0 <= res["accuracy"] <= 1.0

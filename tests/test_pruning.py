@@ -1,0 +1,329 @@
+"""Soft and hard pruning on every architecture; save / reload of hard-pruned models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mtprune.errors import MtpruneError
+from mtprune.masks import mask_from_scores
+from mtprune.models import adapter_for, load_adapter
+from mtprune.pruning import (NoHeadsAttention, count_parameters, hard_prune, load_pruned_adapter,
+                             save_pruned, site_sizes, slice_linear, soft_prune)
+from mtprune.tasks import get_task
+from mtprune.units import active_hooks
+
+SST2 = get_task("sst2")
+TOL = 1e-4
+
+
+def random_scores(adapter, seed=0):
+    n = {}
+    for s in adapter.unit_sites():
+        n.setdefault(s.group, []).append(s.n_units)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for g, v in n.items():
+        a = np.full((len(v), max(v)), np.nan, dtype=np.float32)
+        for layer, c in enumerate(v):
+            a[layer, :c] = rng.random(c)
+        arrays[g] = a
+    return {"arrays": arrays, "n_units": n}
+
+
+def logits(adapter, rows, task=SST2):
+    with torch.no_grad():
+        return adapter.logits(adapter.encode(rows, task), task)
+
+
+def weights_snapshot(adapter):
+    return {k: v.clone() for k, v in adapter.model.state_dict().items()}
+
+
+def assert_unchanged(adapter, snap):
+    now = adapter.model.state_dict()
+    assert set(now) == set(snap)
+    assert all(torch.equal(now[k], snap[k]) for k in snap)
+
+
+def check_hard_equals_soft(adapter, mask, rows):
+    snap = weights_snapshot(adapter)
+    dense = logits(adapter, rows)
+    with soft_prune(adapter, mask) as names:
+        assert names  # something is masked
+        soft = logits(adapter, rows)
+    assert active_hooks(adapter.model) == []
+    assert not torch.allclose(soft, dense, atol=1e-6), "the mask should change the logits"
+    small = hard_prune(adapter, mask)
+    hard = logits(small, rows)
+    assert (hard - soft).abs().max().item() < TOL
+    # the input adapter is untouched
+    assert_unchanged(adapter, snap)
+    assert torch.equal(logits(adapter, rows), dense)
+    assert small.num_parameters() == count_parameters(adapter, mask) < adapter.num_parameters()
+    return small, hard
+
+
+# ----------------------------------------------------------------------------------------------
+# slice_linear
+
+
+def test_slice_linear_outputs_and_inputs():
+    torch.manual_seed(0)
+    lin = nn.Linear(5, 4)
+    x = torch.randn(3, 5)
+    out = slice_linear(lin, [0, 2], dim=0)
+    assert (out.in_features, out.out_features) == (5, 2)
+    assert torch.allclose(out(x), lin(x)[:, [0, 2]])
+    inp = slice_linear(lin, [1, 3, 4], dim=1)
+    assert (inp.in_features, inp.out_features) == (3, 4)
+    assert torch.allclose(inp(x[:, [1, 3, 4]]), x[:, [1, 3, 4]] @ lin.weight[:, [1, 3, 4]].T + lin.bias)
+    assert lin.weight.shape == (4, 5)  # pure
+    empty = slice_linear(lin, [], dim=1)
+    assert torch.allclose(empty(x[:, :0]), lin.bias.expand(3, 4))
+
+
+def test_slice_conv1d():
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    conv = Conv1D(4, 5)  # nf=4 outputs, nx=5 inputs, weight [5, 4]
+    x = torch.randn(2, 3, 5)
+    out = slice_linear(conv, [1, 3], dim=0)
+    assert torch.allclose(out(x), conv(x)[..., [1, 3]])
+    inp = slice_linear(conv, [0, 4], dim=1)
+    assert inp.weight.shape == (2, 4)
+    empty = slice_linear(conv, [], dim=1)
+    assert torch.allclose(empty(x[..., :0]), conv.bias.expand(2, 3, 4))
+
+
+# ----------------------------------------------------------------------------------------------
+# hard == soft on every architecture
+
+
+@pytest.mark.parametrize("units", ["ffn", "heads", "all"])
+def test_multitask_hard_equals_soft(tiny_multitask, sst2_rows, units):
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, units=units)
+    small, _ = check_hard_equals_soft(tiny_multitask, mask, sst2_rows)
+    sizes = site_sizes(small)
+    if units in ("ffn", "all"):
+        assert sizes["encoder.0.ffn"] == 24
+    if units in ("heads", "all"):
+        attn = small.model.get_submodule("encoder.layer.0.attention.self")
+        assert attn.num_attention_heads == 2 and attn.all_head_size == 16
+        assert small.model.encoder.layer[0].attention.self.query.out_features == 16
+    assert small.model.config.mtprune_pruned["sizes"] == sizes
+
+
+def test_ragged_and_empty_layers(tiny_multitask, sst2_rows, cb_rows):
+    scores = random_scores(tiny_multitask, seed=3)
+    # layer 1 scores far above layer 0: a global mask empties layer 0 entirely
+    for g in scores["arrays"]:
+        scores["arrays"][g][1] += 10
+    mask = mask_from_scores(scores, 0.5, scope="global", units="all")
+    assert mask.kept_per_layer("encoder.ffn") == [0, 48]
+    assert mask.kept_per_layer("encoder.heads") == [0, 4]
+    small, _ = check_hard_equals_soft(tiny_multitask, mask, sst2_rows)
+    assert isinstance(small.model.get_submodule("encoder.layer.0.attention.self"), NoHeadsAttention)
+    assert site_sizes(small) == {"encoder.0.ffn": 0, "encoder.0.heads": 0, "encoder.1.ffn": 48, "encoder.1.heads": 4}
+    # other heads of the multi-task model work too
+    with soft_prune(tiny_multitask, mask):
+        soft_cb = logits(tiny_multitask, cb_rows, get_task("cb"))
+    assert (logits(small, cb_rows, get_task("cb")) - soft_cb).abs().max() < TOL
+    # a ragged global mask at another rate
+    m2 = mask_from_scores(random_scores(tiny_multitask, seed=5), 0.6, scope="global", units="all")
+    assert len(set(m2.kept_per_layer("encoder.ffn"))) > 1
+    check_hard_equals_soft(tiny_multitask, m2, sst2_rows)
+
+
+def test_seqcls_hard_equals_soft(tiny_seqcls, sst2_rows):
+    mask = mask_from_scores(random_scores(tiny_seqcls), 0.4, units="all", scope="global")
+    check_hard_equals_soft(tiny_seqcls, mask, sst2_rows)
+
+
+def test_t5_ffn_hard_and_heads_soft_only(tiny_t5, sst2_rows):
+    scores = random_scores(tiny_t5)
+    mask = mask_from_scores(scores, 0.5, units="ffn", scope="global")
+    small, _ = check_hard_equals_soft(tiny_t5, mask, sst2_rows)
+    assert sum(site_sizes(small)[f"decoder.{i}.ffn"] for i in range(2)) + \
+        sum(site_sizes(small)[f"encoder.{i}.ffn"] for i in range(2)) == 96
+    heads = mask_from_scores(scores, 0.5, units="heads")
+    with soft_prune(tiny_t5, heads):
+        logits(tiny_t5, sst2_rows)
+    with pytest.raises(MtpruneError, match="heads cannot be removed physically.*soft mask"):
+        hard_prune(tiny_t5, heads)
+
+
+@pytest.mark.parametrize("units", ["ffn", "heads", "all"])
+def test_causal_hard_equals_soft(tiny_causal, sst2_rows, units):
+    mask = mask_from_scores(random_scores(tiny_causal), 0.5, units=units, scope="global")
+    check_hard_equals_soft(tiny_causal, mask, sst2_rows)
+    full = mask_from_scores(random_scores(tiny_causal), 1.0, units=units)
+    check_hard_equals_soft(tiny_causal, full, sst2_rows)
+
+
+def test_gqa_heads_soft_only(tokenizer, sst2_rows):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      pad_token_id=tokenizer.pad_token_id)
+    a = adapter_for(LlamaForCausalLM(cfg), tokenizer, "tiny-gqa")
+    scores = random_scores(a)
+    with pytest.raises(MtpruneError, match="grouped key/value"):
+        hard_prune(a, mask_from_scores(scores, 0.5, units="heads"))
+    check_hard_equals_soft(a, mask_from_scores(scores, 0.5, units="ffn"), sst2_rows)
+
+
+def test_soft_prune_is_reversible_after_error(tiny_multitask, sst2_rows):
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, units="all")
+    dense = logits(tiny_multitask, sst2_rows)
+    with pytest.raises(RuntimeError):
+        with soft_prune(tiny_multitask, mask):
+            raise RuntimeError("boom")
+    assert active_hooks(tiny_multitask.model) == []
+    assert torch.equal(logits(tiny_multitask, sst2_rows), dense)
+
+
+def test_shape_mismatch(tiny_multitask, tiny_seqcls, tokenizer):
+    from transformers import BertModel
+
+    from tests.conftest import tiny_bert_config
+
+    other = adapter_for(BertModel(tiny_bert_config(tokenizer, intermediate_size=40)), tokenizer,
+                        heads={"sst2": nn.Linear(32, 2)})
+    mask = mask_from_scores(random_scores(other), 0.5)
+    for fn in (hard_prune, count_parameters):
+        with pytest.raises(MtpruneError, match="made for another model: encoder.ffn units per layer are \\[40, 40\\]"):
+            fn(tiny_multitask, mask)
+    with pytest.raises(MtpruneError, match="another model"):
+        with soft_prune(tiny_multitask, mask):
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# save / load
+
+
+def _roundtrip(adapter, mask, rows, tmp_path):
+    small = hard_prune(adapter, mask)
+    expect = logits(small, rows)
+    out = save_pruned(small, tmp_path / "pruned", mask)
+    names = {f.name for f in out.iterdir()}
+    assert {"config.json", "model.safetensors", "mask.json"} <= names
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["mtprune_pruned"]["sizes"] == site_sizes(small)
+    back = load_adapter(str(out))
+    assert back.format == adapter.format
+    assert site_sizes(back) == site_sizes(small)
+    assert (logits(back, rows) - expect).abs().max().item() < TOL
+    assert back.num_parameters() == small.num_parameters()
+    return out, back
+
+
+def test_save_load_multitask(tiny_multitask, sst2_rows, tmp_path):
+    scores = random_scores(tiny_multitask, seed=3)
+    for g in scores["arrays"]:
+        scores["arrays"][g][1] += 10  # layer 0 loses everything
+    mask = mask_from_scores(scores, 0.5, scope="global", units="all")
+    out, back = _roundtrip(tiny_multitask, mask, sst2_rows, tmp_path)
+    assert {"heads.safetensors", "tasks.json"} <= {f.name for f in out.iterdir()}
+    assert sorted(back.task_names()) == sorted(tiny_multitask.task_names())
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp dirs left
+    # pruning the pruned model again, with a mask in its own (smaller) shape
+    m2 = mask_from_scores(random_scores(back, seed=9), 0.5, units="ffn")
+    assert m2.n_units["encoder.ffn"] == [0, 48]
+    again = hard_prune(back, m2)
+    assert site_sizes(again)["encoder.1.ffn"] == 24
+    assert len(again.model.config.mtprune_pruned["history"]) == 1
+    save_pruned(again, tmp_path / "twice", m2)
+    assert site_sizes(load_adapter(str(tmp_path / "twice"))) == site_sizes(again)
+
+
+def test_save_load_seqcls(tiny_seqcls, sst2_rows, tmp_path):
+    _roundtrip(tiny_seqcls, mask_from_scores(random_scores(tiny_seqcls), 0.5, units="all", scope="global"),
+               sst2_rows, tmp_path)
+
+
+def test_save_load_t5(tiny_t5, sst2_rows, tmp_path):
+    _roundtrip(tiny_t5, mask_from_scores(random_scores(tiny_t5), 0.7, scope="global"), sst2_rows, tmp_path)
+
+
+def test_save_load_causal(tiny_causal, sst2_rows, tmp_path):
+    _roundtrip(tiny_causal, mask_from_scores(random_scores(tiny_causal), 0.5, units="all", scope="global"),
+               sst2_rows, tmp_path)
+
+
+def test_save_errors_write_nothing_half(tiny_multitask, tmp_path, monkeypatch):
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5)
+    small = hard_prune(tiny_multitask, mask)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(MtpruneError, match="not empty"):
+        save_pruned(small, tmp_path / "full", mask)
+    with pytest.raises(MtpruneError, match="does not describe this model"):
+        save_pruned(tiny_multitask, tmp_path / "dense", mask)  # the mask belongs to the pruned one
+    with pytest.raises(MtpruneError, match="dtype"):
+        save_pruned(small, tmp_path / "d", mask, dtype="int8")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(small.tokenizer, "save_pretrained", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_pruned(small, tmp_path / "half", mask)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["full"]
+    monkeypatch.undo()
+    save_pruned(small, tmp_path / "full", mask, overwrite=True)
+    assert (tmp_path / "full" / "mask.json").is_file() and not (tmp_path / "full" / "x").exists()
+
+
+def test_save_float16(tiny_multitask, sst2_rows, tmp_path):
+    small = hard_prune(tiny_multitask, mask_from_scores(random_scores(tiny_multitask), 0.5))
+    out32 = save_pruned(small, tmp_path / "f32")
+    out16 = save_pruned(small, tmp_path / "f16", dtype="float16")
+    s32, s16 = ((o / "model.safetensors").stat().st_size for o in (out32, out16))
+    assert s16 < 0.6 * s32
+    back = load_adapter(str(out16))
+    assert next(back.model.parameters()).dtype == torch.float32
+    assert (logits(back, sst2_rows) - logits(small, sst2_rows)).abs().max() < 5e-2
+
+
+def test_load_bad_pruned_dirs(tiny_multitask, tmp_path):
+    small = hard_prune(tiny_multitask, mask_from_scores(random_scores(tiny_multitask), 0.5))
+    out = save_pruned(small, tmp_path / "p")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] = 30  # weights have 24
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MtpruneError, match="could not load the pruned model|does not match"):
+        load_adapter(str(out))
+    cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] = 99  # more than the config allows
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MtpruneError, match="99 units"):
+        load_pruned_adapter(out)
+    cfg["mtprune_pruned"] = "junk"
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MtpruneError, match="malformed mtprune_pruned"):
+        load_adapter(str(out))
+
+
+# ----------------------------------------------------------------------------------------------
+# the real default model (read-only)
+
+
+def test_default_model_hard_equals_soft_and_reloads(default_adapter, tmp_path):
+    from mtprune.tasks import load_rows, rows_as_list
+
+    a = default_adapter
+    rows = rows_as_list(load_rows(SST2, "validation"), 12)
+    ffn = mask_from_scores(random_scores(a), 0.5, units="ffn")
+    small, hard = check_hard_equals_soft(a, ffn, rows)
+    assert all(v == 768 for k, v in site_sizes(small).items() if k.endswith("ffn"))
+    out = save_pruned(small, tmp_path / "p", ffn)
+    back = load_adapter(str(out))
+    assert (logits(back, rows) - hard).abs().max().item() < TOL
+    both = mask_from_scores(random_scores(a, seed=1), 0.5, units="all", scope="global")
+    check_hard_equals_soft(a, both, rows)
