@@ -746,3 +746,46 @@ class ModelSummary:
     format: str
     parameters: int
     tasks: tuple[str, ...]
+
+
+def single_task_classifier(adapter: MultiTaskAdapter, task: TaskSpec | str) -> SeqClsAdapter:
+    """Materialise one task of a multi-task model as a stock ``*ForSequenceClassification``.
+
+    The encoder and the task's head are copied (the input adapter is left as it is); the result
+    computes exactly the multi-task model's logits for that task and saves with
+    ``adapter.model.save_pretrained`` like any Hugging Face classifier.
+    """
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    if not isinstance(adapter, MultiTaskAdapter):
+        raise MtpruneError(f"{adapter.display_name} is a {adapter.format} model, not a multi-task one")
+    task = get_task(task) if isinstance(task, str) else task
+    head = adapter.head_for(task)
+    cfg = copy.deepcopy(adapter.model.config)
+    cfg.num_labels = task.num_labels
+    cfg.id2label = dict(enumerate(task.labels))
+    cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    cfg.finetuning_task = head
+    cfg.architectures = None
+    pruned = getattr(cfg, "mtprune_pruned", None)
+    try:
+        model = AutoModelForSequenceClassification.from_config(cfg)
+    except ValueError as exc:
+        raise MtpruneError(f"no sequence-classification class for {cfg.model_type}: {exc}") from None
+    base = getattr(model, model.base_model_prefix)
+    if pruned is not None:
+        # per-layer sizes differ from the config's: take the pruned encoder module as it is
+        base = copy.deepcopy(adapter.model)
+        setattr(model, model.base_model_prefix, base)
+    else:
+        base.load_state_dict(adapter.model.state_dict())
+    clf = model.classifier
+    if not isinstance(clf, nn.Linear):
+        raise MtpruneError(f"{type(model).__name__} has a non-linear classifier; cannot copy the head")
+    with torch.no_grad():
+        clf.weight.copy_(adapter.heads[head].weight)
+        clf.bias.copy_(adapter.heads[head].bias)
+    model.to(adapter.device)
+    return SeqClsAdapter(model, adapter.tokenizer, f"{adapter.source}#{head}", adapter.max_length)

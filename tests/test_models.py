@@ -174,3 +174,22 @@ def test_weights_without_safetensors_are_refused(tmp_path, tiny_seqcls):
     (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
     with pytest.raises(MtpruneError, match="no .safetensors weights"):
         load_adapter(str(tmp_path))
+
+
+def test_single_task_classifier_from_default_model(default_adapter, tmp_path, shared_home):
+    """The default model's sst2 head as a stock BertForSequenceClassification (format seqcls)."""
+    from mtprune.models import single_task_classifier
+    from mtprune.tasks import load_rows, rows_as_list
+
+    rows = rows_as_list(load_rows("sst2", "validation"), 16)
+    one = single_task_classifier(default_adapter, "sst2")
+    assert one.format == "seqcls" and type(one.model).__name__ == "BertForSequenceClassification"
+    assert torch.allclose(_logits(one, rows, SST2), _logits(default_adapter, rows, SST2), atol=1e-5)
+    one.model.save_pretrained(tmp_path)
+    one.tokenizer.save_pretrained(tmp_path)
+    back = load_adapter(str(tmp_path))
+    assert back.format == "seqcls" and back.task_names() == ["sst2"]
+    assert back.head_for("imdb") == "sst2"
+    assert torch.allclose(_logits(back, rows, SST2), _logits(default_adapter, rows, SST2), atol=1e-5)
+    with pytest.raises(MtpruneError, match="no head for task mrpc"):
+        back.head_for("mrpc")
