@@ -95,7 +95,10 @@ def test_prune_with_attribution(capsys, tiny_dir, tmp_path, shared_home):
     info = json.loads(stdout)
     assert info["kept"]["encoder.ffn"] == [24, 24]
     mask = json.loads((out / "mask.json").read_text())
-    assert mask["meta"]["task"] == "sst2"
+    assert mask["meta"]["task"] == "sst2" and mask["meta"]["scores_spec"]["method"] == "ap"
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--method", "nope",
+                       "--sparsity", "0.5", "--out", tmp_path / "o2")
+    one_line_error(code, err, "unknown attribution method")
 
 
 def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):

@@ -50,6 +50,7 @@ def assert_unchanged(adapter, snap):
 
 def check_hard_equals_soft(adapter, mask, rows):
     snap = weights_snapshot(adapter)
+    cfg_before = adapter.model.config.to_dict()
     dense = logits(adapter, rows)
     with soft_prune(adapter, mask) as names:
         assert names  # something is masked
@@ -61,6 +62,7 @@ def check_hard_equals_soft(adapter, mask, rows):
     assert (hard - soft).abs().max().item() < TOL
     # the input adapter is untouched
     assert_unchanged(adapter, snap)
+    assert adapter.model.config.to_dict() == cfg_before
     assert torch.equal(logits(adapter, rows), dense)
     assert small.num_parameters() == count_parameters(adapter, mask) < adapter.num_parameters()
     return small, hard

@@ -1,0 +1,452 @@
+"""Masks: which units of a model to keep, chosen from attribution scores.
+
+A :class:`Mask` holds, per group (``encoder.ffn``, ``encoder.heads``, ``decoder.ffn``,
+``decoder.heads``), a bool array ``[n_layers, max_units]`` in the layout of
+:class:`mtprune.attribution.Scores`: ``keep[g][l, u]`` is True when unit ``u`` of layer ``l`` stays.
+Positions past a layer's ``n_units`` are False.
+
+:func:`mask_from_scores` keeps the top ``(1 - p)`` units
+
+* of every layer (``scope="layer"``, the paper's uniform rate), or
+* of the whole model (``scope="global"``), pooled per group: FFN neurons compete with FFN neurons
+  of the same stack, heads with heads; scores of different kinds are never compared.
+
+The number of pruned units is ``p * n`` rounded half up (``n`` = the layer's units, or all units
+of the group for a global mask). Ties are broken by position: the lower (layer, unit) index is
+kept first. A NaN score inside a layer counts as the lowest score. At ``p = 1`` every unit of the
+selected kind goes; a layer may keep zero FFN neurons or zero heads (its output is then the out
+projection's bias, in soft and hard pruning alike).
+
+Groups present in the scores but not selected (``units``/``stack``) are kept whole.
+
+A mask saves as JSON (kept unit indices per layer, readable) or safetensors (bool arrays, the
+rest as JSON metadata), chosen by the file's suffix, and loads back equal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from mtprune.errors import MtpruneError
+from mtprune.units import KINDS, STACKS, UnitSite
+
+SCOPES = ("layer", "global")
+UNIT_CHOICES = ("ffn", "heads", "all")
+STACK_CHOICES = ("encoder", "decoder", "all")
+MASK_FORMAT = "mtprune mask v1"
+GROUPS = tuple(f"{s}.{k}" for s in STACKS for k in KINDS)
+
+
+def check_sparsity(p) -> float:
+    """``p`` as a float in [0, 1], or a one-line :class:`MtpruneError`."""
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        raise MtpruneError(f"sparsity must be a number in [0, 1], not {p!r}") from None
+    if isinstance(p, bool) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise MtpruneError(f"sparsity must be in [0, 1], not {p!r}")
+    return v
+
+
+def n_pruned(p: float, n: int) -> int:
+    """How many of ``n`` units a rate ``p`` prunes: ``p * n`` rounded half up."""
+    return min(n, max(0, int(math.floor(p * n + 0.5 + 1e-9))))
+
+
+def _group_parts(group: str) -> tuple[str, str]:
+    stack, _, kind = group.partition(".")
+    if stack not in STACKS or kind not in KINDS:
+        raise MtpruneError(f"unknown unit group {group!r} (known: {', '.join(GROUPS)})")
+    return stack, kind
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """Which units to keep. ``keep[group]``: bool ``[n_layers, max_units]``; ``n_units[group]``:
+    the units per layer of the model the mask was made for."""
+
+    keep: dict
+    n_units: dict
+    sparsity: float
+    scope: str = "layer"
+    units: str = "ffn"
+    stack: str = "all"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.keep, Mapping) or not isinstance(self.n_units, Mapping):
+            raise MtpruneError("a mask needs keep and n_units mappings")
+        if set(self.keep) != set(self.n_units):
+            raise MtpruneError(
+                f"mask groups differ: keep has {sorted(self.keep)}, n_units has {sorted(self.n_units)}"
+            )
+        if not self.keep:
+            raise MtpruneError("a mask needs at least one unit group")
+        if self.scope not in SCOPES:
+            raise MtpruneError(f"scope must be layer or global, not {self.scope!r}")
+        if self.units not in UNIT_CHOICES:
+            raise MtpruneError(f"units must be ffn, heads or all, not {self.units!r}")
+        if self.stack not in STACK_CHOICES:
+            raise MtpruneError(f"stack must be encoder, decoder or all, not {self.stack!r}")
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
+        keep, n_units = {}, {}
+        for g in sorted(self.keep):
+            _group_parts(g)
+            n = [int(x) for x in self.n_units[g]]
+            if any(x < 0 for x in n):
+                raise MtpruneError(f"mask group {g}: negative unit counts {n}")
+            k = np.asarray(self.keep[g])
+            if k.dtype != np.bool_:
+                if not np.isin(k, (0, 1)).all():
+                    raise MtpruneError(f"mask group {g}: keep must be boolean")
+                k = k.astype(bool)
+            width = max(n, default=0)
+            if k.ndim != 2 or k.shape != (len(n), width):
+                raise MtpruneError(
+                    f"mask group {g}: keep has shape {tuple(k.shape)}, expected ({len(n)}, {width}) "
+                    "from its unit counts"
+                )
+            for layer, c in enumerate(n):
+                if k[layer, c:].any():
+                    raise MtpruneError(f"mask group {g}: layer {layer} keeps units past its {c} units")
+            k = k.copy()
+            k.setflags(write=False)
+            keep[g], n_units[g] = k, n
+        object.__setattr__(self, "keep", keep)
+        object.__setattr__(self, "n_units", n_units)
+        object.__setattr__(self, "meta", dict(self.meta or {}))
+
+    # -- facts --------------------------------------------------------------------------------------
+    @property
+    def groups(self) -> list[str]:
+        return list(self.keep)
+
+    def kept(self, group: str | None = None) -> int:
+        """Units kept (in one group, or in all)."""
+        gs = [group] if group else self.groups
+        return int(sum(self.keep[g].sum() for g in gs))
+
+    def total(self, group: str | None = None) -> int:
+        gs = [group] if group else self.groups
+        return int(sum(sum(self.n_units[g]) for g in gs))
+
+    def kept_per_layer(self, group: str) -> list[int]:
+        return [int(x) for x in self.keep[group].sum(1)]
+
+    def actual_sparsity(self, group: str | None = None) -> float:
+        """Fraction of units pruned (over the selected groups when ``group`` is None)."""
+        gs = [group] if group else self.selected_groups()
+        tot = sum(self.total(g) for g in gs)
+        return 1.0 - sum(self.kept(g) for g in gs) / tot if tot else 0.0
+
+    def selected_groups(self) -> list[str]:
+        return [g for g in self.groups if _selected(g, self.units, self.stack)]
+
+    def summary(self) -> dict:
+        return {
+            "sparsity": self.sparsity,
+            "scope": self.scope,
+            "units": self.units,
+            "stack": self.stack,
+            "groups": {
+                g: {"kept": self.kept_per_layer(g), "n_units": list(self.n_units[g])} for g in self.groups
+            },
+            "actual_sparsity": round(self.actual_sparsity(), 6),
+        }
+
+    def __eq__(self, other):
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return (
+            self.to_header() == other.to_header()
+            and self.groups == other.groups
+            and all(np.array_equal(self.keep[g], other.keep[g]) for g in self.groups)
+        )
+
+    __hash__ = object.__hash__
+
+    # -- applying -----------------------------------------------------------------------------------
+    def check_sites(self, sites: Iterable[UnitSite]) -> None:
+        """A one-line error unless every group of the mask has the sites' per-layer unit counts."""
+        by_group: dict[str, dict[int, int]] = {}
+        for s in sites:
+            by_group.setdefault(s.group, {})[s.layer] = s.n_units
+        for g in self.groups:
+            have = by_group.get(g)
+            if have is None:
+                raise MtpruneError(
+                    f"the mask was made for another model: it has {g} units, this model has none "
+                    f"(its groups: {', '.join(sorted(by_group)) or 'none'})"
+                )
+            model_n = [have.get(i, -1) for i in range(max(have) + 1)]
+            if model_n != self.n_units[g]:
+                raise MtpruneError(
+                    f"the mask was made for another model: {g} units per layer are "
+                    f"{_short(self.n_units[g])} in the mask, {_short(model_n)} in this model"
+                )
+
+    def check_matches(self, adapter) -> None:
+        """A one-line :class:`MtpruneError` when the adapter's units do not have the mask's shape."""
+        self.check_sites(adapter.unit_sites())
+
+    def keep_for_sites(self, sites: Iterable[UnitSite]) -> dict[str, torch.Tensor]:
+        """``{site.name: bool tensor [n_units]}`` for the sites of the mask's groups."""
+        sites = list(sites)
+        self.check_sites(sites)
+        out = {}
+        for s in sites:
+            if s.group in self.keep:
+                out[s.name] = torch.from_numpy(self.keep[s.group][s.layer, : s.n_units].copy())
+        return out
+
+    # -- serialising --------------------------------------------------------------------------------
+    def to_header(self) -> dict:
+        """Everything but the keep arrays, JSON-ready."""
+        return {
+            "format": MASK_FORMAT,
+            "sparsity": self.sparsity,
+            "scope": self.scope,
+            "units": self.units,
+            "stack": self.stack,
+            "n_units": {g: list(v) for g, v in self.n_units.items()},
+            "meta": _jsonable(self.meta),
+        }
+
+    def to_dict(self) -> dict:
+        d = self.to_header()
+        d["keep"] = {g: [np.flatnonzero(row).tolist() for row in k] for g, k in self.keep.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Mask":
+        if not isinstance(d, dict) or d.get("format") != MASK_FORMAT:
+            raise MtpruneError(f"not an mtprune mask (expected format {MASK_FORMAT!r})")
+        try:
+            n_units = {g: [int(x) for x in v] for g, v in d["n_units"].items()}
+            keep = {}
+            for g, rows in d["keep"].items():
+                n = n_units[g]
+                k = np.zeros((len(n), max(n, default=0)), dtype=bool)
+                if len(rows) != len(n):
+                    raise MtpruneError(f"mask group {g}: {len(rows)} layers of kept units, {len(n)} unit counts")
+                for layer, idx in enumerate(rows):
+                    idx = np.asarray(idx, dtype=np.int64)
+                    if idx.size and (idx.min() < 0 or idx.max() >= n[layer]):
+                        raise MtpruneError(f"mask group {g}: layer {layer} keeps a unit index out of range")
+                    k[layer, idx] = True
+                keep[g] = k
+            return cls(keep=keep, n_units=n_units, sparsity=d["sparsity"], scope=d.get("scope", "layer"),
+                       units=d.get("units", "ffn"), stack=d.get("stack", "all"), meta=d.get("meta") or {})
+        except MtpruneError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MtpruneError(f"the mask is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def _short(v: list[int]) -> str:
+    s = str(list(v))
+    return s if len(s) <= 60 else s[:57] + "...]"
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=_default))
+
+
+def _default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+def _selected(group: str, units: str, stack: str) -> bool:
+    s, k = _group_parts(group)
+    return (units == "all" or k == units) and (stack == "all" or s == stack)
+
+
+def _scores_parts(scores) -> tuple[dict, dict, dict]:
+    """(arrays, n_units, meta) from a Scores-like object or a mapping with those keys."""
+    if isinstance(scores, Mapping) and "arrays" in scores:
+        arrays, n_units = scores["arrays"], scores.get("n_units")
+        spec, fp = scores.get("spec"), scores.get("model_fingerprint")
+    else:
+        arrays = getattr(scores, "arrays", None)
+        n_units = getattr(scores, "n_units", None)
+        spec, fp = getattr(scores, "spec", None), getattr(scores, "model_fingerprint", None)
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise MtpruneError("scores need a non-empty 'arrays' mapping of group -> [layers, units]")
+    arrays = {g: np.asarray(a, dtype=np.float64) for g, a in arrays.items()}
+    if n_units is None:  # infer from NaN padding
+        n_units = {g: [int(np.sum(~np.isnan(row))) for row in a] for g, a in arrays.items()}
+    meta = {}
+    if spec is not None:
+        meta["scores_spec"] = spec.to_dict() if hasattr(spec, "to_dict") else spec
+        task = meta["scores_spec"].get("task") if isinstance(meta["scores_spec"], dict) else None
+        if task:
+            meta["task"] = task
+    if fp:
+        meta["model_fingerprint"] = str(fp)
+    return arrays, {g: [int(x) for x in v] for g, v in n_units.items()}, meta
+
+
+def _order(values: np.ndarray) -> np.ndarray:
+    """Indices of ``values`` best first: higher score first, NaN last, ties by lower index."""
+    v = np.where(np.isnan(values), -np.inf, values)
+    return np.lexsort((np.arange(len(v)), -v, np.isnan(values)))
+
+
+def mask_from_scores(scores, sparsity: float, scope: str = "layer", units: str = "ffn",
+                     stack: str = "all", meta: dict | None = None) -> Mask:
+    """Keep the top ``1 - sparsity`` units of every layer (``layer``) or of each group (``global``).
+
+    ``scores`` is a :class:`mtprune.attribution.Scores` or anything with ``arrays`` and ``n_units``
+    (an object or a mapping). ``units`` picks FFN neurons, heads or both; ``stack`` the encoder,
+    the decoder or both; other groups are kept whole.
+    """
+    p = check_sparsity(sparsity)
+    if scope not in SCOPES:
+        raise MtpruneError(f"scope must be layer or global, not {scope!r}")
+    if units not in UNIT_CHOICES:
+        raise MtpruneError(f"units must be ffn, heads or all, not {units!r}")
+    if stack not in STACK_CHOICES:
+        raise MtpruneError(f"stack must be encoder, decoder or all, not {stack!r}")
+    arrays, n_units, smeta = _scores_parts(scores)
+    if set(arrays) != set(n_units):
+        raise MtpruneError(f"scores groups differ: arrays {sorted(arrays)}, n_units {sorted(n_units)}")
+    chosen = [g for g in arrays if _selected(g, units, stack)]
+    if not chosen:
+        raise MtpruneError(
+            f"the scores have no {units if units != 'all' else ''} units"
+            f"{'' if stack == 'all' else ' in the ' + stack} to prune (their groups: {', '.join(sorted(arrays))})"
+        )
+    keep = {}
+    for g, a in arrays.items():
+        n = n_units[g]
+        width = max(n, default=0)
+        if a.ndim != 2 or a.shape[0] != len(n) or a.shape[1] < width:
+            raise MtpruneError(f"scores group {g}: array shape {a.shape} does not fit unit counts {_short(n)}")
+        k = np.zeros((len(n), width), dtype=bool)
+        if g not in chosen:
+            for layer, c in enumerate(n):
+                k[layer, :c] = True
+        elif scope == "layer":
+            for layer, c in enumerate(n):
+                n_keep = c - n_pruned(p, c)
+                k[layer, _order(a[layer, :c])[:n_keep]] = True
+        else:
+            flat_l = np.concatenate([np.full(c, layer) for layer, c in enumerate(n)]) if n else np.zeros(0, int)
+            flat_u = np.concatenate([np.arange(c) for c in n]) if n else np.zeros(0, int)
+            vals = a[flat_l.astype(int), flat_u.astype(int)] if flat_l.size else np.zeros(0)
+            total = int(sum(n))
+            n_keep = total - n_pruned(p, total)
+            best = _order(vals)[:n_keep]  # the flat order is (layer, unit): ties keep earlier first
+            k[flat_l[best].astype(int), flat_u[best].astype(int)] = True
+        keep[g] = k
+    m = dict(smeta)
+    m.update(meta or {})
+    return Mask(keep=keep, n_units=n_units, sparsity=p, scope=scope, units=units, stack=stack, meta=m)
+
+
+def full_mask(sites: Iterable[UnitSite], meta: dict | None = None) -> Mask:
+    """A mask that keeps every unit of the given sites (sparsity 0)."""
+    n_units: dict[str, dict[int, int]] = {}
+    for s in sites:
+        n_units.setdefault(s.group, {})[s.layer] = s.n_units
+    counts = {g: [d[i] for i in range(max(d) + 1)] for g, d in n_units.items()}
+    keep = {}
+    for g, n in counts.items():
+        k = np.zeros((len(n), max(n, default=0)), dtype=bool)
+        for layer, c in enumerate(n):
+            k[layer, :c] = True
+        keep[g] = k
+    return Mask(keep=keep, n_units=counts, sparsity=0.0, scope="layer", units="all", meta=meta or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``; no half file ever shows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _suffix(path: Path) -> str:
+    s = path.suffix.lower()
+    if s not in (".json", ".safetensors"):
+        raise MtpruneError(f"a mask file must end in .json or .safetensors, not {path.name!r}")
+    return s
+
+
+def save_mask(mask: Mask, path: str | os.PathLike) -> Path:
+    """Write ``mask`` as JSON or safetensors (by suffix), atomically."""
+    path = Path(path)
+    if _suffix(path) == ".json":
+        text = json.dumps(mask.to_dict(), indent=1)
+        _atomic_write(path, lambda tmp: tmp.write_text(text))
+    else:
+        from safetensors.torch import save_file
+
+        tensors = {f"keep.{g}": torch.from_numpy(k.astype(np.uint8)) for g, k in mask.keep.items()}
+        header = json.dumps(mask.to_header())
+        _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"mtprune_mask": header}))
+    return path
+
+
+def load_mask(path: str | os.PathLike) -> Mask:
+    """Read a mask written by :func:`save_mask`; a one-line error when it does not parse."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise MtpruneError(f"mask file {path} does not exist")
+    if suffix == ".json":
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MtpruneError(f"mask file {path} is not valid JSON: {exc}") from None
+        try:
+            return Mask.from_dict(d)
+        except MtpruneError as exc:
+            raise MtpruneError(f"mask file {path}: {exc}") from None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {}).get("mtprune_mask", "null"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise MtpruneError(f"mask file {path} does not parse as safetensors: {type(exc).__name__}: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != MASK_FORMAT:
+        raise MtpruneError(f"mask file {path} is not an mtprune mask (no mask metadata)")
+    try:
+        keep = {k[len("keep."):]: t.numpy().astype(bool) for k, t in tensors.items() if k.startswith("keep.")}
+        return Mask(keep=keep, n_units=header["n_units"], sparsity=header["sparsity"],
+                    scope=header.get("scope", "layer"), units=header.get("units", "ffn"),
+                    stack=header.get("stack", "all"), meta=header.get("meta") or {})
+    except MtpruneError as exc:
+        raise MtpruneError(f"mask file {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MtpruneError(f"mask file {path} is malformed: {type(exc).__name__}: {exc}") from None
