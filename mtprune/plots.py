@@ -78,11 +78,30 @@ def _color_values(a: np.ndarray, scale: str) -> tuple[np.ndarray, str]:
     raise ValueError(f"scale must be linear, log or percentile, not {scale!r}")
 
 
-def _none_nan(a: np.ndarray):
-    """A list of lists with None for NaN (plotly leaves those cells empty)."""
-    out = a.astype(object)
-    out[np.isnan(a)] = None
-    return out.tolist()
+def _f32(a: np.ndarray) -> np.ndarray:
+    """float32 with NaN for gaps: plotly sends it as a compact typed array and leaves NaN cells empty."""
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _cell_text(a: np.ndarray) -> list[list[str]]:
+    return [["" if np.isnan(v) else f"{v:.2g}" for v in row] for row in a]
+
+
+def _figure(data: list[dict], layout: dict) -> go.Figure:
+    """One go.Figure from plain dicts: one validation pass (many update calls cost ten times more,
+    which matters when a slider redraws several figures)."""
+    return go.Figure({"data": data, "layout": layout})
+
+
+def _title(text: str) -> dict:
+    return {"text": text}
+
+
+_LEGEND_TOP = {"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"}
+
+
+def _layers_axis(n_layers: int) -> dict:
+    return {"title": _title("layer"), "autorange": "reversed", "dtick": 1}
 
 
 def score_heatmap(array, *, group: str = "", title: str | None = None, sort_units: bool = False,
@@ -93,6 +112,7 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
     needed). ``sort_units`` orders every layer's units by score, highest first (the x axis becomes
     the rank; the hover still names the unit). ``scale`` colours by the score (``linear``), by
     log10 of its magnitude (``log``) or by its percentile within the layer (``percentile``).
+    Arrays go to plotly as float32 typed arrays: a 6 x 1536 map stays small and fast to send.
     """
     a = _as_array(array)
     n_layers, width = a.shape
@@ -101,74 +121,75 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
     if sort_units:
         a, _, (units, ranks) = _sorted_view(a, units, ranks)
     color, clabel = _color_values(a, scale)
-    signed = scale == "linear" and np.nanmin(a) < 0 if np.isfinite(a).any() else False
-    custom = np.stack([units, ranks, np.where(np.isnan(a), 0.0, a)], axis=-1)
+    signed = (scale == "linear" and bool(np.nanmin(a) < 0)) if np.isfinite(a).any() else False
     word = unit_word(group)
-    hover = (f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}"
-             f"<br>rank %{{customdata[1]}} in layer<extra></extra>")
-    hm = go.Heatmap(
-        z=_none_nan(color), x=list(range(width)), y=list(range(n_layers)), customdata=custom,
-        hovertemplate=hover, hoverongaps=False,
-        colorscale="RdBu_r" if signed else "Viridis", zmid=0 if signed else None,
-        colorbar=dict(title=dict(text=clabel, side="right")),
-    )
+    trace = {
+        "type": "heatmap", "z": _f32(color), "x": np.arange(width), "y": np.arange(n_layers),
+        "customdata": _f32(np.stack([units, ranks, np.where(np.isnan(a), 0.0, a)], axis=-1)),
+        "hovertemplate": (f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}"
+                          f"<br>rank %{{customdata[1]}} in layer<extra></extra>"),
+        "hoverongaps": False, "colorscale": "RdBu_r" if signed else "Viridis",
+        "colorbar": {"title": {"text": clabel, "side": "right"}},
+    }
+    if signed:
+        trace["zmid"] = 0
     if a.size <= _TEXT_CELLS:
-        hm.update(text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2g}")(a), texttemplate="%{text}",
-                  textfont=dict(size=10))
-    fig = go.Figure(hm)
-    fig.update_layout(
-        title=title or f"{group_label(group)}: attribution by layer".strip(": "),
-        xaxis_title=f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index",
-        yaxis_title="layer", height=height or max(260, 60 + 38 * n_layers),
-        margin=dict(l=60, r=20, t=50, b=50),
-    )
-    fig.update_yaxes(autorange="reversed", dtick=1)
-    return fig
+        trace.update(text=_cell_text(a), texttemplate="%{text}", textfont={"size": 10})
+    return _figure([trace], {
+        "title": _title(title or f"{group_label(group)}: attribution by layer".strip(": ")),
+        "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index")},
+        "yaxis": _layers_axis(n_layers), "height": height or max(260, 60 + 38 * n_layers),
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    })
 
 
 def keep_heatmap(keep, n_units: Sequence[int] | None = None, *, scores=None, group: str = "",
                  title: str | None = None, sort_units: bool = False) -> go.Figure:
     """Layers x units map of a mask: kept units in one colour, pruned in another.
 
-    ``scores`` (same layout) adds the score and rank to the hover and, with ``sort_units``,
-    orders every layer by score so the kept units line up on the left.
+    Two heatmap traces (kept, pruned), so the hover says which. ``scores`` (same layout) adds the
+    score and rank to the hover and, with ``sort_units``, orders every layer by score so the kept
+    units line up on the left.
     """
     k = np.asarray(keep, dtype=bool)
     n_layers, width = k.shape
     valid = np.ones_like(k, dtype=bool)
     if n_units is not None:
         valid = np.arange(width)[None, :] < np.asarray(list(n_units))[:, None]
-    z = np.where(valid, k.astype(float), np.nan)
+    state = np.where(valid, k.astype(float), np.nan)
     units = np.tile(np.arange(width), (n_layers, 1))
     word = unit_word(group)
     if scores is not None:
         s = np.where(valid, _as_array(scores), np.nan)
         ranks = layer_ranks(s)
         if sort_units:
-            s, _, (z, units, ranks) = _sorted_view(s, z, units, ranks)
-        custom = np.stack([units, ranks, np.where(np.isnan(s), 0.0, s)], axis=-1)
-        hover = (f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>%{{text}}<br>score %{{customdata[2]:.4g}}"
-                 f"<br>rank %{{customdata[1]}} in layer<extra></extra>")
+            s, _, (state, units, ranks) = _sorted_view(s, state, units, ranks)
+        custom = _f32(np.stack([units, ranks, np.where(np.isnan(s), 0.0, s)], axis=-1))
+        extra = "<br>score %{customdata[2]:.4g}<br>rank %{customdata[1]} in layer"
     else:
-        custom = units[..., None]
-        hover = f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>%{{text}}<extra></extra>"
-    text = np.where(np.isnan(z), "", np.where(z > 0.5, "kept", "pruned"))
-    fig = go.Figure(go.Heatmap(
-        z=_none_nan(z), customdata=custom, text=text, hovertemplate=hover, hoverongaps=False,
-        x=list(range(width)), y=list(range(n_layers)),
-        colorscale=[[0.0, PRUNED_COLOR], [0.5, PRUNED_COLOR], [0.5, KEPT_COLOR], [1.0, KEPT_COLOR]],
-        zmin=0, zmax=1, showscale=True,
-        colorbar=dict(tickvals=[0.25, 0.75], ticktext=["pruned", "kept"], len=0.6),
-    ))
+        custom = _f32(units[..., None])
+        extra = ""
+    data = []
+    for name, value, color in (("kept", 1.0, KEPT_COLOR), ("pruned", 0.0, PRUNED_COLOR)):
+        data.append({
+            "type": "heatmap", "z": _f32(np.where(state == value, 1.0, np.nan)), "customdata": custom,
+            "x": np.arange(width), "y": np.arange(n_layers), "name": name,
+            "hovertemplate": f"layer %{{y}}<br>{word} %{{customdata[0]}}: <b>{name}</b>{extra}<extra></extra>",
+            "hoverongaps": False, "colorscale": [[0, color], [1, color]], "showscale": False,
+            "showlegend": False,
+        })
+        # a legend entry (heatmaps have none of their own)
+        data.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": name,
+                     "hoverinfo": "skip", "marker": {"symbol": "square", "size": 12, "color": color}})
     kept, total = int((k & valid).sum()), int(valid.sum())
-    fig.update_layout(
-        title=title or f"{group_label(group)}: {kept} of {total} kept",
-        xaxis_title=f"{word} rank in layer (sorted by score)" if (sort_units and scores is not None)
-        else f"{word} index",
-        yaxis_title="layer", height=max(240, 60 + 34 * n_layers), margin=dict(l=60, r=20, t=50, b=50),
-    )
-    fig.update_yaxes(autorange="reversed", dtick=1)
-    return fig
+    sorted_x = sort_units and scores is not None
+    return _figure(data, {
+        "title": _title(title or f"{group_label(group)}: {kept} of {total} kept"),
+        "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sorted_x else f"{word} index")},
+        "yaxis": _layers_axis(n_layers), "height": max(240, 60 + 34 * n_layers),
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "legend": {**_LEGEND_TOP, "itemclick": False, "itemdoubleclick": False},
+    })
 
 
 def kept_per_layer(keep, n_units: Sequence[int], *, group: str = "", title: str | None = None) -> go.Figure:
@@ -178,36 +199,37 @@ def kept_per_layer(keep, n_units: Sequence[int], *, group: str = "", title: str 
     valid = np.arange(k.shape[1])[None, :] < n[:, None]
     kept = (k & valid).sum(1)
     layers = list(range(k.shape[0]))
-    fig = go.Figure([
-        go.Bar(x=layers, y=kept, name="kept", marker_color=KEPT_COLOR,
-               hovertemplate="layer %{x}: %{y} kept<extra></extra>"),
-        go.Bar(x=layers, y=n - kept, name="pruned", marker_color=PRUNED_COLOR,
-               hovertemplate="layer %{x}: %{y} pruned<extra></extra>"),
-    ])
-    fig.update_layout(barmode="stack", title=title or f"{group_label(group)} kept per layer",
-                      xaxis_title="layer", yaxis_title=f"{unit_word(group)}s", height=300,
-                      margin=dict(l=60, r=20, t=50, b=40), xaxis=dict(dtick=1),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    return fig
+    data = [
+        {"type": "bar", "x": layers, "y": kept.tolist(), "name": "kept", "marker": {"color": KEPT_COLOR},
+         "hovertemplate": "layer %{x}: %{y} kept<extra></extra>"},
+        {"type": "bar", "x": layers, "y": (n - kept).tolist(), "name": "pruned",
+         "marker": {"color": PRUNED_COLOR}, "hovertemplate": "layer %{x}: %{y} pruned<extra></extra>"},
+    ]
+    return _figure(data, {
+        "barmode": "stack", "title": _title(title or f"{group_label(group)} kept per layer"),
+        "xaxis": {"title": _title("layer"), "dtick": 1}, "yaxis": {"title": _title(f"{unit_word(group)}s")},
+        "height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+    })
 
 
 def score_distribution(array, *, group: str = "", log: bool = False, title: str | None = None) -> go.Figure:
     """The distribution of scores in every layer, one box per layer (outliers as points)."""
     a = _as_array(array)
-    fig = go.Figure()
+    data = []
     for layer in range(a.shape[0]):
         v = a[layer][~np.isnan(a[layer])]
         if log:
             v = np.abs(v)
             v = v[v > 0]
-        fig.add_trace(go.Box(y=v, name=f"layer {layer}", boxpoints="outliers", marker_size=3,
-                             line_width=1, showlegend=False))
-    fig.update_layout(title=title or f"{group_label(group)}: score distribution per layer",
-                      yaxis_title="|score| (log scale)" if log else "score", height=340,
-                      margin=dict(l=60, r=20, t=50, b=40))
+        data.append({"type": "box", "y": _f32(v), "name": f"layer {layer}", "boxpoints": "outliers",
+                     "marker": {"size": 3}, "line": {"width": 1}, "showlegend": False})
+    yaxis = {"title": _title("|score| (log scale)" if log else "score")}
     if log:
-        fig.update_yaxes(type="log")
-    return fig
+        yaxis["type"] = "log"
+    return _figure(data, {
+        "title": _title(title or f"{group_label(group)}: score distribution per layer"),
+        "yaxis": yaxis, "height": 340, "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+    })
 
 
 def top_units(array, k: int = 20, *, group: str = "", ascending: bool = False) -> pd.DataFrame:
@@ -230,33 +252,115 @@ def top_units(array, k: int = 20, *, group: str = "", ascending: bool = False) -
 def top_units_bar(table: pd.DataFrame, *, group: str = "", title: str | None = None) -> go.Figure:
     """Horizontal bars of a ``top_units`` table, the top unit first."""
     word = unit_word(group)
-    labels = [f"L{r.layer} {word[0]}{r[word]}" for _, r in table.iterrows()]
-    fig = go.Figure(go.Bar(x=table["score"], y=labels, orientation="h", marker_color=DENSE_COLOR,
-                           hovertemplate="%{y}: %{x:.4g}<extra></extra>"))
-    fig.update_layout(title=title or f"top {len(table)} {group_label(group)}", xaxis_title="score",
-                      height=max(240, 40 + 18 * len(table)), margin=dict(l=90, r=20, t=50, b=40))
-    fig.update_yaxes(autorange="reversed")
-    return fig
+    labels = [f"L{layer} {word[0]}{u}" for layer, u in zip(table["layer"], table[word])]
+    return _figure(
+        [{"type": "bar", "x": table["score"].tolist(), "y": labels, "orientation": "h",
+          "marker": {"color": DENSE_COLOR}, "hovertemplate": "%{y}: %{x:.4g}<extra></extra>"}],
+        {"title": _title(title or f"top {len(table)} {group_label(group)}"), "xaxis": {"title": _title("score")},
+         "yaxis": {"autorange": "reversed"}, "height": max(240, 40 + 18 * len(table)),
+         "margin": {"l": 90, "r": 20, "t": 50, "b": 40}},
+    )
+
+
+SERIES_COLORS = (DENSE_COLOR, PRUNED_MODEL_COLOR, "#2a9d8f", "#e9c46a", "#8d99ae", "#6a4c93", "#1982c4")
+
+
+def grouped_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, metric: str = "accuracy",
+                 title: str | None = None) -> go.Figure:
+    """Grouped bars: one group per label (a task, a target set), one bar per series."""
+    labels = list(labels)
+    data = []
+    top = 0.0
+    for i, (name, values) in enumerate(series.items()):
+        vals = [float(v) for v in values]
+        top = max([top, *[v for v in vals if np.isfinite(v)]])
+        data.append({"type": "bar", "x": labels, "y": vals, "name": name,
+                     "marker": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
+                     "text": [f"{v:.3f}" for v in vals], "textposition": "outside",
+                     "hovertemplate": "%{x} " + name + ": %{y:.4f}<extra></extra>"})
+    return _figure(data, {
+        "barmode": "group", "title": _title(title or metric),
+        "yaxis": {"title": _title(metric), "range": [0, max(1.0, top * 1.12)]}, "height": 360,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+    })
 
 
 def dense_vs_pruned(labels: Sequence[str], dense: Sequence[float], pruned: Sequence[float], *,
                     metric: str = "accuracy", title: str | None = None,
                     pruned_name: str = "pruned") -> go.Figure:
     """Grouped bars, dense against pruned, one group per label (a task, a target set...)."""
-    fig = go.Figure([
-        go.Bar(x=list(labels), y=list(dense), name="dense", marker_color=DENSE_COLOR,
-               text=[f"{v:.3f}" for v in dense], textposition="outside",
-               hovertemplate="%{x} dense: %{y:.4f}<extra></extra>"),
-        go.Bar(x=list(labels), y=list(pruned), name=pruned_name, marker_color=PRUNED_MODEL_COLOR,
-               text=[f"{v:.3f}" for v in pruned], textposition="outside",
-               hovertemplate="%{x} " + pruned_name + ": %{y:.4f}<extra></extra>"),
-    ])
-    top = max([*dense, *pruned, 0.0])
-    fig.update_layout(barmode="group", title=title or f"{metric}: dense against pruned",
-                      yaxis_title=metric, yaxis_range=[0, max(1.0, top * 1.12)], height=340,
-                      margin=dict(l=60, r=20, t=50, b=40),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    return fig
+    return grouped_bars(labels, {"dense": dense, pruned_name: pruned}, metric=metric,
+                        title=title or f"{metric}: dense against pruned")
+
+
+def sparsity_curves(curves: pd.DataFrame, *, metric: str = "accuracy", title: str | None = None) -> go.Figure:
+    """Metric against sparsity, one line per series (method), a band of +-1 std over trials.
+
+    ``curves`` has columns ``series``, ``sparsity``, ``mean`` and optionally ``std`` (the output
+    of :func:`mtprune.experiments.curves` for one task).
+    """
+    data = []
+    for i, (name, d) in enumerate(curves.groupby("series", sort=False)):
+        d = d.sort_values("sparsity")
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        x = (100 * d["sparsity"]).tolist()
+        y = d["mean"].tolist()
+        std = d["std"].fillna(0).tolist() if "std" in d else [0.0] * len(y)
+        if any(v > 0 for v in std):
+            data.append({"type": "scatter", "x": x + x[::-1],
+                         "y": [a + b for a, b in zip(y, std)] + [a - b for a, b in zip(y, std)][::-1],
+                         "fill": "toself", "fillcolor": color, "opacity": 0.15, "line": {"width": 0},
+                         "hoverinfo": "skip", "showlegend": False, "legendgroup": name})
+        data.append({"type": "scatter", "x": x, "y": y, "mode": "lines+markers", "name": name,
+                     "legendgroup": name, "line": {"color": color},
+                     "hovertemplate": name + ": %{y:.4f} at %{x:.0f}% sparsity<extra></extra>"})
+    return _figure(data, {
+        "title": _title(title or f"{metric} against sparsity"),
+        "xaxis": {"title": _title("units pruned (%)"), "range": [-2, 102]},
+        "yaxis": {"title": _title(metric)}, "height": 380,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+    })
+
+
+def jaccard_heatmap(matrix: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Task x task Jaccard similarity of kept units (values printed in the cells)."""
+    m = matrix.astype(float)
+    z = m.to_numpy()
+    return _figure([{
+        "type": "heatmap", "z": z, "x": list(m.columns), "y": list(m.index), "zmin": 0, "zmax": 1,
+        "colorscale": "Blues", "text": [[("" if np.isnan(v) else f"{v:.2f}") for v in row] for row in z],
+        "texttemplate": "%{text}", "hovertemplate": "%{y} and %{x}: Jaccard %{z:.3f}<extra></extra>",
+        "colorbar": {"title": {"text": "Jaccard", "side": "right"}},
+    }], {
+        "title": _title(title or "kept units shared by two tasks (Jaccard)"),
+        "yaxis": {"autorange": "reversed"}, "height": max(300, 90 + 48 * len(m)),
+        "margin": {"l": 80, "r": 20, "t": 50, "b": 60},
+    })
+
+
+def layer_overlap_lines(per_layer: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Jaccard per layer, one line per task pair, and the chance level of random masks (dotted).
+
+    ``per_layer`` has ``task_a``, ``task_b``, ``layer``, ``jaccard`` and ``chance`` (the output of
+    :func:`mtprune.experiments.overlap_by_layer` for one group).
+    """
+    data = []
+    for i, ((a, b), d) in enumerate(per_layer.groupby(["task_a", "task_b"], sort=False)):
+        d = d.sort_values("layer")
+        data.append({"type": "scatter", "x": d["layer"].tolist(), "y": d["jaccard"].tolist(),
+                     "mode": "lines+markers", "name": f"{a} & {b}",
+                     "line": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
+                     "hovertemplate": f"{a} & {b}, layer %{{x}}: %{{y:.3f}}<extra></extra>"})
+    if len(per_layer):
+        chance = per_layer.groupby("layer")["chance"].mean().sort_index()
+        data.append({"type": "scatter", "x": chance.index.tolist(), "y": chance.tolist(), "mode": "lines",
+                     "name": "random masks", "line": {"color": "#888888", "dash": "dot"},
+                     "hovertemplate": "random masks, layer %{x}: %{y:.3f}<extra></extra>"})
+    return _figure(data, {
+        "title": _title(title or "shared kept units per layer"),
+        "xaxis": {"title": _title("layer"), "dtick": 1}, "yaxis": {"title": _title("Jaccard"), "range": [0, 1.02]},
+        "height": 360, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+    })
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,3 +383,259 @@ def figure_png(fig: go.Figure, scale: float = 2.0, width: int = 1100) -> bytes:
 
 
 # --- experiment charts
+# Figures of mtprune.experiments: metric against sparsity (sweeps, paper settings, unseen
+# domains), task overlap, multi-task budgets; and save_figure (HTML, then PNG).
+
+_SERIES_COLORS = {
+    "ap": "#e76f51", "ig": "#f4a261", "activation": "#2a9d8f", "random-label": "#8338ec",
+    "random": "#6c757d", "magnitude": "#e9c46a", "svd": "#264653", "dense": "#000000",
+}
+_EXTRA_COLORS = ("#1d3557", "#d62828", "#588157", "#bc6c25", "#7209b7", "#3a86ff", "#fb8500", "#606c38")
+
+
+def _series_color(name: str, i: int) -> str:
+    base = str(name).split(" ")[0]
+    if name in _SERIES_COLORS:
+        return _SERIES_COLORS[name]
+    if base in _SERIES_COLORS and " " not in str(name):
+        return _SERIES_COLORS[base]
+    return _EXTRA_COLORS[i % len(_EXTRA_COLORS)]
+
+
+def _facets(n: int, cols: int) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return (n + cols - 1) // cols, cols
+
+
+def _mean_std(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    g = df.groupby(keys, sort=False)[metric]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None, cols: int = 3,
+                 series: str = "series", height_per_row: int = 300) -> go.Figure:
+    """One panel per task: ``metric`` against sparsity, one line per method (the ``series``
+    column, else ``method``), mean over trials with the standard deviation as error bars."""
+    from plotly.subplots import make_subplots
+
+    if df.empty:
+        raise ValueError("no rows to plot")
+    if metric not in df.columns:
+        raise ValueError(f"the rows have no {metric!r} column")
+    d = df.copy()
+    if series not in d.columns:
+        from mtprune.experiments.sweep import series_label
+
+        d[series] = series_label(d)
+    tasks = list(dict.fromkeys(d["task"]))
+    names = list(dict.fromkeys(d[series]))
+    stats = _mean_std(d, ["task", series, "sparsity"], metric)
+    rows, cols = _facets(len(tasks), cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, shared_xaxes=False,
+                        horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.1)
+    for i, task in enumerate(tasks):
+        r, c = i // cols + 1, i % cols + 1
+        for j, name in enumerate(names):
+            s = stats[(stats["task"] == task) & (stats[series] == name)].sort_values("sparsity")
+            if s.empty:
+                continue
+            trials = int(s["count"].max())
+            fig.add_trace(go.Scatter(
+                x=s["sparsity"], y=s["mean"], mode="lines+markers", name=str(name),
+                legendgroup=str(name), showlegend=i == 0, line=dict(color=_series_color(name, j), width=2),
+                marker=dict(size=5),
+                error_y=dict(type="data", array=s["std"], visible=trials > 1, thickness=1, width=3),
+                hovertemplate=(f"{task} · {name}<br>sparsity %{{x:.2f}}<br>{metric} %{{y:.4f}}"
+                               + (" ± %{error_y.array:.4f}" if trials > 1 else "")
+                               + (f" ({trials} trials)" if trials > 1 else "") + "<extra></extra>"),
+            ), row=r, col=c)
+        fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
+        fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
+    fig.update_layout(title=title or f"{metric} against sparsity", height=80 + height_per_row * rows,
+                      margin=dict(l=60, r=20, t=80, b=50),
+                      legend=dict(orientation="h", y=1.0 + 0.12 / rows, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def summary_bars(table: pd.DataFrame, *, metric: str = "accuracy", title: str | None = None) -> go.Figure:
+    """Grouped bars of a task x method table (:func:`mtprune.experiments.sweep.summarize`)."""
+    std = table.attrs.get("std")
+    fig = go.Figure()
+    for j, col in enumerate(table.columns):
+        err = std[col].fillna(0).tolist() if std is not None and col in std else None
+        fig.add_trace(go.Bar(x=[str(i) for i in table.index], y=table[col], name=str(col),
+                             marker_color=_series_color(col, j),
+                             error_y=dict(type="data", array=err, visible=bool(err and any(err))),
+                             hovertemplate=f"%{{x}} · {col}: %{{y:.4f}}<extra></extra>"))
+    lo, hi = table.attrs.get("range", (None, None))
+    rng = f" (mean over sparsities {lo:g}-{hi:g})" if lo is not None else ""
+    fig.update_layout(barmode="group", title=title or f"{metric}{rng}", yaxis_title=metric, height=380,
+                      margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Task x task Jaccard similarity of kept units (1 on the diagonal)."""
+    m = matrix.astype(float)
+    z = m.to_numpy()
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(z)
+    fig = go.Figure(go.Heatmap(
+        z=_none_nan(z), x=[str(c) for c in m.columns], y=[str(i) for i in m.index], text=text,
+        texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1,
+        hovertemplate="%{y} · %{x}: Jaccard %{z:.4f}<extra></extra>",
+        colorbar=dict(title=dict(text="Jaccard", side="right")),
+    ))
+    fig.update_layout(title=title or "overlap of kept units (Jaccard)",
+                      height=max(320, 90 + 52 * len(m)), width=max(420, 160 + 60 * len(m)),
+                      margin=dict(l=80, r=20, t=60, b=60))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def overlap_layers_figure(per_layer: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Jaccard similarity per layer, one line per task pair, one panel per unit group; the dashed
+    line is what random masks keeping as many units would share."""
+    from plotly.subplots import make_subplots
+
+    groups = list(dict.fromkeys(per_layer["group"]))
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=[group_label(g) for g in groups],
+                        horizontal_spacing=0.08)
+    pairs = list(dict.fromkeys(zip(per_layer["task_a"], per_layer["task_b"])))
+    for gi, g in enumerate(groups):
+        d = per_layer[per_layer["group"] == g]
+        for j, (a, b) in enumerate(pairs):
+            s = d[(d["task_a"] == a) & (d["task_b"] == b)].sort_values("layer")
+            fig.add_trace(go.Scatter(
+                x=s["layer"], y=s["jaccard"], mode="lines+markers", name=f"{a} · {b}", legendgroup=f"{a}·{b}",
+                showlegend=gi == 0, line=dict(color=_EXTRA_COLORS[j % len(_EXTRA_COLORS)], width=1.5),
+                hovertemplate=f"{a} · {b}<br>layer %{{x}}: Jaccard %{{y:.3f}}<extra></extra>",
+            ), row=1, col=gi + 1)
+        chance = d.groupby("layer")["chance"].mean()
+        fig.add_trace(go.Scatter(x=chance.index, y=chance.values, mode="lines", name="random masks",
+                                 legendgroup="chance", showlegend=gi == 0,
+                                 line=dict(color="#6c757d", dash="dash"),
+                                 hovertemplate="random masks<br>layer %{x}: %{y:.3f}<extra></extra>"),
+                      row=1, col=gi + 1)
+        fig.update_xaxes(title_text="layer", dtick=1, row=1, col=gi + 1)
+        fig.update_yaxes(title_text="Jaccard" if gi == 0 else None, range=[0, 1.02], row=1, col=gi + 1)
+    fig.update_layout(title=title or "overlap of kept units per layer", height=380,
+                      margin=dict(l=60, r=20, t=70, b=50))
+    return fig
+
+
+def unseen_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None, cols: int = 4) -> go.Figure:
+    """One panel per (source -> target) pair: the target's ``metric`` against sparsity for masks
+    from the source (and the target's own mask in the cross-task case); dotted: dense."""
+    from plotly.subplots import make_subplots
+
+    d = df.copy()
+    d["series"] = np.where(d["mask_from"] == d["source"], d["method"] + " (" + d["source"] + " mask)",
+                           d["method"] + " (" + d["mask_from"] + " mask, own)")
+    pairs = list(dict.fromkeys(zip(d["source"], d["target"])))
+    names = list(dict.fromkeys(d["series"].str.replace(r" \(.*", "", regex=True)))
+    rows, cols = _facets(len(pairs), cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{s} → {t}" for s, t in pairs],
+                        horizontal_spacing=0.05, vertical_spacing=0.12 if rows > 1 else 0.1)
+    shown = set()
+    for i, (src, tgt) in enumerate(pairs):
+        r, c = i // cols + 1, i % cols + 1
+        p = d[(d["source"] == src) & (d["target"] == tgt)]
+        stats = _mean_std(p, ["series", "mask_from", "method", "sparsity"], metric)
+        for name in dict.fromkeys(stats["series"]):
+            s = stats[stats["series"] == name].sort_values("sparsity")
+            own = s["mask_from"].iloc[0] != src
+            method = s["method"].iloc[0]
+            legend = f"{method}{' (own mask)' if own else ''}"
+            fig.add_trace(go.Scatter(
+                x=s["sparsity"], y=s["mean"], mode="lines+markers", name=legend, legendgroup=legend,
+                showlegend=legend not in shown,
+                line=dict(color=_series_color(method, names.index(method) if method in names else 0),
+                          dash="dash" if own else "solid", width=2), marker=dict(size=4),
+                error_y=dict(type="data", array=s["std"], visible=bool(s["count"].max() > 1), thickness=1, width=2),
+                hovertemplate=f"{src} → {tgt} · {name}<br>sparsity %{{x:.2f}}<br>{metric} %{{y:.4f}}<extra></extra>",
+            ), row=r, col=c)
+            shown.add(legend)
+        dense = p[p["sparsity"] == 0][metric]
+        if len(dense):
+            fig.add_hline(y=float(dense.iloc[0]), line=dict(color="#000000", dash="dot", width=1), row=r, col=c)
+        fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
+        fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
+    fig.update_layout(title=title or f"unseen domains: {metric} of masks built on another task",
+                      height=80 + 260 * rows, margin=dict(l=60, r=20, t=80, b=50),
+                      legend=dict(orientation="h", y=1.0 + 0.12 / rows, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None) -> go.Figure:
+    """Joint mask against ensemble: ``metric`` per task and on average, for every budget (bars
+    for one budget; lines against the budget for several); dotted: the dense model."""
+    d = df[df["setting"].isin(["joint", "ensemble"])].copy()
+    dense = df[df["setting"] == "dense"].groupby("task")[metric].mean()
+    tasks = list(dict.fromkeys(d["task"]))
+    budgets = sorted(d["budget"].unique())
+    colors = {"joint": PRUNED_MODEL_COLOR, "ensemble": KEPT_COLOR}
+    total = float(df["prunable_params"].dropna().iloc[0]) if "prunable_params" in df and df["prunable_params"].notna().any() else None
+    if len(budgets) == 1:
+        fig = go.Figure()
+        for setting in ("joint", "ensemble"):
+            s = d[d["setting"] == setting].set_index("task").reindex(tasks)
+            fig.add_trace(go.Bar(x=tasks, y=s[metric], name=setting, marker_color=colors[setting],
+                                 text=[f"{v:.3f}" for v in s[metric]], textposition="outside",
+                                 hovertemplate=f"%{{x}} · {setting}: %{{y:.4f}}<extra></extra>"))
+        if len(dense):
+            fig.add_trace(go.Scatter(x=[t for t in tasks if t in dense.index], y=[dense[t] for t in tasks if t in dense.index],
+                                     mode="markers", name="dense", marker=dict(symbol="line-ew-open", size=28,
+                                                                                color=DENSE_COLOR, line=dict(width=2)),
+                                     hovertemplate="%{x} dense: %{y:.4f}<extra></extra>"))
+        b = budgets[0]
+        share = f" ({100 * b / total:.0f}% of the prunable parameters)" if total else ""
+        fig.update_layout(barmode="group", title=title or f"one mask for all tasks against one per task: budget {b:,}{share}",
+                          yaxis_title=metric, yaxis_range=[0, 1.08], height=400, margin=dict(l=60, r=20, t=60, b=40),
+                          legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+        return fig
+    from plotly.subplots import make_subplots
+
+    rows, cols = _facets(len(tasks), 4)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, horizontal_spacing=0.05)
+    for i, task in enumerate(tasks):
+        r, c = i // cols + 1, i % cols + 1
+        for setting in ("joint", "ensemble"):
+            s = d[(d["setting"] == setting) & (d["task"] == task)].sort_values("budget")
+            x = 100 * s["budget"] / total if total else s["budget"]
+            fig.add_trace(go.Scatter(x=x, y=s[metric], mode="lines+markers", name=setting, legendgroup=setting,
+                                     showlegend=i == 0, line=dict(color=colors[setting], width=2),
+                                     hovertemplate=f"{task} · {setting}<br>budget %{{x:.1f}}<br>{metric} %{{y:.4f}}<extra></extra>"),
+                          row=r, col=c)
+        if task in dense.index:
+            fig.add_hline(y=float(dense[task]), line=dict(color=DENSE_COLOR, dash="dot", width=1), row=r, col=c)
+        fig.update_xaxes(title_text=("budget, % of prunable parameters" if total else "budget") if r == rows else None,
+                         row=r, col=c)
+    fig.update_layout(title=title or f"{metric}: one mask for all tasks against one per task",
+                      height=80 + 260 * rows, margin=dict(l=60, r=20, t=80, b=50),
+                      legend=dict(orientation="h", y=1.0 + 0.12 / rows, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def save_figure(fig: go.Figure, path, png: bool = True, width: int = 1100, scale: float = 2.0) -> list:
+    """Write ``<path>.html`` (always, first) and ``<path>.png``; returns the paths written.
+
+    ``path`` may end in .html or .png (the other one is named after it). A PNG that cannot be
+    rendered raises a one-line :class:`~mtprune.errors.MtpruneError` after the HTML is written.
+    """
+    from pathlib import Path
+
+    from mtprune.experiments.core import atomic_write_bytes
+
+    p = Path(path)
+    base = p.with_suffix("") if p.suffix.lower() in (".html", ".png") else p
+    html = base.with_name(base.name + ".html")
+    atomic_write_bytes(html, figure_html(fig))
+    written = [html]
+    if png:
+        out = base.with_name(base.name + ".png")
+        atomic_write_bytes(out, figure_png(fig, scale=scale, width=width))
+        written.append(out)
+    return written

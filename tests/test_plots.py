@@ -73,8 +73,8 @@ def test_signed_scores_use_a_diverging_scale():
 
 def test_keep_heatmap_and_kept_per_layer():
     a = _scores()
-    keep = np.zeros((3, 5), dtype=bool)
-    keep[:, :2] = True
+    r = plots.layer_ranks(a)
+    keep = (r >= 1) & (r <= 2)  # the two best units of every layer
     fig = plots.keep_heatmap(keep, [5, 5, 4], scores=a, group="encoder.ffn", sort_units=True)
     assert "6 of 14 kept" in fig.layout.title.text
     kept, pruned = [t for t in fig.data if t.type == "heatmap"]
@@ -88,6 +88,8 @@ def test_keep_heatmap_and_kept_per_layer():
     bars = plots.kept_per_layer(keep, [5, 5, 4], group="encoder.ffn")
     assert list(bars.data[0].y) == [2, 2, 2]
     assert list(bars.data[1].y) == [3, 3, 2]
+    unsorted = plots.keep_heatmap(keep, [5, 5, 4], group="encoder.ffn")
+    assert np.array_equal(~np.isnan(np.asarray(unsorted.data[0].z, dtype=float)), keep)
 
 
 def test_distribution_and_top_units():

@@ -1,0 +1,103 @@
+"""Learn the method: task-specific pruning in five steps, on a live example, in plain words."""
+
+import streamlit as st
+
+from mtprune import dashboard as D
+from mtprune import plots
+from ui import common as C
+
+ctx = C.need_task()
+t = ctx.task
+st.title("Learn the method")
+st.markdown(
+    f"A multi-task model serves many tasks with one shared network. A single task, here **{t.name}** "
+    f"({t.description}), uses only part of it. This page finds that part and removes the rest, "
+    "without any retraining, in five steps. Every chart is computed live on the model in the sidebar."
+)
+
+st.header("1. A model is made of units")
+f = ctx.facts
+per_layer = ", ".join(f"{n[0]} {plots.KIND_LABELS.get(g.split('.')[1], g)}" for g, n in f["groups"].items())
+st.markdown(
+    f"**{f['name']}** has {f['layers']} layers. Every layer has {per_layer}. An *FFN neuron* is one "
+    "hidden unit of the layer's feed-forward block; an *attention head* is one of the parallel "
+    "attention mechanisms. Each unit can be switched off on its own: that is what pruning does."
+)
+
+st.header("2. Show the model a few examples of the task")
+split = ctx.spec.split or t.train_split
+st.markdown(f"We take **{ctx.spec.samples}** labelled examples from {t.name}/{split}, the same number of "
+            "each label. Here are three:")
+try:
+    from mtprune.tasks import load_rows, sample_rows
+
+    ex = sample_rows(load_rows(t, split), 3, seed=ctx.spec.seed)
+    st.dataframe([{**{k: r[k] for k in t.fields}, "label": t.labels[int(r["label"])]} for r in ex],
+                 hide_index=True)
+except Exception as exc:
+    C.error(exc)
+
+st.header("3. Score every unit: how much does the task need it?")
+st.markdown(
+    "For each example we run the model, measure how wrong it is (the loss), and ask for every unit: "
+    "*if this unit were switched off, how much would the loss change?* A first-order estimate of that "
+    "is the unit's **activation times the gradient** of the loss with respect to it. Averaged over the "
+    "examples, this gives one score per unit: high means the task relies on it."
+)
+scores, note = C.scores_or_button(ctx, key="guide.compute")
+g = D.groups_in(scores)[0]
+C.show_figure(plots.score_heatmap(scores.arrays[g], group=g, sort_units=True, scale="percentile",
+                                  title=f"{plots.group_label(g)}, each layer sorted by score"),
+              key="guide.heatmap")
+top = plots.top_units(scores.arrays[g], 5, group=g)
+best = top.iloc[0]
+st.markdown(
+    f"Each row is a layer, sorted from the most needed {plots.unit_word(g)} (left) to the least (right). "
+    f"The single most needed one is {plots.unit_word(g)} {int(best[plots.unit_word(g)])} of layer "
+    f"{int(best['layer'])}. Look at how quickly the colour fades: in most layers a minority of the units "
+    "carries most of the score."
+)
+
+st.header("4. Keep the units the task needs, remove the rest")
+pct = st.slider(f"Share of {plots.KIND_LABELS.get(g.split('.')[1])} to remove", 0, 95, 50, step=5,
+                format="%d%%", key="guide.sparsity", persist_state="session")
+mask = D.kind_mask(scores, {g.split(".")[1]: pct / 100}, scope="layer")
+from mtprune.pruning import count_parameters  # noqa: E402
+
+params = count_parameters(ctx.adapter, mask)
+st.markdown(
+    f"In every layer we keep the top {100 - pct}% by score. The model goes from "
+    f"**{D.human_count(f['parameters'])}** to **{D.human_count(params)}** parameters "
+    f"({(params - f['parameters']) / f['parameters']:+.0%})."
+)
+C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
+                                 sort_units=True), key="guide.mask")
+
+st.header("5. Check that the pruned model still does the task")
+limit = st.number_input("Examples to check", min_value=1, max_value=5000, value=100, step=50,
+                        key="guide.limit", persist_state="session")
+if st.button(f"Evaluate dense and pruned on {t.name}/{ctx.split}", key="guide.evaluate", type="primary"):
+    try:
+        C.compare(ctx, t.name, ctx.split, int(limit), mask)
+    except Exception as exc:
+        C.error(exc)
+dense = C.find_eval(ctx, t.name, ctx.split, int(limit))
+pruned = C.find_eval(ctx, t.name, ctx.split, int(limit), D.mask_digest(mask))
+if dense is not None and pruned is not None:
+    C.show_figure(plots.dense_vs_pruned([t.name], [dense.accuracy], [pruned.accuracy]), key="guide.result")
+    drop = dense.accuracy - pruned.accuracy
+    st.markdown(
+        f"With {pct}% of the units gone the accuracy moved from {dense.accuracy:.3f} to "
+        f"{pruned.accuracy:.3f} ({-drop:+.3f}). "
+        + ("Barely a change: the removed units did little for this task." if abs(drop) < 0.02 else
+           "Try a lower sparsity, or more examples in step 2, and compare.")
+    )
+
+st.header("What next")
+st.markdown(
+    "* Different tasks keep different units: **Task overlap** measures how much two tasks' masks share.\n"
+    "* A mask found on one data set may or may not carry over to another of the same task: "
+    "**Unseen domains**.\n"
+    "* Other scores (integrated gradients, activations, random) are in the sidebar's attribution "
+    "settings; **Prune and evaluate** compares them across sparsities."
+)

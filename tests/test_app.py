@@ -1,0 +1,406 @@
+"""The dashboard under streamlit.testing's AppTest: every page renders without an exception, its
+widgets are there, and the key interactions change what is shown. Bad input ends in one st.error
+line and the app keeps running. Also the non-streamlit helpers of mtprune/dashboard.py.
+
+The real default model is used (loaded once per process by st.cache_resource); attribution runs on
+16 examples and evaluation on 8-16 rows, with one score cache for the module."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtprune import dashboard as D
+from mtprune.errors import MtpruneError
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+SAMPLES = 16
+PAGES = ("model", "heatmaps", "prune", "overlap", "unseen", "export", "guide")
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("dashboard-cache"))
+
+
+@pytest.fixture
+def app(shared_home, module_cache, monkeypatch):
+    """A fresh session of the app on the model page, attribution set to 16 examples."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MTPRUNE_CACHE", module_cache)
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    at.sidebar.number_input(key="sb.samples").set_value(SAMPLES).run()
+    return at
+
+
+def goto(at, page: str):
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def metric(at, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise KeyError(f"{label} not in {[m.label for m in at.metric]}")
+
+
+def compute_scores(at, page: str):
+    """On a page that needs scores: press Compute when they are not cached yet."""
+    buttons = [b for b in at.button if b.key == f"{page}.compute"]
+    if buttons:
+        buttons[0].click().run()
+    ok(at)
+
+
+# ----------------------------------------------------------------------------------------------
+# pages
+
+
+def test_sidebar_and_model_page(app):
+    at = app
+    ok(at)
+    labels = [s.label for s in at.sidebar.selectbox]
+    for want in ("Model", "Task", "Evaluation split", "Method", "Score", "Examples from"):
+        assert want in labels
+    assert at.sidebar.selectbox(key="sb.task").value == "sst2"
+    assert "22.7M parameters" in at.sidebar.caption[0].value
+    assert metric(at, "Parameters") == "22.7M"
+    assert metric(at, "Layers") == "6"
+    units = at.dataframe[0].value
+    assert units.shape == (6, 2) and int(units.iloc[0, 0]) == 1536 and int(units.iloc[0, 1]) == 12
+    # measuring the dense metric adds it, and the sidebar shows it on the next run
+    at.number_input(key="model.limit").set_value(8)
+    at.button(key="model.eval").click().run()
+    ok(at)
+    assert metric(at, "Dense accuracy (8 validation rows)")
+    at.run()
+    assert "dense sst2/validation: accuracy" in at.sidebar.caption[0].value
+    # another task: its splits, its description
+    at.sidebar.selectbox(key="sb.task").set_value("cb").run()
+    ok(at)
+    assert at.sidebar.selectbox(key="sb.split").value == "validation"
+    assert any("Task: cb" in h.value for h in at.subheader)
+
+
+def test_every_page_renders(app):
+    at = app
+    for page in PAGES:
+        goto(at, page)
+        ok(at)
+        assert at.title, page
+
+
+def test_invalid_model_directory_is_one_error_line(app, tmp_path):
+    at = app
+    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.text_input(key="sb.model_dir").set_value(str(tmp_path)).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"{tmp_path} is not a model directory (no config.json)"]
+    goto(at, "heatmaps")
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    # the app keeps running: back to the default model, no error
+    at.sidebar.selectbox(key="sb.model").set_value("default").run()
+    ok(at)
+    (tmp_path / "config.json").write_text("{not json")
+    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.text_input(key="sb.model_dir").set_value(str(tmp_path)).run()
+    assert not at.exception and len(at.error) == 1 and "not valid JSON" in at.error[0].value
+
+
+def test_task_the_model_lacks_is_one_error_line(app):
+    at = app
+    tasks = at.sidebar.selectbox(key="sb.task")
+    assert "(no head)" in tasks.format_func("cola")
+    tasks.set_value("cola").run()
+    goto(at, "heatmaps")
+    assert not at.exception
+    assert len(at.error) == 1 and "has no head for task cola" in at.error[0].value
+    goto(at, "prune")
+    assert len(at.error) == 1
+    at.sidebar.selectbox(key="sb.task").set_value("sst2").run()
+    assert not at.error
+
+
+def test_heatmaps_compute_sort_and_disk_cache(app, module_cache, monkeypatch):
+    at = goto(app, "heatmaps")
+    compute_scores(at, "heat")
+    figs = charts(at)
+    maps = [f for f in figs if f["data"][0]["type"] == "heatmap"]
+    assert len(maps) == 2  # FFN neurons and heads
+    assert "neuron index" in maps[0]["layout"]["xaxis"]["title"]["text"]
+    assert "rank" in maps[0]["data"][0]["hovertemplate"]
+    assert any(f["data"][0]["type"] == "box" for f in figs)  # the distribution per layer
+    top = at.dataframe[0].value
+    assert len(top) == 20 and top["score"].is_monotonic_decreasing
+    # sorting the units reorders the map
+    at.toggle(key="heat.sort").set_value(True).run()
+    ok(at)
+    assert "sorted by score" in charts(at)[0]["layout"]["xaxis"]["title"]["text"]
+    at.number_input(key="heat.k").set_value(5).run()
+    assert len(at.dataframe[0].value) == 5
+    assert charts(at)[0]["data"][0]["colorbar"]["title"]["text"] == "log10 |score|"  # the default
+    at.segmented_control(key="heat.scale").set_value("percentile").run()
+    ok(at)
+    assert charts(at)[0]["data"][0]["colorbar"]["title"]["text"] == "percentile in layer"
+
+    # a new session (as after a restart): straight from the disk cache, no button
+    from streamlit.testing.v1 import AppTest
+
+    fresh = AppTest.from_file(APP, default_timeout=240)
+    fresh.run()
+    fresh.sidebar.number_input(key="sb.samples").set_value(SAMPLES).run()
+    goto(fresh, "heatmaps")
+    ok(fresh)
+    assert not [b for b in fresh.button if b.key == "heat.compute"]
+    assert any("loaded from the disk cache" in c.value for c in fresh.caption)
+
+
+def test_prune_slider_scope_and_evaluate(app):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    assert at.slider(key="prune.ffn").value == 50
+    assert metric(at, "encoder FFN neurons kept") == "4,608 / 9,216"
+    params_50 = metric(at, "Parameters")
+    at.slider(key="prune.ffn").set_value(80).run()
+    ok(at)
+    assert metric(at, "encoder FFN neurons kept") == "1,842 / 9,216"
+    assert metric(at, "Parameters") != params_50
+    title = [f for f in charts(at) if f["data"][0]["type"] == "heatmap"][0]["layout"]["title"]["text"]
+    assert "1842 of 9216 kept" in title
+    at.slider(key="prune.heads").set_value(25).run()
+    assert metric(at, "encoder attention heads kept") == "54 / 72"
+    # global scope: layers keep different numbers, shown as bars
+    n_before = len(charts(at))
+    at.radio(key="prune.scope").set_value("global").run()
+    ok(at)
+    assert len(charts(at)) == n_before + 2
+    # evaluate: dense against pruned
+    at.number_input(key="prune.limit").set_value(16)
+    at.button(key="prune.evaluate").click().run()
+    ok(at)
+    dense, pruned = float(metric(at, "Dense accuracy")), float(metric(at, "Pruned accuracy"))
+    assert 0 <= pruned <= 1 and 0.5 <= dense <= 1
+    assert metric(at, "Examples") == "16"
+    # moving the slider invalidates the shown result
+    at.slider(key="prune.ffn").set_value(30).run()
+    assert "Pruned accuracy" not in [m.label for m in at.metric]
+    assert any("mask changed" in c.value for c in at.caption)
+    # the slider keeps its value across pages
+    goto(at, "model")
+    goto(at, "prune")
+    assert at.slider(key="prune.ffn").value == 30
+
+
+def test_prune_sweep_chart(app):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    at.multiselect(key="prune.sweep.methods").set_value(["ap", "random"])
+    at.text_input(key="prune.sweep.sparsities").set_value("0, 0.9")
+    at.number_input(key="prune.sweep.limit").set_value(8)
+    at.button(key="prune.sweep.run").click().run()
+    ok(at)
+    curves = [f for f in charts(at) if "against FFN sparsity" in f["layout"]["title"]["text"]]
+    assert len(curves) == 1
+    names = {t.get("name") for t in curves[0]["data"]}
+    assert {"ap", "random"} <= names
+    at.text_input(key="prune.sweep.sparsities").set_value("0, 2").run()
+    assert len(at.error) == 1 and "sparsit" in at.error[0].value  # one line, the page still there
+
+
+def test_overlap_page(app):
+    at = goto(app, "overlap")
+    at.multiselect(key="overlap.tasks").set_value(["sst2", "mrpc"]).run()
+    compute_scores(at, "overlap")
+    ok(at)
+    figs = charts(at)
+    matrix = [f for f in figs if f["data"][0]["type"] == "heatmap"][0]
+    assert matrix["data"][0]["x"] == ["sst2", "mrpc"]
+    lines = [f for f in figs if f["data"][0]["type"] == "scatter"][0]
+    assert {"sst2 & mrpc", "random masks"} <= {t["name"] for t in lines["data"]}
+    before = matrix["data"][0]["text"][0][1]
+    at.slider(key="overlap.sparsity").set_value(90).run()
+    ok(at)
+    after = [f for f in charts(at) if f["data"][0]["type"] == "heatmap"][0]["data"][0]["text"][0][1]
+    assert before != after
+    at.multiselect(key="overlap.tasks").set_value(["sst2"]).run()
+    assert any("two tasks" in i.value for i in at.info)
+
+
+def test_unseen_page(app):
+    at = goto(app, "unseen")
+    compute_scores(at, "unseen")
+    assert "imdb" in at.multiselect(key="unseen.targets").options
+    at.multiselect(key="unseen.targets").set_value(["imdb"])
+    at.number_input(key="unseen.limit").set_value(8)
+    at.button(key="unseen.run").click().run()
+    ok(at)
+    bars = [f for f in charts(at) if f["data"][0]["type"] == "bar"][0]
+    assert bars["data"][0]["name"] == "dense" and bars["data"][0]["x"] == ["imdb"]
+    assert any("mask from sst2" in t["name"] for t in bars["data"][1:])
+    table = at.dataframe[0].value
+    assert list(table["set"]) == ["imdb"]
+
+
+def test_export_downloads_and_mask_upload(app, tmp_path):
+    at = goto(app, "export")
+    compute_scores(at, "export")
+    labels = [b.label for b in at.get("download_button")]
+    for want in ("Mask (JSON)", "Mask (safetensors)", "Scores (CSV)", "Hard-pruned model (zip)", "PNG", "HTML"):
+        assert want in labels
+    at.selectbox(key="export.chart").set_value("mask, encoder FFN neurons").run()
+    ok(at)
+    assert charts(at)[0]["layout"]["title"]["text"].endswith("kept")
+
+    # a real mask file opens
+    from mtprune.masks import Mask
+
+    keep = {"encoder.ffn": np.ones((6, 1536), bool), "encoder.heads": np.ones((6, 12), bool)}
+    keep["encoder.ffn"][:, 700:] = False
+    good = Mask(keep=keep, n_units={"encoder.ffn": [1536] * 6, "encoder.heads": [12] * 6}, sparsity=0.5)
+    up = at.file_uploader(key="export.upload")
+    up.upload("mine.mask.json", D.mask_bytes(good, "json"), "application/json").run()
+    ok(at)
+    assert any("mine.mask.json" in s.value for s in at.success)
+    # files that are not masks: one error line each, the page keeps running
+    for name, data in (("notes.json", b'{"hello": 1}'), ("broken.json", b"{oops"),
+                       ("weights.safetensors", b"\x00\x01garbage"), ("mask.txt", b"hello")):
+        at.file_uploader(key="export.upload").set_value((name, data, "application/octet-stream")).run()
+        assert not at.exception
+        assert len(at.error) == 1, (name, [e.value for e in at.error])
+        assert "\n" not in at.error[0].value and name in at.error[0].value
+    # a mask for another model
+    small = Mask(keep={"encoder.ffn": np.ones((2, 8), bool)}, n_units={"encoder.ffn": [8, 8]}, sparsity=0.0)
+    at.file_uploader(key="export.upload").set_value(("small.json", D.mask_bytes(small), "application/json")).run()
+    assert len(at.error) == 1 and "another model" in at.error[0].value
+
+
+def test_guide_page(app):
+    at = goto(app, "guide")
+    compute_scores(at, "guide")
+    headers = [h.value for h in at.header]
+    assert headers[:5] == ["1. A model is made of units", "2. Show the model a few examples of the task",
+                           "3. Score every unit: how much does the task need it?",
+                           "4. Keep the units the task needs, remove the rest",
+                           "5. Check that the pruned model still does the task"]
+    assert len(at.dataframe[0].value) == 3  # three examples
+    text = " ".join(m.value for m in at.markdown)
+    assert "keep the top 50%" in text
+    at.slider(key="guide.sparsity").set_value(80).run()
+    ok(at)
+    assert "keep the top 20%" in " ".join(m.value for m in at.markdown)
+    at.number_input(key="guide.limit").set_value(8)
+    at.button(key="guide.evaluate").click().run()
+    ok(at)
+    assert "the accuracy moved from" in " ".join(m.value for m in at.markdown)
+
+
+# ----------------------------------------------------------------------------------------------
+# mtprune.dashboard (no streamlit)
+
+
+def _fake_scores(n_layers=2, ffn=48, heads=4, seed=0):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    arrays = {"encoder.ffn": rng.random((n_layers, ffn)).astype(np.float32),
+              "encoder.heads": rng.random((n_layers, heads)).astype(np.float32)}
+    return SimpleNamespace(arrays=arrays, n_units={"encoder.ffn": [ffn] * n_layers, "encoder.heads": [heads] * n_layers},
+                           spec=None, model_fingerprint="x")
+
+
+def test_kind_mask_has_a_rate_per_kind():
+    s = _fake_scores()
+    m = D.kind_mask(s, {"ffn": 0.5, "heads": 0.25})
+    assert m.kept("encoder.ffn") == 48 and m.kept("encoder.heads") == 6
+    assert m.meta["sparsity_per_kind"] == {"ffn": 0.5, "heads": 0.25}
+    only = D.kind_mask(s, {"ffn": 0.75})
+    assert only.kept("encoder.ffn") == 24 and only.kept("encoder.heads") == 8
+    assert D.kinds_in(s) == ["ffn", "heads"] and D.groups_in(m) == ["encoder.ffn", "encoder.heads"]
+    assert D.mask_digest(m) != D.mask_digest(only)
+    g = D.kind_mask(s, {"ffn": 0.5}, scope="global")
+    assert g.scope == "global" and g.kept("encoder.ffn") == 48
+    table = D.mask_table(m)
+    assert table.iloc[0, 0] == "24 / 48" and table.iloc[0, 1] == "3 / 4"
+
+
+def test_mask_files_round_trip_and_bad_uploads():
+    m = D.kind_mask(_fake_scores(), {"ffn": 0.5})
+    for fmt in ("json", "safetensors"):
+        back = D.read_mask_upload(f"m.{fmt}", D.mask_bytes(m, fmt))
+        assert back == m
+    with pytest.raises(MtpruneError, match="upload a .json or .safetensors"):
+        D.read_mask_upload("m.csv", b"a,b")
+    with pytest.raises(MtpruneError, match="bad.json"):
+        D.read_mask_upload("bad.json", b"[]")
+
+
+def test_scores_csv_and_unseen_series():
+    import pandas as pd
+
+    csv = D.scores_csv(_fake_scores()).decode()
+    df = pd.read_csv(io.StringIO(csv))
+    assert len(df) == 2 * 48 + 2 * 4 and {"group", "layer", "unit", "score"} <= set(df.columns)
+    rows = pd.DataFrame([
+        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.0, "accuracy": 0.9},
+        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.5, "accuracy": 0.8},
+        {"target": "imdb", "mask_from": "sst2", "method": "random", "sparsity": 0.5, "accuracy": 0.6},
+    ])
+    labels, series = D.unseen_series(rows, 0.5)
+    assert labels == ["imdb"]
+    assert series == {"dense": [0.9], "ap mask from sst2": [0.8], "random mask from sst2": [0.6]}
+
+
+def test_pruned_model_zip_loads_back(tiny_multitask, tmp_path, sst2_rows):
+    import torch
+
+    from mtprune.models import load_adapter
+    from mtprune.pruning import soft_prune
+    from mtprune.tasks import get_task
+
+    scores = _fake_scores(n_layers=2, ffn=48, heads=4)
+    mask = D.kind_mask(scores, {"ffn": 0.5})
+    data = D.pruned_model_zip(tiny_multitask, mask)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        assert "pruned/config.json" in names and "pruned/model.safetensors" in names
+        z.extractall(tmp_path)
+    small = load_adapter(str(tmp_path / "pruned"))
+    assert [s.n_units for s in small.unit_sites() if s.kind == "ffn"] == [24, 24]
+    task = get_task("sst2")
+    with torch.no_grad():
+        with soft_prune(tiny_multitask, mask):
+            want = tiny_multitask.logits(tiny_multitask.encode(sst2_rows, task), task)
+        got = small.logits(small.encode(sst2_rows, task), task)
+    assert torch.allclose(want, got, atol=1e-4)
+
+
+def test_sidebar_choices(shared_home):
+    assert D.model_options()[0] == "default" and D.model_options()[-1] == D.OTHER_MODEL
+    assert D.task_options()[:6] == list(D.BENCHMARK)
+    assert D.default_eval_split("mnli") == "validation_matched"
+    assert D.unseen_targets("sst2", cross_task=False)[:2] == ["imdb", "yelp"]
+    assert "scitail" in D.unseen_targets("rte", cross_task=False)
+    with pytest.raises(MtpruneError, match="unknown model"):
+        D.model_signature("no-such-model")
+    assert D.human_count(22_718_221) == "22.7M" and D.human_count(950) == "950"

@@ -1,0 +1,380 @@
+"""Streamlit glue shared by app.py and the pages: the sidebar (model, task, split, attribution
+settings), cached model loading, scores from the library's disk cache with a progress bar, and
+error display. Everything that is not streamlit lives in :mod:`mtprune.dashboard`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from mtprune import dashboard as D
+from mtprune.errors import MtpruneError
+from mtprune.tasks import TaskSpec, get_task
+
+# session-state keys: the sidebar's widgets ("sb.*"), the current selection, per-page namespaces
+CTX = "_ctx"
+SCORES = "_scores"  # spec key + fingerprint -> (Scores, how it was obtained)
+EVALS = "_evals"  # (fingerprint, task, split, limit, mask digest or "dense") -> EvalResult
+DEFAULT_SAMPLES = 64
+
+
+@dataclass
+class Context:
+    """What the sidebar selected, for every page."""
+
+    model_name: str = "default"
+    adapter: object = None
+    error: str | None = None  # the model could not be loaded
+    task: TaskSpec | None = None
+    task_error: str | None = None  # the model has no head for the task
+    split: str = "validation"
+    spec: object = None
+    spec_error: str | None = None
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.adapter.fingerprint()
+
+
+# ----------------------------------------------------------------------------------------------
+# cached resources
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def load_model(resolved: str, signature: str, device: str = "cpu"):
+    """The adapter for a resolved model source; ``signature`` changes when its files do."""
+    from mtprune.models import load_adapter
+
+    del signature  # part of the cache key only
+    adapter = load_adapter(resolved, device=device)
+    adapter.fingerprint()  # once, here: cache keys need it
+    return adapter
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _facts(fingerprint: str, _adapter) -> dict:
+    return D.model_facts(_adapter)
+
+
+def error(exc: BaseException | str) -> None:
+    """One line in red; MtpruneError text as is."""
+    st.error(str(exc), icon=":material/error:")
+
+
+def run_safely(fn, *args, **kw):
+    """``fn(*args)``; a MtpruneError becomes st.error and None."""
+    try:
+        return fn(*args, **kw)
+    except MtpruneError as exc:
+        error(exc)
+        return None
+
+
+def _reset_if_invalid(key: str, options: list, fallback) -> None:
+    if key in st.session_state and st.session_state[key] not in options:
+        st.session_state[key] = fallback
+
+
+# ----------------------------------------------------------------------------------------------
+# the sidebar
+
+
+def sidebar() -> Context:
+    """Draw the shared sidebar and return (and store) the selection."""
+    ctx = Context()
+    sb = st.sidebar
+    sb.markdown("### Model and task")
+    options = D.model_options()
+    _reset_if_invalid("sb.model", options, options[0])
+    choice = sb.selectbox("Model", options, key="sb.model",
+                          help="`default` is the multi-task MiniLM in MTPRUNE_HOME/models; or any local "
+                               "model directory (multi-task, sequence classifier, T5, causal LM)")
+    name = choice
+    if choice == D.OTHER_MODEL:
+        name = sb.text_input("Model directory", key="sb.model_dir", placeholder="/path/to/model").strip()
+    ctx.model_name = name
+    if not name:
+        ctx.error = "type the path of a local model directory"
+    else:
+        try:
+            resolved, signature = D.model_signature(name)
+            with sb.spinner(f"loading {name}..."):
+                ctx.adapter = load_model(resolved, signature, "cpu")
+        except MtpruneError as exc:
+            ctx.error = str(exc)
+        except Exception as exc:  # a broken directory can fail in many ways: one line
+            ctx.error = f"could not load {name}: {type(exc).__name__}: {exc}"
+    # (an error is shown once, on the page: see need_model)
+
+    tasks = D.task_options(ctx.adapter)
+    _reset_if_invalid("sb.task", tasks, tasks[0])
+    task_name = sb.selectbox("Task", tasks, key="sb.task",
+                             format_func=lambda t: D.task_label(t, ctx.adapter))
+    ctx.task = get_task(task_name)
+    if ctx.adapter is not None and not ctx.adapter.supports(ctx.task):
+        try:
+            ctx.adapter.head_for(ctx.task)
+        except MtpruneError as exc:
+            ctx.task_error = str(exc)
+    splits = D.split_options(ctx.task)
+    if st.session_state.get("_sb.split_task") != task_name:  # a new task: its validation split
+        st.session_state["sb.split"] = D.default_eval_split(ctx.task)
+        st.session_state["_sb.split_task"] = task_name
+    _reset_if_invalid("sb.split", splits, D.default_eval_split(ctx.task))
+    ctx.split = sb.selectbox("Evaluation split", splits, key="sb.split",
+                             help="the split the Prune, Unseen and Guide pages evaluate on")
+
+    with sb.expander("Attribution settings", expanded=False):
+        methods = D.attribution_methods()
+        _reset_if_invalid("sb.method", methods, methods[0])
+        method = st.selectbox("Method", methods, key="sb.method",
+                              format_func=lambda m: D.METHOD_LABELS.get(m, m),
+                              help="; ".join(f"{D.METHOD_LABELS.get(m, m)}: {D.METHOD_HELP.get(m, '')}"
+                                             for m in methods))
+        info = D.method_info(method)
+        variants = D.attribution_variants()
+        _reset_if_invalid("sb.variant", variants, variants[0])
+        variant = st.selectbox("Score", variants, key="sb.variant",
+                               disabled=info is not None and not info.uses_variant,
+                               help="abs: the magnitude of each example's effect, summed; "
+                                    "signed: the effects summed with their signs")
+        samples = st.number_input("Examples", min_value=1, max_value=100000, value=DEFAULT_SAMPLES, step=16,
+                                  key="sb.samples", disabled=info is not None and not info.needs_data,
+                                  help="class-balanced examples the scores are computed on")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed")
+        attr_splits = list(ctx.task.splits)
+        default_attr = ctx.task.train_split
+        if "sb.attr_split" not in st.session_state or st.session_state.get("_sb.attr_task") != task_name:
+            st.session_state["sb.attr_split"] = default_attr
+            st.session_state["_sb.attr_task"] = task_name
+        _reset_if_invalid("sb.attr_split", attr_splits, default_attr)
+        attr_split = st.selectbox("Examples from", attr_splits, key="sb.attr_split")
+        steps = st.number_input("Integration steps", min_value=1, max_value=512, value=20, key="sb.steps",
+                                disabled=info is not None and not info.uses_steps,
+                                help="integrated gradients only")
+        can_unsup = info is None or info.unsupervised
+        unsupervised = st.checkbox("Label-free", key="sb.unsupervised", disabled=not can_unsup,
+                                   help="no gold labels: sum the attribution over all candidate labels "
+                                        "(gradient x activation and integrated gradients only)")
+    try:
+        ctx.spec = D.make_spec(task_name, method, variant, samples, seed,
+                               None if attr_split == ctx.task.train_split else attr_split,
+                               steps, unsupervised and can_unsup)
+    except ImportError:
+        ctx.spec_error = "attribution is not available in this installation (mtprune.attribution is missing)"
+    except MtpruneError as exc:
+        ctx.spec_error = str(exc)
+
+    if ctx.adapter is not None:
+        ctx.facts = _facts(ctx.adapter.fingerprint(), ctx.adapter)
+        f = ctx.facts
+        units = ", ".join(f"{n[0] if len(set(n)) == 1 else f'{min(n)}-{max(n)}'} "
+                          f"{'heads' if g.endswith('heads') else 'FFN neurons'}" for g, n in f["groups"].items()
+                          if g.startswith("encoder") or len(f["groups"]) <= 2)
+        lines = [f"**{f['name']}** · {f['format']} · {D.human_count(f['parameters'])} parameters",
+                 f"{f['layers']} layers; per layer: {units}"]
+        rec = D.recorded_metric(ctx.adapter, ctx.task)
+        dense = find_eval(ctx, ctx.task.name, ctx.split, None)
+        if dense is not None:
+            lines.append(f"dense {ctx.task.name}/{ctx.split}: accuracy **{dense.accuracy:.3f}** (n={dense.n})")
+        elif rec is not None:
+            lines.append(f"dense {ctx.task.name} validation accuracy (recorded): **{rec:.3f}**")
+        sb.caption("  \n".join(lines))
+    st.session_state[CTX] = ctx
+    return ctx
+
+
+def context() -> Context:
+    ctx = st.session_state.get(CTX)
+    return ctx if ctx is not None else Context(error="the sidebar has not run")
+
+
+def need_model() -> Context:
+    """The selection; stop the page with one st.error line when the model did not load."""
+    ctx = context()
+    if ctx.error:
+        error(ctx.error)
+        st.stop()
+    return ctx
+
+
+def need_task() -> Context:
+    """As need_model, and the model must serve the selected task."""
+    ctx = need_model()
+    if ctx.task_error:
+        error(ctx.task_error)
+        st.stop()
+    if ctx.spec_error:
+        error(ctx.spec_error)
+        st.stop()
+    return ctx
+
+
+# ----------------------------------------------------------------------------------------------
+# scores
+
+
+def _score_store() -> dict:
+    return st.session_state.setdefault(SCORES, {})
+
+
+def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "computing attributions"):
+    """Scores for ``spec`` (default: the sidebar's) on the current model.
+
+    From memory, else from the library's disk cache, else (when ``compute``) computed with a
+    progress bar and written to the disk cache. None when not available and not computed.
+    Returns (scores, note) where note says where they came from.
+    """
+    spec = spec if spec is not None else ctx.spec
+    key = (ctx.fingerprint, D.spec_key(spec))
+    store = _score_store()
+    if key in store:
+        return store[key]
+    t0 = time.perf_counter()
+    scores = D.lookup_scores(ctx.adapter, spec)
+    note = None
+    if scores is not None:
+        note = f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s"
+    elif compute:
+        bar = st.progress(0.0, text=f"{label}...")
+
+        def progress(done, total, *_):
+            bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{label}: {done} / {total}")
+
+        scores, hit = D.compute_scores(ctx.adapter, spec, progress)
+        bar.empty()
+        secs = time.perf_counter() - t0
+        note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
+    if scores is None:
+        return None, None
+    store[key] = (scores, note)
+    return scores, note
+
+
+def scores_or_button(ctx: Context, key: str, spec=None):
+    """Scores for the page, or a "Compute attributions" button (the page stops until they exist)."""
+    spec = spec if spec is not None else ctx.spec
+    scores, note = scores_for(ctx, spec)
+    if scores is not None:
+        return scores, note
+    st.info(f"No attribution scores yet for {D.describe_spec(spec)}.", icon=":material/info:")
+    if st.button("Compute attributions", key=key, type="primary"):
+        try:
+            scores, note = scores_for(ctx, spec, compute=True)
+        except MtpruneError as exc:
+            error(exc)
+            st.stop()
+        st.rerun()
+    st.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation, cached per session
+
+
+def _eval_key(ctx: Context, task: str, split: str, limit, digest: str | None):
+    return (ctx.fingerprint, task, split, limit, digest or "dense")
+
+
+def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = None):
+    evals = st.session_state.get(EVALS, {})
+    if limit is None:  # any dense result for the task and split, the largest first
+        hits = [v for k, v in evals.items() if k[:3] == (ctx.fingerprint, task, split) and k[4] == "dense"]
+        return max(hits, key=lambda r: r.n) if hits else None
+    return evals.get(_eval_key(ctx, task, split, limit, digest))
+
+
+def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
+    """Dense (``mask=None``) or soft-pruned evaluation, remembered for the session."""
+    digest = D.mask_digest(mask) if mask is not None else None
+    hit = find_eval(ctx, task, split, limit, digest)
+    if hit is not None:
+        if progress:
+            progress(hit.n, hit.n)
+        return hit
+    res = D.evaluate_mask(ctx.adapter, task, split, limit, mask, progress)
+    st.session_state.setdefault(EVALS, {})[_eval_key(ctx, task, split, limit, digest)] = res
+    return res
+
+
+def compare(ctx: Context, task: str, split: str, limit, mask, label: str = "evaluating"):
+    """Dense and pruned evaluations with one progress bar: (dense, pruned)."""
+    bar = st.progress(0.0, text=f"{label}...")
+    cb_dense, cb_pruned = D.split_progress(lambda f, t: bar.progress(f, text=f"{label} {t}"),
+                                           ["dense", "pruned"])
+    try:
+        dense = evaluate(ctx, task, split, limit, None, cb_dense)
+        pruned = evaluate(ctx, task, split, limit, mask, cb_pruned)
+    finally:
+        bar.empty()
+    return dense, pruned
+
+
+def show_figure(fig, key: str | None = None) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def prune_settings(kinds) -> dict:
+    """The sparsity per kind and the scope last set on Prune and evaluate (defaults: FFN 50 %,
+    heads 0 %, per layer)."""
+    s = st.session_state.get("_prune.settings") or {}
+    per = s.get("sparsity", {})
+    return {"sparsity": {k: per.get(k, 0.5 if k == "ffn" else 0.0) for k in kinds},
+            "scope": s.get("scope", "layer")}
+
+
+def sweep_section(ctx: Context, key: str) -> None:
+    """The metric against sparsity for chosen methods: :func:`mtprune.experiments.run_sweep`, its
+    rows kept in a CSV in the cache (a second run with the same settings reads them back)."""
+    from mtprune import experiments as X
+    from mtprune import plots
+
+    methods_all = list(D.attribution_methods()) + ["svd"]
+    c = st.columns([3, 2, 1, 1])
+    methods = c[0].multiselect("Methods", methods_all, default=[m for m in ("ap", "random") if m in methods_all],
+                               key=f"{key}.methods", persist_state="session",
+                               format_func=lambda m: D.METHOD_LABELS.get(m, "SVD (same parameter count)")
+                               if m != "svd" else "SVD (same parameter count)")
+    text = c[1].text_input("Sparsities", "0, 0.2, 0.4, 0.6, 0.8", key=f"{key}.sparsities",
+                           persist_state="session", help="FFN neuron sparsities, comma separated, in [0, 1]")
+    limit = c[2].number_input("Examples", min_value=1, max_value=100000, value=100, step=50,
+                              key=f"{key}.limit", persist_state="session", help="evaluation rows per point")
+    trials = c[3].number_input("Trials", min_value=1, max_value=20, value=1, key=f"{key}.trials",
+                               persist_state="session", help="repeats of the random methods")
+    scope = prune_settings(["ffn"])["scope"]
+    try:
+        cfg = D.sweep_config(ctx.spec, methods, X.parse_sparsities(text), scope=scope, trials=int(trials))
+    except MtpruneError as exc:
+        error(exc)
+        return
+    memo = (ctx.fingerprint, repr(cfg), int(limit), ctx.split)
+    results = st.session_state.setdefault("_sweeps", {})
+    n_points = len(X.plan_runs(cfg, ctx.task.name)) * len(cfg.sparsities)
+    if st.button(f"Run the sweep ({n_points} points; cached points are read back)", key=f"{key}.run",
+                 disabled=not methods):
+        bar = st.progress(0.0, text="sweeping...")
+        try:
+            df = X.run_sweep(ctx.adapter, cfg, out=str(D.experiment_csv("sweep", ctx.adapter)), limit=int(limit),
+                             split=ctx.split, log=lambda msg: None,
+                             progress=lambda d, n: bar.progress(d / n, text=f"sweep: {d} / {n} points"))
+            results[memo] = df
+        except MtpruneError as exc:
+            error(exc)
+        bar.empty()
+    df = results.get(memo)
+    if df is None:
+        st.caption("Pick methods and sparsities, then run the sweep: each point prunes the model with "
+                   "that method's mask and evaluates it.")
+        return
+    metric = st.segmented_control("Metric", list(ctx.task.metrics), default=ctx.task.metrics[0],
+                                  key=f"{key}.metric") or ctx.task.metrics[0]
+    cur = X.curves(df, metric)
+    show_figure(plots.sparsity_curves(cur[cur["task"] == ctx.task.name], metric=metric,
+                                      title=f"{ctx.task.name}/{ctx.split}: {metric} against FFN sparsity"),
+                key=f"{key}.chart")
+    with st.expander("The sweep's rows"):
+        st.dataframe(df[[c for c in ("method", "sparsity", "trial", "accuracy", "f1", "mcc", "n_eval",
+                                      "params", "kept_units") if c in df.columns]], hide_index=True)
