@@ -36,7 +36,8 @@ from mtprune.training import (MultiTaskModel, TrainConfig, load_base, make_optim
 
 def step_time(base: str, lengths: list[int], batch_size: int, steps: int, warmup_steps: int,
               device: str) -> list[dict]:
-    """Seconds per training step (forward, backward, clip, AdamW) on batches of exactly L tokens."""
+    """Seconds per training step (forward, backward, clip, AdamW) on batches of exactly L tokens:
+    wall-clock, and the process's CPU time (less sensitive to other load on a shared machine)."""
     dev = resolve_device(device)
     path = resolve_base(base)
     encoder, tok, _ = load_base(path, 0.1)
@@ -53,22 +54,24 @@ def step_time(base: str, lengths: list[int], batch_size: int, steps: int, warmup
             "token_type_ids": torch.zeros(batch_size, length, dtype=torch.long),
             "labels": torch.randint(0, 2, (batch_size,), generator=g),
         }
-        times = []
+        times, cpu = [], []
         for i in range(warmup_steps + steps):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             train_step(model, opt, sched, batch, "sst2", dev, 1.0)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup_steps:
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
         out.append({"tokens": length, "batch": batch_size, "device": dev.type, "threads": torch.get_num_threads(),
                     "steps": steps, "median_s": statistics.median(times), "mean_s": statistics.mean(times),
-                    "min_s": min(times), "max_s": max(times)})
+                    "min_s": min(times), "max_s": max(times),
+                    "cpu_median_s": statistics.median(cpu)})
         print(f"{length:4d} tokens x batch {batch_size}: {statistics.median(times):.3f} s/step median "
-              f"(min {min(times):.3f}, max {max(times):.3f}; {steps} steps, {dev.type}, "
-              f"{torch.get_num_threads()} threads)", flush=True)
+              f"(min {min(times):.3f}, max {max(times):.3f}; process CPU {statistics.median(cpu):.3f} s/step; "
+              f"{steps} steps, {dev.type}, {torch.get_num_threads()} threads)", flush=True)
     return out
 
 

@@ -195,6 +195,8 @@ def load_base(path: Path, dropout: float | None = None):
     cfg_dict = _read_config(path)
     if not any(f.suffix == ".safetensors" and f.name != "heads.safetensors" for f in path.iterdir()):
         raise MtpruneError(f"{path} has no .safetensors weights (mtprune loads no pickled weights)")
+    if "mtprune_pruned" in cfg_dict:
+        raise MtpruneError(f"{path} is a pruned model (layers of different sizes): train from an unpruned encoder")
     archs = " ".join(cfg_dict.get("architectures") or [])
     if (cfg_dict.get("is_encoder_decoder") or cfg_dict.get("model_type") in ("t5", "mt5", "umt5", "bart")
             or any(k in archs for k in ("CausalLM", "LMHeadModel", "ConditionalGeneration"))):

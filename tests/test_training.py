@@ -262,6 +262,11 @@ def test_bad_bases(tmp_path, tokenizer, capsys, monkeypatch):
     (nosafe / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (nosafe / "pytorch_model.bin").write_bytes(b"not loaded")
     assert "no .safetensors" in err_for(nosafe)
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    (pruned / "config.json").write_text(json.dumps({"model_type": "bert", "mtprune_pruned": {}}))
+    (pruned / "model.safetensors").write_bytes(b"")
+    assert "pruned model" in err_for(pruned)
     # --base minilm without the PyPI package: tells the user how to install it
     monkeypatch.setattr(training.importlib.util, "find_spec", lambda name: None)
     err = err_for("minilm")
