@@ -1,5 +1,6 @@
 """Learn the method: task-specific pruning in five steps, on a live example, in plain words."""
 
+import numpy as np
 import streamlit as st
 
 from mtprune import dashboard as D
@@ -29,9 +30,7 @@ split = ctx.spec.split or t.train_split
 st.markdown(f"We take **{ctx.spec.samples}** labelled examples from {t.name}/{split}, the same number of "
             "each label. Here are three:")
 try:
-    from mtprune.tasks import load_rows, sample_rows
-
-    ex = sample_rows(load_rows(t, split), 3, seed=ctx.spec.seed)
+    ex = C.example_rows(t.name, split, ctx.spec.seed, 3)
     st.dataframe([{**{k: r[k] for k in t.fields}, "label": t.labels[int(r["label"])]} for r in ex],
                  hide_index=True)
 except Exception as exc:
@@ -46,17 +45,23 @@ st.markdown(
 )
 scores, note = C.scores_or_button(ctx, key="guide.compute")
 g = D.groups_in(scores)[0]
-C.show_figure(plots.score_heatmap(scores.arrays[g], group=g, sort_units=True, scale="percentile",
-                                  title=f"{plots.group_label(g)}, each layer sorted by score"),
+word = plots.unit_word(g)
+C.show_figure(plots.score_heatmap(scores.arrays[g], group=g, scale="log",
+                                  title=f"{plots.group_label(g)}: score of every unit (log colour scale)"),
               key="guide.heatmap")
-top = plots.top_units(scores.arrays[g], 5, group=g)
-best = top.iloc[0]
+top = plots.top_units(scores.arrays[g], 1, group=g).iloc[0]
+shares = plots.score_shares(scores.arrays[g])
+n = scores.arrays[g].shape[1]
+tenth = shares[:, max(0, n // 10 - 1)]
 st.markdown(
-    f"Each row is a layer, sorted from the most needed {plots.unit_word(g)} (left) to the least (right). "
-    f"The single most needed one is {plots.unit_word(g)} {int(best[plots.unit_word(g)])} of layer "
-    f"{int(best['layer'])}. Look at how quickly the colour fades: in most layers a minority of the units "
-    "carries most of the score."
+    f"Each row is a layer, each thin column one {word}; bright means needed. The most needed {word} "
+    f"is number {int(top[word])} of layer {int(top['layer'])}. The needed units are spread over the whole "
+    f"layer, not in one block. They are not equal either: the top 10% of each layer's {word}s hold "
+    f"**{100 * np.nanmin(tenth):.0f}-{100 * np.nanmax(tenth):.0f}%** of its score (10% if every unit "
+    "counted the same). The curve below shows this for every share: the further it bulges above the "
+    "dotted line, the more a few units matter, and the more can be removed safely."
 )
+C.show_figure(plots.score_concentration(scores.arrays[g], group=g), key="guide.shares")
 
 st.header("4. Keep the units the task needs, remove the rest")
 pct = st.slider(f"Share of {plots.KIND_LABELS.get(g.split('.')[1])} to remove", 0, 95, 50, step=5,
@@ -70,8 +75,10 @@ st.markdown(
     f"**{D.human_count(f['parameters'])}** to **{D.human_count(params)}** parameters "
     f"({(params - f['parameters']) / f['parameters']:+.0%})."
 )
-C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
-                                 sort_units=True), key="guide.mask")
+C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g),
+              key="guide.mask")
+st.markdown(f"The kept {word}s (green) sit where the bright units of step 3 were: another task would keep "
+            "others (see **Task overlap**).")
 
 st.header("5. Check that the pruned model still does the task")
 limit = st.number_input("Examples to check", min_value=1, max_value=5000, value=100, step=50,

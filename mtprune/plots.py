@@ -98,6 +98,7 @@ def _title(text: str) -> dict:
 
 
 _LEGEND_TOP = {"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"}
+_LEGEND_BELOW = {"orientation": "h", "y": -0.22, "x": 0, "xanchor": "left", "yanchor": "top"}
 
 
 def _layers_axis(n_layers: int) -> dict:
@@ -232,6 +233,44 @@ def score_distribution(array, *, group: str = "", log: bool = False, title: str 
     })
 
 
+def score_shares(array) -> np.ndarray:
+    """Per layer, the cumulative share of the layer's total |score| held by its top units:
+    ``out[l, i]`` is the share of the ``i + 1`` best units (NaN past a layer's units)."""
+    a = np.abs(_as_array(array))
+    filled = np.where(np.isnan(a), -np.inf, a)
+    srt = -np.sort(-filled, axis=1)
+    srt = np.where(np.isinf(srt), np.nan, srt)
+    total = np.nansum(srt, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nancumsum(srt, axis=1) / np.where(total > 0, total, np.nan) + 0 * srt
+
+
+def score_concentration(array, *, group: str = "", title: str | None = None) -> go.Figure:
+    """How concentrated the scores are: per layer, the share of the layer's total |score| (y) held
+    by its top x % of units. A diagonal would mean every unit matters equally."""
+    a = _as_array(array)
+    shares = score_shares(a)
+    data = []
+    for layer in range(a.shape[0]):
+        row = shares[layer][~np.isnan(shares[layer])]
+        n = len(row)
+        if not n:
+            continue
+        step = max(1, n // 200)  # at most ~200 points per line
+        idx = np.unique(np.r_[np.arange(0, n, step), n - 1])
+        data.append({"type": "scatter", "x": (100 * (idx + 1) / n).round(2), "y": (100 * row[idx]).round(2),
+                     "mode": "lines", "name": f"layer {layer}",
+                     "hovertemplate": f"layer {layer}: the top %{{x:.0f}}% hold %{{y:.0f}}% of the score<extra></extra>"})
+    data.append({"type": "scatter", "x": [0, 100], "y": [0, 100], "mode": "lines", "name": "all equal",
+                 "line": {"color": "#888888", "dash": "dot"}, "hoverinfo": "skip"})
+    return _figure(data, {
+        "title": _title(title or f"{group_label(group)}: how much of the score the top units hold"),
+        "xaxis": {"title": _title(f"top {unit_word(group)}s of the layer (%)"), "range": [0, 100]},
+        "yaxis": {"title": _title("share of the layer's score (%)"), "range": [0, 101]},
+        "height": 360, "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+    })
+
+
 def top_units(array, k: int = 20, *, group: str = "", ascending: bool = False) -> pd.DataFrame:
     """The ``k`` highest-scoring units over all layers (lowest with ``ascending``)."""
     a = _as_array(array)
@@ -280,8 +319,8 @@ def grouped_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, m
                      "hovertemplate": "%{x} " + name + ": %{y:.4f}<extra></extra>"})
     return _figure(data, {
         "barmode": "group", "title": _title(title or metric),
-        "yaxis": {"title": _title(metric), "range": [0, max(1.0, top * 1.12)]}, "height": 360,
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+        "yaxis": {"title": _title(metric), "range": [0, max(1.0, top * 1.12)]}, "height": 400,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "legend": _LEGEND_BELOW,
     })
 
 
@@ -317,8 +356,8 @@ def sparsity_curves(curves: pd.DataFrame, *, metric: str = "accuracy", title: st
     return _figure(data, {
         "title": _title(title or f"{metric} against sparsity"),
         "xaxis": {"title": _title("units pruned (%)"), "range": [-2, 102]},
-        "yaxis": {"title": _title(metric)}, "height": 380,
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+        "yaxis": {"title": _title(metric)}, "height": 420,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "legend": _LEGEND_BELOW,
     })
 
 
@@ -359,7 +398,7 @@ def layer_overlap_lines(per_layer: pd.DataFrame, *, title: str | None = None) ->
     return _figure(data, {
         "title": _title(title or "shared kept units per layer"),
         "xaxis": {"title": _title("layer"), "dtick": 1}, "yaxis": {"title": _title("Jaccard"), "range": [0, 1.02]},
-        "height": 360, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+        "height": 400, "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "legend": _LEGEND_BELOW,
     })
 
 

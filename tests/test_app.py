@@ -304,6 +304,8 @@ def test_guide_page(app):
                            "4. Keep the units the task needs, remove the rest",
                            "5. Check that the pruned model still does the task"]
     assert len(at.dataframe[0].value) == 3  # three examples
+    assert "the top 10% of each layer's neurons hold" in " ".join(m.value for m in at.markdown)
+    assert any(f["layout"]["title"]["text"].endswith("the top units hold") for f in charts(at))
     text = " ".join(m.value for m in at.markdown)
     assert "keep the top 50%" in text
     at.slider(key="guide.sparsity").set_value(80).run()

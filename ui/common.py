@@ -59,6 +59,14 @@ def _facts(fingerprint: str, _adapter) -> dict:
     return D.model_facts(_adapter)
 
 
+@st.cache_data(show_spinner="reading examples...", max_entries=16)
+def example_rows(task: str, split: str, seed: int, n: int) -> list[dict]:
+    """``n`` class-balanced rows of a split (the Guide page shows a few)."""
+    from mtprune.tasks import load_rows, sample_rows
+
+    return sample_rows(load_rows(task, split), n, seed=seed)
+
+
 def error(exc: BaseException | str) -> None:
     """One line in red; MtpruneError text as is."""
     st.error(str(exc), icon=":material/error:")
