@@ -1,0 +1,151 @@
+"""``mtprune attribute``: score every prunable unit of a model for one task, through the cache.
+
+Runs under torchrun too (``torchrun --nproc_per_node N -m mtprune attribute ...``): the examples
+are split across the ranks, their sums all-reduced; only rank 0 writes and prints.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from mtprune.commands import add_model_args, print_json
+from mtprune.errors import MtpruneError
+
+
+def register(sub):
+    from mtprune.attribution import METHODS, UNIT_CHOICES, VARIANTS
+
+    p = sub.add_parser(
+        "attribute",
+        help="score every FFN neuron and attention head by how much a task needs it",
+        description="Score every prunable unit (FFN neurons, attention heads) of a model for one task. "
+        "Results are cached (MTPRUNE_CACHE or cache/): an identical request is a cache hit.",
+    )
+    add_model_args(p)
+    p.add_argument("--method", default="ap", help=f"one of {', '.join(METHODS)} (default ap)")
+    p.add_argument("--variant", default="abs", help=f"{' or '.join(VARIANTS)}: sum |A| or A over examples (default abs)")
+    p.add_argument("--samples", type=int, default=256, help="number of examples, class-balanced (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the example draw / random scores (default 0)")
+    p.add_argument("--split", default=None, help="default: the task's train split")
+    p.add_argument("--steps", type=int, default=20, help="Integrated Gradients steps (ig only; default 20)")
+    p.add_argument("--unsupervised", action="store_true",
+                   help="use no labels: sum |A| over every candidate label (ap, ig)")
+    p.add_argument("--units", default="all", choices=UNIT_CHOICES, help="ffn, heads or all (default all)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", default=None, help="default: MTPRUNE_CACHE or cache/ in the checkout")
+    p.add_argument("--out-csv", default=None, help="also write the scores as CSV (group, layer, unit, score, rank)")
+    p.add_argument("--out-safetensors", default=None, help="also write the scores as safetensors (+ JSON metadata)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _check_out(path: str | None, flag: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise MtpruneError(f"{flag} {path} is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise MtpruneError(f"{flag} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise MtpruneError(f"{flag} {path}: the folder {parent} is not writable")
+    return p
+
+
+def run(args):
+    from mtprune import distributed
+
+    device = distributed.init_from_env(args.device)  # no-op without torchrun
+    try:
+        return _run(args, device)
+    except MtpruneError:
+        if not distributed.is_main():
+            raise SystemExit(2)  # rank 0 says it once
+        raise
+    finally:
+        distributed.destroy()
+
+
+def _run(args, device):
+    from mtprune import distributed
+    from mtprune.attribution import AttributionSpec, attribute_cached, check_supported
+    from mtprune.cache import DiskCache
+    from mtprune.models import load_adapter
+
+    main = distributed.is_main()
+    # everything the user can get wrong is checked before the model loads and anything is written
+    spec = AttributionSpec(task=args.task, method=args.method, variant=args.variant, samples=args.samples,
+                           seed=args.seed, split=args.split, steps=args.steps,
+                           unsupervised=args.unsupervised, units=args.units)
+    if args.batch_size < 1:
+        raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
+    out_csv = _check_out(args.out_csv, "--out-csv")
+    out_st = _check_out(args.out_safetensors, "--out-safetensors")
+    DiskCache(args.cache_dir, namespace="scores").ensure_writable()
+    adapter = load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    check_supported(adapter, spec)  # a task the model has no labels for
+    # too many samples for the split is found while drawing them, before any compute or write
+
+    bar = None
+    progress = None
+    if main and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, desc=f"attribute {spec.task} {spec.method}", unit="ex", file=sys.stderr,
+                   disable=None, leave=False)
+        last = [0]
+
+        def progress(done, total):
+            if bar.total != total:
+                bar.total = total
+            bar.update(done - last[0])
+            last[0] = done
+
+    t0 = time.perf_counter()
+    try:
+        scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size,
+                                             cache_dir=args.cache_dir)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    if not main:
+        return 0
+    if out_st is not None:
+        scores.save(out_st)
+    if out_csv is not None:
+        scores.to_csv(out_csv)
+    info = {
+        "path": str(path),
+        "seconds": round(seconds, 4),
+        "cache_hit": hit,
+        "task": spec.task,
+        "split": spec.resolved_split if spec.info.needs_data else None,
+        "method": spec.method,
+        "variant": spec.variant if spec.info.uses_variant else None,
+        "samples": scores.meta.get("n_examples", spec.samples) if spec.info.needs_data else 0,
+        "seed": spec.seed,
+        "steps": spec.steps if spec.info.uses_steps else None,
+        "unsupervised": spec.unsupervised,
+        "units": spec.units,
+        "model": adapter.display_name,
+        "model_fingerprint": scores.model_fingerprint,
+        "groups": {g: list(a.shape) for g, a in scores.arrays.items()},
+        "compute_seconds": scores.seconds,
+        "world_size": distributed.world_size(),
+        "out_csv": str(out_csv) if out_csv else None,
+        "out_safetensors": str(out_st) if out_st else None,
+    }
+    if args.json:
+        print_json(info)
+    else:
+        shapes = ", ".join(f"{g} {a.shape[0]}x{a.shape[1]}" for g, a in scores.arrays.items())
+        how = "cache hit" if hit else f"computed in {scores.seconds:.1f} s"
+        print(f"scores: {path}")
+        print(f"{spec.task} {spec.method}  {shapes}  ({seconds:.2f} s, {how})")
+        for label, p in (("csv", out_csv), ("safetensors", out_st)):
+            if p is not None:
+                print(f"{label}: {p}")
+    return 0
