@@ -198,7 +198,7 @@ def validate_rows(ds, task: TaskSpec, where: str = "") -> None:
         raise MtpruneError(
             f"{where or task.name}: rows lack the field(s) {', '.join(missing)} that task {task.name} needs"
         )
-    labels = ds["label"]
+    labels = _labels(ds)
     bad = [v for v in labels if not isinstance(v, int) or not (0 <= v < task.num_labels)]
     # hub test splits carry -1 labels: those rows are unlabeled, not wrong
     bad = [v for v in bad if v != -1]
@@ -207,6 +207,11 @@ def validate_rows(ds, task: TaskSpec, where: str = "") -> None:
             f"{where or task.name}: label id {bad[0]!r} is out of range for task {task.name} "
             f"(0..{task.num_labels - 1})"
         )
+
+
+def _labels(ds) -> list:
+    """The label column as a Python list, read column-wise (fast on 67k rows)."""
+    return ds.data.column("label").to_pylist() if hasattr(ds, "data") else [r["label"] for r in ds]
 
 
 def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list[dict]:
@@ -227,7 +232,7 @@ def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list
         idx = rng.sample(range(total), n)
     else:
         by_label: dict[int, list[int]] = {}
-        for i, lab in enumerate(ds["label"]):
+        for i, lab in enumerate(_labels(ds)):
             by_label.setdefault(lab, []).append(i)
         pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
         idx = []
