@@ -33,17 +33,27 @@ c[2].download_button("Scores (CSV)", lambda: D.scores_csv(scores), file_name=f"{
 st.subheader("Pruned model")
 st.caption("The model with the pruned units removed (smaller weight matrices), as a zip of a model "
            "directory; `mtprune eval --model <dir>` and the sidebar's local-directory option load it.")
-st.download_button("Hard-pruned model (zip)", lambda: D.pruned_model_zip(ctx.adapter, mask),
-                   file_name=f"{stem}.pruned.zip", mime="application/zip", key="export.model",
-                   icon=":material/folder_zip:", on_click="ignore",
+
+
+def _zip() -> bytes:
+    with C.model_busy(ctx):
+        return D.pruned_model_zip(ctx.adapter, mask)
+
+
+problem = D.hard_prune_problem(ctx.adapter, mask)
+if problem:
+    st.caption(f":orange[{problem}]")
+st.download_button("Hard-pruned model (zip)", _zip, file_name=f"{stem}.pruned.zip", mime="application/zip",
+                   key="export.model", icon=":material/folder_zip:", on_click="ignore", disabled=bool(problem),
                    help="built when you click: takes a few seconds")
 
 st.subheader("Charts")
 groups = D.groups_in(scores)
+view = st.session_state.get("_heat.view", {"sort_units": False, "scale": "log"})  # as on Attribution heatmaps
 charts = {}
 for g in groups:
     charts[f"attribution heatmap, {plots.group_label(g)}"] = (
-        lambda g=g: plots.score_heatmap(scores.arrays[g], group=g))
+        lambda g=g: plots.score_heatmap(scores.arrays[g], group=g, **view))
     charts[f"mask, {plots.group_label(g)}"] = (
         lambda g=g: plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
                                        sort_units=True))

@@ -22,7 +22,8 @@ scale = c2.segmented_control("Colour", ["log", "linear", "percentile"], default=
                              help="log: log10 of the score's magnitude (scores are heavy-tailed); linear: the score; "
                                   "percentile: the rank within the layer")
 k = c3.number_input("Top units", min_value=1, max_value=500, value=20, key="heat.k", persist_state="session")
-log_dist = c4.toggle("Log distribution", key="heat.logdist", persist_state="session")
+log_dist = c4.toggle("Log distribution", value=True, key="heat.logdist", persist_state="session")
+st.session_state["_heat.view"] = {"sort_units": bool(sort_units), "scale": scale or "log"}  # Export draws the same
 
 tabs = st.tabs([plots.group_label(g) for g in groups])
 for tab, g in zip(tabs, groups):

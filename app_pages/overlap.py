@@ -50,11 +50,9 @@ matrix = overlap_matrix(masks)
 per_layer = overlap_by_layer(masks)
 left, right = st.columns(2)
 with left:
-    C.show_figure(plots.jaccard_heatmap(matrix, title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
+    C.show_figure(plots.overlap_heatmap(matrix, title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
                   key="overlap.matrix")
 with right:
-    group = per_layer["group"].iloc[0]
-    C.show_figure(plots.layer_overlap_lines(per_layer[per_layer["group"] == group],
-                                            title=f"per layer ({plots.group_label(group)})"), key="overlap.lines")
+    C.show_figure(plots.overlap_layers_figure(per_layer, title="shared kept units per layer"), key="overlap.lines")
 chance = mean_layer_jaccard(per_layer)["chance"].mean()
 st.caption(f"Random masks keeping as many units would share about {chance:.2f}.")

@@ -43,10 +43,12 @@ if st.button("Evaluate on the target sets", key="unseen.run", type="primary", di
 
     with st.status("Evaluating dense and pruned models...", expanded=True) as status:
         try:
-            df = run_unseen(ctx.adapter, pairs=[(src, t) for t in targets], methods=methods,
-                            sparsities=(0.0, pct / 100), samples=ctx.spec.samples, trials=1, units=units,
-                            scope=prev["scope"], variant=ctx.spec.variant, limit=int(limit), seed=ctx.spec.seed,
-                            out=str(D.experiment_csv("unseen", ctx.adapter)), log=lambda m: st.text(m.strip()))
+            with C.model_busy(ctx):
+                df = run_unseen(ctx.adapter, pairs=[(src, t) for t in targets], methods=methods,
+                                sparsities=(0.0, pct / 100), samples=ctx.spec.samples, trials=1, units=units,
+                                scope=prev["scope"], variant=ctx.spec.variant, limit=int(limit),
+                                seed=ctx.spec.seed, out=str(D.experiment_csv("unseen", ctx.adapter)),
+                                log=lambda m: st.text(m.strip()))
             results[settings] = df
             status.update(label="Done", state="complete", expanded=False)
         except MtpruneError as exc:

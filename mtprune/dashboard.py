@@ -376,6 +376,20 @@ def read_mask_upload(name: str, data: bytes):
             raise MtpruneError(str(exc).replace(str(path), name)) from None
 
 
+def hard_prune_problem(adapter, mask) -> str | None:
+    """Why ``mask`` cannot be hard-pruned on this model (heads of T5 or of grouped key/value
+    attention can only be masked), or None."""
+    bad = []
+    for s in adapter.unit_sites():
+        k = mask.keep.get(s.group)
+        if k is not None and not s.hard_prunable and not k[s.layer, : s.n_units].all():
+            bad.append(s.name)
+    if not bad:
+        return None
+    return (f"{len(bad)} layer(s) lose attention heads that this model cannot remove physically "
+            f"({bad[0]}...): set the heads slider to 0% to download a hard-pruned model")
+
+
 def pruned_model_zip(adapter, mask) -> bytes:
     """A zip of the hard-pruned model directory (``mtprune`` and transformers load it back)."""
     from mtprune.pruning import hard_prune, save_pruned
@@ -490,11 +504,6 @@ def unseen_series(df: pd.DataFrame, sparsity: float, metric: str = "accuracy"):
         means = g.groupby("target")[metric].mean()
         series[name] = [float(means.get(t, np.nan)) for t in targets]
     return targets, series
-
-
-def environment_note() -> str:
-    """Where scores are cached (the sidebar shows it)."""
-    return str(assets.cache_dir())
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name not in ("annotations", "os")]

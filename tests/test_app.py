@@ -58,6 +58,16 @@ def charts(at) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def array(v):
+    """A plotly JSON array: a list, or a typed-array spec (dtype, base64 bdata)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(x) for x in str(v["shape"]).split(",")]) if v.get("shape") else a
+    return np.asarray(v)
+
+
 def metric(at, label: str) -> str:
     for m in at.metric:
         if m.label == label:
@@ -237,7 +247,7 @@ def test_overlap_page(app):
     matrix = [f for f in figs if f["data"][0]["type"] == "heatmap"][0]
     assert matrix["data"][0]["x"] == ["sst2", "mrpc"]
     lines = [f for f in figs if f["data"][0]["type"] == "scatter"][0]
-    assert {"sst2 & mrpc", "random masks"} <= {t["name"] for t in lines["data"]}
+    assert {"sst2 · mrpc", "random masks"} <= {t["name"] for t in lines["data"]}
     before = matrix["data"][0]["text"][0][1]
     at.slider(key="overlap.sparsity").set_value(90).run()
     ok(at)
@@ -406,3 +416,40 @@ def test_sidebar_choices(shared_home):
     with pytest.raises(MtpruneError, match="unknown model"):
         D.model_signature("no-such-model")
     assert D.human_count(22_718_221) == "22.7M" and D.human_count(950) == "950"
+
+
+def test_a_local_model_directory_of_another_format(app, tmp_path, tiny_seqcls):
+    """Any local directory: here a 2-layer sequence classifier saved by transformers."""
+    d = tmp_path / "tiny-seqcls"
+    tiny_seqcls.model.save_pretrained(str(d), safe_serialization=True)
+    tiny_seqcls.tokenizer.save_pretrained(str(d))
+    at = app
+    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.text_input(key="sb.model_dir").set_value(str(d)).run()
+    ok(at)
+    assert metric(at, "Format") == "seqcls" and metric(at, "Layers") == "2"
+    assert "(no head)" in at.sidebar.selectbox(key="sb.task").format_func("cb")  # 3 labels, 2 outputs
+    goto(at, "heatmaps")
+    compute_scores(at, "heat")
+    maps = [f for f in charts(at) if f["data"][0]["type"] == "heatmap"]
+    assert len(maps) == 2
+    assert list(array(maps[0]["data"][0]["y"])) == [0, 1]  # two layers
+    assert len(array(maps[1]["data"][0]["x"])) == 4  # four heads
+    goto(at, "prune")
+    assert metric(at, "encoder FFN neurons kept") == "48 / 96"
+    goto(at, "export")
+    ok(at)
+    assert not [c for c in at.caption if "cannot remove physically" in c.value]
+
+
+def test_hard_prune_problem_names_t5_heads(tiny_t5):
+    from mtprune.masks import full_mask
+
+    full = full_mask(tiny_t5.unit_sites())
+    assert D.hard_prune_problem(tiny_t5, full) is None
+    keep = {g: k.copy() for g, k in full.keep.items()}
+    keep["encoder.heads"][0, 1] = False
+    from mtprune.masks import Mask
+
+    m = Mask(keep=keep, n_units=full.n_units, sparsity=0.1, units="all")
+    assert "cannot remove physically" in D.hard_prune_problem(tiny_t5, m)

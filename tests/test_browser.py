@@ -123,7 +123,7 @@ def _number(page, label: str, value: int) -> None:
     _idle(page)
 
 
-def test_end_to_end(server, browser):
+def test_end_to_end(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1440, "height": 2200}, accept_downloads=True)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -149,6 +149,15 @@ def test_end_to_end(server, browser):
     _idle(page)
     page.get_by_text(re.compile(r"Scores computed in")).wait_for()
     assert page.locator(".js-plotly-plot").count() >= 2
+    # the hover names the layer, the unit, its score and its rank (read from typed-array customdata)
+    heat = page.locator(".js-plotly-plot .nsewdrag").first
+    box = heat.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.37, box["y"] + box["height"] * 0.4)
+    hover = page.locator(".hoverlayer .hovertext").first
+    hover.wait_for(timeout=10_000)
+    text = " ".join(hover.locator("text").all_text_contents())
+    assert re.search(r"layer \d", text) and re.search(r"neuron \d+", text), text
+    assert re.search(r"score \d", text) and re.search(r"rank \d+ in layer", text), text
     _shot(page, "2-heatmaps")
 
     # prune: move the slider, the mask and the counts follow
@@ -184,6 +193,21 @@ def test_end_to_end(server, browser):
     assert mask["format"] == "mtprune mask v1"
     assert mask["meta"]["sparsity_per_kind"]["ffn"] == pytest.approx(0.7)
     assert sum(len(layer) for layer in mask["keep"]["encoder.ffn"]) == 2766
+    # the chart as PNG (kaleido renders it through the same chromium) and the hard-pruned model
+    with page.expect_download(timeout=SLOW) as dl:
+        page.get_by_role("button", name="PNG", exact=True).click()
+    png = SHOTS.parent / dl.value.suggested_filename
+    dl.value.save_as(str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download(timeout=SLOW) as dl:
+        page.get_by_role("button", name="Hard-pruned model (zip)").click()
+    zpath = tmp_path / dl.value.suggested_filename  # ~40 MB: not kept
+    dl.value.save_as(str(zpath))
+    import zipfile
+
+    with zipfile.ZipFile(zpath) as z:
+        cfg = json.loads(z.read("pruned/config.json"))
+    assert cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] == 461  # 70 % of 1536 gone
     _shot(page, "5-export")
     assert not errors, errors
     print(f"end to end in {time.time() - t0:.0f} s; dense {dense:.3f}, pruned {pruned:.3f}")

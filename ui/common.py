@@ -4,7 +4,9 @@ error display. Everything that is not streamlit lives in :mod:`mtprune.dashboard
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -54,6 +56,27 @@ def load_model(resolved: str, signature: str, device: str = "cpu"):
     return adapter
 
 
+@st.cache_resource(show_spinner=False)
+def _model_lock(fingerprint: str) -> threading.RLock:
+    return threading.RLock()
+
+
+@contextmanager
+def model_busy(ctx_or_adapter):
+    """Hold the model while running it. A loaded model is shared by every session (a cached
+    resource), and soft masks and attribution set hooks on it: two sessions running it at once
+    would see each other's hooks. Everything that runs the model goes through this lock."""
+    adapter = getattr(ctx_or_adapter, "adapter", ctx_or_adapter)
+    lock = _model_lock(adapter.fingerprint())
+    if not lock.acquire(blocking=False):
+        with st.spinner("another session is running this model; waiting..."):
+            lock.acquire()
+    try:
+        yield adapter
+    finally:
+        lock.release()
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def _facts(fingerprint: str, _adapter) -> dict:
     return D.model_facts(_adapter)
@@ -70,15 +93,6 @@ def example_rows(task: str, split: str, seed: int, n: int) -> list[dict]:
 def error(exc: BaseException | str) -> None:
     """One line in red; MtpruneError text as is."""
     st.error(str(exc), icon=":material/error:")
-
-
-def run_safely(fn, *args, **kw):
-    """``fn(*args)``; a MtpruneError becomes st.error and None."""
-    try:
-        return fn(*args, **kw)
-    except MtpruneError as exc:
-        error(exc)
-        return None
 
 
 def _reset_if_invalid(key: str, options: list, fallback) -> None:
@@ -252,7 +266,8 @@ def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "com
         def progress(done, total, *_):
             bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{label}: {done} / {total}")
 
-        scores, hit = D.compute_scores(ctx.adapter, spec, progress)
+        with model_busy(ctx):
+            scores, hit = D.compute_scores(ctx.adapter, spec, progress)
         bar.empty()
         secs = time.perf_counter() - t0
         note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
@@ -303,7 +318,8 @@ def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=Non
         if progress:
             progress(hit.n, hit.n)
         return hit
-    res = D.evaluate_mask(ctx.adapter, task, split, limit, mask, progress)
+    with model_busy(ctx):
+        res = D.evaluate_mask(ctx.adapter, task, split, limit, mask, progress)
     st.session_state.setdefault(EVALS, {})[_eval_key(ctx, task, split, limit, digest)] = res
     return res
 
@@ -365,9 +381,10 @@ def sweep_section(ctx: Context, key: str) -> None:
                  disabled=not methods):
         bar = st.progress(0.0, text="sweeping...")
         try:
-            df = X.run_sweep(ctx.adapter, cfg, out=str(D.experiment_csv("sweep", ctx.adapter)), limit=int(limit),
-                             split=ctx.split, log=lambda msg: None,
-                             progress=lambda d, n: bar.progress(d / n, text=f"sweep: {d} / {n} points"))
+            with model_busy(ctx):
+                df = X.run_sweep(ctx.adapter, cfg, out=str(D.experiment_csv("sweep", ctx.adapter)), limit=int(limit),
+                                 split=ctx.split, log=lambda msg: None,
+                                 progress=lambda d, n: bar.progress(d / n, text=f"sweep: {d} / {n} points"))
             results[memo] = df
         except MtpruneError as exc:
             error(exc)
@@ -379,9 +396,8 @@ def sweep_section(ctx: Context, key: str) -> None:
         return
     metric = st.segmented_control("Metric", list(ctx.task.metrics), default=ctx.task.metrics[0],
                                   key=f"{key}.metric") or ctx.task.metrics[0]
-    cur = X.curves(df, metric)
-    show_figure(plots.sparsity_curves(cur[cur["task"] == ctx.task.name], metric=metric,
-                                      title=f"{ctx.task.name}/{ctx.split}: {metric} against FFN sparsity"),
+    show_figure(plots.sweep_figure(df[df["task"] == ctx.task.name], metric,
+                                   title=f"{ctx.task.name}/{ctx.split}: {metric} against FFN sparsity"),
                 key=f"{key}.chart")
     with st.expander("The sweep's rows"):
         st.dataframe(df[[c for c in ("method", "sparsity", "trial", "accuracy", "f1", "mcc", "n_eval",
