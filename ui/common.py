@@ -90,6 +90,13 @@ def example_rows(task: str, split: str, seed: int, n: int) -> list[dict]:
     return sample_rows(load_rows(task, split), n, seed=seed)
 
 
+@st.cache_resource(show_spinner=False)
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def error(exc: BaseException | str) -> None:
     """One line in red; MtpruneError text as is."""
     st.error(str(exc), icon=":material/error:")
@@ -118,13 +125,15 @@ def sidebar() -> Context:
     if choice == D.OTHER_MODEL:
         name = sb.text_input("Model directory", key="sb.model_dir", placeholder="/path/to/model").strip()
     ctx.model_name = name
+    devices = _devices()
+    device = sb.selectbox("Device", devices, key="sb.device") if len(devices) > 1 else "cpu"
     if not name:
         ctx.error = "type the path of a local model directory"
     else:
         try:
             resolved, signature = D.model_signature(name)
             with sb.spinner(f"loading {name}..."):
-                ctx.adapter = load_model(resolved, signature, "cpu")
+                ctx.adapter = load_model(resolved, signature, device)
         except MtpruneError as exc:
             ctx.error = str(exc)
         except Exception as exc:  # a broken directory can fail in many ways: one line
