@@ -367,6 +367,13 @@ def _series_color(name: str, i: int) -> str:
     return _EXTRA_COLORS[i % len(_EXTRA_COLORS)]
 
 
+def _nan_none(a: np.ndarray):
+    """A list of lists with None for NaN (plotly leaves those cells empty)."""
+    out = np.asarray(a, dtype=float).astype(object)
+    out[np.isnan(np.asarray(a, dtype=float))] = None
+    return out.tolist()
+
+
 def _facets(n: int, cols: int) -> tuple[int, int]:
     cols = max(1, min(cols, n))
     return (n + cols - 1) // cols, cols
@@ -448,7 +455,7 @@ def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None) -> go.Fig
     z = m.to_numpy()
     text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(z)
     fig = go.Figure(go.Heatmap(
-        z=_none_nan(z), x=[str(c) for c in m.columns], y=[str(i) for i in m.index], text=text,
+        z=_nan_none(z), x=[str(c) for c in m.columns], y=[str(i) for i in m.index], text=text,
         texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1,
         hovertemplate="%{y} · %{x}: Jaccard %{z:.4f}<extra></extra>",
         colorbar=dict(title=dict(text="Jaccard", side="right")),

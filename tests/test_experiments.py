@@ -1,0 +1,425 @@
+"""Experiments: parsing, overlap math, budget allocation, sweep tables (resume, atomic writes),
+the paper's settings, unseen-domain pairs, charts. Tiny models for logic."""
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtprune.errors import MtpruneError
+from mtprune.experiments import (ResultTable, SweepConfig, combine_scores, jaccard, kept_params, layer_jaccard,
+                                 mask_for_budget, model_jaccard, normalise_scores, overlap_by_layer,
+                                 overlap_matrix, parse_budget, parse_pairs, parse_sparsities, plan_runs,
+                                 prunable_params, random_jaccard, read_table, resolve_pair, run_budget,
+                                 run_sweep, setting_config, summarize, unit_costs, write_table)
+from mtprune.experiments.core import parse_methods, row_key
+from mtprune.experiments.sweep import format_summary, series_label
+from mtprune.masks import Mask, mask_from_scores
+from mtprune.pruning import count_parameters
+from mtprune.units import group_sites
+
+from .test_svd import _scores
+
+# ----------------------------------------------------------------------------------------------
+# parsing
+
+
+def test_parse_sparsities():
+    assert parse_sparsities("0:1:0.1") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert parse_sparsities("0.1:0.9:0.2") == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert parse_sparsities("0.5, 0.1,0.5") == [0.1, 0.5]
+    assert parse_sparsities([0, 1]) == [0.0, 1.0]
+    for bad, msg in [("1.5", "outside"), ("-0.1", "outside"), ("0:1.2:0.1", "outside"), ("a", "number"),
+                     ("0:1:0", "positive"), ("0:1", "start:stop:step"), ("", "no sparsities"),
+                     ("nan", "finite"), ("0.9:0.1:0.1", "below")]:
+        with pytest.raises(MtpruneError, match=msg):
+            parse_sparsities(bad)
+
+
+def test_parse_methods():
+    assert parse_methods("ap,random,svd,ap") == ["ap", "random", "svd"]
+    with pytest.raises(MtpruneError, match="unknown method 'nope'"):
+        parse_methods("ap,nope")
+
+
+# ----------------------------------------------------------------------------------------------
+# overlap
+
+
+def _mask(keep: dict, units="ffn") -> Mask:
+    keep = {g: np.asarray(k, dtype=bool) for g, k in keep.items()}
+    n_units = {g: [k.shape[1]] * k.shape[0] for g, k in keep.items()}
+    return Mask(keep=keep, n_units=n_units, sparsity=0.5, units=units)
+
+
+def test_jaccard_exact_on_hand_made_masks():
+    a = [[1, 1, 0, 0], [1, 0, 1, 0]]
+    b = [[1, 0, 1, 0], [1, 0, 1, 0]]
+    heads = [[1, 1], [1, 1]]
+    A = _mask({"encoder.ffn": a, "encoder.heads": heads})
+    B = _mask({"encoder.ffn": b, "encoder.heads": heads})
+    assert jaccard(a[0], b[0]) == pytest.approx(1 / 3)
+    lj = layer_jaccard(A, B)
+    assert list(lj) == ["encoder.ffn"]  # heads are kept whole by both: not compared
+    assert lj["encoder.ffn"].tolist() == pytest.approx([1 / 3, 1.0])
+    assert model_jaccard(A, B) == pytest.approx(3 / 5)  # |A&B| = 1 + 2, |A|B| = 3 + 2
+    m = overlap_matrix({"x": A, "y": B})
+    assert m.loc["x", "y"] == m.loc["y", "x"] == pytest.approx(0.6)
+    assert m.loc["x", "x"] == 1.0
+    both_empty = _mask({"encoder.ffn": [[0, 0, 0, 0], [0, 0, 0, 0]]})
+    assert math.isnan(model_jaccard(both_empty, both_empty))
+    assert np.isnan(layer_jaccard(both_empty, both_empty)["encoder.ffn"]).all()
+    with pytest.raises(MtpruneError, match="shapes"):
+        jaccard([1, 0], [1, 0, 1])
+
+
+def test_overlap_by_layer_counts_and_chance():
+    A = _mask({"encoder.ffn": [[1, 1, 0, 0], [1, 1, 1, 1]]})
+    B = _mask({"encoder.ffn": [[0, 1, 1, 0], [1, 1, 1, 1]]})
+    C = _mask({"encoder.ffn": [[0, 0, 1, 1], [1, 1, 1, 1]]})
+    d = overlap_by_layer({"a": A, "b": B, "c": C})
+    assert len(d) == 3 * 2
+    r = d[(d.task_a == "a") & (d.task_b == "c") & (d.layer == 0)].iloc[0]
+    assert (r.intersection, r.union, r.jaccard) == (0, 4, 0.0)
+    assert r.chance == pytest.approx(1 / 3)  # 2 and 2 of 4: E|A&B| = 1, union 3
+    assert random_jaccard(0.5) == pytest.approx(1 / 3)
+    assert random_jaccard(1.0) == 1.0
+
+
+def test_overlap_rejects_masks_of_other_models():
+    A = _mask({"encoder.ffn": [[1, 0, 0, 0]]})
+    B = _mask({"encoder.ffn": [[1, 0, 0]]})
+    with pytest.raises(MtpruneError, match="different models"):
+        overlap_matrix({"a": A, "b": B})
+
+
+# ----------------------------------------------------------------------------------------------
+# budget
+
+
+def test_unit_costs_match_count_parameters(tiny_multitask):
+    a = tiny_multitask
+    costs = unit_costs(a)
+    assert costs["encoder.ffn"].tolist() == [2 * 32 + 1] * 2  # up row + bias, down column
+    assert costs["encoder.heads"].tolist() == [4 * 8 * 32 + 3 * 8] * 2
+    for units in ("ffn", "heads", "all"):
+        m = mask_from_scores(_scores(a), 0.5, units=units)
+        full = mask_from_scores(_scores(a), 0.0, units=units)
+        removed = count_parameters(a) - count_parameters(a, m)
+        assert kept_params(full, costs, units) - kept_params(m, costs, units) == removed
+    assert prunable_params(a, "ffn") == 2 * 48 * 65
+
+
+def test_parse_budget():
+    assert parse_budget("40%", 1000) == 400
+    assert parse_budget("0.25", 1000) == 250
+    assert parse_budget("1.0", 1000) == 1000
+    assert parse_budget("300", 1000) == 300
+    assert parse_budget("2.5k", 1_000_000) == 2500
+    assert parse_budget("1.5M", 2_000_000) == 1_500_000
+    for bad, msg in [("101%", "larger than the model"), ("2M", "larger than the model"), ("-5", "not a number"),
+                     ("lots", "not a number"), ("1001", "larger than the model")]:
+        with pytest.raises(MtpruneError, match=msg):
+            parse_budget(bad, 1000)
+
+
+def test_normalise_and_combine():
+    s = {"arrays": {"encoder.ffn": np.array([[1.0, 3.0, np.nan], [2.0, 2.0, 4.0]])},
+         "n_units": {"encoder.ffn": [2, 3]}}
+    n = normalise_scores(s, "sum")["arrays"]["encoder.ffn"]
+    assert np.nansum(n) == pytest.approx(5.0)  # mean magnitude 1 over 5 units
+    assert np.isnan(n[0, 2])
+    mx = normalise_scores(s, "max")["arrays"]["encoder.ffn"]
+    assert np.nanmax(mx) == 1.0
+    rk = normalise_scores(s, "rank")["arrays"]["encoder.ffn"]
+    assert rk[1, 2] == 1.0 and rk[0, 0] == 0.0 and rk[1, 0] == rk[0, 1] / 1 * 0 + rk[1, 1]
+    t = {"arrays": {"encoder.ffn": np.array([[3.0, 1.0, np.nan], [2.0, 2.0, 4.0]])}, "n_units": s["n_units"]}
+    c = combine_scores([s, t], "mean", "max")["arrays"]["encoder.ffn"]
+    assert c[0, 0] == pytest.approx((0.25 + 0.75) / 2)
+    with pytest.raises(MtpruneError):
+        normalise_scores(s, "zscore")
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_mask_for_budget_is_tight(tiny_multitask, scope):
+    a = tiny_multitask
+    costs = unit_costs(a)
+    sc = _scores(a)
+    total = prunable_params(a, "ffn")
+    for budget in (0, 1000, total // 3, total // 2, total - 1, total):
+        m = mask_for_budget(sc, budget, costs, scope=scope, units="ffn")
+        k = kept_params(m, costs, "ffn")
+        assert k <= budget
+        # one more unit per layer (the layer scope's step) would not fit
+        assert budget - k < (costs["encoder.ffn"].sum() if scope == "layer" else 2 * costs["encoder.ffn"].max())
+
+
+def test_run_budget_equal_parameters(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
+    a = tiny_multitask
+    a.max_length = 64
+    rows = {"sst2": sst2_rows, "cb": cb_rows, "rte": [
+        {"sentence1": "a man plays", "sentence2": "the man plays", "label": 0},
+        {"sentence1": "the cat sits", "sentence2": "the dog runs", "label": 1}]}
+    total = prunable_params(a, "ffn")
+    df = run_budget(a, ["sst2", "cb", "rte"], ["40%"], method="random", samples=4, rows=rows, log=None)
+    b = parse_budget("40%", total)
+    joint = df[(df.setting == "joint") & (df.task != "mean")]
+    ens = df[(df.setting == "ensemble") & (df.task != "mean")]
+    assert len(joint) == len(ens) == 3
+    assert joint["kept_params"].nunique() == 1
+    jk, ek = int(joint["kept_params"].iloc[0]), int(ens["kept_params"].sum())
+    step = int(unit_costs(a)["encoder.ffn"].sum())  # one neuron per layer
+    assert jk <= b and ek <= b
+    assert abs(jk - ek) <= 3 * step
+    assert set(df[df.task == "mean"].setting) == {"joint", "ensemble", "dense"}
+    with pytest.raises(MtpruneError, match="at least two tasks"):
+        run_budget(a, ["sst2"], ["40%"], rows=rows, log=None)
+    with pytest.raises(MtpruneError, match="larger than the model"):
+        run_budget(a, ["sst2", "cb"], [total + 1], rows=rows, log=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# sweep tables
+
+
+def test_plan_runs_trials_and_samples():
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "activation", "svd", "magnitude"), trials=3)
+    runs = plan_runs(cfg, "sst2", train_size=10_000)
+    by = {}
+    for r in runs:
+        by.setdefault(r.method, []).append(r)
+    assert [r.trial for r in by["ap"]] == [0]
+    assert [r.trial for r in by["random"]] == [0, 1, 2] and all(r.samples == 0 for r in by["random"])
+    assert [r.seed for r in by["activation"]] == [0, 1, 2]
+    assert len(by["svd"]) == 1 and len(by["magnitude"]) == 1
+    low = setting_config("low-resource", cfg)
+    runs = plan_runs(low, "cb", train_size=250)
+    ap = [r for r in runs if r.method == "ap"]
+    assert sorted({r.samples for r in ap}) == [10, 100, 1000] and len(ap) == 3 * 3
+    assert {r.attr_samples for r in ap if r.samples == 1000} == {250}  # capped at cb's train size
+    uns = setting_config("unsupervised", cfg)
+    ap = [r for r in plan_runs(uns, "sst2") if r.method == "ap"]
+    assert [r.unsupervised for r in ap] == [False, True]
+    with pytest.raises(MtpruneError, match="unknown setting"):
+        setting_config("nope", cfg)
+
+
+def test_write_table_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "t.csv"
+    write_table(pd.DataFrame({"key": ["a"], "x": [1]}), path)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        write_table(pd.DataFrame({"key": ["b"], "x": [2]}), path)
+    assert read_table(path)["key"].tolist() == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no temporary file left
+
+
+def test_result_table_round_trip(tmp_path):
+    path = tmp_path / "r.csv"
+    t = ResultTable(path, columns=["task", "accuracy"])
+    t.put({"key": row_key({"a": 1}), "task": "sst2", "accuracy": 0.5, "extra": "x"})
+    t.put({"key": row_key({"a": 2}), "task": "cb", "accuracy": 0.25, "extra": "y"})
+    t.save()
+    u = ResultTable(path)
+    assert u.frame().to_dict("records") == t.frame().to_dict("records")
+    assert list(t.frame().columns[:2]) == ["task", "accuracy"]
+    assert len(ResultTable(path, resume=False).rows) == 0
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(MtpruneError, match="no key column"):
+        ResultTable(tmp_path / "bad.csv")
+
+
+def _tiny_sweep(adapter, rows, out, **kw):
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "svd"), sparsities=(0.0, 0.5, 1.0), trials=2,
+                      samples=(4,), **kw)
+    return run_sweep(adapter, cfg, out=out, rows={"sst2": rows}, log=None)
+
+
+def test_sweep_rows_resume_and_csv(tiny_multitask, sst2_rows, tmp_path):
+    a = tiny_multitask
+    a.max_length = 64
+    out = tmp_path / "sweep.csv"
+    df = _tiny_sweep(a, sst2_rows, out)
+    assert len(df) == (1 + 2 + 1) * 3
+    for col in ("task", "method", "sparsity", "trial", "accuracy", "params", "key"):
+        assert col in df.columns
+    assert df["key"].is_unique
+    assert set(df[df.method == "random"]["trial"]) == {0, 1}
+    dense = df[df.sparsity == 0]["accuracy"].unique()
+    assert len(dense) == 1  # sparsity 0 is the dense model for every method
+    assert df.attrs["stats"]["evaluations"] < len(df)  # equal masks evaluated once
+    svd = df[(df.method == "svd") & (df.sparsity == 0.5)].iloc[0]
+    assert svd["svd_params"] <= svd["params"]
+    on_disk = read_table(out)
+    assert len(on_disk) == len(df) and set(on_disk["key"]) == set(df["key"])
+    again = _tiny_sweep(a, sst2_rows, out)
+    assert again.attrs["stats"]["evaluations"] == 0 and again.attrs["stats"]["scores_computed"] == 0
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), on_disk.reset_index(drop=True), check_dtype=False)
+    # a different setting keeps the old rows in the file and adds its own
+    _tiny_sweep(a, sst2_rows, out, units="heads")
+    assert len(read_table(out)) == 2 * len(df)
+
+
+def test_interrupted_sweep_keeps_finished_runs(tiny_multitask, sst2_rows, tmp_path, monkeypatch):
+    a = tiny_multitask
+    a.max_length = 64
+    out = tmp_path / "sweep.csv"
+    from mtprune.experiments import sweep as S
+
+    real = S._do_run
+    calls = []
+
+    def flaky(runner, cfg, task, run, keys, table):
+        calls.append(run.method)
+        if run.method == "svd":
+            raise KeyboardInterrupt
+        return real(runner, cfg, task, run, keys, table)
+
+    monkeypatch.setattr(S, "_do_run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_sweep(a, sst2_rows, out)
+    done = read_table(out)
+    assert set(done["method"]) == {"ap", "random"} and len(done) == 3 * 3
+    monkeypatch.setattr(S, "_do_run", real)
+    df = _tiny_sweep(a, sst2_rows, out)
+    stats = df.attrs["stats"]
+    assert len(df) == 12 and calls.count("svd") == 1
+    # only svd's rows were left; its reference scores (ap's) come from the disk cache
+    assert stats["scores_computed"] == 0 and stats["scores_cached"] == 1 and stats["evaluations"] >= 1
+
+
+def test_summarize_exact():
+    rows = []
+    for task, method, trial, p, acc in [
+        ("t1", "ap", 0, 0.1, 0.9), ("t1", "ap", 0, 0.9, 0.7), ("t1", "ap", 0, 0.0, 0.0),
+        ("t1", "random", 0, 0.1, 0.8), ("t1", "random", 0, 0.9, 0.4),
+        ("t1", "random", 1, 0.1, 0.6), ("t1", "random", 1, 0.9, 0.4),
+        ("t2", "ap", 0, 0.1, 0.5), ("t2", "ap", 0, 0.9, 0.5),
+        ("t2", "random", 0, 0.1, 0.5), ("t2", "random", 0, 0.9, 0.3),
+    ]:
+        rows.append(dict(task=task, method=method, trial=trial, sparsity=p, accuracy=acc, samples=0,
+                         unsupervised=False))
+    tab = summarize(pd.DataFrame(rows))
+    assert tab.loc["t1", "ap"] == pytest.approx(0.8)  # sparsity 0 is outside 0.1-0.9
+    assert tab.loc["t1", "random"] == pytest.approx((0.6 + 0.5) / 2)
+    assert tab.attrs["std"].loc["t1", "random"] == pytest.approx(np.std([0.6, 0.5], ddof=1))
+    assert tab.loc["mean", "ap"] == pytest.approx((0.8 + 0.5) / 2)
+    assert tab.loc["mean", "random"] == pytest.approx((0.55 + 0.4) / 2)
+    text = format_summary(tab)
+    assert "| t1 | 0.800 | 0.550 ± 0.071 |" in text
+
+
+def test_series_label_names_settings():
+    df = pd.DataFrame({"method": ["ap", "ap", "random"], "unsupervised": [False, True, False],
+                       "samples": [10, 10, 0]})
+    assert series_label(df).tolist() == ["ap", "ap (unsupervised)", "random"]
+    df = pd.DataFrame({"method": ["ap", "ap", "random"], "unsupervised": [False] * 3, "samples": [10, 100, 0]})
+    assert series_label(df).tolist() == ["ap n=10", "ap n=100", "random"]
+
+
+# ----------------------------------------------------------------------------------------------
+# unseen domains
+
+
+def test_pairs_and_heads(tiny_multitask):
+    a = tiny_multitask
+    assert parse_pairs("sst2:imdb,yelp;rte:scitail") == [("sst2", "imdb"), ("sst2", "yelp"), ("rte", "scitail")]
+    assert ("sst2", "vader_tweets") in parse_pairs("paper") and ("rte", "qnli") in parse_pairs(None)
+    with pytest.raises(MtpruneError, match="unknown task"):
+        parse_pairs("sst2:nope")
+    with pytest.raises(MtpruneError, match="source:target"):
+        parse_pairs("sst2")
+    p = resolve_pair(a, "sst2", "imdb")
+    assert p.head == "sst2" and not p.cross_task
+    assert a.head_for(p.target_spec()) == "sst2"
+    p = resolve_pair(a, "rte", "scitail")
+    assert p.head == "rte"
+    with pytest.raises(MtpruneError, match="read through"):
+        resolve_pair(a, "sst2", "scitail")
+    with pytest.raises(MtpruneError, match="same task"):
+        resolve_pair(a, "sst2", "sst2")
+
+
+def test_scitail_through_qnli_head(default_adapter):
+    from mtprune.experiments.unseen import resolve_pair as rp
+
+    p = rp(default_adapter, "qnli", "scitail")
+    assert p.head == "qnli" and default_adapter.head_for(p.target_spec()) == "qnli"
+    p = rp(default_adapter, "rte", "qnli")
+    assert p.cross_task and p.head == "qnli"
+    assert rp(default_adapter, "cb", "sick").head == "cb"
+
+
+def test_unseen_rows(tiny_multitask, sst2_rows):
+    from mtprune.experiments.unseen import run_unseen, unseen_summary
+
+    a = tiny_multitask
+    a.max_length = 64
+    df = run_unseen(a, [("sst2", "imdb")], methods=("ap", "random"), sparsities=(0, 0.5), samples=4, trials=2,
+                    rows={"imdb": sst2_rows}, log=None)
+    assert len(df) == (1 + 2) * 2
+    assert set(df["head"]) == {"sst2"} and set(df["mask_from"]) == {"sst2"}
+    tab = unseen_summary(df, lo=0.5, hi=0.5)
+    assert "dense" in tab.columns and ("sst2", "imdb") in tab.index
+
+
+# ----------------------------------------------------------------------------------------------
+# charts
+
+
+def _sweep_frame():
+    recs = []
+    for task in ("sst2", "cb"):
+        for method, trials in (("ap", 1), ("random", 3)):
+            for t in range(trials):
+                for p in (0.0, 0.5, 1.0):
+                    recs.append(dict(task=task, method=method, trial=t, sparsity=p, accuracy=0.9 - p / 2 - 0.01 * t,
+                                     samples=0, unsupervised=False))
+    return pd.DataFrame(recs)
+
+
+def test_charts_build():
+    from mtprune import plots
+
+    fig = plots.sweep_figure(_sweep_frame())
+    names = {tr.name for tr in fig.data}
+    assert names == {"ap", "random"} and len(fig.data) == 4
+    rnd = [tr for tr in fig.data if tr.name == "random"][0]
+    assert rnd.error_y.visible and list(rnd.x) == [0.0, 0.5, 1.0]
+    tab = summarize(_sweep_frame(), lo=0.5, hi=0.5)
+    assert len(plots.summary_bars(tab).data) == 2
+    A = _mask({"encoder.ffn": [[1, 1, 0, 0], [1, 0, 1, 0]]})
+    B = _mask({"encoder.ffn": [[1, 0, 1, 0], [1, 0, 1, 0]]})
+    assert plots.overlap_heatmap(overlap_matrix({"a": A, "b": B})).data[0].z[0][1] == pytest.approx(0.6)
+    assert len(plots.overlap_layers_figure(overlap_by_layer({"a": A, "b": B})).data) == 2
+    un = pd.DataFrame([dict(source="sst2", target="imdb", mask_from="sst2", method=m, sparsity=p, trial=0,
+                            accuracy=0.8 - p / 4) for m in ("ap", "random") for p in (0.0, 0.5)])
+    assert len(plots.unseen_figure(un).data) == 2
+    bd = pd.DataFrame([dict(setting=s, task=t, budget=b, accuracy=0.7, prunable_params=1000, kept_params=b)
+                       for s in ("joint", "ensemble") for t in ("sst2", "cb", "mean") for b in (300, 600)]
+                      + [dict(setting="dense", task="sst2", budget=1000, accuracy=0.9, prunable_params=1000)])
+    assert len(plots.budget_figure(bd).data) == 2 * 3
+    assert len(plots.budget_figure(bd[bd.budget != 600]).data) == 3  # one budget: bars + dense
+
+
+def test_save_figure_png_failure_keeps_html(tmp_path, monkeypatch):
+    from mtprune import plots
+
+    fig = plots.sweep_figure(_sweep_frame())
+
+    def no_png(*a, **k):
+        raise MtpruneError("could not render a PNG (kaleido needs Chrome or Chromium): no browser")
+
+    monkeypatch.setattr(plots, "figure_png", no_png)
+    with pytest.raises(MtpruneError, match="PNG"):
+        plots.save_figure(fig, tmp_path / "chart")
+    assert (tmp_path / "chart.html").stat().st_size > 1000
+    assert not (tmp_path / "chart.png").exists()
+    assert plots.save_figure(fig, tmp_path / "c2.html", png=False) == [tmp_path / "c2.html"]

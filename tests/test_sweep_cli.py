@@ -1,0 +1,173 @@
+"""The experiment verbs end to end on the default model (small --limit and --samples), and their
+bad input: one line on stderr, exit code 2, nothing written."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtprune.cli import main
+from mtprune.masks import Mask, save_mask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on the shared 2-core machine two threads run these at half the speed."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def use_default(default_adapter, monkeypatch):
+    """The CLI verbs reuse the session's default model instead of loading it again."""
+    import mtprune.commands.budget as B
+    import mtprune.commands.overlap as O
+    import mtprune.commands.sweep as S
+    import mtprune.commands.unseen as U
+
+    for mod in (S, O, U, B):
+        monkeypatch.setattr(mod, "load_model", lambda args: default_adapter)
+    return default_adapter
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("mtprune: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["sweep", "--sparsities", "0:1.5:0.5"], "outside [0, 1]"),
+    (["sweep", "--sparsities=-0.1,0.5"], "outside [0, 1]"),
+    (["sweep", "--tasks", "sst2,nope"], "unknown task 'nope'"),
+    (["sweep", "--methods", "ap,magic"], "unknown method 'magic'"),
+    (["sweep", "--limit", "0"], "--limit must be at least 1"),
+    (["sweep", "--samples", "0"], "at least 1"),
+    (["sweep", "--trials", "0"], "--trials must be at least 1"),
+    (["sweep", "--out", "results.txt"], "must name a .csv file"),
+    (["sweep", "--units", "neurons"], "invalid choice"),
+    (["overlap", "--sparsity", "1.01"], "outside [0, 1]"),
+    (["overlap", "--tasks", "sst2"], "at least two tasks"),
+    (["overlap", "--method", "svd"], "unknown method 'svd'"),
+    (["unseen", "--pairs", "sst2:nope"], "unknown task 'nope'"),
+    (["unseen", "--pairs", "sst2"], "source:target"),
+    (["unseen", "--sparsities", "2"], "outside [0, 1]"),
+    (["budget", "--tasks", "sst2"], "at least two tasks"),
+    (["budget", "--method", "nope"], "unknown method"),
+])
+def test_bad_input_is_one_line(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors (bad choices)
+        code = exc.code
+    assert code == 2
+    assert msg in _err_line(capsys)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("budget", ["101%", "1G"])
+def test_budget_larger_than_the_model(use_default, budget, capsys, tmp_path):
+    out = tmp_path / "b.csv"
+    assert main(["budget", "--tasks", "sst2,cb", "--budgets", budget, "--out", str(out)]) == 2
+    assert "larger than the model" in _err_line(capsys)
+    assert not out.exists()
+
+
+def test_sweep_cli_writes_csv_chart_and_resumes(use_default, capsys, tmp_path):
+    out = tmp_path / "sweep.csv"
+    argv = ["sweep", "--tasks", "sst2", "--methods", "ap,random,svd", "--sparsities", "0,0.5", "--samples", "16",
+            "--limit", "24", "--trials", "2", "--out", str(out)]
+    if shutil.which("chromium") is None:
+        argv.append("--no-png")
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    df = pd.read_csv(out)
+    for col in ("task", "method", "sparsity", "trial", "accuracy"):
+        assert col in df.columns
+    assert len(df) == (1 + 2 + 1) * 2 and set(df["n_eval"]) == {24}
+    assert "| sst2 |" in cap.out and "**mean**" in cap.out
+    assert (tmp_path / "sweep.html").stat().st_size > 1000
+    if "--no-png" not in argv:
+        assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # the same command again computes nothing
+    assert main(argv + ["--no-plot"]) == 0
+    cap = capsys.readouterr()
+    assert "scores" not in cap.err and " trial " not in cap.err
+    pd.testing.assert_frame_equal(pd.read_csv(out), df)
+
+
+def test_low_resource_and_unsupervised_settings(use_default, capsys, tmp_path):
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "--tasks", "cb", "--methods", "ap", "--sparsities", "0.5", "--setting", "low-resource",
+                 "--samples", "4,8", "--trials", "2", "--limit", "8", "--no-plot", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert sorted(df["samples"].unique()) == [4, 8] and set(df["trial"]) == {0, 1}
+    assert "ap n=4" in capsys.readouterr().out
+    assert main(["sweep", "--tasks", "cb", "--methods", "ap", "--sparsities", "0.5", "--setting", "unsupervised",
+                 "--samples", "4", "--limit", "8", "--no-plot", "--out", str(out)]) == 0
+    d = pd.read_csv(out)
+    d = d[d["samples"] == 4]
+    assert sorted(d["unsupervised"].unique()) == [False, True]
+    assert "ap (unsupervised)" in capsys.readouterr().out
+
+
+def test_overlap_cli(use_default, capsys, tmp_path):
+    out = tmp_path / "ov.csv"
+    assert main(["overlap", "--tasks", "sst2,cb", "--samples", "8", "--sparsity", "0.5", "--no-png",
+                 "--out", str(out)]) == 0
+    m = pd.read_csv(out, index_col="task")
+    assert m.loc["sst2", "sst2"] == 1.0 and 0 < m.loc["sst2", "cb"] < 1
+    layers = pd.read_csv(tmp_path / "ov_layers.csv")
+    assert len(layers) == 6 and set(layers["group"]) == {"encoder.ffn"}
+    assert (tmp_path / "ov.html").exists() and (tmp_path / "ov_layers.html").exists()
+    assert "Jaccard" in capsys.readouterr().out
+
+
+def test_overlap_from_mask_files(tmp_path, capsys):
+    paths = []
+    for name, rows in (("a", [[1, 1, 0, 0]]), ("b", [[1, 0, 1, 0]])):
+        m = Mask(keep={"encoder.ffn": np.array(rows, bool)}, n_units={"encoder.ffn": [4]}, sparsity=0.5)
+        paths.append(f"{name}={save_mask(m, tmp_path / f'{name}.json')}")
+    out = tmp_path / "o.csv"
+    assert main(["overlap", "--masks", ",".join(paths), "--out", str(out), "--no-plot"]) == 0
+    assert pd.read_csv(out, index_col="task").loc["a", "b"] == pytest.approx(1 / 3)
+
+
+def test_unseen_cli(use_default, capsys, tmp_path):
+    out = tmp_path / "u.csv"
+    assert main(["unseen", "--pairs", "sst2:imdb", "--methods", "ap", "--sparsities", "0,0.5", "--samples", "8",
+                 "--limit", "16", "--no-png", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert set(df["head"]) == {"sst2"} and set(df["target"]) == {"imdb"} and len(df) == 2
+    assert "dense" in capsys.readouterr().out
+
+
+def test_budget_cli(use_default, capsys, tmp_path):
+    out = tmp_path / "b.csv"
+    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--samples", "8", "--limit", "16",
+                 "--no-png", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert set(df["setting"]) == {"joint", "ensemble", "dense"}
+    half = df["prunable_params"].iloc[0] // 2
+    j = df[df.setting == "joint"]["kept_params"].iloc[0]
+    e = df[df.setting == "ensemble"]["kept_params"].sum()
+    assert j <= half and e <= half and abs(j - e) <= 2 * 6 * 769  # one neuron per layer per mask
+    assert "joint mask keeps" in capsys.readouterr().out
+
+
+def test_ap_beats_random_when_pruning_hard(default_adapter):
+    """The headline, in small: at 90% of FFN neurons pruned, ap keeps more sst2 accuracy than random."""
+    from mtprune.experiments import SweepConfig, run_sweep
+
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random"), sparsities=(0.9,), samples=(64,), trials=2)
+    df = run_sweep(default_adapter, cfg, limit=64, log=None)
+    ap = df[df.method == "ap"]["accuracy"].mean()
+    rnd = df[df.method == "random"]["accuracy"].mean()
+    assert ap > rnd
