@@ -66,6 +66,12 @@ class LowRankLinear(nn.Module):
     def rank(self) -> int:
         return self.down.out_features
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The up factor: for model code that reads a layer's weight for its dtype or device
+        (T5's FFN casts to ``wo.weight.dtype``); not the ``[out, in]`` product."""
+        return self.up.weight
+
     def forward(self, x):
         return self.up(self.down(x))
 

@@ -267,6 +267,18 @@ def test_sweep_rows_resume_and_csv(tiny_multitask, sst2_rows, tmp_path):
     assert len(read_table(out)) == 2 * len(df)
 
 
+@pytest.mark.parametrize("stack", ["decoder", "all"])
+def test_sweep_on_t5_label_words(tiny_t5, sst2_rows, stack):
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "svd"), sparsities=(0.0, 0.5), trials=1,
+                      samples=(4,), units="all", stack=stack)
+    df = run_sweep(tiny_t5, cfg, rows={"sst2": sst2_rows}, log=None)
+    assert len(df) == 3 * 2 and df["accuracy"].between(0, 1).all()
+    half = df[df.sparsity == 0.5]
+    assert (half["params"] < df[df.sparsity == 0]["params"].iloc[0]).all()
+    if stack == "decoder":  # encoder units stay: fewer pruned than with both stacks
+        assert half["kept_units"].iloc[0] > sum(s.n_units for s in tiny_t5.unit_sites()) / 2
+
+
 def test_interrupted_sweep_keeps_finished_runs(tiny_multitask, sst2_rows, tmp_path, monkeypatch):
     a = tiny_multitask
     a.max_length = 64

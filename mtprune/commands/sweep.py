@@ -93,6 +93,8 @@ def register(sub):
     p.add_argument("--units", default="ffn", choices=("ffn", "heads", "all"), help="what to prune (default ffn)")
     p.add_argument("--scope", default="layer", choices=("layer", "global"),
                    help="the same rate in every layer (default), or one ranking per unit group")
+    p.add_argument("--stack", default="all", choices=("encoder", "decoder", "all"),
+                   help="prune the encoder, the decoder or both (T5; default all)")
     p.add_argument("--samples", default=None,
                    help="examples for attribution, or a list (default 256; low-resource: 10,100,1000)")
     p.add_argument("--trials", type=int, default=5, help="trials of random, random-label and activation (default 5)")
@@ -122,6 +124,7 @@ def build_config(args):
     if args.seed < 0:
         raise MtpruneError(f"--seed must be 0 or more, not {args.seed}")
     base = SweepConfig(tasks=tasks, methods=methods, sparsities=sparsities, units=args.units, scope=args.scope,
+                       stack=args.stack,
                        trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps)
     overrides = {}
     if args.samples is not None:

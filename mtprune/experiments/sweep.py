@@ -77,6 +77,8 @@ class SweepConfig:
             check_rate(float(p))
         if self.units not in ("ffn", "heads", "all"):
             raise MtpruneError(f"--units must be ffn, heads or all, not {self.units!r}")
+        if self.stack not in ("encoder", "decoder", "all"):
+            raise MtpruneError(f"--stack must be encoder, decoder or all, not {self.stack!r}")
         if self.scope not in ("layer", "global"):
             raise MtpruneError(f"--scope must be layer or global, not {self.scope!r}")
         if self.trials < 1:
