@@ -17,7 +17,8 @@ Methods share one signature and are registered by name (:data:`METHODS`, :func:`
   ``P(gold)`` is the softmax of a classifier head, or ``exp`` of the gold label words'
   log-probability for text-to-text and causal LMs.
 * ``ig`` - Integrated Gradients over the gates, zero baseline, ``steps`` right-Riemann points
-  ``alpha = k/steps``; the steps of a batch run as one repeated batch (chunked to bound memory).
+  ``alpha = k/steps``; steps run together as one repeated batch, up to a token budget per pass
+  (:data:`IG_PASS_TOKENS`, which also bounds memory).
   All units of the selected kinds are scaled together: the path is the joint one, from every
   selected unit off to every unit on, so the scores of all units add up to ``P(dense) - P(all
   selected units off)`` (completeness); with one step (``alpha = 1``) IG is ``ap`` exactly.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import zlib
 from contextlib import contextmanager
@@ -63,7 +65,11 @@ VARIANTS = ("abs", "signed")
 UNIT_CHOICES = ("all", "ffn", "heads")
 FORMAT = "mtprune.scores"
 FORMAT_VERSION = 1  # bump when the meaning of stored scores changes: old cache entries miss
-IG_MAX_ROWS = 256  # rows (examples x IG steps) per pass at most, unless batch_size is larger
+# IG runs several of its steps in one pass (the batch repeated) up to this many tokens (rows x
+# length) per pass. On a CPU larger passes gain nothing once a pass has a few hundred tokens (and
+# lose to memory traffic), so steps are batched there for small example batches only; a GPU
+# wants large passes.
+IG_PASS_TOKENS = {"cpu": 1024, "cuda": 65536}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,23 +354,6 @@ def assemble(spec, fingerprint, sites, per_site: dict[str, np.ndarray], seconds=
 # rows and batches
 
 
-class _LabelView:
-    """What ``sample_rows`` reads from a Dataset, with the label column read at once (iterating a
-    datasets Column row by row takes seconds on SST-2's 67k rows)."""
-
-    def __init__(self, ds, keep: list[int] | None = None, labels: list[int] | None = None):
-        self.ds, self.keep = ds, keep
-        self.labels = labels if labels is not None else _labels_of(ds)
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, k):
-        if k == "label":
-            return self.labels
-        return self.ds[self.keep[k] if self.keep is not None else k]
-
-
 def _labels_of(ds) -> list[int]:
     try:
         return [int(v) for v in ds.with_format("arrow")["label"].to_pylist()]
@@ -401,16 +390,14 @@ def sample_for(spec: AttributionSpec) -> list[dict]:
     ds, labels = _load_split(task, split)
     if spec.unsupervised:
         return sample_rows(ds, spec.samples, spec.seed, balanced=False)
-    if any(v < 0 for v in labels):
-        keep = [i for i, v in enumerate(labels) if v >= 0]
-        view = _LabelView(ds, keep, [labels[i] for i in keep])
-        if not keep:
-            raise MtpruneError(f"{task.name}/{split} has no labeled rows: use --unsupervised or another split")
-    else:
-        view = _LabelView(ds, None, labels)
-    if spec.samples > len(view):
-        raise MtpruneError(f"asked for {spec.samples} examples but {task.name}/{split} has only {len(view)} labeled rows")
-    return sample_rows(view, spec.samples, spec.seed)
+    n_labeled = sum(1 for v in labels if v >= 0)
+    if n_labeled == 0:
+        raise MtpruneError(f"{task.name}/{split} has no labeled rows: use --unsupervised or another split")
+    if spec.samples > n_labeled:
+        raise MtpruneError(f"asked for {spec.samples} examples but {task.name}/{split} has only {n_labeled} labeled rows")
+    if n_labeled < len(labels):  # hub test splits: -1 marks unlabeled rows
+        ds = ds.select([i for i, v in enumerate(labels) if v >= 0]).flatten_indices()
+    return sample_rows(ds, spec.samples, spec.seed)
 
 
 def _row_len(task: TaskSpec, row: dict) -> int:
@@ -432,6 +419,17 @@ def _batch_len(batch: dict) -> int:
         if isinstance(v, (list, tuple)):
             return len(v)
     raise RuntimeError("cannot tell the batch size of an encoded batch")
+
+
+def _batch_tokens(batch: dict) -> int:
+    """Tokens in an encoded batch, padding included (rows x length)."""
+    ids = batch.get("input_ids")
+    if isinstance(ids, torch.Tensor):
+        return int(ids.numel())
+    prompts = batch.get("prompt_ids")
+    if isinstance(prompts, list) and prompts:
+        return len(prompts) * max(len(p) for p in prompts)
+    return _batch_len(batch)
 
 
 def _repeat_batch(batch: dict, k: int) -> dict:
@@ -521,7 +519,8 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
     for chunk_rows in mine:
         batch = adapter.encode(chunk_rows, task)
         b = _batch_len(batch)
-        per_pass = max(1, min(m, max(IG_MAX_ROWS, batch_size) // b)) if m > 1 else 1
+        budget = IG_PASS_TOKENS.get(adapter.device.type, IG_PASS_TOKENS["cpu"])
+        per_pass = max(1, min(m, budget // max(1, _batch_tokens(batch)))) if m > 1 else 1
         pe: list[dict[str, torch.Tensor]] | None = None  # per target, per site: [b, n] sums over alphas
         for s0 in range(0, m, per_pass):
             a = alphas_t[s0 : s0 + per_pass]
@@ -556,10 +555,6 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
             stacked = stacked.abs()
         out[s.name] = stacked.sum(0).numpy()
     return out
-
-
-def _n_targets(task, spec) -> int:
-    return task.num_labels if spec.unsupervised else 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -735,6 +730,21 @@ def ap_per_layer(adapter, spec: AttributionSpec, rows: Sequence[dict], *, batch_
 
 # ----------------------------------------------------------------------------------------------
 # entry points
+
+
+def threads_for_load() -> int:
+    """torch's CPU thread count, capped at the cores the 1-minute load average leaves free (at
+    least 1). With OpenMP's default spinning waiters, threads that wait for a descheduled partner
+    make a busy machine several times slower than one thread (measured on 2 shared cores at load
+    4: 24 s with 2 threads, 4 s with 1, for the same ``ap``); ``mtprune attribute`` sets
+    ``OMP_WAIT_POLICY=PASSIVE`` instead, which a process that has loaded torch already cannot."""
+    n = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return n
+    free = (os.cpu_count() or 1) - int(round(load))
+    return max(1, min(n, free))
 
 
 def check_supported(adapter, spec: AttributionSpec) -> list[UnitSite]:

@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def cli(default_adapter, monkeypatch, capsys):
     """Run the CLI in this process with the session's default model (loaded once)."""
+    import torch
+
     import mtprune.models
 
     monkeypatch.setattr(mtprune.models, "load_adapter", lambda *a, **k: default_adapter)
+    threads = torch.get_num_threads()  # the CLI sets them for the process: restore them after
 
     def run(*argv):
         try:
@@ -35,7 +38,8 @@ def cli(default_adapter, monkeypatch, capsys):
         out, err = capsys.readouterr()
         return code, out, err
 
-    return run
+    yield run
+    torch.set_num_threads(threads)
 
 
 def _cache_entries() -> list[Path]:
@@ -98,6 +102,7 @@ def test_text_output(cli, tmp_path):
     (["--variant", "square"], "unknown variant"),
     (["--method", "random", "--unsupervised"], "--unsupervised applies to"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1"),
     (["--out-csv", "/nonexistent-dir/x.csv"], "does not exist"),
     (["--cache-dir", "{file}/cache"], "is not writable"),
     (["--units", "neurons"], "invalid choice"),

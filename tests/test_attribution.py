@@ -46,13 +46,11 @@ def _assert_close(s1: Scores, s2: Scores, tol=1e-5, scale=1.0):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny models run far faster on one thread (no OpenMP hand-offs for 32-wide matrices)."""
-    if "default_adapter" in request.fixturenames:
-        yield
-        return
+def _threads(request):
+    """Tiny models run far faster on one thread (no OpenMP hand-offs for 32-wide matrices); the
+    real model uses torch's threads unless the machine is already busy."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(attr.threads_for_load() if "default_adapter" in request.fixturenames else 1)
     try:
         yield
     finally:
@@ -213,8 +211,9 @@ def test_ig_one_step_is_ap(tiny_multitask, tiny_t5):
 
 
 def test_ig_steps_batched_equals_chunked(tiny_multitask, monkeypatch):
+    monkeypatch.setattr(attr, "IG_PASS_TOKENS", {"cpu": 10**6})  # all 8 steps in one pass
     batched = _run(tiny_multitask, method="ig", steps=8)
-    monkeypatch.setattr(attr, "IG_MAX_ROWS", 1)  # one step per pass
+    monkeypatch.setattr(attr, "IG_PASS_TOKENS", {"cpu": 1})  # one step per pass
     chunked = _run(tiny_multitask, method="ig", steps=8, batch_size=1)
     _assert_close(batched, chunked, 1e-5)
 
@@ -326,6 +325,25 @@ def test_magnitude_is_the_weight_norm(tiny_multitask, tiny_causal):
         want = torch.sqrt(mlp.gate_proj.weight[i].pow(2).sum() + mlp.up_proj.weight[i].pow(2).sum()
                           + mlp.down_proj.weight[:, i].pow(2).sum())
     assert c.arrays["decoder.ffn"][0, i] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_magnitude_with_grouped_key_value_heads(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mtprune.models import adapter_for
+
+    torch.manual_seed(4)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
+    a = adapter_for(LlamaForCausalLM(cfg), tokenizer)
+    s = attribute(a, _spec(method="magnitude", units="heads"))
+    att = a.model.model.layers[0].self_attn
+    h, kv = 3, 1  # query head 3 reads key/value head 1
+    q, o = slice(h * 8, (h + 1) * 8), slice(kv * 8, (kv + 1) * 8)
+    sq = (att.q_proj.weight[q].pow(2).sum() + att.k_proj.weight[o].pow(2).sum() + att.v_proj.weight[o].pow(2).sum()
+          + att.o_proj.weight[:, q].pow(2).sum())
+    assert s.arrays["decoder.heads"][0, h] == pytest.approx(sq.sqrt().item(), rel=1e-5)
+    assert np.isfinite(_run(a, units="heads").arrays["decoder.heads"]).all()
 
 
 def test_activation_is_mean_abs_over_real_tokens(tiny_multitask):
