@@ -406,7 +406,7 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
     stats = _mean_std(d, ["task", series, "sparsity"], metric)
     rows, cols = _facets(len(tasks), cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, shared_xaxes=False,
-                        horizontal_spacing=0.06, vertical_spacing=0.12 if rows > 1 else 0.1)
+                        horizontal_spacing=0.06, vertical_spacing=min(0.12, 0.28 / rows))
     for i, task in enumerate(tasks):
         r, c = i // cols + 1, i % cols + 1
         for j, name in enumerate(names):
@@ -468,33 +468,42 @@ def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None) -> go.Fig
 
 
 def overlap_layers_figure(per_layer: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Jaccard similarity per layer, one line per task pair, one panel per unit group; the dashed
-    line is what random masks keeping as many units would share."""
+    """Jaccard similarity per layer, one thin line per task pair, their mean in bold, one panel per
+    unit group; the dashed line is what random masks keeping as many units would share."""
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     groups = list(dict.fromkeys(per_layer["group"]))
     fig = make_subplots(rows=1, cols=len(groups), subplot_titles=[group_label(g) for g in groups],
                         horizontal_spacing=0.08)
     pairs = list(dict.fromkeys(zip(per_layer["task_a"], per_layer["task_b"])))
+    palette = qualitative.Dark24
     for gi, g in enumerate(groups):
         d = per_layer[per_layer["group"] == g]
         for j, (a, b) in enumerate(pairs):
             s = d[(d["task_a"] == a) & (d["task_b"] == b)].sort_values("layer")
             fig.add_trace(go.Scatter(
                 x=s["layer"], y=s["jaccard"], mode="lines+markers", name=f"{a} · {b}", legendgroup=f"{a}·{b}",
-                showlegend=gi == 0, line=dict(color=_EXTRA_COLORS[j % len(_EXTRA_COLORS)], width=1.5),
-                hovertemplate=f"{a} · {b}<br>layer %{{x}}: Jaccard %{{y:.3f}}<extra></extra>",
+                showlegend=gi == 0, line=dict(color=palette[j % len(palette)], width=1), marker=dict(size=4),
+                opacity=0.8, hovertemplate=f"{a} · {b}<br>layer %{{x}}: Jaccard %{{y:.3f}}<extra></extra>",
             ), row=1, col=gi + 1)
-        chance = d.groupby("layer")["chance"].mean()
-        fig.add_trace(go.Scatter(x=chance.index, y=chance.values, mode="lines", name="random masks",
+        mean = d.groupby("layer")[["jaccard", "chance"]].mean()
+        if len(pairs) > 1:
+            fig.add_trace(go.Scatter(x=mean.index, y=mean["jaccard"], mode="lines+markers", name="mean of the pairs",
+                                     legendgroup="mean", showlegend=gi == 0, line=dict(color="#000000", width=3),
+                                     hovertemplate="mean<br>layer %{x}: %{y:.3f}<extra></extra>"),
+                          row=1, col=gi + 1)
+        fig.add_trace(go.Scatter(x=mean.index, y=mean["chance"], mode="lines", name="random masks",
                                  legendgroup="chance", showlegend=gi == 0,
-                                 line=dict(color="#6c757d", dash="dash"),
+                                 line=dict(color="#6c757d", dash="dash", width=2),
                                  hovertemplate="random masks<br>layer %{x}: %{y:.3f}<extra></extra>"),
                       row=1, col=gi + 1)
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=gi + 1)
         fig.update_yaxes(title_text="Jaccard" if gi == 0 else None, range=[0, 1.02], row=1, col=gi + 1)
-    fig.update_layout(title=title or "overlap of kept units per layer", height=380,
-                      margin=dict(l=60, r=20, t=70, b=50))
+    rows_of_legend = (len(pairs) + 2 + 4) // 5
+    fig.update_layout(title=title or "overlap of kept units per layer", height=400 + 22 * rows_of_legend,
+                      margin=dict(l=60, r=20, t=70, b=60 + 22 * rows_of_legend),
+                      legend=dict(orientation="h", y=-0.18, x=0, xanchor="left", yanchor="top"))
     return fig
 
 
@@ -510,7 +519,7 @@ def unseen_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
     names = list(dict.fromkeys(d["series"].str.replace(r" \(.*", "", regex=True)))
     rows, cols = _facets(len(pairs), cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{s} → {t}" for s, t in pairs],
-                        horizontal_spacing=0.05, vertical_spacing=0.12 if rows > 1 else 0.1)
+                        horizontal_spacing=0.05, vertical_spacing=min(0.12, 0.28 / rows))
     shown = set()
     for i, (src, tgt) in enumerate(pairs):
         r, c = i // cols + 1, i % cols + 1
@@ -536,7 +545,7 @@ def unseen_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
         fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
         fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
     fig.update_layout(title=title or f"unseen domains: {metric} of masks built on another task",
-                      height=80 + 260 * rows, margin=dict(l=60, r=20, t=80, b=50),
+                      height=80 + 280 * rows, margin=dict(l=60, r=20, t=80, b=50),
                       legend=dict(orientation="h", y=1.0 + 0.12 / rows, x=1, xanchor="right", yanchor="bottom"))
     return fig
 

@@ -279,6 +279,17 @@ def test_sweep_on_t5_label_words(tiny_t5, sst2_rows, stack):
         assert half["kept_units"].iloc[0] > sum(s.n_units for s in tiny_t5.unit_sites()) / 2
 
 
+def test_runner_caps_samples_at_the_split_size(tiny_multitask, monkeypatch):
+    from mtprune.experiments import core
+
+    monkeypatch.setattr(core, "split_size", lambda task, split=None: 5)
+    logs = []
+    r = core.Runner(tiny_multitask, log=logs.append)
+    s = r.scores("sst2", "activation", 256)
+    assert s.spec.samples == 5 and s.meta["n_examples"] == 5
+    assert any("using all 5, not 256" in m for m in logs)
+
+
 def test_interrupted_sweep_keeps_finished_runs(tiny_multitask, sst2_rows, tmp_path, monkeypatch):
     a = tiny_multitask
     a.max_length = 64

@@ -94,7 +94,7 @@ def run(args):
     layers_out = out.with_name(out.stem + "_layers.csv")
     write_table(per_layer, layers_out)
     print(f"wrote {out} and {layers_out}", file=sys.stderr)
-    kept = [m.kept() / m.total() if hasattr(m, "kept") and m.total() else None for m in masks.values()]
+    kept = [1.0 - m.actual_sparsity() if hasattr(m, "actual_sparsity") else None for m in masks.values()]
     print(f"Jaccard similarity of kept units ({', '.join(masks)}):")
     print(matrix.round(3).to_string())
     q = [k for k in kept if k is not None]

@@ -329,6 +329,7 @@ class Runner:
             self._rows[(t.name, self.eval_split(t))] = [dict(r) for r in given][: limit or None]
         self._evals: dict[tuple, EvalOutcome] = {}
         self._scores: dict[str, object] = {}
+        self._capped: set = set()
         self._svd_cache = None
         self.fingerprint = adapter.fingerprint()
         self.model_name = getattr(adapter, "display_name", str(getattr(adapter, "source", "model")))
@@ -361,8 +362,16 @@ class Runner:
     # -- scores and masks ---------------------------------------------------------------------------
     def scores(self, task: str, method: str, samples: int, seed: int = 0, variant: str = "abs",
                unsupervised: bool = False, split: str | None = None, steps: int = 20):
-        """Attribution scores through the disk cache (``attribute_cached``)."""
+        """Attribution scores through the disk cache (``attribute_cached``). A task with fewer
+        examples than ``samples`` in its attribution split uses all it has (cb: 250)."""
         from mtprune.attribution import AttributionSpec, attribute_cached
+
+        size = split_size(get_task(task), split)
+        if size is not None and samples > size:
+            if (task, samples) not in self._capped:
+                self._capped.add((task, samples))
+                self.log(f"  {task} has {size} examples to attribute from: using all {size}, not {samples}")
+            samples = size
 
         spec = AttributionSpec(task=task, method=method, variant=variant, samples=samples, seed=seed,
                                split=split, steps=steps, unsupervised=unsupervised, units="all")
@@ -435,6 +444,20 @@ class Runner:
         from mtprune.pruning import count_parameters
 
         return int(count_parameters(self.adapter, mask))
+
+
+def split_size(task: TaskSpec, split: str | None = None) -> int | None:
+    """Rows in a task's split (its training split by default) when there is a local file; else None."""
+    from mtprune.tasks import data_path
+
+    split = split or task.train_split
+    if split not in task.splits:
+        return None
+    path = data_path(task, split)
+    if path is None:
+        return None
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def _keeps_all(mask) -> bool:

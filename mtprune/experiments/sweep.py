@@ -181,14 +181,9 @@ def _key(runner: Runner, cfg: SweepConfig, task, run: Run, sparsity: float) -> s
 
 
 def _train_size(task) -> int | None:
-    from mtprune.tasks import data_path
+    from mtprune.experiments.core import split_size
 
-    split = task.train_split
-    path = data_path(task, split)
-    if path is None:
-        return None
-    with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
+    return split_size(task)
 
 
 def run_sweep(adapter, cfg: SweepConfig, out: str | None = None, limit: int | None = None,

@@ -160,11 +160,11 @@ def run_unseen(adapter, pairs=None, methods=("ap", "random"), sparsities=(0.0, 0
 
 
 def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: float = 1.0) -> pd.DataFrame:
-    """Per pair: the dense metric, and the mean over sparsities in ``[lo, hi]`` per mask source and
-    method (trials averaged)."""
+    """Per pair: the dense metric, and the mean over sparsities in ``[lo, hi]`` per method for the
+    source's mask (columns named by the method) and, in the cross-task case, the target's own mask
+    (``<method> (own mask)``); trials averaged."""
     d = df.copy()
-    d["series"] = np.where(d["mask_from"] == d["source"], d["method"] + " from " + d["source"],
-                           d["method"] + " from " + d["mask_from"] + " (own)")
+    d["series"] = np.where(d["mask_from"] == d["source"], d["method"], d["method"] + " (own mask)")
     dense = d[d["sparsity"] == 0].groupby(["source", "target"])[metric].first().rename("dense")
     rng = d[(d["sparsity"] >= lo - 1e-9) & (d["sparsity"] <= hi + 1e-9)]
     per = rng.groupby(["source", "target", "series", "trial"])[metric].mean().reset_index()
@@ -172,4 +172,7 @@ def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, 
     tab = tab.join(dense)
     order = list(dict.fromkeys(zip(df["source"], df["target"])))
     tab = tab.loc[[o for o in order if o in tab.index]]
-    return tab[["dense"] + [c for c in tab.columns if c != "dense"]]
+    methods = list(dict.fromkeys(df["method"]))
+    cols = ["dense"] + [m for m in methods if m in tab.columns] + [f"{m} (own mask)" for m in methods
+                                                                    if f"{m} (own mask)" in tab.columns]
+    return tab[cols]
