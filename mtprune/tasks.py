@@ -211,7 +211,11 @@ def validate_rows(ds, task: TaskSpec, where: str = "") -> None:
 
 def _labels(ds) -> list:
     """The label column as a Python list, read column-wise (fast on 67k rows)."""
-    return ds.data.column("label").to_pylist() if hasattr(ds, "data") else [r["label"] for r in ds]
+    if not hasattr(ds, "data"):
+        return [r["label"] for r in ds]
+    if getattr(ds, "_indices", None) is not None:  # a select()ed view: ds.data is the whole table
+        ds = ds.flatten_indices()
+    return ds.data.column("label").to_pylist()
 
 
 def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list[dict]:
