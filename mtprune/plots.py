@@ -580,7 +580,9 @@ def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
     from plotly.subplots import make_subplots
 
     rows, cols = _facets(len(tasks), 4)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, horizontal_spacing=0.05)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, horizontal_spacing=0.05,
+                        vertical_spacing=min(0.12, 0.28 / rows))
+    xs = (100 * np.asarray(budgets, dtype=float) / total) if total else np.asarray(budgets, dtype=float)
     for i, task in enumerate(tasks):
         r, c = i // cols + 1, i % cols + 1
         for setting in ("joint", "ensemble"):
@@ -590,8 +592,11 @@ def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
                                      showlegend=i == 0, line=dict(color=colors[setting], width=2),
                                      hovertemplate=f"{task} · {setting}<br>budget %{{x:.1f}}<br>{metric} %{{y:.4f}}<extra></extra>"),
                           row=r, col=c)
-        if task in dense.index:
-            fig.add_hline(y=float(dense[task]), line=dict(color=DENSE_COLOR, dash="dot", width=1), row=r, col=c)
+        if task in dense.index:  # a trace, not a shape: the axis range then includes it
+            fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[float(dense[task])] * 2, mode="lines", name="dense",
+                                     legendgroup="dense", showlegend=i == 0,
+                                     line=dict(color=DENSE_COLOR, dash="dot", width=1.5),
+                                     hovertemplate=f"{task} dense: %{{y:.4f}}<extra></extra>"), row=r, col=c)
         fig.update_xaxes(title_text=("budget, % of prunable parameters" if total else "budget") if r == rows else None,
                          row=r, col=c)
     fig.update_layout(title=title or f"{metric}: one mask for all tasks against one per task",

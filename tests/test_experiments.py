@@ -428,7 +428,7 @@ def test_charts_build():
     bd = pd.DataFrame([dict(setting=s, task=t, budget=b, accuracy=0.7, prunable_params=1000, kept_params=b)
                        for s in ("joint", "ensemble") for t in ("sst2", "cb", "mean") for b in (300, 600)]
                       + [dict(setting="dense", task="sst2", budget=1000, accuracy=0.9, prunable_params=1000)])
-    assert len(plots.budget_figure(bd).data) == 2 * 3
+    assert len(plots.budget_figure(bd).data) == 2 * 3 + 1  # + the dense line of sst2
     assert len(plots.budget_figure(bd[bd.budget != 600]).data) == 3  # one budget: bars + dense
 
 

@@ -307,6 +307,11 @@ def run_budget(adapter, tasks, budgets, method: str = "ap", samples: int = 256, 
 
 
 def budget_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """budget x (setting, task) of the metric, for printing."""
+    """(budget, setting) x task of the metric, the dense model last, for printing."""
     d = df[df["setting"] != "dense"]
-    return d.pivot_table(index=["budget", "setting"], columns="task", values=metric, sort=False)
+    tab = d.pivot_table(index=["budget", "setting"], columns="task", values=metric, sort=False)
+    dense = df[df["setting"] == "dense"]
+    if len(dense):
+        row = dense.set_index("task")[metric]
+        tab.loc[(int(dense["budget"].iloc[0]), "dense"), :] = [row.get(c, np.nan) for c in tab.columns]
+    return tab
