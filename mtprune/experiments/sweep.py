@@ -29,7 +29,7 @@ import pandas as pd
 
 from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (DATA_FREE, LABEL_METHODS, STOCHASTIC, ResultTable, Runner,
-                                      attribution_methods, fmt_seconds, parse_methods, row_key)
+                                      attribution_methods, fmt_seconds, parse_methods, row_key, split_size)
 from mtprune.tasks import BENCHMARK, get_task
 
 DEFAULT_METHODS = ("ap", "activation", "random-label", "random", "svd")
@@ -180,12 +180,6 @@ def _key(runner: Runner, cfg: SweepConfig, task, run: Run, sparsity: float) -> s
     return row_key(parts)
 
 
-def _train_size(task) -> int | None:
-    from mtprune.experiments.core import split_size
-
-    return split_size(task)
-
-
 def run_sweep(adapter, cfg: SweepConfig, out: str | None = None, limit: int | None = None,
               split: str | None = None, batch_size: int = 32, resume: bool = True, log=None,
               progress=None, rows: dict | None = None) -> pd.DataFrame:
@@ -206,10 +200,10 @@ def run_sweep(adapter, cfg: SweepConfig, out: str | None = None, limit: int | No
         adapter.head_for(t)
     plans = {}
     for t in tasks:
-        size = _train_size(t) if cfg.attribution_split is None else None
+        size = split_size(t, cfg.attribution_split)
         plans[t.name] = plan_runs(cfg, t.name, size)
         if size is not None and any(int(s) > size for s in cfg.samples):
-            log(f"{t.name} has {size} training examples: runs asking for more use all {size}")
+            log(f"{t.name} has {size} examples to attribute from: runs asking for more use all {size}")
     total = sum(len(p) for p in plans.values()) * len(cfg.sparsities)
     done = 0
     keys: list[str] = []
