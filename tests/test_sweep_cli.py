@@ -118,6 +118,33 @@ def test_low_resource_and_unsupervised_settings(use_default, capsys, tmp_path):
     assert "ap (unsupervised)" in capsys.readouterr().out
 
 
+def test_sample_trials_repeat_ap_on_new_samples(use_default, tmp_path):
+    """--sample-trials: ap runs --trials times, each trial on another sample (other scores, its own
+    rows); without it ap runs once."""
+    out = tmp_path / "s.csv"
+    base = ["sweep", "--tasks", "cb", "--methods", "ap", "--sparsities", "0.5", "--samples", "6", "--trials", "2",
+            "--limit", "8", "--no-plot", "--out", str(out)]
+    assert main(base) == 0
+    assert list(pd.read_csv(out)["trial"]) == [0]
+    assert main(base + ["--sample-trials"]) == 0
+    df = pd.read_csv(out)
+    assert sorted(df["trial"]) == [0, 1] and sorted(df["seed"]) == [0, 1]
+    assert df["key"].nunique() == 2
+
+
+def test_hard_pruned_evaluation_matches_soft(use_default, tmp_path):
+    """--prune hard evaluates sliced copies: the same metrics as the hooks, row for row."""
+    base = ["sweep", "--tasks", "cb", "--methods", "ap,random", "--sparsities", "0.3,0.9,1", "--samples", "8",
+            "--trials", "1", "--limit", "24", "--no-plot"]
+    assert main(base + ["--out", str(tmp_path / "soft.csv")]) == 0
+    assert main(base + ["--prune", "hard", "--out", str(tmp_path / "hard.csv")]) == 0
+    soft, hard = pd.read_csv(tmp_path / "soft.csv"), pd.read_csv(tmp_path / "hard.csv")
+    assert len(soft) == 6
+    assert list(hard["key"]) == list(soft["key"])
+    np.testing.assert_array_equal(hard["accuracy"], soft["accuracy"])
+    np.testing.assert_array_equal(hard["kept_units"], soft["kept_units"])
+
+
 def test_overlap_cli(use_default, capsys, tmp_path):
     out = tmp_path / "ov.csv"
     assert main(["overlap", "--tasks", "sst2,cb", "--samples", "8", "--sparsity", "0.5", "--no-png",

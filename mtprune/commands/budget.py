@@ -50,7 +50,7 @@ def run(args):
     df = run_budget(adapter, tasks, budgets, method=method, samples=args.samples, variant=args.variant,
                     units=args.units, scope=args.scope, normalise=args.normalise, combine=args.combine,
                     limit=args.limit, split=args.split, batch_size=args.batch_size, seed=args.seed,
-                    out=args.out, resume=not args.no_resume, log=logger(args))
+                    out=args.out, resume=not args.no_resume, log=logger(args), prune=args.prune)
     print(f"wrote {args.out}", file=sys.stderr)
     print(f"accuracy ({args.units} budget of {total:,} prunable parameters):")
     print(budget_table(df).round(3).to_string())

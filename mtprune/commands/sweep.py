@@ -23,6 +23,9 @@ def add_experiment_args(p, out_default: str) -> None:
     p.add_argument("--no-plot", action="store_true", help="write no chart")
     p.add_argument("--no-png", action="store_true", help="write the chart as HTML only")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--prune", default="soft", choices=("soft", "hard"),
+                   help="apply masks with hooks (soft, default) or evaluate a physically pruned copy (hard: "
+                        "the same logits, faster at high sparsity)")
     add_threads_arg(p)
 
 
@@ -98,6 +101,9 @@ def register(sub):
     p.add_argument("--samples", default=None,
                    help="examples for attribution, or a list (default 256; low-resource: 10,100,1000)")
     p.add_argument("--trials", type=int, default=5, help="trials of random, random-label and activation (default 5)")
+    p.add_argument("--sample-trials", action="store_true",
+                   help="run ap and ig --trials times too, each on a new sample of examples (seed = trial), "
+                        "so that every data-driven method is averaged over the same number of samplings")
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--steps", type=int, default=20, help="integration steps of ig")
     p.add_argument("--seed", type=int, default=0, help="the seed of trial 0 (trial t uses seed + t)")
@@ -125,7 +131,8 @@ def build_config(args):
         raise MtpruneError(f"--seed must be 0 or more, not {args.seed}")
     base = SweepConfig(tasks=tasks, methods=methods, sparsities=sparsities, units=args.units, scope=args.scope,
                        stack=args.stack,
-                       trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps)
+                       trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps,
+                       sample_trials=bool(getattr(args, "sample_trials", False)))
     overrides = {}
     if args.samples is not None:
         overrides["samples"] = tuple(parse_ints(args.samples, "--samples"))
@@ -168,4 +175,4 @@ def run_sweep_cli(adapter, cfg, args):
     from mtprune.experiments.sweep import run_sweep
 
     return run_sweep(adapter, cfg, out=args.out, limit=args.limit, split=args.split, batch_size=args.batch_size,
-                     resume=not args.no_resume, log=logger(args))
+                     resume=not args.no_resume, log=logger(args), prune=args.prune)

@@ -45,7 +45,7 @@ def run(args):
     df = run_unseen(adapter, pairs, methods, sparsities, samples=args.samples, trials=args.trials,
                     units=args.units, scope=args.scope, variant=args.variant, limit=args.limit,
                     batch_size=args.batch_size, seed=args.seed, out=args.out, resume=not args.no_resume,
-                    log=logger(args))
+                    log=logger(args), prune=args.prune)
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     lo = min((s for s in sparsities if s > 0), default=0.0)
     hi = max(sparsities)

@@ -224,7 +224,8 @@ def mask_for_budget(scores, budget: int, costs: dict[str, np.ndarray], scope: st
 def run_budget(adapter, tasks, budgets, method: str = "ap", samples: int = 256, variant: str = "abs",
                units: str = "ffn", scope: str = "layer", normalise: str = "sum", combine: str = "mean",
                limit: int | None = None, split: str | None = None, batch_size: int = 32, seed: int = 0,
-               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None) -> pd.DataFrame:
+               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None,
+               prune: str = "soft") -> pd.DataFrame:
     """Joint mask against ensemble at each budget: one row per (budget, setting, task), plus a
     ``mean`` row per (budget, setting) and a ``dense`` reference per task."""
     from mtprune.experiments.core import ResultTable, _stderr
@@ -248,7 +249,7 @@ def run_budget(adapter, tasks, budgets, method: str = "ap", samples: int = 256, 
             raise MtpruneError(f"budget {b} is larger than the model's {_human(total)} prunable parameters")
         if b < 0:
             raise MtpruneError(f"a budget cannot be negative ({b})")
-    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows)
+    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows, prune=prune)
     table = ResultTable(out, resume=resume, columns=BUDGET_COLUMNS)
     names = [t.name for t in tasks]
     scores = {t.name: runner.scores(t.name, method, samples, seed=seed, variant=variant) for t in tasks}

@@ -182,18 +182,19 @@ def _key(runner: Runner, cfg: SweepConfig, task, run: Run, sparsity: float) -> s
 
 def run_sweep(adapter, cfg: SweepConfig, out: str | None = None, limit: int | None = None,
               split: str | None = None, batch_size: int = 32, resume: bool = True, log=None,
-              progress=None, rows: dict | None = None) -> pd.DataFrame:
+              progress=None, rows: dict | None = None, prune: str = "soft") -> pd.DataFrame:
     """Run ``cfg`` on ``adapter``; rows go to the CSV ``out`` (rewritten atomically after every
     run, so an interrupted sweep keeps what it finished). Returns the rows of this sweep.
 
     ``progress(done, total)`` counts rows; ``rows`` (``{task: rows}``) replaces a task's
-    evaluation split.
+    evaluation split. ``prune`` is ``soft`` (hooks) or ``hard`` (a sliced copy: the same logits,
+    faster at high sparsity); see :class:`Runner`.
     """
     cfg.validate()
     from mtprune.experiments.core import _stderr
 
     log = log or _stderr
-    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows)
+    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows, prune=prune)
     table = ResultTable(out, resume=resume, columns=SWEEP_COLUMNS)
     tasks = [get_task(t) for t in cfg.tasks]
     for t in tasks:  # every head first: one clear line before any work

@@ -99,7 +99,8 @@ def resolve_pair(adapter, source: str, target: str) -> Pair:
 def run_unseen(adapter, pairs=None, methods=("ap", "random"), sparsities=(0.0, 0.3, 0.5, 0.7, 0.9),
                samples: int = 256, trials: int = 5, units: str = "ffn", scope: str = "layer",
                variant: str = "abs", limit: int | None = None, batch_size: int = 32, seed: int = 0,
-               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None) -> pd.DataFrame:
+               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None,
+               prune: str = "soft") -> pd.DataFrame:
     """One row per (pair, mask source, method, sparsity, trial) with the target's metrics."""
     from mtprune.experiments.core import _stderr, parse_methods, parse_sparsities
 
@@ -109,7 +110,7 @@ def run_unseen(adapter, pairs=None, methods=("ap", "random"), sparsities=(0.0, 0
     if trials < 1:
         raise MtpruneError(f"--trials must be at least 1, not {trials}")
     resolved = [resolve_pair(adapter, s, t) for s, t in (pairs if pairs is not None else PAPER_PAIRS)]
-    runner = Runner(adapter, limit=limit, batch_size=batch_size, log=log, rows=rows)
+    runner = Runner(adapter, limit=limit, batch_size=batch_size, log=log, rows=rows, prune=prune)
     table = ResultTable(out, resume=resume, columns=UNSEEN_COLUMNS)
     keys: list[str] = []
     t_start = time.perf_counter()
