@@ -174,6 +174,10 @@ def test_unseen_cli(use_default, capsys, tmp_path):
     df = pd.read_csv(out)
     assert set(df["head"]) == {"sst2"} and set(df["target"]) == {"imdb"} and len(df) == 2
     assert "dense" in capsys.readouterr().out
+    hard = tmp_path / "uh.csv"
+    assert main(["unseen", "--pairs", "sst2:imdb", "--methods", "ap", "--sparsities", "0,0.5", "--samples", "8",
+                 "--limit", "16", "--no-plot", "--prune", "hard", "--out", str(hard)]) == 0
+    np.testing.assert_array_equal(pd.read_csv(hard)["accuracy"], df["accuracy"])
 
 
 def test_budget_cli(use_default, capsys, tmp_path):
@@ -187,6 +191,10 @@ def test_budget_cli(use_default, capsys, tmp_path):
     e = df[df.setting == "ensemble"]["kept_params"].sum()
     assert j <= half and e <= half and abs(j - e) <= 2 * 6 * 769  # one neuron per layer per mask
     assert "joint mask keeps" in capsys.readouterr().out
+    hard = tmp_path / "bh.csv"
+    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--samples", "8", "--limit", "16",
+                 "--no-plot", "--prune", "hard", "--out", str(hard)]) == 0
+    np.testing.assert_array_equal(pd.read_csv(hard)["accuracy"], df["accuracy"])
 
 
 def test_ap_beats_random_when_pruning_hard(default_adapter):
