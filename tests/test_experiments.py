@@ -337,6 +337,14 @@ def test_summarize_exact():
     assert tab.loc["mean", "random"] == pytest.approx((0.55 + 0.4) / 2)
     text = format_summary(tab)
     assert "| t1 | 0.800 | 0.550 ± 0.071 |" in text
+    assert np.isnan(tab.attrs["std"].loc["mean", "random"])  # t2 ran one trial of random: no spread
+    # with trial 1 on both tasks: trial means over the tasks are 0.5 and (0.5 + 0.6) / 2
+    rows += [dict(task="t2", method="random", trial=1, sparsity=p, accuracy=a, samples=0, unsupervised=False)
+             for p, a in ((0.1, 0.9), (0.9, 0.3))]
+    tab = summarize(pd.DataFrame(rows))
+    assert tab.attrs["std"].loc["mean", "random"] == pytest.approx(np.std([0.5, 0.55], ddof=1))
+    assert np.isnan(tab.attrs["std"].loc["mean", "ap"])
+    assert "| **mean** | **0.650** | **0.525 ± 0.035** |" in format_summary(tab)
 
 
 def test_series_label_names_settings():

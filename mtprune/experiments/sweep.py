@@ -310,7 +310,8 @@ def curves(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: float = 0.9) -> pd.DataFrame:
     """Mean ``metric`` over the sparsities in ``[lo, hi]`` per task and series (each trial's mean
-    first, then their mean and standard deviation), with a ``mean`` row over the tasks.
+    first, then their mean and standard deviation), with a ``mean`` row over the tasks (its
+    standard deviation: of trial ``t``'s mean over the tasks, where every task ran the same trials).
 
     Returns a task x series table of means; ``.attrs["std"]`` holds the matching standard
     deviations over trials.
@@ -329,7 +330,15 @@ def summarize(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: f
     cols = [c for c in dict.fromkeys(series_label(df)) if c in mean.columns]
     mean, std = mean[cols], std[cols]
     mean.loc["mean"] = mean.mean(axis=0, skipna=False)
-    std.loc["mean"] = np.nan
+    # the mean row's spread: trial t's mean over the tasks, where every task ran the same trials
+    over_tasks = per_trial[per_trial["task"].isin(order)].pivot_table(index=["series", "trial"], columns="task",
+                                                                     values=metric)
+    row = {}
+    for c in cols:
+        block = over_tasks.loc[c] if c in over_tasks.index.get_level_values(0) else None
+        row[c] = (float(block.mean(axis=1).std()) if block is not None and len(block) > 1
+                  and not block.isna().any().any() else np.nan)
+    std.loc["mean"] = pd.Series(row)
     mean.attrs["std"] = std
     mean.attrs["range"] = (lo, hi)
     return mean
