@@ -454,3 +454,47 @@ def test_save_figure_png_failure_keeps_html(tmp_path, monkeypatch):
     assert (tmp_path / "chart.html").stat().st_size > 1000
     assert not (tmp_path / "chart.png").exists()
     assert plots.save_figure(fig, tmp_path / "c2.html", png=False) == [tmp_path / "c2.html"]
+
+
+def _trial_rows(task, method, values, sparsities=(0.1, 0.9)):
+    """Rows whose per-trial mean over the sparsities is ``values[t]`` (every sparsity the same)."""
+    return [dict(task=task, method=method, trial=t, sparsity=p, accuracy=v, samples=0, unsupervised=False)
+            for t, v in enumerate(values) for p in sparsities]
+
+
+def test_compare_pairs_trials_exact():
+    from mtprune.experiments import compare, format_compare
+
+    rows = (_trial_rows("t1", "ap", [0.80, 0.84, 0.82]) + _trial_rows("t1", "rl", [0.78, 0.80, 0.82])
+            + _trial_rows("t2", "ap", [0.60, 0.60, 0.66]) + _trial_rows("t2", "rl", [0.70, 0.70, 0.70])
+            + _trial_rows("t2", "svd", [0.5]) + _trial_rows("t1", "svd", [0.9]))
+    df = pd.DataFrame(rows)
+    c = compare(df, "ap", "rl")
+    d1 = np.array([0.02, 0.04, 0.0])
+    assert c.loc["t1", "difference"] == pytest.approx(d1.mean())
+    assert c.loc["t1", "se"] == pytest.approx(d1.std(ddof=1) / np.sqrt(3))
+    assert c.loc["t1", "verdict"] == "tie"  # 0.02 against 2 x 0.0115
+    d2 = np.array([-0.1, -0.1, -0.04])
+    assert c.loc["t2", "se"] == pytest.approx(d2.std(ddof=1) / np.sqrt(3))
+    assert c.loc["t2", "verdict"] == "rl higher"
+    dm = (d1 + d2) / 2  # trial t's mean over the tasks, paired
+    assert c.loc["mean", "difference"] == pytest.approx(dm.mean())
+    assert c.loc["mean", "se"] == pytest.approx(dm.std(ddof=1) / np.sqrt(3))
+    assert c.loc["mean", "ap"] == pytest.approx((0.82 + 0.62) / 2)
+    assert bool(c.loc["mean", "paired"]) and int(c.loc["mean", "trials"]) == 3
+    text = format_compare(c)
+    assert "| t2 | 0.6200 | 0.7000 | -0.0800 | 0.0200 | 3 | rl higher |" in text
+    # one trial of svd: unpaired, no error, no verdict
+    s = compare(df, "ap", "svd")
+    assert np.isnan(s.loc["t1", "se"]) and s.loc["t1", "verdict"] == "one trial: no error"
+    assert s.loc["t1", "difference"] == pytest.approx(0.82 - 0.9)
+
+
+def test_compare_bad_input():
+    from mtprune.experiments import compare
+
+    df = pd.DataFrame(_trial_rows("t1", "ap", [0.8]))
+    with pytest.raises(MtpruneError, match="no series 'rl'"):
+        compare(df, "ap", "rl")
+    with pytest.raises(MtpruneError, match="itself"):
+        compare(df, "ap", "ap")

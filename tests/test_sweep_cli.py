@@ -52,6 +52,8 @@ def _err_line(capsys):
     (["sweep", "--trials", "0"], "--trials must be at least 1"),
     (["sweep", "--out", "results.txt"], "must name a .csv file"),
     (["sweep", "--units", "neurons"], "invalid choice"),
+    (["sweep", "--compare", "ap-random"], "pairs A:B"),
+    (["sweep", "--methods", "ap,random", "--compare", "ap:activation"], "does not run"),
     (["overlap", "--sparsity", "1.01"], "outside [0, 1]"),
     (["overlap", "--tasks", "sst2"], "at least two tasks"),
     (["overlap", "--method", "svd"], "unknown method 'svd'"),
@@ -130,6 +132,20 @@ def test_sample_trials_repeat_ap_on_new_samples(use_default, tmp_path):
     df = pd.read_csv(out)
     assert sorted(df["trial"]) == [0, 1] and sorted(df["seed"]) == [0, 1]
     assert df["key"].nunique() == 2
+
+
+def test_compare_prints_the_paired_difference(use_default, capsys, tmp_path):
+    out = tmp_path / "c.csv"
+    assert main(["sweep", "--tasks", "cb", "--methods", "ap,random", "--sparsities", "0.5,0.9", "--samples", "6",
+                 "--trials", "2", "--sample-trials", "--limit", "16", "--no-plot", "--out", str(out),
+                 "--compare", "ap:random"]) == 0
+    text = capsys.readouterr().out
+    assert "ap - random, mean accuracy over sparsities 0.1-0.9:" in text
+    df = pd.read_csv(out)
+    per_trial = df[df.sparsity.between(0.5, 0.9)].groupby(["method", "trial"])["accuracy"].mean()
+    diff = (per_trial["ap"] - per_trial["random"]).mean()
+    line = [l for l in text.splitlines() if l.startswith("| cb |")][-1]  # the comparison, after the summary
+    assert f"{diff:+.4f}" in line and "| 2 |" in line
 
 
 def test_hard_pruned_evaluation_matches_soft(use_default, tmp_path):

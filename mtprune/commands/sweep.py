@@ -112,6 +112,9 @@ def register(sub):
                         "unsupervised (ap with and without labels)")
     p.add_argument("--split", default=None, help="evaluation split for every task (default: each task's validation)")
     p.add_argument("--metric", default="accuracy", help="what the chart and the summary show (default accuracy)")
+    p.add_argument("--compare", default=None, metavar="A:B[,A:B]",
+                   help="after the summary, the difference A - B per task and on average with its standard "
+                        "error (trials paired), e.g. ap:random-label,ap:activation")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)
 
@@ -139,6 +142,19 @@ def build_config(args):
     return setting_config(args.setting, base, **overrides)
 
 
+def parse_compare(text: str | None) -> list[tuple[str, str]]:
+    """``ap:random-label,ap:activation`` -> [(ap, random-label), (ap, activation)]."""
+    if text is None:
+        return []
+    pairs = []
+    for item in text.split(","):
+        parts = [x.strip() for x in item.split(":")]
+        if len(parts) != 2 or not all(parts):
+            raise MtpruneError(f"--compare takes pairs A:B separated by commas, not {item.strip()!r}")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
 def run(args):
     from mtprune.experiments.core import fmt_seconds
     from mtprune.experiments.sweep import format_summary, summarize
@@ -147,6 +163,11 @@ def run(args):
     cfg = build_config(args)
     if args.metric not in ("accuracy", "f1", "mcc"):
         raise MtpruneError(f"--metric must be accuracy, f1 or mcc, not {args.metric!r}")
+    pairs = parse_compare(args.compare)
+    for name in {n for pair in pairs for n in pair}:  # before any work: a method this sweep runs
+        if name.split(" ")[0] not in cfg.methods:
+            raise MtpruneError(f"--compare names {name!r}, which this sweep does not run (methods: "
+                               f"{', '.join(cfg.methods)})")
     adapter = load_model(args)
     import time
 
@@ -163,6 +184,12 @@ def run(args):
     table = summarize(d, args.metric, lo, hi)
     print(f"mean {args.metric} over sparsities {lo:g}-{hi:g}:")
     print(format_summary(table))
+    if pairs:
+        from mtprune.experiments.sweep import compare, format_compare
+
+        for a, b in pairs:
+            print(f"\n{a} - {b}, mean {args.metric} over sparsities {lo:g}-{hi:g}:")
+            print(format_compare(compare(d, a, b, args.metric, lo, hi)))
     if not args.no_plot:
         from mtprune.plots import sweep_figure
 

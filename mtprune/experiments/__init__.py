@@ -16,12 +16,13 @@ from mtprune.experiments.core import (ResultTable, Runner, parse_methods, parse_
                                       write_table)
 from mtprune.experiments.overlap import (jaccard, layer_jaccard, model_jaccard, overlap_by_layer,
                                          overlap_matrix, random_jaccard)
-from mtprune.experiments.sweep import (SweepConfig, curves, format_summary, plan_runs, run_sweep,
-                                       setting_config, summarize)
+from mtprune.experiments.sweep import (SweepConfig, compare, curves, format_compare, format_summary, plan_runs,
+                                       run_sweep, setting_config, summarize)
 from mtprune.experiments.unseen import PAPER_PAIRS, parse_pairs, resolve_pair, run_unseen, unseen_summary
 
 __all__ = [
-    "PAPER_PAIRS", "ResultTable", "Runner", "SweepConfig", "combine_scores", "curves", "format_summary",
+    "PAPER_PAIRS", "ResultTable", "Runner", "SweepConfig", "combine_scores", "compare", "curves", "format_compare",
+    "format_summary",
     "jaccard", "kept_params", "layer_jaccard", "mask_for_budget", "model_jaccard", "normalise_scores",
     "overlap_by_layer", "overlap_matrix", "parse_budget", "parse_methods", "parse_pairs",
     "parse_sparsities", "plan_runs", "prunable_params", "random_jaccard", "read_table", "resolve_pair",

@@ -344,6 +344,83 @@ def summarize(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: f
     return mean
 
 
+def compare(df: pd.DataFrame, a: str, b: str, metric: str = "accuracy", lo: float = 0.1,
+            hi: float = 0.9) -> pd.DataFrame:
+    """Is series ``a`` better than ``b``? Per task and over the tasks: their means over the
+    sparsities in ``[lo, hi]``, the difference ``a - b`` and its standard error.
+
+    Trials that both series ran are paired (trial ``t`` of every method reads the same sample of
+    examples; its mean over the tasks pairs too), so the error is that of the mean of paired
+    differences. Where fewer than two trials pair, the error is Welch's, from each series' spread
+    over its own trials (NaN where a series has one trial). ``verdict`` says which is higher when
+    the difference exceeds two standard errors, else ``tie``.
+    """
+    if df.empty:
+        raise MtpruneError("no results to compare")
+    d = df[(df["sparsity"] >= lo - 1e-9) & (df["sparsity"] <= hi + 1e-9)].copy()
+    d["series"] = series_label(d)
+    known = list(dict.fromkeys(d["series"]))
+    for name in (a, b):
+        if name not in known:
+            raise MtpruneError(f"no series {name!r} in the results; series: {', '.join(known)}")
+    if a == b:
+        raise MtpruneError(f"compare two different series, not {a!r} with itself")
+    per_trial = d.groupby(["task", "series", "trial"])[metric].mean()
+    tasks = [t for t in dict.fromkeys(d["task"])
+             if (t, a) in per_trial.index.droplevel(2) and (t, b) in per_trial.index.droplevel(2)]
+    if not tasks:
+        raise MtpruneError(f"no task has results for both {a} and {b}")
+
+    def stats(xa: pd.Series, xb: pd.Series) -> dict:
+        common = sorted(set(xa.index) & set(xb.index))
+        if len(common) >= 2:
+            diff = xa.loc[common] - xb.loc[common]
+            se, paired = float(diff.std(ddof=1) / np.sqrt(len(diff))), True
+        else:
+            va = xa.var(ddof=1) / len(xa) if len(xa) > 1 else np.nan
+            vb = xb.var(ddof=1) / len(xb) if len(xb) > 1 else np.nan
+            se, paired = float(np.sqrt(va + vb)), False
+        delta = float(xa.mean() - xb.mean())
+        if np.isnan(se):
+            verdict = "one trial: no error"
+        elif abs(delta) > 2 * se:
+            verdict = f"{a} higher" if delta > 0 else f"{b} higher"
+        else:
+            verdict = "tie"
+        return {a: float(xa.mean()), b: float(xb.mean()), "difference": delta, "se": se,
+                "trials": len(common) if paired else min(len(xa), len(xb)), "paired": paired, "verdict": verdict}
+
+    rows = {}
+    for t in tasks:
+        rows[t] = stats(per_trial.loc[(t, a)], per_trial.loc[(t, b)])
+    # over the tasks: trial t's mean over the tasks, for the trials every task ran
+    wide = {name: per_trial.xs(name, level="series").unstack("task")[tasks] for name in (a, b)}
+    xa, xb = (w.dropna() for w in (wide[a], wide[b]))
+    if len(xa) and len(xb):
+        rows["mean"] = stats(xa.mean(axis=1), xb.mean(axis=1))
+        # the mean over the tasks of each series' task means (what summarize's mean row shows)
+        rows["mean"][a] = float(np.mean([rows[t][a] for t in tasks]))
+        rows["mean"][b] = float(np.mean([rows[t][b] for t in tasks]))
+        rows["mean"]["difference"] = rows["mean"][a] - rows["mean"][b]
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "task"
+    out.attrs.update(a=a, b=b, metric=metric, range=(lo, hi))
+    return out
+
+
+def format_compare(table: pd.DataFrame, digits: int = 4) -> str:
+    """A Markdown table of :func:`compare`'s output."""
+    a, b = table.attrs["a"], table.attrs["b"]
+    lines = [f"| task | {a} | {b} | difference | standard error | trials | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for task, r in table.iterrows():
+        se = "" if pd.isna(r["se"]) else f"{r['se']:.{digits}f}" + ("" if r["paired"] else " (unpaired)")
+        name = "**mean**" if task == "mean" else task
+        lines.append(f"| {name} | {r[a]:.{digits}f} | {r[b]:.{digits}f} | {r['difference']:+.{digits}f} | {se} | "
+                     f"{int(r['trials'])} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
 def format_summary(table: pd.DataFrame, digits: int = 3) -> str:
     """A Markdown table of :func:`summarize`'s output (``mean +- std`` where trials vary)."""
     std = table.attrs.get("std")
