@@ -100,7 +100,9 @@ def register(sub):
                    help="prune the encoder, the decoder or both (T5; default all)")
     p.add_argument("--samples", default=None,
                    help="examples for attribution, or a list (default 256; low-resource: 10,100,1000)")
-    p.add_argument("--trials", type=int, default=5, help="trials of random, random-label and activation (default 5)")
+    p.add_argument("--trials", type=int, default=5,
+                   help="trials of random, random-label and activation, and of ap and ig with --sample-trials "
+                        "(default 5)")
     p.add_argument("--sample-trials", action="store_true",
                    help="run ap and ig --trials times too, each on a new sample of examples (seed = trial), "
                         "so that every data-driven method is averaged over the same number of samplings")
@@ -135,7 +137,7 @@ def build_config(args):
     base = SweepConfig(tasks=tasks, methods=methods, sparsities=sparsities, units=args.units, scope=args.scope,
                        stack=args.stack,
                        trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps,
-                       sample_trials=bool(getattr(args, "sample_trials", False)))
+                       sample_trials=args.sample_trials)
     overrides = {}
     if args.samples is not None:
         overrides["samples"] = tuple(parse_ints(args.samples, "--samples"))
