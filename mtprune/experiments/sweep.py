@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -308,6 +309,20 @@ def curves(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return out
 
 
+def _per_trial(df: pd.DataFrame, metric: str, lo: float, hi: float) -> pd.Series:
+    """Each trial's mean ``metric`` over the sparsities in ``[lo, hi]``, indexed (task, series, trial)."""
+    d = df[(df["sparsity"] >= lo - 1e-9) & (df["sparsity"] <= hi + 1e-9)].copy()
+    if d.empty:
+        raise MtpruneError(f"no results at sparsities between {lo} and {hi}")
+    d["series"] = series_label(d)
+    return d.groupby(["task", "series", "trial"])[metric].mean()
+
+
+def _trials_by_task(per_trial: pd.Series, series: str, tasks: Sequence[str]) -> pd.DataFrame:
+    """One series' per-trial means as a trial x task table (NaN where a task lacks a trial)."""
+    return per_trial.xs(series, level="series").unstack("task").reindex(columns=list(tasks))
+
+
 def summarize(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: float = 0.9) -> pd.DataFrame:
     """Mean ``metric`` over the sparsities in ``[lo, hi]`` per task and series (each trial's mean
     first, then their mean and standard deviation), with a ``mean`` row over the tasks (its
@@ -318,26 +333,19 @@ def summarize(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: f
     """
     if df.empty:
         raise MtpruneError("no results to summarise")
-    d = df[(df["sparsity"] >= lo - 1e-9) & (df["sparsity"] <= hi + 1e-9)].copy()
-    if d.empty:
-        raise MtpruneError(f"no results at sparsities between {lo} and {hi}")
-    d["series"] = series_label(d)
-    per_trial = d.groupby(["task", "series", "trial"])[metric].mean().reset_index()
-    mean = per_trial.groupby(["task", "series"])[metric].mean().unstack("series")
-    std = per_trial.groupby(["task", "series"])[metric].std().unstack("series").fillna(0.0)
+    per_trial = _per_trial(df, metric, lo, hi)
+    mean = per_trial.groupby(["task", "series"]).mean().unstack("series")
+    std = per_trial.groupby(["task", "series"]).std().unstack("series").fillna(0.0)
     order = [t for t in dict.fromkeys(df["task"]) if t in mean.index]
     mean, std = mean.loc[order], std.loc[order]
     cols = [c for c in dict.fromkeys(series_label(df)) if c in mean.columns]
     mean, std = mean[cols], std[cols]
     mean.loc["mean"] = mean.mean(axis=0, skipna=False)
     # the mean row's spread: trial t's mean over the tasks, where every task ran the same trials
-    over_tasks = per_trial[per_trial["task"].isin(order)].pivot_table(index=["series", "trial"], columns="task",
-                                                                     values=metric)
     row = {}
     for c in cols:
-        block = over_tasks.loc[c] if c in over_tasks.index.get_level_values(0) else None
-        row[c] = (float(block.mean(axis=1).std()) if block is not None and len(block) > 1
-                  and not block.isna().any().any() else np.nan)
+        block = _trials_by_task(per_trial, c, order)
+        row[c] = float(block.mean(axis=1).std()) if len(block) > 1 and not block.isna().any().any() else np.nan
     std.loc["mean"] = pd.Series(row)
     mean.attrs["std"] = std
     mean.attrs["range"] = (lo, hi)
@@ -357,17 +365,15 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "accuracy", lo: floa
     """
     if df.empty:
         raise MtpruneError("no results to compare")
-    d = df[(df["sparsity"] >= lo - 1e-9) & (df["sparsity"] <= hi + 1e-9)].copy()
-    d["series"] = series_label(d)
-    known = list(dict.fromkeys(d["series"]))
+    per_trial = _per_trial(df, metric, lo, hi)
+    known = list(dict.fromkeys(per_trial.index.get_level_values("series")))
     for name in (a, b):
         if name not in known:
             raise MtpruneError(f"no series {name!r} in the results; series: {', '.join(known)}")
     if a == b:
         raise MtpruneError(f"compare two different series, not {a!r} with itself")
-    per_trial = d.groupby(["task", "series", "trial"])[metric].mean()
-    tasks = [t for t in dict.fromkeys(d["task"])
-             if (t, a) in per_trial.index.droplevel(2) and (t, b) in per_trial.index.droplevel(2)]
+    ran = set(per_trial.index.droplevel("trial"))
+    tasks = [t for t in dict.fromkeys(df["task"]) if (t, a) in ran and (t, b) in ran]
     if not tasks:
         raise MtpruneError(f"no task has results for both {a} and {b}")
 
@@ -394,8 +400,7 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str = "accuracy", lo: floa
     for t in tasks:
         rows[t] = stats(per_trial.loc[(t, a)], per_trial.loc[(t, b)])
     # over the tasks: trial t's mean over the tasks, for the trials every task ran
-    wide = {name: per_trial.xs(name, level="series").unstack("task")[tasks] for name in (a, b)}
-    xa, xb = (w.dropna() for w in (wide[a], wide[b]))
+    xa, xb = (_trials_by_task(per_trial, name, tasks).dropna() for name in (a, b))
     if len(xa) and len(xb):
         rows["mean"] = stats(xa.mean(axis=1), xb.mean(axis=1))
         # the mean over the tasks of each series' task means (what summarize's mean row shows)
