@@ -3,31 +3,36 @@ mask file to look at it."""
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
 from mtprune.errors import MtpruneError
+from mtprune.masks import kinds_in, mask_from_bytes, mask_from_scores, mask_to_bytes
+from mtprune.pruning import count_parameters, hard_prune, hard_prune_problem
+from mtprune.text import human_count
+from mtprune.units import ordered_groups
 from ui import common as C
+from ui import state
+from ui import views as V
 
 ctx = C.need_task()
 st.title("Export")
 scores, note = C.scores_or_button(ctx, key="export.compute")
-kinds = D.kinds_in(scores)
-settings = C.prune_settings(kinds)
+kinds = kinds_in(scores)
+settings = state.prune_settings(kinds)
 sparsity, scope = settings["sparsity"], settings["scope"]
-mask = D.kind_mask(scores, sparsity, scope=scope)
+mask = mask_from_scores(scores, sparsity, scope=scope)
 stem = f"{ctx.task.name}-{ctx.spec.method}-" + "-".join(f"{k}{round(100 * p)}" for k, p in sparsity.items())
 st.caption(f"The mask of **Prune and evaluate**: {', '.join(f'{k} {p:.0%}' for k, p in sparsity.items())}, "
-           f"{scope} scope, from {D.describe_spec(ctx.spec)}.")
+           f"{scope} scope, from {ctx.spec.describe()}.")
 
 st.subheader("Mask and scores")
 c = st.columns(3)
-c[0].download_button("Mask (JSON)", D.mask_bytes(mask, "json"), file_name=f"{stem}.mask.json",
+c[0].download_button("Mask (JSON)", mask_to_bytes(mask, "json"), file_name=f"{stem}.mask.json",
                      mime="application/json", key="export.mask_json", icon=":material/data_object:",
                      on_click="ignore")
-c[1].download_button("Mask (safetensors)", D.mask_bytes(mask, "safetensors"),
+c[1].download_button("Mask (safetensors)", mask_to_bytes(mask, "safetensors"),
                      file_name=f"{stem}.mask.safetensors", mime="application/octet-stream",
                      key="export.mask_st", icon=":material/grid_on:", on_click="ignore")
-c[2].download_button("Scores (CSV)", lambda: D.scores_csv(scores), file_name=f"{stem}.scores.csv",
+c[2].download_button("Scores (CSV)", lambda: scores.to_frame().to_csv(index=False).encode(), file_name=f"{stem}.scores.csv",
                      mime="text/csv", key="export.scores", icon=":material/table:", on_click="ignore")
 
 st.subheader("Pruned model")
@@ -36,20 +41,23 @@ st.caption("The model with the pruned units removed (smaller weight matrices), a
 
 
 def _zip() -> bytes:
+    from mtprune.checkpoints import zip_model
+
     with C.model_busy(ctx):
-        return D.pruned_model_zip(ctx.adapter, mask)
+        small = hard_prune(ctx.adapter, mask)
+    return zip_model(small, mask)
 
 
-problem = D.hard_prune_problem(ctx.adapter, mask)
+problem = hard_prune_problem(ctx.adapter, mask)
 if problem:
-    st.caption(f":orange[{problem}]")
+    st.caption(f":orange[{problem}. Set the heads slider to 0% to download a hard-pruned model.]")
 st.download_button("Hard-pruned model (zip)", _zip, file_name=f"{stem}.pruned.zip", mime="application/zip",
                    key="export.model", icon=":material/folder_zip:", on_click="ignore", disabled=bool(problem),
                    help="built when you click: takes a few seconds")
 
 st.subheader("Charts")
-groups = D.groups_in(scores)
-view = st.session_state.get("_heat.view", {"sort_units": False, "scale": "log"})  # as on Attribution heatmaps
+groups = ordered_groups(scores.arrays)
+view = state.heatmap_view()  # as on Attribution heatmaps
 charts = {}
 for g in groups:
     charts[f"attribution heatmap, {plots.group_label(g)}"] = (
@@ -76,21 +84,19 @@ st.subheader("Open a mask file")
 up = st.file_uploader("A mask saved by mtprune (.json or .safetensors)", key="export.upload")
 if up is not None:
     try:
-        loaded = D.read_mask_upload(up.name, up.getvalue())
+        loaded = mask_from_bytes(up.name, up.getvalue())
         loaded.check_matches(ctx.adapter)
     except MtpruneError as exc:
         C.error(exc)
     else:
-        from mtprune.pruning import count_parameters
-
         meta = loaded.meta or {}
-        st.success(f"{up.name}: sparsity {loaded.sparsity:.0%}, {loaded.scope} scope, units {loaded.units}"
+        st.success(f"{up.name}: sparsity {loaded.sparsity:.0%}, {loaded.scope} scope, kinds {loaded.kinds}"
                    + (f", task {meta['task']}" if meta.get("task") else ""), icon=":material/check:")
         p = count_parameters(ctx.adapter, loaded)
-        st.metric("Parameters with this mask", D.human_count(p),
+        st.metric("Parameters with this mask", human_count(p),
                   delta=f"{(p - ctx.facts['parameters']) / ctx.facts['parameters']:+.1%}", delta_color="inverse")
-        st.dataframe(D.mask_table(loaded))
-        for g in D.groups_in(loaded):
+        st.dataframe(V.mask_table(loaded))
+        for g in ordered_groups(loaded.groups):
             if loaded.kept(g) < loaded.total(g):
                 C.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
                               key=f"export.loaded.{g}")

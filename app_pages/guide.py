@@ -3,8 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
+from mtprune.masks import mask_from_scores
+from mtprune.pruning import count_parameters
+from mtprune.text import human_count
+from mtprune.units import ordered_groups
 from ui import common as C
 
 ctx = C.need_task()
@@ -18,7 +21,7 @@ st.markdown(
 
 st.header("1. A model is made of units")
 f = ctx.facts
-per_layer = ", ".join(f"{n[0]} {plots.KIND_LABELS.get(g.split('.')[1], g)}" for g, n in f["groups"].items())
+per_layer = ", ".join(f"{n[0]} {plots.KIND_LABELS.get(g.split('.')[1], g)}" for g, n in f["units"].items())
 st.markdown(
     f"**{f['name']}** has {f['layers']} layers. Every layer has {per_layer}. An *FFN neuron* is one "
     "hidden unit of the layer's feed-forward block; an *attention head* is one of the parallel "
@@ -27,7 +30,7 @@ st.markdown(
 
 st.header("2. Show the model a few examples of the task")
 split = ctx.spec.split or t.train_split
-st.markdown(f"We take **{ctx.spec.samples}** labelled examples from {t.name}/{split}, the same number of "
+st.markdown(f"We take **{ctx.spec.examples}** labelled examples from {t.name}/{split}, the same number of "
             "each label. Here are three:")
 try:
     ex = C.example_rows(t.name, split, ctx.spec.seed, 3)
@@ -45,7 +48,7 @@ st.markdown(
     "the task relies on it."
 )
 scores, note = C.scores_or_button(ctx, key="guide.compute")
-g = D.groups_in(scores)[0]
+g = ordered_groups(scores.arrays)[0]
 word = plots.unit_word(g)
 C.show_figure(plots.score_heatmap(scores.arrays[g], group=g, scale="log",
                                   title=f"{plots.group_label(g)}: score of every unit (log colour scale)"),
@@ -67,13 +70,12 @@ C.show_figure(plots.score_concentration(scores.arrays[g], group=g), key="guide.s
 st.header("4. Keep the units the task needs, remove the rest")
 pct = st.slider(f"Share of {plots.KIND_LABELS.get(g.split('.')[1])} to remove", 0, 95, 50, step=5,
                 format="%d%%", key="guide.sparsity", persist_state="session")
-mask = D.kind_mask(scores, {g.split(".")[1]: pct / 100}, scope="layer")
-from mtprune.pruning import count_parameters  # noqa: E402
+mask = mask_from_scores(scores, {g.split(".")[1]: pct / 100}, scope="layer")
 
 params = count_parameters(ctx.adapter, mask)
 st.markdown(
     f"In every layer we keep the top {100 - pct}% by score. The model goes from "
-    f"**{D.human_count(f['parameters'])}** to **{D.human_count(params)}** parameters "
+    f"**{human_count(f['parameters'])}** to **{human_count(params)}** parameters "
     f"({(params - f['parameters']) / f['parameters']:+.0%})."
 )
 C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g),
@@ -86,11 +88,11 @@ limit = st.number_input("Examples to check", min_value=1, max_value=5000, value=
                         key="guide.limit", persist_state="session")
 if st.button(f"Evaluate dense and pruned on {t.name}/{ctx.split}", key="guide.evaluate", type="primary"):
     try:
-        C.compare(ctx, t.name, ctx.split, int(limit), mask)
+        C.evaluate_dense_and_pruned(ctx, t.name, ctx.split, int(limit), mask)
     except Exception as exc:
         C.error(exc)
 dense = C.find_eval(ctx, t.name, ctx.split, int(limit))
-pruned = C.find_eval(ctx, t.name, ctx.split, int(limit), D.mask_digest(mask))
+pruned = C.find_eval(ctx, t.name, ctx.split, int(limit), mask.digest())
 if dense is not None and pruned is not None:
     C.show_figure(plots.dense_vs_pruned([t.name], [dense.accuracy], [pruned.accuracy]), key="guide.result")
     drop = dense.accuracy - pruned.accuracy

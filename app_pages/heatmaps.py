@@ -2,18 +2,19 @@
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
+from mtprune.units import ordered_groups
 from ui import common as C
+from ui import state
 
 ctx = C.need_task()
 st.title("Attribution heatmaps")
-st.caption(f"{ctx.model_name} · {D.describe_spec(ctx.spec)}")
+st.caption(f"{ctx.model_name} · {ctx.spec.describe()}")
 
 scores, note = C.scores_or_button(ctx, key="heat.compute")
 st.caption(f"Scores {note}." if note else "")
 
-groups = D.groups_in(scores)
+groups = ordered_groups(scores.arrays)
 c1, c2, c3, c4 = st.columns([1.2, 1.6, 1, 1])
 sort_units = c1.toggle("Sort units by score", key="heat.sort", persist_state="session",
                        help="order every layer's units from most to least needed")
@@ -23,7 +24,7 @@ scale = c2.segmented_control("Colour", ["log", "linear", "percentile"], default=
                                   "percentile: the rank within the layer")
 k = c3.number_input("Top units", min_value=1, max_value=500, value=20, key="heat.k", persist_state="session")
 log_dist = c4.toggle("Log distribution", value=True, key="heat.logdist", persist_state="session")
-st.session_state["_heat.view"] = {"sort_units": bool(sort_units), "scale": scale or "log"}  # Export draws the same
+state.remember_heatmap_view(sort_units, scale or "log")  # Export draws the same
 
 tabs = st.tabs([plots.group_label(g) for g in groups])
 for tab, g in zip(tabs, groups):

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from mtprune import dashboard as D
+from mtprune.text import human_count
 from ui import common as C
+from ui import views as V
 
 ctx = C.need_model()
 f = ctx.facts
@@ -12,14 +13,14 @@ st.caption("Pick the model, the task and the attribution settings in the sidebar
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Model", f["name"])
-c2.metric("Parameters", D.human_count(f["parameters"]), help=f"{f['parameters']:,} parameters")
+c2.metric("Parameters", human_count(f["parameters"]), help=f"{f['parameters']:,} parameters")
 c3.metric("Layers", f["layers"])
 c4.metric("Format", f["format"], help=f["architecture"])
 
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Prunable units per layer")
-    st.dataframe(D.units_table(ctx.adapter), width="stretch")
+    st.dataframe(V.units_table(f), width="stretch")
     st.caption("FFN neurons are the hidden units of each feed-forward block; heads are the attention "
                "heads. Each can be scored and removed on its own.")
 with right:
@@ -32,7 +33,7 @@ with right:
         C.error(ctx.task_error)
         st.stop()
     st.markdown(f"Served by head **{ctx.adapter.head_for(t)}** of this model.")
-    rec = D.recorded_metric(ctx.adapter, t)
+    rec = V.recorded_metric(ctx.adapter, t)
     limit = st.number_input("Evaluation examples", min_value=1, max_value=100000, value=200, step=50,
                             key="model.limit", persist_state="session",
                             help="the first N labeled rows of the split")

@@ -2,10 +2,13 @@
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
 from mtprune.errors import MtpruneError
+from mtprune.experiments.overlap import OverlapConfig, run_overlap
+from mtprune.tasks import BENCHMARK
 from ui import common as C
+from ui import state
+from ui import views as V
 
 ctx = C.need_model()
 st.title("Task overlap")
@@ -13,25 +16,25 @@ st.caption("Each task gets its own mask from its own attribution scores (the sid
            "Jaccard similarity |A and B| / |A or B| of two masks' kept units says how much of the pruned "
            "model two tasks share. Random masks of the same size give the dotted chance level.")
 
-served = [t for t in D.task_options(ctx.adapter) if ctx.adapter.supports(t)]
-benchmark = [t for t in served if t in D.BENCHMARK]
+served = [t for t in V.task_options(ctx.adapter) if ctx.adapter.supports(t)]
+benchmark = [t for t in served if t in BENCHMARK]
 default = list(dict.fromkeys(([ctx.task.name] if ctx.task.name in benchmark else []) + benchmark))[:3]
 c = st.columns([3, 1.3, 1.2])
 tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session")
 kind = c[1].radio("Units", ["ffn", "heads"], key="overlap.kind", persist_state="session", horizontal=True,
                   format_func={"ffn": "FFN neurons", "heads": "heads"}.get)
 pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session")
-scope = C.prune_settings([kind])["scope"]
+scope = state.prune_settings([kind])["scope"]
 if len(tasks) < 2:
     st.info("Choose two tasks or more.", icon=":material/info:")
     st.stop()
 
-specs = {t: D.replace_task(ctx.spec, t) for t in tasks}
+specs = {t: ctx.spec.for_task(t) for t in tasks}
 have = {t: C.scores_for(ctx, s)[0] for t, s in specs.items()}
 missing = [t for t, s in have.items() if s is None]
 if missing:
     st.info(f"Attribution scores are missing for {', '.join(missing)} "
-            f"({D.describe_spec(specs[missing[0]]).split(';', 1)[-1].strip()}).", icon=":material/info:")
+            f"({specs[missing[0]].describe().split(';', 1)[-1].strip()}).", icon=":material/info:")
     if st.button(f"Compute them ({len(missing)} task{'s' if len(missing) > 1 else ''})", key="overlap.compute",
                  type="primary"):
         try:
@@ -43,16 +46,15 @@ if missing:
         st.rerun()
     st.stop()
 
-from mtprune.experiments.overlap import mean_layer_jaccard, overlap_by_layer, overlap_matrix  # noqa: E402
-
-masks = {t: D.kind_mask(s, {kind: pct / 100}, scope=scope) for t, s in have.items()}
-matrix = overlap_matrix(masks)
-per_layer = overlap_by_layer(masks)
+cfg = OverlapConfig(tasks=tuple(tasks), method=ctx.spec.method, sparsity=pct / 100, kinds=kind, scope=scope,
+                    examples=ctx.spec.examples, variant=ctx.spec.variant, seed=ctx.spec.seed)
+result = run_overlap(ctx.adapter, cfg, scores=have)
 left, right = st.columns(2)
 with left:
-    C.show_figure(plots.overlap_heatmap(matrix, title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
+    C.show_figure(plots.overlap_heatmap(result.matrix,
+                                        title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
                   key="overlap.matrix")
 with right:
-    C.show_figure(plots.overlap_layers_figure(per_layer, title="shared kept units per layer"), key="overlap.lines")
-chance = mean_layer_jaccard(per_layer)["chance"].mean()
-st.caption(f"Random masks keeping as many units would share about {chance:.2f}.")
+    C.show_figure(plots.overlap_layers_figure(result.per_layer, title="shared kept units per layer"),
+                  key="overlap.lines")
+st.caption(f"Random masks keeping as many units would share about {result.chance:.2f}.")

@@ -4,18 +4,20 @@ import time
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
+from mtprune.masks import kinds_in, mask_from_scores
+from mtprune.pruning import count_parameters
+from mtprune.text import human_count
+from mtprune.units import ordered_groups
 from ui import common as C
+from ui import state
 
 ctx = C.need_task()
 st.title("Prune and evaluate")
-st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {D.describe_spec(ctx.spec)}")
+st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()}")
 
 scores, note = C.scores_or_button(ctx, key="prune.compute")
-kinds = D.kinds_in(scores)
-
-from mtprune.pruning import count_parameters  # noqa: E402
+kinds = kinds_in(scores)
 
 
 @st.fragment
@@ -34,23 +36,23 @@ def mask_and_evaluation():
                            format_func={"layer": "per layer (same rate everywhere)",
                                         "global": "global (layers compete)"}.get)
     try:
-        mask = D.kind_mask(scores, sparsity, scope=scope)
+        mask = mask_from_scores(scores, sparsity, scope=scope)
     except Exception as exc:
         C.error(exc)
         st.stop()
-    st.session_state["_prune.settings"] = {"sparsity": sparsity, "scope": scope}  # Export and Unseen use it
+    state.remember_prune_settings(sparsity, scope)  # Export, Overlap and Unseen start from it
 
     dense_params = ctx.facts["parameters"]
     params = count_parameters(ctx.adapter, mask)
     m = st.columns(len(kinds) + 1)
-    m[0].metric("Parameters", D.human_count(params), delta=f"{(params - dense_params) / dense_params:+.1%}",
+    m[0].metric("Parameters", human_count(params), delta=f"{(params - dense_params) / dense_params:+.1%}",
                 delta_color="inverse", help=f"{params:,} of {dense_params:,}")
-    for col, g in zip(m[1:], [g for g in D.groups_in(mask) if g.split(".")[1] in kinds]):
+    for col, g in zip(m[1:], [g for g in ordered_groups(mask.groups) if g.split(".")[1] in kinds]):
         col.metric(f"{plots.group_label(g)} kept", f"{mask.kept(g):,} / {mask.total(g):,}")
 
     show_sorted = st.toggle("Order units by score", value=False, key="prune.sorted", persist_state="session",
                             help="kept units line up on the left of every layer")
-    for g in D.groups_in(mask):
+    for g in ordered_groups(mask.groups):
         if g.split(".")[1] not in kinds:
             continue
         heatmap = plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
@@ -73,10 +75,10 @@ def mask_and_evaluation():
     e2.write("")
     e2.write("")
     run_eval = e2.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary")
-    digest = D.mask_digest(mask)
+    digest = mask.digest()
     if run_eval:
         try:
-            C.compare(ctx, ctx.task.name, ctx.split, int(limit), mask)
+            C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, int(limit), mask)
         except Exception as exc:
             C.error(exc)
     dense = C.find_eval(ctx, ctx.task.name, ctx.split, int(limit))

@@ -2,32 +2,33 @@
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune import plots
 from mtprune.errors import MtpruneError
 from ui import common as C
+from ui import state
+from ui import views as V
 
 ctx = C.need_task()
 src = ctx.task.name
 st.title("Unseen domains")
-st.caption(f"A mask built from **{src}** examples ({D.describe_spec(ctx.spec)}), evaluated on sets it never "
+st.caption(f"A mask built from **{src}** examples ({ctx.spec.describe()}), evaluated on sets it never "
            "saw: other domains of the same task, read through the same head, or other tasks, read through "
            "their own heads (then their own mask is shown too).")
 
-targets_all = D.unseen_targets(ctx.task, ctx.adapter)
-unseen_only = D.unseen_targets(ctx.task, ctx.adapter, cross_task=False)
+targets_all = V.unseen_targets(ctx.task, ctx.adapter)
+unseen_only = V.unseen_targets(ctx.task, ctx.adapter, cross_task=False)
 if not targets_all:
     st.info("No other set can be evaluated with this model.", icon=":material/info:")
     st.stop()
 
-prev = C.prune_settings(["ffn", "heads"])
+prev = state.prune_settings(["ffn", "heads"])
 c = st.columns([3, 1.4, 1.4, 1])
 targets = c[0].multiselect("Target sets", targets_all, default=(unseen_only or targets_all)[:3],
                            key="unseen.targets", persist_state="session",
                            format_func=lambda t: t + ("" if t in unseen_only else " (another task)"))
-units = c[1].radio("Units", ["ffn", "heads", "all"], key="unseen.units", persist_state="session",
+kinds = c[1].radio("Units", ["ffn", "heads", "all"], key="unseen.units", persist_state="session",
                    format_func={"ffn": "FFN neurons", "heads": "attention heads", "all": "both"}.get)
-pct = c[2].slider("Pruned", 0, 95, round(100 * prev["sparsity"]["ffn" if units != "heads" else "heads"]) or 50,
+pct = c[2].slider("Pruned", 0, 95, round(100 * prev["sparsity"]["ffn" if kinds != "heads" else "heads"]) or 50,
                   step=5, format="%d%%", key="unseen.sparsity", persist_state="session")
 limit = c[3].number_input("Examples per set", min_value=1, max_value=100000, value=200, step=50,
                           key="unseen.limit", persist_state="session")
@@ -35,20 +36,20 @@ baseline = st.checkbox("Also a random mask of the same size (the baseline)", val
                        persist_state="session")
 
 methods = (ctx.spec.method,) + (("random",) if baseline and ctx.spec.method != "random" else ())
-settings = (ctx.fingerprint, src, tuple(targets), units, pct, int(limit), methods, ctx.spec.samples,
+settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
             ctx.spec.seed, ctx.spec.variant, prev["scope"])
-results = st.session_state.setdefault("_unseen", {})
+results = state.store("unseen")
 if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=not targets):
-    from mtprune.experiments import run_unseen
+    from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
 
     with st.status("Evaluating dense and pruned models...", expanded=True) as status:
         try:
+            cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
+                               sparsities=(0.0, pct / 100), examples=ctx.spec.examples, trials=1, kinds=kinds,
+                               scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed)
             with C.model_busy(ctx):
-                df = run_unseen(ctx.adapter, pairs=[(src, t) for t in targets], methods=methods,
-                                sparsities=(0.0, pct / 100), samples=ctx.spec.samples, trials=1, units=units,
-                                scope=prev["scope"], variant=ctx.spec.variant, limit=int(limit),
-                                seed=ctx.spec.seed, out=str(D.experiment_csv("unseen", ctx.adapter)),
-                                log=lambda m: st.text(m.strip()))
+                df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
+                                out=str(V.experiment_csv("unseen", ctx.adapter)), log=lambda m: st.text(m.strip()))
             results[settings] = df
             status.update(label="Done", state="complete", expanded=False)
         except MtpruneError as exc:
@@ -60,9 +61,11 @@ if df is None:
     st.caption("Press the button: every set is evaluated dense, and with the mask at this sparsity "
                "(rows are cached on disk: the same settings later are read back).")
     st.stop()
-labels, series = D.unseen_series(df, pct / 100)
+from mtprune.experiments import unseen_bars  # noqa: E402
+
+labels, series = unseen_bars(df, pct / 100)
 C.show_figure(plots.grouped_bars(labels, series, metric="accuracy",
-                                 title=f"accuracy with {pct}% of the {'units' if units == 'all' else units} pruned "
+                                 title=f"accuracy with {pct}% of the {'units' if kinds == 'all' else kinds} pruned "
                                        f"by {src}'s mask"), key="unseen.bars")
 table = {"set": labels, **{k: v for k, v in series.items()}}
 st.dataframe(table, hide_index=True,

@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 from mtprune import attribution as A
-from mtprune.experiments.core import Runner
+from mtprune.experiments.core import EvalSettings, Runner
 from mtprune.masks import mask_from_scores
-from mtprune.models import MultiTaskAdapter, load_adapter
+from mtprune.checkpoints import load_adapter
+from mtprune.formats import MultiTaskAdapter
+from mtprune.methods.engine import gradient_scores
 from mtprune.tasks import get_task
 
 SPARSITIES = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -60,7 +62,7 @@ def obj_log_odds(adapter, task, batch, spec):
 
 def obj_rotated(adapter, task, batch, spec):
     pooled = adapter.pooled(batch).float()
-    head = adapter.heads[adapter.head_for(task)]
+    head = adapter.task_heads[adapter.head_for(task)]
     g = torch.Generator().manual_seed(1000 + spec.seed)
     q, _ = torch.linalg.qr(torch.randn(pooled.shape[-1], pooled.shape[-1], generator=g))
     w = head.weight.float() @ q.to(pooled.device)
@@ -72,16 +74,16 @@ GRADIENT_TARGETS = {"prob": obj_prob, "logprob": obj_logprob, "log-odds": obj_lo
 ALL = (*GRADIENT_TARGETS, "random-label", "activation")
 
 
-def scores_for(adapter, task: str, kind: str, seed: int, samples: int):
+def scores_for(adapter, task: str, kind: str, seed: int, examples: int):
     if kind in GRADIENT_TARGETS:
-        spec = A.AttributionSpec(task=task, method="ap", samples=samples, seed=seed, units="ffn")
+        spec = A.AttributionSpec(task=task, method="ap", examples=examples, seed=seed, kinds="ffn")
         sites = A.check_supported(adapter, spec)
         rows = A.sample_for(spec)
         adapter.model.eval()
-        per_site = A.gradient_scores(adapter, spec.task_spec, rows, spec, sites,
+        per_site = gradient_scores(adapter, spec.task_spec, rows, spec, sites,
                                      objective=GRADIENT_TARGETS[kind], alphas=[1.0])
         return A.assemble(spec, adapter.fingerprint(), sites, per_site)
-    spec = A.AttributionSpec(task=task, method=kind, samples=samples, seed=seed, units="ffn")
+    spec = A.AttributionSpec(task=task, method=kind, examples=examples, seed=seed, kinds="ffn")
     return A.attribute(adapter, spec)
 
 
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default="sst2,mrpc,qnli,rte")
     p.add_argument("--targets", default=",".join(ALL), help=f"comma-separated: {', '.join(ALL)}")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--examples", "--samples", dest="examples", type=int, default=256)
     p.add_argument("--limit", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     if not isinstance(adapter, MultiTaskAdapter):
         print("ablate_ap: the targets read a classifier head: use a multi-task model", file=sys.stderr)
         return 2
-    runner = Runner(adapter, limit=args.limit, prune="hard", log=None)
+    runner = Runner(adapter, EvalSettings(limit=args.limit, prune="hard"), log=None)
     means: dict[str, list[float]] = {t: [] for t in targets}
     print("| task | target | seed | mean accuracy 0.1-0.9 | seconds |")
     print("| --- | --- | --- | --- | --- |")
@@ -115,8 +117,8 @@ def main(argv=None) -> int:
         for kind in targets:
             for seed in seeds:
                 t0 = time.perf_counter()
-                sc = scores_for(adapter, task.name, kind, seed, min(args.samples, 250 if task.name == "cb" else args.samples))
-                accs = [runner.evaluate(task, mask_from_scores(sc, s, scope="layer", units="ffn")).metrics["accuracy"]
+                sc = scores_for(adapter, task.name, kind, seed, min(args.examples, 250 if task.name == "cb" else args.examples))
+                accs = [runner.evaluate(task, mask_from_scores(sc, s, scope="layer", kinds="ffn")).metrics["accuracy"]
                         for s in SPARSITIES]
                 m = float(np.mean(accs))
                 means[kind].append(m)

@@ -1,7 +1,7 @@
 """Attribution speed, side by side in one run: one fused pass for all layers vs a per-layer loop.
 
     python benchmarks/bench_attribution.py                 # default model, 256 SST-2 examples
-    python benchmarks/bench_attribution.py --samples 64 --json out.json
+    python benchmarks/bench_attribution.py --examples 64 --json out.json
 
 What it measures on the same examples and batches (rows sorted by length, --batch-size each):
 
@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 from mtprune import attribution as attr  # noqa: E402
 from mtprune.attribution import AttributionSpec, ap_per_layer, attribute, sample_for  # noqa: E402
-from mtprune.models import load_adapter  # noqa: E402
+from mtprune.checkpoints import load_adapter  # noqa: E402
+from mtprune.methods import engine  # noqa: E402
 
 
 def rel_diff(a, b) -> float:
@@ -61,7 +62,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--task", default="sst2")
-    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--examples", "--samples", dest="examples", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ig-samples", type=int, default=10,
                     help="examples for the IG comparison (default 10: the low-resource setting)")
@@ -84,7 +85,7 @@ def main(argv=None):
     adapter = load_adapter(args.model, device="cpu")
     adapter.fingerprint()
     print(f"model {adapter.display_name} loaded in {time.perf_counter() - t:.1f} s")
-    spec = AttributionSpec(args.task, samples=args.samples)
+    spec = AttributionSpec(args.task, examples=args.examples)
     t = time.perf_counter()
     rows = sample_for(spec)
     t_rows_first = time.perf_counter() - t
@@ -97,7 +98,7 @@ def main(argv=None):
     bs = args.batch_size
     attribute(adapter, spec, rows=rows[:8], batch_size=bs)  # warm-up
 
-    fig: dict = {"samples": len(rows), "batch_size": bs, "threads": torch.get_num_threads(),
+    fig: dict = {"examples": len(rows), "batch_size": bs, "threads": torch.get_num_threads(),
                  "load_average_start": load0[0], "seconds_draw_examples": t_rows_first}
 
     def line(name, w, cpu, n):
@@ -115,7 +116,7 @@ def main(argv=None):
     line(f"fused: one pass for all layers, {threads} threads", w, cpu, len(rows))
     fig.update(ap_fused_s=w, ap_fused_cpu_s=cpu, ap_examples_per_s=len(rows) / w)
     if fig.get("ap_fused_1thread_s", w) < w:
-        print(f"  (one thread is faster here: the machine's cores are busy; see --threads)")
+        print("  (one thread is faster here: the machine's cores are busy; see --threads)")
     t = time.perf_counter()
     attr.attribute(adapter, spec, batch_size=bs)  # the whole call, examples drawn (in memory)
     fig["ap_whole_call_s"] = time.perf_counter() - t
@@ -134,7 +135,7 @@ def main(argv=None):
                    max_rel_diff_per_site=d2, max_rel_diff_per_layer=d3)
 
         print("\nap, FFN neurons only (the knowledge-neurons setting):")
-        ffn = AttributionSpec(args.task, samples=args.samples, units="ffn")
+        ffn = AttributionSpec(args.task, examples=args.examples, kinds="ffn")
         wf, cf, f_fused = timed(lambda: attribute(adapter, ffn, rows=rows, batch_size=bs), args.repeat)
         line("fused: one pass for all layers", wf, cf, len(rows))
         wl, cl, f_loop = timed(lambda: ap_per_layer(adapter, ffn, rows, batch_size=bs, by="layer"))
@@ -157,16 +158,16 @@ def main(argv=None):
             fig.update(kn_fused_s=wk_f, kn_loop_s=wk, ratio_kn=wk / wk_f, max_rel_diff_kn=dk)
 
         print(f"\nig ({args.ig_steps} steps, {args.ig_samples} examples), all units:")
-        ig = AttributionSpec(args.task, samples=args.ig_samples, method="ig", steps=args.ig_steps)
+        ig = AttributionSpec(args.task, examples=args.ig_samples, method="ig", steps=args.ig_steps)
         ig_rows = rows[: args.ig_samples]
         wi, ci, ig_b = timed(lambda: attribute(adapter, ig, rows=ig_rows, batch_size=bs))
-        line(f"steps batched (up to {attr.IG_PASS_TOKENS['cpu']} tokens per pass)", wi, ci, len(ig_rows))
-        saved = attr.IG_PASS_TOKENS
-        attr.IG_PASS_TOKENS = {"cpu": 1}
+        line(f"steps batched (up to {engine.IG_PASS_TOKENS['cpu']} tokens per pass)", wi, ci, len(ig_rows))
+        saved = engine.IG_PASS_TOKENS
+        engine.IG_PASS_TOKENS = {"cpu": 1}
         try:
             wo, co, ig_o = timed(lambda: attribute(adapter, ig, rows=ig_rows, batch_size=bs))
         finally:
-            attr.IG_PASS_TOKENS = saved
+            engine.IG_PASS_TOKENS = saved
         line("one pass per step", wo, co, len(ig_rows))
         di = rel_diff(ig_b, ig_o)
         print(f"  speed-up {wo / wi:5.1f}x wall {co / ci:5.1f}x CPU   max relative difference {di:.1e}")

@@ -1,6 +1,6 @@
 """Benchmark: how long a sparsity-slider move takes to re-render on the server, on cached scores.
 
-    python benchmarks/bench_dashboard.py [--moves 30] [--samples 16] [--budget-ms 150] [--json]
+    python benchmarks/bench_dashboard.py [--moves 30] [--examples 16] [--budget-ms 150] [--json]
 
 Runs the app under streamlit.testing's AppTest with the default model: computes the scores once
 (into a temporary MTPRUNE_CACHE), opens "Prune and evaluate", then moves the FFN slider ``--moves``
@@ -36,7 +36,7 @@ def percentile(values, q):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--moves", type=int, default=30)
-    ap.add_argument("--samples", type=int, default=16, help="attribution examples (scores computed once)")
+    ap.add_argument("--examples", "--samples", dest="examples", type=int, default=16, help="attribution examples (scores computed once)")
     ap.add_argument("--budget-ms", type=float, default=150.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     at.run()
-    at.sidebar.number_input(key="sb.samples").set_value(args.samples).run()
+    at.sidebar.number_input(key="sb.examples").set_value(args.examples).run()
     at.switch_page("app_pages/prune.py").run()
     for b in at.button:
         if b.key == "prune.compute":

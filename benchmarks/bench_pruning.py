@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtprune.masks import mask_from_scores  # noqa: E402
-from mtprune.models import load_adapter  # noqa: E402
-from mtprune.pruning import count_parameters, hard_prune, save_pruned, source_dtype  # noqa: E402
+from mtprune.checkpoints import load_adapter, save_model, source_dtype  # noqa: E402
+from mtprune.pruning import count_parameters, hard_prune  # noqa: E402
 from mtprune.tasks import get_task  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--sparsity", type=float, default=0.5)
-    ap.add_argument("--units", default="ffn", choices=("ffn", "heads", "all"))
+    ap.add_argument("--kinds", "--units", dest="kinds", default="ffn", choices=("ffn", "heads", "all"))
     ap.add_argument("--scope", default="layer", choices=("layer", "global"))
     ap.add_argument("--method", default="random", help="random (seeded scores) or an attribution method")
     ap.add_argument("--batch", type=int, default=32)
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         from mtprune.attribution import AttributionSpec, attribute_cached
 
         scores, _, _ = attribute_cached(dense, AttributionSpec(task=task.name, method=args.method))
-    mask = mask_from_scores(scores, args.sparsity, scope=args.scope, units=args.units)
+    mask = mask_from_scores(scores, args.sparsity, scope=args.scope, kinds=args.kinds)
     t0 = time.perf_counter()
     pruned = hard_prune(dense, mask)
     prune_s = time.perf_counter() - t0
@@ -137,13 +137,13 @@ def main(argv=None) -> int:
 
     dtype = source_dtype(dense) or "float32"
     with tempfile.TemporaryDirectory() as d:
-        dd = save_pruned(dense, Path(d) / "dense", dtype=dtype)
-        pd = save_pruned(pruned, Path(d) / "pruned", mask, dtype=dtype)
+        dd = save_model(dense, Path(d) / "dense", dtype=dtype)
+        pd = save_model(pruned, Path(d) / "pruned", mask, dtype=dtype)
         b_dense, b_pruned = dir_bytes(dd), dir_bytes(pd)
     p_dense, p_pruned = dense.num_parameters(), pruned.num_parameters()
     res = {
         "model": dense.source,
-        "mask": {"sparsity": args.sparsity, "units": args.units, "scope": args.scope, "method": args.method},
+        "mask": {"sparsity": args.sparsity, "kinds": args.kinds, "scope": args.scope, "method": args.method},
         "batch": [args.batch, args.tokens],
         "threads": torch.get_num_threads(),
         "runs": args.runs,
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         "dense_vs_pruned_max_abs_diff": diff,
         "hard_prune_seconds": prune_s,
     }
-    print(f"model {dense.display_name}: {args.units} sparsity {args.sparsity} ({args.scope}), "
+    print(f"model {dense.display_name}: {args.kinds} sparsity {args.sparsity} ({args.scope}), "
           f"batch {args.batch} x {args.tokens} tokens, {res['threads']} threads, {args.runs} runs")
     print(f"latency (median)   dense {med_d * 1e3:8.1f} ms   pruned {med_p * 1e3:8.1f} ms")
     print(f"matmul FLOPs       dense {f_dense / 1e9:8.2f} G    pruned {f_pruned / 1e9:8.2f} G   "

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.models import resolve_device
+from mtprune.formats import resolve_device
 from mtprune.tasks import BENCHMARK, get_task
 from mtprune.training import (MultiTaskModel, TrainConfig, load_base, make_optimizer, resolve_base,
                               train_multitask, train_step)

@@ -83,23 +83,11 @@ def resolve_model(name: str) -> str:
     raise MtpruneError(f"unknown model {name!r}: not a directory, not under {mdir}, not a hub id")
 
 
-def list_models() -> list[dict]:
-    """The models under ``models/`` with their format, as shown by ``mtprune models``."""
+def model_dirs() -> list[tuple[str, Path]]:
+    """``(name, path)`` of every directory with a ``config.json`` under ``models/`` (the default
+    model named ``default``); what format each holds is :func:`mtprune.checkpoints.list_models`'s."""
     mdir = models_dir()
     if mdir is None:
         return []
-    out = []
-    for sub in sorted(p for p in mdir.iterdir() if p.is_dir()):
-        if not (sub / "config.json").is_file():
-            continue
-        from mtprune.models import detect_format
-
-        out.append(
-            {
-                "name": "default" if sub.name == DEFAULT_MODEL else sub.name,
-                "dir": sub.name,
-                "path": str(sub),
-                "format": detect_format(str(sub)),
-            }
-        )
-    return out
+    return [("default" if sub.name == DEFAULT_MODEL else sub.name, sub)
+            for sub in sorted(p for p in mdir.iterdir() if p.is_dir()) if (sub / "config.json").is_file()]

@@ -17,8 +17,6 @@ folder per namespace (``scores/``...). Nothing here pickles.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from mtprune import assets
 from mtprune.errors import MtpruneError
+from mtprune.io import atomic_write, stable_hash
 
 V = TypeVar("V")
 
@@ -36,59 +35,9 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def make_key(parts: dict) -> str:
     """A 32-hex-digit key from a dict of everything a result depends on."""
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:32]
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that no reader ever sees a partial file."""
-    path = Path(path)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path`` (same directory).
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    parent = path.parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(parent))
-    except FileNotFoundError:
-        raise MtpruneError(f"cannot write {path}: the folder {parent} does not exist") from None
-    except OSError as exc:
-        raise MtpruneError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(parent)
-    return path
+    return stable_hash(parts, 32)
 
 
 class DiskCache:

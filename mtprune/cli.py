@@ -24,18 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mtprune.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"mtprune.commands.{name}":
-                continue  # a verb not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"mtprune.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # reads the method registry, plugins included
+    except MtpruneError as exc:
+        print(f"mtprune: error: {exc}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors: argparse has printed its line

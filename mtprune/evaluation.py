@@ -94,17 +94,39 @@ def predict_logits(adapter, task: TaskSpec, rows: Sequence[dict], batch_size: in
     return torch.stack(out) if out else torch.zeros(0, task.num_labels)
 
 
+def eval_rows(task: TaskSpec | str, split: str | None = None, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` labeled rows of a split (all when None): what :func:`evaluate` reads."""
+    task = get_task(task) if isinstance(task, str) else task
+    split = split or task.default_split
+    rows = [r for r in rows_as_list(load_rows(task, split), limit) if r.get("label", -1) != -1]
+    if not rows:
+        raise MtpruneError(f"{task.name}/{split} has no labeled rows to evaluate")
+    return rows
+
+
 def evaluate(adapter, task: TaskSpec | str, split: str | None = None, limit: int | None = None,
              batch_size: int = 32, progress: Progress | None = None, rows: Sequence[dict] | None = None,
-             context=None) -> EvalResult:
+             context=None, mask=None) -> EvalResult:
+    """The task's metrics on ``rows`` (default: the first ``limit`` labeled rows of ``split``).
+
+    ``mask`` evaluates the soft-pruned model (:func:`mtprune.pruning.soft_prune`); ``context`` is
+    any other context-manager factory entered around the forward passes.
+    """
     task = get_task(task) if isinstance(task, str) else task
     head = adapter.head_for(task)
     split = split or task.default_split
     if rows is None:
-        rows = rows_as_list(load_rows(task, split), limit)
+        rows = eval_rows(task, split, limit)
     rows = [r for r in rows if r.get("label", -1) != -1]
     if not rows:
         raise MtpruneError(f"{task.name}/{split} has no labeled rows to evaluate")
+    if mask is not None:
+        if context is not None:
+            raise ValueError("pass a mask or a context, not both")
+        from mtprune.pruning import soft_prune
+
+        mask.check_matches(adapter)
+        context = lambda: soft_prune(adapter, mask)  # noqa: E731
     t0 = time.perf_counter()
     logits = predict_logits(adapter, task, rows, batch_size, progress, context)
     pred = logits.argmax(1).numpy()

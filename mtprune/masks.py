@@ -5,19 +5,20 @@ A :class:`Mask` holds, per group (``encoder.ffn``, ``encoder.heads``, ``decoder.
 :class:`mtprune.attribution.Scores`: ``keep[g][l, u]`` is True when unit ``u`` of layer ``l`` stays.
 Positions past a layer's ``n_units`` are False.
 
-:func:`mask_from_scores` keeps the top ``(1 - p)`` units
+:func:`mask_from_scores` keeps the top ``1 - sparsity`` of the units
 
-* of every layer (``scope="layer"``, the paper's uniform rate), or
+* of every layer (``scope="layer"``, the paper's: the same sparsity in every layer), or
 * of the whole model (``scope="global"``), pooled per group: FFN neurons compete with FFN neurons
   of the same stack, heads with heads; scores of different kinds are never compared.
 
-The number of pruned units is ``p * n`` rounded half up (``n`` = the layer's units, or all units
-of the group for a global mask). Ties are broken by position: the lower (layer, unit) index is
-kept first. A NaN score inside a layer counts as the lowest score. At ``p = 1`` every unit of the
-selected kind goes; a layer may keep zero FFN neurons or zero heads (its output is then the out
+``sparsity`` is one share for the chosen kinds, or one per kind (``{"ffn": 0.5, "heads": 0.25}``).
+The number of pruned units is ``sparsity * n`` rounded half up (``n`` = the layer's units, or all
+units of the group for a global mask). Ties are broken by position: the lower (layer, unit) index
+is kept first. A NaN score inside a layer counts as the lowest score. At sparsity 1 every unit of
+the selected kind goes; a layer may keep zero FFN neurons or zero heads (its output is then the out
 projection's bias, in soft and hard pruning alike).
 
-Groups present in the scores but not selected (``units``/``stack``) are kept whole.
+Groups present in the scores but not selected (``kinds``/``stack``) are kept whole.
 
 A mask saves as JSON (kept unit indices per layer, readable) or safetensors (bool arrays, the
 rest as JSON metadata), chosen by the file's suffix, and loads back equal.
@@ -31,19 +32,20 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import torch
 
 import numpy as np
-import torch
 
+from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.units import KINDS, STACKS, UnitSite
+from mtprune.units import KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, group_parts, selected
 
 SCOPES = ("layer", "global")
-UNIT_CHOICES = ("ffn", "heads", "all")
-STACK_CHOICES = ("encoder", "decoder", "all")
 MASK_FORMAT = "mtprune mask v1"
-GROUPS = tuple(f"{s}.{k}" for s in STACKS for k in KINDS)
+MASK_SUFFIXES = (".json", ".safetensors")
 
 
 def check_sparsity(p) -> float:
@@ -58,15 +60,25 @@ def check_sparsity(p) -> float:
 
 
 def n_pruned(p: float, n: int) -> int:
-    """How many of ``n`` units a rate ``p`` prunes: ``p * n`` rounded half up."""
+    """How many of ``n`` units a sparsity ``p`` prunes: ``p * n`` rounded half up."""
     return min(n, max(0, int(math.floor(p * n + 0.5 + 1e-9))))
 
 
 def _group_parts(group: str) -> tuple[str, str]:
-    stack, _, kind = group.partition(".")
-    if stack not in STACKS or kind not in KINDS:
-        raise MtpruneError(f"unknown unit group {group!r} (known: {', '.join(GROUPS)})")
-    return stack, kind
+    try:
+        return group_parts(group)
+    except ValueError as exc:
+        raise MtpruneError(str(exc)) from None
+
+
+def check_choices(scope: str = "layer", kinds: str = "all", stack: str = "all") -> None:
+    """One clear line for a scope, kind filter or stack filter that is not one of the choices."""
+    if scope not in SCOPES:
+        raise MtpruneError(f"scope must be layer or global, not {scope!r}")
+    if kinds not in KIND_CHOICES:
+        raise MtpruneError(f"kinds must be ffn, heads or all, not {kinds!r}")
+    if stack not in STACK_CHOICES:
+        raise MtpruneError(f"stack must be encoder, decoder or all, not {stack!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +90,7 @@ class Mask:
     n_units: dict
     sparsity: float
     scope: str = "layer"
-    units: str = "ffn"
+    kinds: str = "ffn"
     stack: str = "all"
     meta: dict = field(default_factory=dict)
 
@@ -91,12 +103,7 @@ class Mask:
             )
         if not self.keep:
             raise MtpruneError("a mask needs at least one unit group")
-        if self.scope not in SCOPES:
-            raise MtpruneError(f"scope must be layer or global, not {self.scope!r}")
-        if self.units not in UNIT_CHOICES:
-            raise MtpruneError(f"units must be ffn, heads or all, not {self.units!r}")
-        if self.stack not in STACK_CHOICES:
-            raise MtpruneError(f"stack must be encoder, decoder or all, not {self.stack!r}")
+        check_choices(self.scope, self.kinds, self.stack)
         object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
         keep, n_units = {}, {}
         for g in sorted(self.keep):
@@ -130,6 +137,15 @@ class Mask:
     def groups(self) -> list[str]:
         return list(self.keep)
 
+    def kinds_present(self) -> list[str]:
+        """The kinds the mask has units of (``ffn`` before ``heads``)."""
+        have = {group_parts(g)[1] for g in self.groups}
+        return [k for k in KINDS if k in have]
+
+    def digest(self) -> str:
+        """A hash of which units the mask keeps: equal masks (whatever their metadata), equal digests."""
+        return io.stable_hash({g: [list(k.shape), np.packbits(k).tobytes().hex()] for g, k in self.keep.items()}, 24)
+
     def kept(self, group: str | None = None) -> int:
         """Units kept (in one group, or in all)."""
         gs = [group] if group else self.groups
@@ -149,13 +165,16 @@ class Mask:
         return 1.0 - sum(self.kept(g) for g in gs) / tot if tot else 0.0
 
     def selected_groups(self) -> list[str]:
-        return [g for g in self.groups if _selected(g, self.units, self.stack)]
+        return [g for g in self.groups if selected(g, self.kinds, self.stack)]
+
+    def keeps_all(self) -> bool:
+        return all(self.kept(g) == self.total(g) for g in self.groups)
 
     def summary(self) -> dict:
         return {
             "sparsity": self.sparsity,
             "scope": self.scope,
-            "units": self.units,
+            "kinds": self.kinds,
             "stack": self.stack,
             "groups": {
                 g: {"kept": self.kept_per_layer(g), "n_units": list(self.n_units[g])} for g in self.groups
@@ -200,6 +219,8 @@ class Mask:
 
     def keep_for_sites(self, sites: Iterable[UnitSite]) -> dict[str, torch.Tensor]:
         """``{site.name: bool tensor [n_units]}`` for the sites of the mask's groups."""
+        import torch
+
         sites = list(sites)
         self.check_sites(sites)
         out = {}
@@ -215,7 +236,7 @@ class Mask:
             "format": MASK_FORMAT,
             "sparsity": self.sparsity,
             "scope": self.scope,
-            "units": self.units,
+            "kinds": self.kinds,
             "stack": self.stack,
             "n_units": {g: list(v) for g, v in self.n_units.items()},
             "meta": _jsonable(self.meta),
@@ -245,7 +266,7 @@ class Mask:
                     k[layer, idx] = True
                 keep[g] = k
             return cls(keep=keep, n_units=n_units, sparsity=d["sparsity"], scope=d.get("scope", "layer"),
-                       units=d.get("units", "ffn"), stack=d.get("stack", "all"), meta=d.get("meta") or {})
+                       kinds=_kinds_of(d), stack=d.get("stack", "all"), meta=d.get("meta") or {})
         except MtpruneError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -271,9 +292,9 @@ def _default(o):
     return str(o)
 
 
-def _selected(group: str, units: str, stack: str) -> bool:
-    s, k = _group_parts(group)
-    return (units == "all" or k == units) and (stack == "all" or s == stack)
+def _kinds_of(header: dict) -> str:
+    """The kind filter of a stored mask (files before the ``kinds`` key called it ``units``)."""
+    return header.get("kinds", header.get("units", "ffn"))
 
 
 def _scores_parts(scores) -> tuple[dict, dict, dict]:
@@ -307,28 +328,27 @@ def _order(values: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(v)), -v, np.isnan(values)))
 
 
-def mask_from_scores(scores, sparsity: float, scope: str = "layer", units: str = "ffn",
-                     stack: str = "all", meta: dict | None = None) -> Mask:
+def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn", stack: str = "all",
+                     meta: dict | None = None) -> Mask:
     """Keep the top ``1 - sparsity`` units of every layer (``layer``) or of each group (``global``).
 
     ``scores`` is a :class:`mtprune.attribution.Scores` or anything with ``arrays`` and ``n_units``
-    (an object or a mapping). ``units`` picks FFN neurons, heads or both; ``stack`` the encoder,
-    the decoder or both; other groups are kept whole.
+    (an object or a mapping). ``kinds`` picks FFN neurons, heads or both; ``stack`` the encoder,
+    the decoder or both; other groups are kept whole. ``sparsity`` may also be one share per kind
+    (``{"ffn": 0.5, "heads": 0.25}``): then the kinds named are pruned, each at its own share, and
+    ``kinds`` is ignored; the mask records the shares in ``meta["sparsity_per_kind"]``.
     """
+    if isinstance(sparsity, Mapping):
+        return _per_kind_mask(scores, sparsity, scope, stack, meta)
     p = check_sparsity(sparsity)
-    if scope not in SCOPES:
-        raise MtpruneError(f"scope must be layer or global, not {scope!r}")
-    if units not in UNIT_CHOICES:
-        raise MtpruneError(f"units must be ffn, heads or all, not {units!r}")
-    if stack not in STACK_CHOICES:
-        raise MtpruneError(f"stack must be encoder, decoder or all, not {stack!r}")
+    check_choices(scope, kinds, stack)
     arrays, n_units, smeta = _scores_parts(scores)
     if set(arrays) != set(n_units):
         raise MtpruneError(f"scores groups differ: arrays {sorted(arrays)}, n_units {sorted(n_units)}")
-    chosen = [g for g in arrays if _selected(g, units, stack)]
+    chosen = [g for g in arrays if selected(g, kinds, stack)]
     if not chosen:
         raise MtpruneError(
-            f"the scores have no {units if units != 'all' else ''} units"
+            f"the scores have no {kinds if kinds != 'all' else ''} units"
             f"{'' if stack == 'all' else ' in the ' + stack} to prune (their groups: {', '.join(sorted(arrays))})"
         )
     keep = {}
@@ -343,20 +363,37 @@ def mask_from_scores(scores, sparsity: float, scope: str = "layer", units: str =
                 k[layer, :c] = True
         elif scope == "layer":
             for layer, c in enumerate(n):
-                n_keep = c - n_pruned(p, c)
-                k[layer, _order(a[layer, :c])[:n_keep]] = True
+                k[layer, _order(a[layer, :c])[: c - n_pruned(p, c)]] = True
         else:
-            flat_l = np.concatenate([np.full(c, layer) for layer, c in enumerate(n)]) if n else np.zeros(0, int)
-            flat_u = np.concatenate([np.arange(c) for c in n]) if n else np.zeros(0, int)
-            vals = a[flat_l.astype(int), flat_u.astype(int)] if flat_l.size else np.zeros(0)
+            flat_l = np.concatenate([np.full(c, layer) for layer, c in enumerate(n)]).astype(int) if n else np.zeros(0, int)
+            flat_u = np.concatenate([np.arange(c) for c in n]).astype(int) if n else np.zeros(0, int)
+            vals = a[flat_l, flat_u] if flat_l.size else np.zeros(0)
             total = int(sum(n))
-            n_keep = total - n_pruned(p, total)
-            best = _order(vals)[:n_keep]  # the flat order is (layer, unit): ties keep earlier first
-            k[flat_l[best].astype(int), flat_u[best].astype(int)] = True
+            best = _order(vals)[: total - n_pruned(p, total)]  # the flat order is (layer, unit): ties keep earlier first
+            k[flat_l[best], flat_u[best]] = True
         keep[g] = k
-    m = dict(smeta)
-    m.update(meta or {})
-    return Mask(keep=keep, n_units=n_units, sparsity=p, scope=scope, units=units, stack=stack, meta=m)
+    return Mask(keep=keep, n_units=n_units, sparsity=p, scope=scope, kinds=kinds, stack=stack,
+                meta={**smeta, **(meta or {})})
+
+
+def _per_kind_mask(scores, sparsity: Mapping, scope: str, stack: str, meta: dict | None) -> Mask:
+    arrays, _, _ = _scores_parts(scores)
+    have = {group_parts(g)[1] for g in arrays}
+    unknown = [k for k in sparsity if k not in KINDS]
+    if unknown:
+        raise MtpruneError(f"unknown unit kind {unknown[0]!r}; kinds: {', '.join(KINDS)}")
+    per = {k: check_sparsity(sparsity[k]) for k in KINDS if k in sparsity and k in have}
+    if not per:
+        raise MtpruneError("no unit kind to prune: the scores have neither FFN neurons nor heads")
+    extra = {**(meta or {}), "sparsity_per_kind": per}
+    parts = {k: mask_from_scores(scores, p, scope=scope, kinds=k, stack=stack, meta=extra) for k, p in per.items()}
+    if len(parts) == 1:
+        (m,) = parts.values()
+        return m
+    first = next(iter(parts.values()))
+    keep = {g: parts[group_parts(g)[1]].keep[g] if group_parts(g)[1] in parts else first.keep[g] for g in first.groups}
+    return Mask(keep=keep, n_units=first.n_units, sparsity=per.get("ffn", next(iter(per.values()))), scope=scope,
+                kinds="all", stack=stack, meta=first.meta)
 
 
 def full_mask(sites: Iterable[UnitSite], meta: dict | None = None) -> Mask:
@@ -364,56 +401,53 @@ def full_mask(sites: Iterable[UnitSite], meta: dict | None = None) -> Mask:
     n_units: dict[str, dict[int, int]] = {}
     for s in sites:
         n_units.setdefault(s.group, {})[s.layer] = s.n_units
-    counts = {g: [d[i] for i in range(max(d) + 1)] for g, d in n_units.items()}
+    counts = {g: [d.get(i, 0) for i in range(max(d) + 1)] for g, d in n_units.items()}
     keep = {}
     for g, n in counts.items():
         k = np.zeros((len(n), max(n, default=0)), dtype=bool)
         for layer, c in enumerate(n):
             k[layer, :c] = True
         keep[g] = k
-    return Mask(keep=keep, n_units=counts, sparsity=0.0, scope="layer", units="all", meta=meta or {})
+    return Mask(keep=keep, n_units=counts, sparsity=0.0, scope="layer", kinds="all", meta=meta or {})
+
+
+def kinds_in(scores_or_mask) -> list[str]:
+    """The kinds (``ffn``, ``heads``) scores or a mask have units of, FFN first."""
+    if isinstance(scores_or_mask, Mask):
+        groups = scores_or_mask.groups
+    else:
+        groups = _scores_parts(scores_or_mask)[0]
+    have = {group_parts(g)[1] for g in groups}
+    return [k for k in KINDS if k in have]
 
 
 # ----------------------------------------------------------------------------------------------
 # files
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``; no half file ever shows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _suffix(path: Path) -> str:
     s = path.suffix.lower()
-    if s not in (".json", ".safetensors"):
+    if s not in MASK_SUFFIXES:
         raise MtpruneError(f"a mask file must end in .json or .safetensors, not {path.name!r}")
     return s
+
+
+def mask_to_bytes(mask: Mask, fmt: str = "json") -> bytes:
+    """The bytes of a mask file: ``json`` (kept indices per layer) or ``safetensors`` (bool arrays)."""
+    if fmt == "json":
+        return json.dumps(mask.to_dict(), indent=1).encode()
+    if fmt != "safetensors":
+        raise MtpruneError(f"a mask is stored as json or safetensors, not {fmt!r}")
+    from safetensors.numpy import save
+
+    tensors = {f"keep.{g}": np.ascontiguousarray(k, dtype=np.uint8) for g, k in mask.keep.items()}
+    return save(tensors, metadata={"mtprune_mask": json.dumps(mask.to_header())})
 
 
 def save_mask(mask: Mask, path: str | os.PathLike) -> Path:
     """Write ``mask`` as JSON or safetensors (by suffix), atomically."""
     path = Path(path)
-    if _suffix(path) == ".json":
-        text = json.dumps(mask.to_dict(), indent=1)
-        _atomic_write(path, lambda tmp: tmp.write_text(text))
-    else:
-        from safetensors.torch import save_file
-
-        tensors = {f"keep.{g}": torch.from_numpy(k.astype(np.uint8)) for g, k in mask.keep.items()}
-        header = json.dumps(mask.to_header())
-        _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"mtprune_mask": header}))
-    return path
+    return io.atomic_write_bytes(path, mask_to_bytes(mask, _suffix(path)[1:]))
 
 
 def load_mask(path: str | os.PathLike) -> Mask:
@@ -434,7 +468,7 @@ def load_mask(path: str | os.PathLike) -> Mask:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             header = json.loads((f.metadata() or {}).get("mtprune_mask", "null"))
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types
@@ -442,11 +476,25 @@ def load_mask(path: str | os.PathLike) -> Mask:
     if not isinstance(header, dict) or header.get("format") != MASK_FORMAT:
         raise MtpruneError(f"mask file {path} is not an mtprune mask (no mask metadata)")
     try:
-        keep = {k[len("keep."):]: t.numpy().astype(bool) for k, t in tensors.items() if k.startswith("keep.")}
+        keep = {k[len("keep."):]: np.asarray(t).astype(bool) for k, t in tensors.items() if k.startswith("keep.")}
         return Mask(keep=keep, n_units=header["n_units"], sparsity=header["sparsity"],
-                    scope=header.get("scope", "layer"), units=header.get("units", "ffn"),
+                    scope=header.get("scope", "layer"), kinds=_kinds_of(header),
                     stack=header.get("stack", "all"), meta=header.get("meta") or {})
     except MtpruneError as exc:
         raise MtpruneError(f"mask file {path}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MtpruneError(f"mask file {path} is malformed: {type(exc).__name__}: {exc}") from None
+
+
+def mask_from_bytes(name: str, data: bytes) -> Mask:
+    """A mask from a file's name and bytes (an upload): one clear line when it is not a mask."""
+    suffix = Path(name or "").suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise MtpruneError(f"{name} is not a mask file: upload a .json or .safetensors mask")
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_mask(path)
+        except MtpruneError as exc:
+            raise MtpruneError(str(exc).replace(str(path), name)) from None

@@ -613,7 +613,7 @@ def save_figure(fig: go.Figure, path, png: bool = True, width: int = 1100, scale
     """
     from pathlib import Path
 
-    from mtprune.experiments.core import atomic_write_bytes
+    from mtprune.io import atomic_write_bytes
 
     p = Path(path)
     base = p.with_suffix("") if p.suffix.lower() in (".html", ".png") else p

@@ -27,31 +27,15 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
 from mtprune.errors import MtpruneError
+from mtprune.layers import has_bias, set_module, weight_out_in
 from mtprune.units import UnitSite
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(module, Conv1D)
-
-
-def weight_out_in(module: nn.Module) -> torch.Tensor:
-    """The weight as ``[out, in]`` (transformers' Conv1D stores ``[in, out]``)."""
-    if isinstance(module, nn.Linear):
-        return module.weight
-    if _is_conv1d(module):
-        return module.weight.T
-    raise MtpruneError(f"the SVD baseline needs Linear or Conv1D layers, not {type(module).__name__}")
 
 
 class LowRankLinear(nn.Module):
@@ -160,13 +144,13 @@ def site_matrices(model: nn.Module, site: UnitSite, kept: int) -> tuple[Matrix, 
     out_mod = model.get_submodule(site.out_proj)
     w = weight_out_in(out_mod)
     rows, cols = int(w.shape[0]), int(w.shape[1])
-    b = int(out_mod.bias.numel()) if getattr(out_mod, "bias", None) is not None else 0
+    b = int(out_mod.bias.numel()) if has_bias(out_mod) else 0
     mats = [Matrix(site.out_proj, rows, cols, b, rows * cols + b - gone * site.width * rows)]
     for ip in site.in_proj:
         mod = model.get_submodule(ip.path)
         w = weight_out_in(mod)
         rows, cols = int(w.shape[0]), int(w.shape[1])
-        has_b = getattr(mod, "bias", None) is not None
+        has_b = has_bias(mod)
         per_row = cols + (1 if has_b else 0)
         removed = min(rows, gone * site.width * ip.chunks) * per_row
         mats.append(Matrix(ip.path, rows, cols, rows if has_b else 0, rows * cols + (rows if has_b else 0) - removed))
@@ -257,7 +241,7 @@ def low_rank(module: nn.Module, rank: int, path: str = "", cache: SVDCache | Non
     with warnings.catch_warnings():  # rank 0: "initializing zero-element tensors is a no-op"
         warnings.simplefilter("ignore", UserWarning)
         down = nn.Linear(cols, rank, bias=False)
-        up = nn.Linear(rank, rows, bias=bias and getattr(module, "bias", None) is not None)
+        up = nn.Linear(rank, rows, bias=bias and has_bias(module))
     with torch.no_grad():
         down.weight.copy_(vh[:rank].to(dev, dt))
         up.weight.copy_((u[:, :rank] * s[:rank]).to(dev, dt))
@@ -267,14 +251,6 @@ def low_rank(module: nn.Module, rank: int, path: str = "", cache: SVDCache | Non
     for p in lr.parameters():
         p.requires_grad_(False)
     return lr
-
-
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    old = getattr(parent, name)
-    setattr(parent, name, new)
-    return old
 
 
 @contextmanager
@@ -294,11 +270,11 @@ def svd_compress(adapter, mask, cache: SVDCache | None = None) -> Iterator[SVDPl
             for m in sp.matrices:
                 mod = model.get_submodule(m.path)
                 new = low_rank(mod, min(sp.rank, m.rows, m.cols), m.path, cache, bias=sp._keeps_bias(m))
-                swapped.append((m.path, _set_module(model, m.path, new)))
+                swapped.append((m.path, set_module(model, m.path, new)))
         yield plan
     finally:
         for path, old in reversed(swapped):
-            _set_module(model, path, old)
+            set_module(model, path, old)
         if hasattr(adapter, "_fingerprint"):
             adapter._fingerprint = fingerprint
 

@@ -9,7 +9,7 @@ the labels and head of a benchmark task (``label_source``).
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mtprune import assets
@@ -29,7 +29,7 @@ class TaskSpec:
     metrics: tuple[str, ...] = ("accuracy",)
     label_source: tuple[str, ...] = ()  # heads that can serve this task, best first; () = its own
     hub: tuple[str, str] | None = None  # (dataset path, config) for the hub loader
-    group: str = "benchmark"  # benchmark | extra | unseen
+    suite: str = "benchmark"  # benchmark | extra | unseen
     t5_prefix: str = ""  # T5's own task prefix; "" means the task's name
     t5_field_order: tuple[str, ...] = ()  # T5's field order where it differs from ``fields``
     description: str = ""
@@ -46,9 +46,16 @@ class TaskSpec:
         return len(self.labels)
 
     @property
-    def heads(self) -> tuple[str, ...]:
-        """The head names that can serve this task (itself for a benchmark task)."""
+    def task_heads(self) -> tuple[str, ...]:
+        """The task heads (classifier heads, label words) that can serve this task: its own for a
+        benchmark task, another task's for an unseen domain (imdb is read through sst2's)."""
         return self.label_source or (self.name,)
+
+    def read_through(self, head: str) -> "TaskSpec":
+        """This task read through ``head`` (scitail through qnli's head rather than rte's)."""
+        if head == self.name and not self.label_source:
+            return self
+        return replace(self, label_source=(head,))
 
     @property
     def default_split(self) -> str:
@@ -89,35 +96,35 @@ TASKS: dict[str, TaskSpec] = {
         _t("boolq", ["question", "passage"], ("False", "True"), TV, hub=(_SUPERGLUE, "boolq"),
            description="yes/no questions about a passage"),
         _t("cola", ["sentence"], ("unacceptable", "acceptable"), TV, metrics=("accuracy", "mcc"),
-           hub=(_GLUE, "cola"), group="extra", description="grammatical acceptability"),
+           hub=(_GLUE, "cola"), suite="extra", description="grammatical acceptability"),
         _t("mnli", ["premise", "hypothesis"], ("entailment", "neutral", "contradiction"),
-           ("train", "validation_matched"), hub=(_GLUE, "mnli"), group="extra",
+           ("train", "validation_matched"), hub=(_GLUE, "mnli"), suite="extra",
            description="multi-genre NLI, 3-way"),
         _t("ag_news", ["text"], ("World", "Sports", "Business", "Sci/Tech"), ("train", "test"),
-           hub=("fancyzhx/ag_news", "default"), group="extra", description="news topic, 4 classes"),
+           hub=("fancyzhx/ag_news", "default"), suite="extra", description="news topic, 4 classes"),
         # unseen domains, through a benchmark task's head
-        _t("imdb", ["sentence"], SENTIMENT, ("validation", "test"), label_source=("sst2",), group="unseen",
+        _t("imdb", ["sentence"], SENTIMENT, ("validation", "test"), label_source=("sst2",), suite="unseen",
            description="IMDB movie reviews"),
-        _t("yelp", ["sentence"], SENTIMENT, ("validation", "test"), label_source=("sst2",), group="unseen",
+        _t("yelp", ["sentence"], SENTIMENT, ("validation", "test"), label_source=("sst2",), suite="unseen",
            description="Yelp reviews"),
         _t("amazon", ["sentence"], SENTIMENT, ("validation", "test"), label_source=("sst2",),
-           group="unseen", description="Amazon reviews"),
-        _t("mr", ["sentence"], SENTIMENT, TV, label_source=("sst2",), group="unseen",
+           suite="unseen", description="Amazon reviews"),
+        _t("mr", ["sentence"], SENTIMENT, TV, label_source=("sst2",), suite="unseen",
            description="movie review snippets"),
-        _t("cr", ["sentence"], SENTIMENT, TV, label_source=("sst2",), group="unseen",
+        _t("cr", ["sentence"], SENTIMENT, TV, label_source=("sst2",), suite="unseen",
            description="customer reviews"),
-        _t("vader_movie", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), group="unseen",
+        _t("vader_movie", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), suite="unseen",
            description="VADER movie review sentences"),
-        _t("vader_amazon", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), group="unseen",
+        _t("vader_amazon", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), suite="unseen",
            description="VADER product review sentences"),
-        _t("vader_nyt", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), group="unseen",
+        _t("vader_nyt", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), suite="unseen",
            description="VADER New York Times opinion sentences"),
-        _t("vader_tweets", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), group="unseen",
+        _t("vader_tweets", ["sentence"], SENTIMENT, ("test",), label_source=("sst2",), suite="unseen",
            description="VADER tweets"),
         _t("scitail", ["premise", "hypothesis"], ENTAIL2, ("test",), label_source=("rte", "qnli"),
-           group="unseen", description="science entailment"),
+           suite="unseen", description="science entailment"),
         _t("sick", ["premise", "hypothesis"], CB_LABELS, ("train", "validation", "test"),
-           label_source=("cb",), group="unseen", description="SICK entailment, 3-way as CB"),
+           label_source=("cb",), suite="unseen", description="SICK entailment, 3-way as CB"),
     ]
 }
 
@@ -260,19 +267,19 @@ class TaskInfo:
     """What ``mtprune tasks`` prints for one task."""
 
     name: str
-    group: str
+    suite: str
     fields: tuple[str, ...]
     labels: tuple[str, ...]
     splits: tuple[str, ...]
     local_splits: tuple[str, ...]
     metrics: tuple[str, ...]
-    heads: tuple[str, ...] = field(default=())
+    task_heads: tuple[str, ...] = field(default=())
     description: str = ""
 
 
 def task_table() -> list[TaskInfo]:
     return [
-        TaskInfo(t.name, t.group, t.fields, t.labels, t.splits, tuple(available_splits(t)), t.metrics,
-                 t.heads, t.description)
+        TaskInfo(t.name, t.suite, t.fields, t.labels, t.splits, tuple(available_splits(t)), t.metrics,
+                 t.task_heads, t.description)
         for t in TASKS.values()
     ]

@@ -19,10 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +28,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from mtprune import __version__, assets
+from mtprune import __version__, io
+from mtprune.checkpoints import load_tokenizer, local_path, read_config, write_model
 from mtprune.errors import MtpruneError
-from mtprune.models import MULTITASK_FORMAT, _fetch_hub, _read_config, encoder_sites, resolve_device
+from mtprune.formats import MULTITASK_FORMAT, MultiTaskAdapter, encoder_sites, resolve_device
 from mtprune.tasks import TaskSpec, get_task, load_rows
 
 POOLING = "pooler_output ([CLS] through the BERT pooler), as BertForSequenceClassification"
@@ -158,9 +156,7 @@ def resolve_base(name: str) -> Path:
                 pass  # not installed: try the hub below
         else:
             return minilm_dir()
-    resolved = assets.resolve_model(name)
-    path = Path(resolved)
-    return path if path.exists() else _fetch_hub(resolved)
+    return local_path(name)[1]
 
 
 def _base_has_pooler(path: Path) -> bool:
@@ -188,11 +184,9 @@ def load_base(path: Path, dropout: float | None = None):
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
-    from mtprune.models import _load_tokenizer
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    cfg_dict = _read_config(path)
+    cfg_dict = read_config(path)
     if not any(f.suffix == ".safetensors" and f.name != "heads.safetensors" for f in path.iterdir()):
         raise MtpruneError(f"{path} has no .safetensors weights (mtprune loads no pickled weights)")
     if "mtprune_pruned" in cfg_dict:
@@ -230,7 +224,7 @@ def load_base(path: Path, dropout: float | None = None):
         raise MtpruneError(
             f"{type(model).__name__} in {path} is not a BERT-style encoder mtprune can prune"
         ) from None
-    tok = _load_tokenizer(path, trust_remote_code=False)
+    tok = load_tokenizer(path, trust_remote_code=False)
     return model, tok, ("base" if _base_has_pooler(path) else "fresh")
 
 
@@ -239,7 +233,7 @@ def load_base(path: Path, dropout: float | None = None):
 
 
 def encode_rows(tokenizer, task: TaskSpec, rows: Sequence[dict], max_length: int) -> dict:
-    """Tokenise rows as :class:`mtprune.models.MultiTaskAdapter` does: the task's fields in order,
+    """Tokenise rows as :class:`mtprune.formats.MultiTaskAdapter` does: the task's fields in order,
     as a sentence pair when there are two or more (the rest joined by spaces), padded to the
     batch's longest and truncated to ``max_length``; ``labels`` from each row's label."""
     texts = [[str(r[f]) for f in task.fields] for r in rows]
@@ -433,39 +427,6 @@ def check_out(out: Path, overwrite: bool, base: Path | None = None) -> None:
             )
 
 
-def _umask_permissions(tmp: Path) -> None:
-    """Give the temporary directory (created 0700) and its files the permissions of a plain mkdir
-    and open under the user's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)
-    for f in tmp.rglob("*"):
-        f.chmod((0o777 if f.is_dir() else 0o666) & ~mask)
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``out`` with renames (same filesystem): the old ``out`` (if
-    replaced) is moved aside first and removed only after the new one is in place."""
-    check_out(out, overwrite)
-    _umask_permissions(tmp)
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            old.rmdir()
-            out.rename(old)
-        else:
-            out.rmdir()
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None and not out.exists():
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _tasks_json(specs, sizes, results, cfg: TrainConfig, base_name: str, base_path: Path,
                 pooler: str, device: torch.device, seconds: float, final_loss: float) -> dict:
     by = {r.task: r for r in results}
@@ -529,6 +490,55 @@ def _roundtrip_check(adapter, specs, probe, expected) -> None:
 # the run
 
 
+def _training_rows(specs, rows, evaluate_after: bool) -> dict[str, list[dict]]:
+    """Every task's labeled training rows (``rows[task]`` when given); the validation splits are
+    checked to exist before any training, not after."""
+    train = {}
+    for t in specs:
+        given = None if rows is None else rows.get(t.name)
+        train[t.name] = _labeled_rows(t, given if given is not None else load_rows(t, "train"))
+    if evaluate_after:
+        for t in specs:
+            load_rows(t, t.default_split)
+    return train
+
+
+def _train_loop(model: MultiTaskModel, tokenizer, train: dict, specs, cfg: TrainConfig, device,
+                progress: StepProgress | None) -> tuple[list[float], float]:
+    """``cfg.steps`` optimiser steps; (losses, seconds)."""
+    opt, sched = make_optimizer(model, cfg)
+    sampler = TaskSampler({t: len(r) for t, r in train.items()}, cfg.batch_size, cfg.seed)
+    by_name = {t.name: t for t in specs}
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        name, idx = sampler.next()
+        batch = encode_rows(tokenizer, by_name[name], [train[name][i] for i in idx], cfg.max_length)
+        losses.append(train_step(model, opt, sched, batch, name, device, cfg.grad_clip))
+        if progress:
+            progress(step + 1, cfg.steps, losses[-1])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return losses, time.perf_counter() - t0
+
+
+def _trained_adapter(model: MultiTaskModel, tokenizer, meta: dict, max_length: int) -> MultiTaskAdapter:
+    """The trained model as the multi-task format's adapter (float32 task heads on the CPU)."""
+    heads = {}
+    for name, lin in model.heads.items():
+        new = nn.Linear(lin.in_features, lin.out_features)
+        new.load_state_dict({k: v.detach().float().cpu() for k, v in lin.state_dict().items()})
+        heads[name] = new
+    return MultiTaskAdapter(model.encoder.eval(), tokenizer, "<trained>", heads, meta, max_length)
+
+
+def _probe_logits(model: MultiTaskModel, tokenizer, specs, probe: dict, cfg: TrainConfig, device) -> dict:
+    with torch.no_grad():
+        return {t.name: model({k: v.to(device) for k, v in encode_rows(tokenizer, t, probe[t.name],
+                                                                        cfg.max_length).items()}, t.name).float().cpu()
+                for t in specs}
+
+
 def train_multitask(
     base: str,
     tasks: Sequence[str | TaskSpec],
@@ -547,12 +557,14 @@ def train_multitask(
     """Train a shared-encoder multi-task model from ``base`` on ``tasks`` and write it to ``out``.
 
     ``rows`` replaces a task's training rows (tests, your own data); by default each task's train
-    split comes from the task registry. After training the model is evaluated, through the saved
-    directory and :func:`mtprune.evaluation.evaluate`, on each task's validation split (the first
-    ``eval_limit`` rows when given), and the accuracies go into ``tasks.json``.
+    split comes from the task registry. After training the model is saved to a directory beside
+    ``out`` (:func:`mtprune.checkpoints.write_model`), loaded back and checked to compute the
+    trained logits, evaluated (:func:`mtprune.evaluation.evaluate`) on each task's validation split
+    (the first ``eval_limit`` rows when given), its accuracies written to ``tasks.json``, and only
+    then renamed to ``out``.
     """
+    from mtprune.checkpoints import load_adapter
     from mtprune.evaluation import evaluate
-    from mtprune.models import load_adapter
 
     cfg = config or TrainConfig()
     cfg.check()
@@ -567,67 +579,29 @@ def train_multitask(
     base_path = resolve_base(base)
     check_out(out, overwrite, base_path)
     say = log or (lambda msg: None)
-
-    # data first: a missing split should fail before the model loads
-    train: dict[str, list[dict]] = {}
-    for t in specs:
-        given = None if rows is None else rows.get(t.name)
-        train[t.name] = _labeled_rows(t, given if given is not None else load_rows(t, "train"))
+    train = _training_rows(specs, rows, evaluate_after)  # data first: a missing split fails before the model loads
     sizes = {t: len(r) for t, r in train.items()}
-    if evaluate_after:
-        for t in specs:  # check the validation data exists before training, not after
-            load_rows(t, t.default_split)
 
     torch.manual_seed(cfg.seed)
     encoder, tokenizer, pooler = load_base(base_path, cfg.dropout)
     say(f"base {base} ({base_path}): {type(encoder).__name__}, "
         f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}M parameters, pooler {pooler}")
     model = MultiTaskModel(encoder, specs, cfg.dropout).to(device).train()
-    opt, sched = make_optimizer(model, cfg)
-    sampler = TaskSampler(sizes, cfg.batch_size, cfg.seed)
-    by_name = {t.name: t for t in specs}
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        losses: list[float] = []
-        t0 = time.perf_counter()
-        for step in range(cfg.steps):
-            name, idx = sampler.next()
-            batch = encode_rows(tokenizer, by_name[name], [train[name][i] for i in idx], cfg.max_length)
-            losses.append(train_step(model, opt, sched, batch, name, device, cfg.grad_clip))
-            if progress:
-                progress(step + 1, cfg.steps, losses[-1])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-
-        # save: the encoder (with pooler), the tokenizer, the heads
-        from safetensors.torch import save_file
-
+    with io.staging_dir(out) as tmp:
+        losses, seconds = _train_loop(model, tokenizer, train, specs, cfg, device, progress)
         model.eval()
-        encoder.save_pretrained(str(tmp))  # safetensors: transformers 5 writes no pickles
-        tokenizer.save_pretrained(str(tmp))
-        heads = {}
-        for name, lin in model.heads.items():
-            heads[f"{name}.weight"] = lin.weight.detach().float().cpu().contiguous()
-            heads[f"{name}.bias"] = lin.bias.detach().float().cpu().contiguous()
-        save_file(heads, str(tmp / "heads.safetensors"), metadata={"format": "pt"})
         results = [TaskResult(t.name, t.num_labels, sizes[t.name]) for t in specs]
         result = TrainResult(str(out), base, cfg.steps, seconds, seconds / cfg.steps, losses, results,
                              pooler, device.type)
-        meta = _tasks_json(specs, sizes, results, cfg, base, base_path, pooler, device, seconds,
-                           result.final_loss)
-        (tmp / "tasks.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+        def tasks_json():
+            return _tasks_json(specs, sizes, results, cfg, base, base_path, pooler, device, seconds,
+                               result.final_loss)
+
+        write_model(_trained_adapter(model, tokenizer, tasks_json(), cfg.max_length), tmp)
         probe = {t.name: train[t.name][:4] for t in specs}
-        with torch.no_grad():
-            expected = {
-                t.name: model({k: v.to(device) for k, v in
-                               encode_rows(tokenizer, t, probe[t.name], cfg.max_length).items()}, t.name)
-                .float().cpu()
-                for t in specs
-            }
-        del model, encoder, opt, sched
+        expected = _probe_logits(model, tokenizer, specs, probe, cfg, device)
+        del model, encoder
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -636,20 +610,16 @@ def train_multitask(
         _roundtrip_check(adapter, specs, probe, expected)
         if evaluate_after:
             for r in results:
-                task = by_name[r.task]
+                task = next(t for t in specs if t.name == r.task)
 
                 def cb(done, total, _t=task.name):
                     if eval_progress:
                         eval_progress(_t, done, total)
 
-                ev = evaluate(adapter, task, task.default_split, limit=eval_limit,
-                              batch_size=eval_batch_size, progress=cb)
+                ev = evaluate(adapter, task, task.default_split, limit=eval_limit, batch_size=eval_batch_size,
+                              progress=cb)
                 r.split, r.n, r.accuracy, r.metrics = ev.split, ev.n, ev.accuracy, dict(ev.metrics)
-            meta = _tasks_json(specs, sizes, results, cfg, base, base_path, pooler, device, seconds,
-                               result.final_loss)
-            (tmp / "tasks.json").write_text(json.dumps(meta, indent=1) + "\n")
-        _publish(tmp, out, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "tasks.json").write_text(json.dumps(tasks_json(), indent=1) + "\n")
+        check_out(out, overwrite)
+        io.publish_dir(tmp, out)
     return result

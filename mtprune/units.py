@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch loads when a model does, not when the CLI builds its parser
+    import torch
+    from torch import nn
 
 KINDS = ("ffn", "heads")
 STACKS = ("encoder", "decoder")
+KIND_CHOICES = ("ffn", "heads", "all")  # what to prune: one kind or both
+STACK_CHOICES = ("encoder", "decoder", "all")
+GROUPS = tuple(f"{s}.{k}" for s in STACKS for k in KINDS)  # display order: encoder first, FFN first
 
 
 @dataclass(frozen=True)
@@ -71,20 +75,86 @@ def group_sites(sites: Iterable[UnitSite]) -> dict[str, list[UnitSite]]:
     return out
 
 
-def select_sites(sites: Iterable[UnitSite], units: str = "all", stack: str = "all") -> list[UnitSite]:
-    """Filter by unit kind (``ffn``, ``heads`` or ``all``) and stack (``encoder``, ``decoder``, ``all``)."""
-    if units not in ("all", *KINDS):
-        raise ValueError(f"units must be ffn, heads or all, not {units!r}")
-    return [
-        s
-        for s in sites
-        if (units == "all" or s.kind == units) and (stack == "all" or s.stack == stack)
-    ]
+def group_parts(group: str) -> tuple[str, str]:
+    """``encoder.ffn`` -> (``encoder``, ``ffn``); ValueError for a name that is not a unit group."""
+    stack, _, kind = group.partition(".")
+    if stack not in STACKS or kind not in KINDS:
+        raise ValueError(f"unknown unit group {group!r} (known: {', '.join(GROUPS)})")
+    return stack, kind
+
+
+def selected(group: str, kinds: str = "all", stack: str = "all") -> bool:
+    """Whether a unit group is chosen by a kind filter (``ffn``/``heads``/``all``) and a stack filter."""
+    s, k = group_parts(group)
+    return (kinds == "all" or k == kinds) and (stack == "all" or s == stack)
+
+
+def ordered_groups(groups: Iterable[str]) -> list[str]:
+    """Groups in display order: encoder before decoder, FFN neurons before heads."""
+    have = list(groups)
+    return [g for g in GROUPS if g in have] + [g for g in have if g not in GROUPS]
+
+
+def select_sites(sites: Iterable[UnitSite], kinds: str = "all", stack: str = "all") -> list[UnitSite]:
+    """Filter by kind (``ffn``, ``heads`` or ``all``) and stack (``encoder``, ``decoder``, ``all``)."""
+    if kinds not in KIND_CHOICES:
+        raise ValueError(f"kinds must be ffn, heads or all, not {kinds!r}")
+    return [s for s in sites if (kinds == "all" or s.kind == kinds) and (stack == "all" or s.stack == stack)]
+
+
+def layout(sites: Sequence[UnitSite]) -> tuple[dict[str, tuple[int, int]], dict[str, list[int]]]:
+    """Per group the array shape ``(n_layers, max_units)`` and the units of every layer: the layout
+    of scores and masks."""
+    shapes, n_units = {}, {}
+    for g, ss in group_sites(sites).items():
+        nu = [0] * (max(s.layer for s in ss) + 1)
+        for s in ss:
+            nu[s.layer] = s.n_units
+        shapes[g] = (len(nu), max(nu) if nu else 0)
+        n_units[g] = nu
+    return shapes, n_units
+
+
+def unit_cost(model: nn.Module, site: UnitSite) -> int:
+    """Parameters one unit of ``site`` holds, the count physical pruning removes per unit: its
+    ``width`` input columns of the out projection, and its output rows of every in projection with
+    their biases (fused projections: once per chunk)."""
+    from mtprune import layers
+
+    cost = site.width * layers.out_features(model.get_submodule(site.out_proj))
+    for ip in site.in_proj:
+        m = model.get_submodule(ip.path)
+        cost += site.width * ip.chunks * (layers.in_features(m) + (1 if layers.has_bias(m) else 0))
+    return cost
+
+
+def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], ffn, heads, head_dim: int,
+                     hard_heads: bool = True) -> list[UnitSite]:
+    """Sites from per-layer relative module names, for a format to describe its architecture.
+
+    ``ffn = (in_names, out_name)``; ``heads = (in_names, out_name, attn_module)``; names relative to
+    each layer path, either may be None. An in name ending in ``*3`` is a fused q|k|v projection.
+    """
+    from mtprune import layers
+
+    sites = []
+    for i, lp in enumerate(layer_paths):
+        if ffn is not None:
+            ins, out = ffn
+            n = layers.in_features(model.get_submodule(f"{lp}.{out}"))
+            sites.append(UnitSite(stack, i, "ffn", n, 1, f"{lp}.{out}", tuple(InProj(f"{lp}.{x}") for x in ins)))
+        if heads is not None:
+            ins, out, attn = heads
+            n_in = layers.in_features(model.get_submodule(f"{lp}.{out}"))
+            in_proj = tuple(InProj(f"{lp}.{x[:-2]}", 3) if x.endswith("*3") else InProj(f"{lp}.{x}") for x in ins)
+            sites.append(UnitSite(stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", in_proj,
+                                  attn_module=f"{lp}.{attn}", hard_prunable=hard_heads))
+    return sites
 
 
 # A hook function sees the site and the out projection's input reshaped to [..., n_units, width];
 # it returns a replacement of the same shape, or None to leave the input unchanged.
-SiteFn = Callable[[UnitSite, torch.Tensor], "torch.Tensor | None"]
+SiteFn = Callable[[UnitSite, "torch.Tensor"], "torch.Tensor | None"]
 
 _HOOK_TAG = "_mtprune_hook_place"
 

@@ -61,7 +61,7 @@ def tiny_multitask(tokenizer):
     """A 2-layer BERT with heads for sst2 (2 labels) and cb (3 labels)."""
     from transformers import BertModel
 
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
 
     _seed(0)
     model = BertModel(tiny_bert_config(tokenizer), add_pooling_layer=True)
@@ -73,7 +73,7 @@ def tiny_multitask(tokenizer):
 def tiny_seqcls(tokenizer):
     from transformers import BertForSequenceClassification
 
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
 
     _seed(1)
     model = BertForSequenceClassification(tiny_bert_config(tokenizer, num_labels=2))
@@ -84,7 +84,7 @@ def tiny_seqcls(tokenizer):
 def tiny_t5(request, tokenizer):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
 
     _seed(2)
     gated = request.param == "t5-gated"
@@ -98,7 +98,7 @@ def tiny_t5(request, tokenizer):
 
 @pytest.fixture(params=["llama", "gpt2"])
 def tiny_causal(request, tokenizer):
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
 
     _seed(3)
     if request.param == "llama":
@@ -157,9 +157,45 @@ def shared_home():
 @pytest.fixture(scope="session")
 def default_adapter(shared_home):
     """The real default model, loaded once per test session (treat it as read-only)."""
-    from mtprune.models import load_adapter
+    from mtprune.checkpoints import load_adapter
 
     return load_adapter("default", device="cpu")
+
+
+def random_scores(adapter, seed: int = 0) -> dict:
+    """Seeded uniform scores in the layout of :class:`mtprune.attribution.Scores` for the
+    adapter's units (NaN past a layer's units): masks that do not depend on any attribution."""
+    import numpy as np
+
+    from mtprune.units import layout
+
+    shapes, n_units = layout(adapter.unit_sites())
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for g, (n_layers, width) in shapes.items():
+        a = np.full((n_layers, width), np.nan, dtype=np.float32)
+        for layer, c in enumerate(n_units[g]):
+            a[layer, :c] = rng.random(c)
+        arrays[g] = a
+    return {"arrays": arrays, "n_units": n_units}
+
+
+@pytest.fixture(autouse=True)
+def _threads(request):
+    """One torch thread for tiny models (no OpenMP hand-offs for 32-wide matrices; on a shared
+    2-core machine two threads spin-wait and run at a fraction of the speed); the real model gets
+    the cores the load leaves free."""
+    n = torch.get_num_threads()
+    if "default_adapter" in request.fixturenames:
+        from mtprune.attribution import threads_for_load
+
+        torch.set_num_threads(threads_for_load())
+    else:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

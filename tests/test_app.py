@@ -1,26 +1,24 @@
 """The dashboard under streamlit.testing's AppTest: every page renders without an exception, its
 widgets are there, and the key interactions change what is shown. Bad input ends in one st.error
-line and the app keeps running. Also the non-streamlit helpers of mtprune/dashboard.py.
+line and the app keeps running. (What the pages show without streamlit: test_views.py.)
 
 The real default model is used (loaded once per process by st.cache_resource); attribution runs on
 16 examples and evaluation on 8-16 rows, with one score cache for the module."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtprune import dashboard as D
-from mtprune.errors import MtpruneError
+from mtprune.masks import mask_to_bytes
+from ui.views import OTHER_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
-SAMPLES = 16
+EXAMPLES = 16
 PAGES = ("model", "heatmaps", "prune", "overlap", "unseen", "export", "guide")
 
 
@@ -39,7 +37,7 @@ def app(shared_home, module_cache, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     assert not at.exception, at.exception
-    at.sidebar.number_input(key="sb.samples").set_value(SAMPLES).run()
+    at.sidebar.number_input(key="sb.examples").set_value(EXAMPLES).run()
     return at
 
 
@@ -123,7 +121,7 @@ def test_every_page_renders(app):
 
 def test_invalid_model_directory_is_one_error_line(app, tmp_path):
     at = app
-    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.selectbox(key="sb.model").set_value(OTHER_MODEL).run()
     at.sidebar.text_input(key="sb.model_dir").set_value(str(tmp_path)).run()
     assert not at.exception
     assert [e.value for e in at.error] == [f"{tmp_path} is not a model directory (no config.json)"]
@@ -133,7 +131,7 @@ def test_invalid_model_directory_is_one_error_line(app, tmp_path):
     at.sidebar.selectbox(key="sb.model").set_value("default").run()
     ok(at)
     (tmp_path / "config.json").write_text("{not json")
-    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.selectbox(key="sb.model").set_value(OTHER_MODEL).run()
     at.sidebar.text_input(key="sb.model_dir").set_value(str(tmp_path)).run()
     assert not at.exception and len(at.error) == 1 and "not valid JSON" in at.error[0].value
 
@@ -179,7 +177,7 @@ def test_heatmaps_compute_sort_and_disk_cache(app, module_cache, monkeypatch):
 
     fresh = AppTest.from_file(APP, default_timeout=240)
     fresh.run()
-    fresh.sidebar.number_input(key="sb.samples").set_value(SAMPLES).run()
+    fresh.sidebar.number_input(key="sb.examples").set_value(EXAMPLES).run()
     goto(fresh, "heatmaps")
     ok(fresh)
     assert not [b for b in fresh.button if b.key == "heat.compute"]
@@ -289,7 +287,7 @@ def test_export_downloads_and_mask_upload(app, tmp_path):
     keep["encoder.ffn"][:, 700:] = False
     good = Mask(keep=keep, n_units={"encoder.ffn": [1536] * 6, "encoder.heads": [12] * 6}, sparsity=0.5)
     up = at.file_uploader(key="export.upload")
-    up.upload("mine.mask.json", D.mask_bytes(good, "json"), "application/json").run()
+    up.upload("mine.mask.json", mask_to_bytes(good, "json"), "application/json").run()
     ok(at)
     assert any("mine.mask.json" in s.value for s in at.success)
     # files that are not masks: one error line each, the page keeps running
@@ -301,7 +299,7 @@ def test_export_downloads_and_mask_upload(app, tmp_path):
         assert "\n" not in at.error[0].value and name in at.error[0].value
     # a mask for another model
     small = Mask(keep={"encoder.ffn": np.ones((2, 8), bool)}, n_units={"encoder.ffn": [8, 8]}, sparsity=0.0)
-    at.file_uploader(key="export.upload").set_value(("small.json", D.mask_bytes(small), "application/json")).run()
+    at.file_uploader(key="export.upload").set_value(("small.json", mask_to_bytes(small), "application/json")).run()
     assert len(at.error) == 1 and "another model" in at.error[0].value
 
 
@@ -327,104 +325,13 @@ def test_guide_page(app):
     assert "the accuracy moved from" in " ".join(m.value for m in at.markdown)
 
 
-# ----------------------------------------------------------------------------------------------
-# mtprune.dashboard (no streamlit)
-
-
-def _fake_scores(n_layers=2, ffn=48, heads=4, seed=0):
-    from types import SimpleNamespace
-
-    rng = np.random.default_rng(seed)
-    arrays = {"encoder.ffn": rng.random((n_layers, ffn)).astype(np.float32),
-              "encoder.heads": rng.random((n_layers, heads)).astype(np.float32)}
-    return SimpleNamespace(arrays=arrays, n_units={"encoder.ffn": [ffn] * n_layers, "encoder.heads": [heads] * n_layers},
-                           spec=None, model_fingerprint="x")
-
-
-def test_kind_mask_has_a_rate_per_kind():
-    s = _fake_scores()
-    m = D.kind_mask(s, {"ffn": 0.5, "heads": 0.25})
-    assert m.kept("encoder.ffn") == 48 and m.kept("encoder.heads") == 6
-    assert m.meta["sparsity_per_kind"] == {"ffn": 0.5, "heads": 0.25}
-    only = D.kind_mask(s, {"ffn": 0.75})
-    assert only.kept("encoder.ffn") == 24 and only.kept("encoder.heads") == 8
-    assert D.kinds_in(s) == ["ffn", "heads"] and D.groups_in(m) == ["encoder.ffn", "encoder.heads"]
-    assert D.mask_digest(m) != D.mask_digest(only)
-    g = D.kind_mask(s, {"ffn": 0.5}, scope="global")
-    assert g.scope == "global" and g.kept("encoder.ffn") == 48
-    table = D.mask_table(m)
-    assert table.iloc[0, 0] == "24 / 48" and table.iloc[0, 1] == "3 / 4"
-
-
-def test_mask_files_round_trip_and_bad_uploads():
-    m = D.kind_mask(_fake_scores(), {"ffn": 0.5})
-    for fmt in ("json", "safetensors"):
-        back = D.read_mask_upload(f"m.{fmt}", D.mask_bytes(m, fmt))
-        assert back == m
-    with pytest.raises(MtpruneError, match="upload a .json or .safetensors"):
-        D.read_mask_upload("m.csv", b"a,b")
-    with pytest.raises(MtpruneError, match="bad.json"):
-        D.read_mask_upload("bad.json", b"[]")
-
-
-def test_scores_csv_and_unseen_series():
-    import pandas as pd
-
-    csv = D.scores_csv(_fake_scores()).decode()
-    df = pd.read_csv(io.StringIO(csv))
-    assert len(df) == 2 * 48 + 2 * 4 and {"group", "layer", "unit", "score"} <= set(df.columns)
-    rows = pd.DataFrame([
-        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.0, "accuracy": 0.9},
-        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.5, "accuracy": 0.8},
-        {"target": "imdb", "mask_from": "sst2", "method": "random", "sparsity": 0.5, "accuracy": 0.6},
-    ])
-    labels, series = D.unseen_series(rows, 0.5)
-    assert labels == ["imdb"]
-    assert series == {"dense": [0.9], "ap mask from sst2": [0.8], "random mask from sst2": [0.6]}
-
-
-def test_pruned_model_zip_loads_back(tiny_multitask, tmp_path, sst2_rows):
-    import torch
-
-    from mtprune.models import load_adapter
-    from mtprune.pruning import soft_prune
-    from mtprune.tasks import get_task
-
-    scores = _fake_scores(n_layers=2, ffn=48, heads=4)
-    mask = D.kind_mask(scores, {"ffn": 0.5})
-    data = D.pruned_model_zip(tiny_multitask, mask)
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        names = z.namelist()
-        assert "pruned/config.json" in names and "pruned/model.safetensors" in names
-        z.extractall(tmp_path)
-    small = load_adapter(str(tmp_path / "pruned"))
-    assert [s.n_units for s in small.unit_sites() if s.kind == "ffn"] == [24, 24]
-    task = get_task("sst2")
-    with torch.no_grad():
-        with soft_prune(tiny_multitask, mask):
-            want = tiny_multitask.logits(tiny_multitask.encode(sst2_rows, task), task)
-        got = small.logits(small.encode(sst2_rows, task), task)
-    assert torch.allclose(want, got, atol=1e-4)
-
-
-def test_sidebar_choices(shared_home):
-    assert D.model_options()[0] == "default" and D.model_options()[-1] == D.OTHER_MODEL
-    assert D.task_options()[:6] == list(D.BENCHMARK)
-    assert D.default_eval_split("mnli") == "validation_matched"
-    assert D.unseen_targets("sst2", cross_task=False)[:2] == ["imdb", "yelp"]
-    assert "scitail" in D.unseen_targets("rte", cross_task=False)
-    with pytest.raises(MtpruneError, match="unknown model"):
-        D.model_signature("no-such-model")
-    assert D.human_count(22_718_221) == "22.7M" and D.human_count(950) == "950"
-
-
 def test_a_local_model_directory_of_another_format(app, tmp_path, tiny_seqcls):
     """Any local directory: here a 2-layer sequence classifier saved by transformers."""
     d = tmp_path / "tiny-seqcls"
     tiny_seqcls.model.save_pretrained(str(d), safe_serialization=True)
     tiny_seqcls.tokenizer.save_pretrained(str(d))
     at = app
-    at.sidebar.selectbox(key="sb.model").set_value(D.OTHER_MODEL).run()
+    at.sidebar.selectbox(key="sb.model").set_value(OTHER_MODEL).run()
     at.sidebar.text_input(key="sb.model_dir").set_value(str(d)).run()
     ok(at)
     assert metric(at, "Format") == "seqcls" and metric(at, "Layers") == "2"
@@ -439,17 +346,4 @@ def test_a_local_model_directory_of_another_format(app, tmp_path, tiny_seqcls):
     assert metric(at, "encoder FFN neurons kept") == "48 / 96"
     goto(at, "export")
     ok(at)
-    assert not [c for c in at.caption if "cannot remove physically" in c.value]
-
-
-def test_hard_prune_problem_names_t5_heads(tiny_t5):
-    from mtprune.masks import full_mask
-
-    full = full_mask(tiny_t5.unit_sites())
-    assert D.hard_prune_problem(tiny_t5, full) is None
-    keep = {g: k.copy() for g, k in full.keep.items()}
-    keep["encoder.heads"][0, 1] = False
-    from mtprune.masks import Mask
-
-    m = Mask(keep=keep, n_units=full.n_units, sparsity=0.1, units="all")
-    assert "cannot remove physically" in D.hard_prune_problem(tiny_t5, m)
+    assert not [c for c in at.caption if "cannot be removed physically" in c.value]

@@ -25,9 +25,9 @@ def cli(default_adapter, monkeypatch, capsys):
     """Run the CLI in this process with the session's default model (loaded once)."""
     import torch
 
-    import mtprune.models
+    import mtprune.checkpoints
 
-    monkeypatch.setattr(mtprune.models, "load_adapter", lambda *a, **k: default_adapter)
+    monkeypatch.setattr(mtprune.checkpoints, "load_adapter", lambda *a, **k: default_adapter)
     threads = torch.get_num_threads()  # the CLI sets them for the process: restore them after
 
     def run(*argv):
@@ -53,8 +53,8 @@ def test_help_lists_the_options(capsys):
         code = exc.code
     assert code == 0
     out = capsys.readouterr().out
-    for flag in ("--model", "--task", "--method", "--variant", "--samples", "--seed", "--split", "--steps",
-                 "--unsupervised", "--units", "--batch-size", "--device", "--json", "--out-csv",
+    for flag in ("--model", "--task", "--method", "--variant", "--examples", "--samples", "--seed", "--split",
+                 "--steps", "--unsupervised", "--kinds", "--units", "--batch-size", "--device", "--json", "--out-csv",
                  "--out-safetensors", "--cache-dir"):
         assert flag in out
 
@@ -67,7 +67,7 @@ def test_compute_export_then_hit_from_another_process(cli, tmp_path):
     first = json.loads(out)
     assert first["cache_hit"] is False and Path(first["path"]).is_file()
     assert first["groups"] == {"encoder.ffn": [6, 1536], "encoder.heads": [6, 12]}
-    assert first["samples"] == 16 and first["split"] == "train" and first["seconds"] > 0
+    assert first["examples"] == 16 and first["split"] == "train" and first["seconds"] > 0
     df = pd.read_csv(csv)
     assert len(df) == 6 * 1536 + 6 * 12 and set(df.group) == {"encoder.ffn", "encoder.heads"}
     exported, cached = Scores.load(st), Scores.load(first["path"])
@@ -94,7 +94,7 @@ def test_text_output(cli, tmp_path):
     (["--samples", "0"], "must be at least 1, not 0"),
     (["--samples", "-3"], "must be at least 1, not -3"),
     (["--task", "cb", "--samples", "1000"], "only 250"),
-    (["--method", "nope"], "unknown attribution method 'nope'"),
+    (["--method", "nope"], "unknown method 'nope'"),
     (["--method", "ig", "--steps", "0"], "steps) must be at least 1"),
     (["--task", "ag_news"], "no head for task ag_news"),
     (["--task", "nope"], "unknown task"),
@@ -134,8 +134,8 @@ def test_torchrun_two_processes_equal_one(default_adapter, tmp_path):
     info = json.loads(lines[0])
     assert info["world_size"] == 2 and info["cache_hit"] is False
     ddp = Scores.load(out)
-    assert ddp.meta["world_size"] == 2 and ddp.meta["n_examples"] == 16
-    one = attribute(default_adapter, AttributionSpec("sst2", samples=16), batch_size=4)
+    assert ddp.meta["world_size"] == 2 and ddp.meta["examples"] == 16
+    one = attribute(default_adapter, AttributionSpec("sst2", examples=16), batch_size=4)
     for g in one.groups:
         a, b = ddp.arrays[g].astype(np.float64), one.arrays[g].astype(np.float64)
         assert np.abs(a - b).max() / np.abs(b).max() < 1e-5, g

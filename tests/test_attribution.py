@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtprune import attribution as attr
-from mtprune.attribution import (METHODS, AttributionSpec, Scores, ap_per_layer, attribute, label_probs,
-                                 sample_for)
+from mtprune.attribution import AttributionSpec, Scores, ap_per_layer, attribute, sample_for
+from mtprune.methods import engine, method_names
+from mtprune.methods.engine import label_probs
 from mtprune.errors import MtpruneError
 from mtprune.tasks import get_task
 from mtprune.units import active_hooks, soft_mask
@@ -45,29 +45,17 @@ def _assert_close(s1: Scores, s2: Scores, tol=1e-5, scale=1.0):
         assert _rel(s1.arrays[g], scale * s2.arrays[g]) < tol, g
 
 
-@pytest.fixture(autouse=True)
-def _threads(request):
-    """Tiny models run far faster on one thread (no OpenMP hand-offs for 32-wide matrices); the
-    real model uses torch's threads unless the machine is already busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(attr.threads_for_load() if "default_adapter" in request.fixturenames else 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------------------------
 # the spec
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(samples=0), "at least 1, not 0"),
-    (dict(samples=-5), "at least 1, not -5"),
+    (dict(examples=0), "at least 1, not 0"),
+    (dict(examples=-5), "at least 1, not -5"),
     (dict(steps=0), "steps.*at least 1"),
-    (dict(method="nope"), "unknown attribution method 'nope'"),
+    (dict(method="nope"), "unknown method 'nope'"),
     (dict(variant="squared"), "unknown variant"),
-    (dict(units="neurons"), "units must be one of"),
+    (dict(kinds="neurons"), "kinds must be one of"),
     (dict(split="dev"), "no split 'dev'"),
     (dict(seed=-1), "non-negative"),
     (dict(task="nope"), "unknown task"),
@@ -81,7 +69,7 @@ def test_spec_rejects_bad_values(kw, match):
 
 def test_spec_defaults_and_key():
     s = _spec()
-    assert (s.method, s.variant, s.samples, s.seed, s.steps, s.units) == ("ap", "abs", 256, 0, 20, "all")
+    assert (s.method, s.variant, s.examples, s.seed, s.steps, s.kinds) == ("ap", "abs", 256, 0, 20, "all")
     assert s.resolved_split == "train" and _spec(task="imdb").resolved_split == "validation"
     assert s.to_dict()["split"] is None
     # settings a method ignores do not split the cache
@@ -89,20 +77,7 @@ def test_spec_defaults_and_key():
     assert _spec(method="ig", steps=5).key_dict() != _spec(method="ig").key_dict()
     assert _spec(split="train").key_dict() == s.key_dict()
     assert _spec(method="magnitude", seed=3).key_dict() == _spec(method="magnitude").key_dict()
-    assert set(METHODS) >= {"ap", "ig", "activation", "random", "magnitude", "random-label"}
-
-
-def test_register_method_uniform_signature(tiny_multitask):
-    @attr.register_method("test-ones", needs_data=False, uses_variant=False)
-    def ones(adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        return {s.name: np.ones(s.n_units) for s in sites}
-
-    try:
-        s = attribute(tiny_multitask, _spec(method="test-ones"))
-        assert all(np.all(a == 1) for a in s.arrays.values())
-    finally:
-        attr.METHODS.pop("test-ones")
-        attr.METHOD_INFO.pop("test-ones")
+    assert set(method_names(scores=True)) >= {"ap", "ig", "activation", "random", "magnitude", "random-label"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,8 +125,8 @@ def test_methods_causal(tiny_causal):  # llama (gate/up/down) and gpt2 (Conv1D, 
 
 
 def test_units_selection(tiny_t5):
-    assert set(_run(tiny_t5, units="ffn").groups) == {"encoder.ffn", "decoder.ffn"}
-    assert set(_run(tiny_t5, units="heads").groups) == {"encoder.heads", "decoder.heads"}
+    assert set(_run(tiny_t5, kinds="ffn").groups) == {"encoder.ffn", "decoder.ffn"}
+    assert set(_run(tiny_t5, kinds="heads").groups) == {"encoder.heads", "decoder.heads"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,9 +186,9 @@ def test_ig_one_step_is_ap(tiny_multitask, tiny_t5):
 
 
 def test_ig_steps_batched_equals_chunked(tiny_multitask, monkeypatch):
-    monkeypatch.setattr(attr, "IG_PASS_TOKENS", {"cpu": 10**6})  # all 8 steps in one pass
+    monkeypatch.setattr(engine, "IG_PASS_TOKENS", {"cpu": 10**6})  # all 8 steps in one pass
     batched = _run(tiny_multitask, method="ig", steps=8)
-    monkeypatch.setattr(attr, "IG_PASS_TOKENS", {"cpu": 1})  # one step per pass
+    monkeypatch.setattr(engine, "IG_PASS_TOKENS", {"cpu": 1})  # one step per pass
     chunked = _run(tiny_multitask, method="ig", steps=8, batch_size=1)
     _assert_close(batched, chunked, 1e-5)
 
@@ -222,7 +197,7 @@ def test_ig_completeness_on_the_joint_path(tokenizer):
     """All heads are scaled together: their signed IG scores add up to P(dense) - P(no heads)."""
     from transformers import BertModel
 
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
     from tests.conftest import tiny_bert_config
 
     torch.manual_seed(0)  # larger weights than the fixtures': a tiny model whose heads matter
@@ -232,7 +207,7 @@ def test_ig_completeness_on_the_joint_path(tokenizer):
         head.weight.mul_(10)
     a = adapter_for(model, tokenizer, heads={"sst2": head})
     rows = _rows()
-    ig = _run(a, method="ig", steps=100, variant="signed", units="heads")
+    ig = _run(a, method="ig", steps=100, variant="signed", kinds="heads")
     total = sum(np.nansum(x, dtype=np.float64) for x in ig.arrays.values())
     batch = a.encode(rows, SST2)
     gold = batch["labels"].view(-1, 1)
@@ -301,7 +276,7 @@ def test_random_is_seeded(tiny_multitask):
     r0 = attribute(tiny_multitask, _spec(method="random"))
     np.testing.assert_array_equal(r0.arrays["encoder.ffn"], attribute(tiny_multitask, _spec(method="random")).arrays["encoder.ffn"])
     assert not np.array_equal(r0.arrays["encoder.ffn"], attribute(tiny_multitask, _spec(method="random", seed=1)).arrays["encoder.ffn"])
-    assert r0.meta["n_examples"] == 0
+    assert r0.meta["examples"] == 0
 
 
 def test_magnitude_is_the_weight_norm(tiny_multitask, tiny_causal):
@@ -330,20 +305,20 @@ def test_magnitude_is_the_weight_norm(tiny_multitask, tiny_causal):
 def test_magnitude_with_grouped_key_value_heads(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
 
     torch.manual_seed(4)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
     a = adapter_for(LlamaForCausalLM(cfg), tokenizer)
-    s = attribute(a, _spec(method="magnitude", units="heads"))
+    s = attribute(a, _spec(method="magnitude", kinds="heads"))
     att = a.model.model.layers[0].self_attn
     h, kv = 3, 1  # query head 3 reads key/value head 1
     q, o = slice(h * 8, (h + 1) * 8), slice(kv * 8, (kv + 1) * 8)
     sq = (att.q_proj.weight[q].pow(2).sum() + att.k_proj.weight[o].pow(2).sum() + att.v_proj.weight[o].pow(2).sum()
           + att.o_proj.weight[:, q].pow(2).sum())
     assert s.arrays["decoder.heads"][0, h] == pytest.approx(sq.sqrt().item(), rel=1e-5)
-    assert np.isfinite(_run(a, units="heads").arrays["decoder.heads"]).all()
+    assert np.isfinite(_run(a, kinds="heads").arrays["decoder.heads"]).all()
 
 
 def test_activation_is_mean_abs_over_real_tokens(tiny_multitask):
@@ -454,25 +429,25 @@ def test_progress_is_reported(tiny_multitask):
 
 
 def test_default_model_sampling_and_shapes(default_adapter):
-    s = attribute(default_adapter, _spec(samples=64))
+    s = attribute(default_adapter, _spec(examples=64))
     assert s.arrays["encoder.ffn"].shape == (6, 1536) and s.arrays["encoder.heads"].shape == (6, 12)
-    assert s.meta["n_examples"] == 64 and s.meta["label_counts"] == {"0": 32, "1": 32}
+    assert s.meta["examples"] == 64 and s.meta["label_counts"] == {"0": 32, "1": 32}
     assert s.meta["split"] == "train" and s.meta["head"] == "sst2"
     assert all(np.isfinite(a).all() and (a >= 0).all() for a in s.arrays.values())
-    rows = sample_for(_spec(samples=10))
+    rows = sample_for(_spec(examples=10))
     assert len(rows) == 10 and sorted(r["label"] for r in rows) == [0] * 5 + [1] * 5
-    assert rows == sample_for(_spec(samples=10)) and rows != sample_for(_spec(samples=10, seed=1))
+    assert rows == sample_for(_spec(examples=10)) and rows != sample_for(_spec(examples=10, seed=1))
 
 
 def test_default_model_bad_input(default_adapter):
     with pytest.raises(MtpruneError, match="only 250"):
-        attribute(default_adapter, _spec(task="cb", samples=1000))
+        attribute(default_adapter, _spec(task="cb", examples=1000))
     with pytest.raises(MtpruneError, match="no head for task ag_news"):
-        attribute(default_adapter, _spec(task="ag_news", samples=10))
+        attribute(default_adapter, _spec(task="ag_news", examples=10))
 
 
 def test_default_model_identities(default_adapter):
-    rows = sample_for(_spec(samples=8, seed=3))
+    rows = sample_for(_spec(examples=8, seed=3))
     spec = _spec()
     fused = attribute(default_adapter, spec, rows=rows, batch_size=8)
     _assert_close(fused, ap_per_layer(default_adapter, spec, rows, batch_size=8), 1e-4)
@@ -492,22 +467,25 @@ def _keep_top_half_ffn(scores: Scores, sites):
 
 @pytest.mark.slow
 def test_default_model_abs_prunes_better_than_signed(default_adapter):
-    """SST-2, keep the top 50% FFN neurons of every layer (256 examples): abs keeps the dense
-    accuracy, signed prunes worse than random."""
-    from mtprune.evaluation import evaluate
+    """SST-2, keep the top 50% FFN neurons of every layer (256 examples), the first 300 validation
+    rows: abs keeps nearly the dense accuracy, signed prunes worse than random. (On the whole
+    split: dense 0.884, abs 0.868, random 0.829, signed 0.560.)"""
+    from mtprune.evaluation import eval_rows, evaluate
 
     a = default_adapter
-    rows = sample_for(_spec(samples=256))
+    rows = sample_for(_spec(examples=256))
+    ev = eval_rows("sst2", "validation", 300)
     ffn = [s for s in a.unit_sites() if s.kind == "ffn"]
-    acc = {"dense": evaluate(a, "sst2", "validation", batch_size=64).accuracy}
-    for name, spec in {"abs": _spec(units="ffn"), "signed": _spec(units="ffn", variant="signed"),
-                       "random": _spec(units="ffn", method="random")}.items():
+    acc = {"dense": evaluate(a, "sst2", rows=ev, batch_size=64).accuracy}
+    for name, spec in {"abs": _spec(kinds="ffn"), "signed": _spec(kinds="ffn", variant="signed"),
+                       "random": _spec(kinds="ffn", method="random")}.items():
         scores = attribute(a, spec, rows=rows, batch_size=32)
         keep = _keep_top_half_ffn(scores, ffn)
-        acc[name] = evaluate(a, "sst2", "validation", batch_size=64,
+        acc[name] = evaluate(a, "sst2", rows=ev, batch_size=64,
                              context=lambda keep=keep: soft_mask(a.model, ffn, keep)).accuracy
-    print("SST-2 validation accuracy, 50% FFN neurons per layer:", acc)
-    assert acc["dense"] == pytest.approx(0.884, abs=0.005)
-    assert acc["abs"] >= acc["dense"] - 0.03
-    assert acc["abs"] > acc["random"] > acc["signed"]
-    assert acc["signed"] < 0.75
+    print("SST-2 validation accuracy (first 300 rows), 50% FFN neurons per layer:", acc)
+    one_row = 1 / 300 + 1e-9
+    assert acc["dense"] == pytest.approx(267 / 300, abs=one_row)
+    assert acc["abs"] == pytest.approx(0.86, abs=one_row) and acc["abs"] >= acc["dense"] - 0.03
+    assert acc["abs"] > acc["random"] + 0.03 > acc["signed"] + 0.03
+    assert acc["signed"] < 0.6

@@ -18,25 +18,16 @@ import torch
 from mtprune import __version__
 from mtprune import attribution as attr
 from mtprune.attribution import AttributionSpec, Scores, attribute_cached, cache_key_parts
-from mtprune.cache import DiskCache, atomic_write, make_key
+from mtprune.cache import DiskCache, make_key
+from mtprune.io import atomic_write
 from mtprune.errors import MtpruneError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def _spec(**kw):
     kw.setdefault("task", "sst2")
-    kw.setdefault("samples", 6)
+    kw.setdefault("examples", 6)
     return AttributionSpec(**kw)
 
 
@@ -45,7 +36,7 @@ def rows_patch(monkeypatch):
     """Tiny models read the six conftest rows instead of the data files."""
     from tests.conftest import SST2_ROWS
 
-    monkeypatch.setattr(attr, "sample_for", lambda spec: [dict(r) for r in SST2_ROWS][: spec.samples])
+    monkeypatch.setattr(attr, "sample_for", lambda spec: [dict(r) for r in SST2_ROWS][: spec.examples])
 
 
 def test_key_covers_everything_the_scores_depend_on(tiny_multitask, tiny_seqcls, monkeypatch):
@@ -56,10 +47,10 @@ def test_key_covers_everything_the_scores_depend_on(tiny_multitask, tiny_seqcls,
         cache_key_parts(tiny_multitask, _spec(split="validation")),
         cache_key_parts(tiny_multitask, _spec(method="ig")),
         cache_key_parts(tiny_multitask, _spec(variant="signed")),
-        cache_key_parts(tiny_multitask, _spec(samples=5)),
+        cache_key_parts(tiny_multitask, _spec(examples=5)),
         cache_key_parts(tiny_multitask, _spec(seed=1)),
         cache_key_parts(tiny_multitask, _spec(unsupervised=True)),
-        cache_key_parts(tiny_multitask, _spec(units="ffn")),
+        cache_key_parts(tiny_multitask, _spec(kinds="ffn")),
     ]
     keys = [make_key(p) for p in changed]
     assert base not in keys and len(set(keys)) == len(keys)
@@ -189,17 +180,21 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from transformers import BertModel
     from mtprune import attribution as attr
-    from mtprune.models import adapter_for
+    from mtprune.checkpoints import adapter_for
     from tests.conftest import SST2_ROWS, make_tokenizer, tiny_bert_config
 
     log = sys.argv[1]
 
-    @attr.register_method("slow-ap", needs_labels=True)
-    def slow_ap(adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        with open(log, "a") as f:
-            f.write(f"{{os.getpid()}}\\n")
-        time.sleep(float(os.environ.get("SLOW", "0")))
-        return attr.METHODS["ap"](adapter, task, rows, spec, sites, batch_size=batch_size)
+    from mtprune.methods import Method, get_method, register_method
+
+    class SlowAP(Method):
+        def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
+            with open(log, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            time.sleep(float(os.environ.get("SLOW", "0")))
+            return get_method("ap").attribute(adapter, task, rows, spec, sites, batch_size=batch_size)
+
+    register_method(SlowAP("slow-ap"))
 
     attr.sample_for = lambda spec: [dict(r) for r in SST2_ROWS]
     tok = make_tokenizer()
@@ -208,7 +203,7 @@ SCRIPT = textwrap.dedent("""
     heads = {{"sst2": torch.nn.Linear(32, 2)}}
     adapter = adapter_for(model, tok, "tiny", heads=heads)
     adapter.fingerprint()
-    spec = attr.AttributionSpec("sst2", method="slow-ap", samples=6)
+    spec = attr.AttributionSpec("sst2", method="slow-ap", examples=6)
     t0 = time.perf_counter()
     scores, hit, path = attr.attribute_cached(adapter, spec, cache_dir=sys.argv[2])
     print(json.dumps({{"hit": hit, "seconds": time.perf_counter() - t0, "path": str(path),

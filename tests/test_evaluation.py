@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,15 +28,33 @@ def test_evaluate_in_memory_rows_is_order_independent(tiny_multitask, sst2_rows)
     assert seen == [(4, 6), (6, 6)]
 
 
-TASKS_JSON = None
+EXPECTED = json.loads((Path(__file__).parent / "expected" / "default_model_first200.json").read_text())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("task", ["sst2", "mrpc", "qnli", "rte", "cb", "boolq"])
-def test_default_model_reproduces_validation_accuracy(default_adapter, shared_home, task):
+@pytest.mark.parametrize("task", ["sst2", "mrpc", "qnli", "boolq"])
+def test_default_model_on_the_first_200_rows(default_adapter, task):
+    """The first 200 validation rows of the larger benchmark tasks give the stored logits and
+    accuracy (tests/expected/default_model_first200.json): what the whole split would add is time.
+    (rte and cb are small enough to check whole, below.)"""
+    from mtprune.evaluation import eval_rows, predict_logits
+
+    want = EXPECTED["tasks"][task]
+    assert default_adapter.fingerprint() == EXPECTED["model_fingerprint"]
+    rows = eval_rows(task, "validation", 200)
+    logits = predict_logits(default_adapter, get_task(task), rows, batch_size=64).double().numpy()
+    assert len(rows) == want["n"]
+    np.testing.assert_allclose(logits[:3], want["first_logits"], atol=1e-3)
+    np.testing.assert_allclose(logits.sum(0), want["logit_sum"], rtol=1e-4, atol=1e-2)
+    gold = np.array([r["label"] for r in rows])
+    assert int((logits.argmax(1) == gold).sum()) == want["correct"]
+
+
+@pytest.mark.parametrize("task", ["rte", "cb"])
+def test_default_model_reproduces_the_recorded_validation_accuracy(default_adapter, shared_home, task):
+    """Whole splits where they are small: the accuracy tasks.json records for the model."""
     expected = json.loads((shared_home / "models/minilm-l6-mt6/tasks.json").read_text())["tasks"][task]
     res = evaluate(default_adapter, task, "validation", batch_size=64)
-    assert res.n == {"sst2": 872, "mrpc": 408, "qnli": 5463, "rte": 277, "cb": 56, "boolq": 1000}[task]
+    assert res.n == {"rte": 277, "cb": 56}[task]
     assert abs(res.accuracy - expected["validation_accuracy"]) <= 0.005
 
 

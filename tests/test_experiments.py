@@ -7,10 +7,9 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments import (ResultTable, SweepConfig, combine_scores, jaccard, kept_params, layer_jaccard,
+from mtprune.experiments import (BudgetConfig, ResultTable, SweepConfig, combine_scores, jaccard, kept_params, layer_jaccard,
                                  mask_for_budget, model_jaccard, normalise_scores, overlap_by_layer,
                                  overlap_matrix, parse_budget, parse_pairs, parse_sparsities, plan_runs,
                                  prunable_params, random_jaccard, read_table, resolve_pair, run_budget,
@@ -19,9 +18,8 @@ from mtprune.experiments.core import parse_methods, row_key
 from mtprune.experiments.sweep import format_summary, series_label
 from mtprune.masks import Mask, mask_from_scores
 from mtprune.pruning import count_parameters
-from mtprune.units import group_sites
 
-from .test_svd import _scores
+from tests.conftest import random_scores
 
 # ----------------------------------------------------------------------------------------------
 # parsing
@@ -32,7 +30,7 @@ def test_parse_sparsities():
     assert parse_sparsities("0.1:0.9:0.2") == [0.1, 0.3, 0.5, 0.7, 0.9]
     assert parse_sparsities("0.5, 0.1,0.5") == [0.1, 0.5]
     assert parse_sparsities([0, 1]) == [0.0, 1.0]
-    for bad, msg in [("1.5", "outside"), ("-0.1", "outside"), ("0:1.2:0.1", "outside"), ("a", "number"),
+    for bad, msg in [("1.5", r"\[0, 1\]"), ("-0.1", r"\[0, 1\]"), ("0:1.2:0.1", r"\[0, 1\]"), ("a", "number"),
                      ("0:1:0", "positive"), ("0:1", "start:stop:step"), ("", "no sparsities"),
                      ("nan", "finite"), ("0.9:0.1:0.1", "below")]:
         with pytest.raises(MtpruneError, match=msg):
@@ -49,10 +47,10 @@ def test_parse_methods():
 # overlap
 
 
-def _mask(keep: dict, units="ffn") -> Mask:
+def _mask(keep: dict, kinds="ffn") -> Mask:
     keep = {g: np.asarray(k, dtype=bool) for g, k in keep.items()}
     n_units = {g: [k.shape[1]] * k.shape[0] for g, k in keep.items()}
-    return Mask(keep=keep, n_units=n_units, sparsity=0.5, units=units)
+    return Mask(keep=keep, n_units=n_units, sparsity=0.5, kinds=kinds)
 
 
 def test_jaccard_exact_on_hand_made_masks():
@@ -106,8 +104,8 @@ def test_unit_costs_match_count_parameters(tiny_multitask):
     assert costs["encoder.ffn"].tolist() == [2 * 32 + 1] * 2  # up row + bias, down column
     assert costs["encoder.heads"].tolist() == [4 * 8 * 32 + 3 * 8] * 2
     for units in ("ffn", "heads", "all"):
-        m = mask_from_scores(_scores(a), 0.5, units=units)
-        full = mask_from_scores(_scores(a), 0.0, units=units)
+        m = mask_from_scores(random_scores(a), 0.5, kinds=units)
+        full = mask_from_scores(random_scores(a), 0.0, kinds=units)
         removed = count_parameters(a) - count_parameters(a, m)
         assert kept_params(full, costs, units) - kept_params(m, costs, units) == removed
     assert prunable_params(a, "ffn") == 2 * 48 * 65
@@ -147,10 +145,10 @@ def test_normalise_and_combine():
 def test_mask_for_budget_is_tight(tiny_multitask, scope):
     a = tiny_multitask
     costs = unit_costs(a)
-    sc = _scores(a)
+    sc = random_scores(a)
     total = prunable_params(a, "ffn")
     for budget in (0, 1000, total // 3, total // 2, total - 1, total):
-        m = mask_for_budget(sc, budget, costs, scope=scope, units="ffn")
+        m = mask_for_budget(sc, budget, costs, scope=scope, kinds="ffn")
         k = kept_params(m, costs, "ffn")
         assert k <= budget
         # one more unit per layer (the layer scope's step) would not fit
@@ -164,7 +162,7 @@ def test_run_budget_equal_parameters(tiny_multitask, sst2_rows, cb_rows, monkeyp
         {"sentence1": "a man plays", "sentence2": "the man plays", "label": 0},
         {"sentence1": "the cat sits", "sentence2": "the dog runs", "label": 1}]}
     total = prunable_params(a, "ffn")
-    df = run_budget(a, ["sst2", "cb", "rte"], ["40%"], method="random", samples=4, rows=rows, log=None)
+    df = run_budget(a, BudgetConfig(("sst2", "cb", "rte"), ("40%",), method="random", examples=4), rows=rows, log=None)
     b = parse_budget("40%", total)
     joint = df[(df.setting == "joint") & (df.task != "mean")]
     ens = df[(df.setting == "ensemble") & (df.task != "mean")]
@@ -176,30 +174,30 @@ def test_run_budget_equal_parameters(tiny_multitask, sst2_rows, cb_rows, monkeyp
     assert abs(jk - ek) <= 3 * step
     assert set(df[df.task == "mean"].setting) == {"joint", "ensemble", "dense"}
     with pytest.raises(MtpruneError, match="at least two tasks"):
-        run_budget(a, ["sst2"], ["40%"], rows=rows, log=None)
+        BudgetConfig(("sst2",), ("40%",))
     with pytest.raises(MtpruneError, match="larger than the model"):
-        run_budget(a, ["sst2", "cb"], [total + 1], rows=rows, log=None)
+        run_budget(a, BudgetConfig(("sst2", "cb"), (total + 1,)), rows=rows, log=None)
 
 
 # ----------------------------------------------------------------------------------------------
 # sweep tables
 
 
-def test_plan_runs_trials_and_samples():
+def test_plan_runs_trials_and_examples():
     cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "activation", "svd", "magnitude"), trials=3)
     runs = plan_runs(cfg, "sst2", train_size=10_000)
     by = {}
     for r in runs:
         by.setdefault(r.method, []).append(r)
     assert [r.trial for r in by["ap"]] == [0]
-    assert [r.trial for r in by["random"]] == [0, 1, 2] and all(r.samples == 0 for r in by["random"])
+    assert [r.trial for r in by["random"]] == [0, 1, 2] and all(r.examples == 0 for r in by["random"])
     assert [r.seed for r in by["activation"]] == [0, 1, 2]
     assert len(by["svd"]) == 1 and len(by["magnitude"]) == 1
     low = setting_config("low-resource", cfg)
     runs = plan_runs(low, "cb", train_size=250)
     ap = [r for r in runs if r.method == "ap"]
-    assert sorted({r.samples for r in ap}) == [10, 100, 1000] and len(ap) == 3 * 3
-    assert {r.attr_samples for r in ap if r.samples == 1000} == {250}  # capped at cb's train size
+    assert sorted({r.examples for r in ap}) == [10, 100, 1000] and len(ap) == 3 * 3
+    assert {r.examples_used for r in ap if r.examples == 1000} == {250}  # capped at cb's train size
     uns = setting_config("unsupervised", cfg)
     ap = [r for r in plan_runs(uns, "sst2") if r.method == "ap"]
     assert [r.unsupervised for r in ap] == [False, True]
@@ -238,7 +236,7 @@ def test_result_table_round_trip(tmp_path):
 
 def _tiny_sweep(adapter, rows, out, **kw):
     cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "svd"), sparsities=(0.0, 0.5, 1.0), trials=2,
-                      samples=(4,), **kw)
+                      examples=(4,), **kw)
     return run_sweep(adapter, cfg, out=out, rows={"sst2": rows}, log=None)
 
 
@@ -256,21 +254,21 @@ def test_sweep_rows_resume_and_csv(tiny_multitask, sst2_rows, tmp_path):
     assert len(dense) == 1  # sparsity 0 is the dense model for every method
     assert df.attrs["stats"]["evaluations"] < len(df)  # equal masks evaluated once
     svd = df[(df.method == "svd") & (df.sparsity == 0.5)].iloc[0]
-    assert svd["svd_params"] <= svd["params"]
+    assert svd["stand_in_params"] <= svd["params"]
     on_disk = read_table(out)
     assert len(on_disk) == len(df) and set(on_disk["key"]) == set(df["key"])
     again = _tiny_sweep(a, sst2_rows, out)
     assert again.attrs["stats"]["evaluations"] == 0 and again.attrs["stats"]["scores_computed"] == 0
     pd.testing.assert_frame_equal(again.reset_index(drop=True), on_disk.reset_index(drop=True), check_dtype=False)
     # a different setting keeps the old rows in the file and adds its own
-    _tiny_sweep(a, sst2_rows, out, units="heads")
+    _tiny_sweep(a, sst2_rows, out, kinds="heads")
     assert len(read_table(out)) == 2 * len(df)
 
 
 @pytest.mark.parametrize("stack", ["decoder", "all"])
 def test_sweep_on_t5_label_words(tiny_t5, sst2_rows, stack):
     cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random", "svd"), sparsities=(0.0, 0.5), trials=1,
-                      samples=(4,), units="all", stack=stack)
+                      examples=(4,), kinds="all", stack=stack)
     df = run_sweep(tiny_t5, cfg, rows={"sst2": sst2_rows}, log=None)
     assert len(df) == 3 * 2 and df["accuracy"].between(0, 1).all()
     half = df[df.sparsity == 0.5]
@@ -286,7 +284,7 @@ def test_runner_caps_samples_at_the_split_size(tiny_multitask, monkeypatch):
     logs = []
     r = core.Runner(tiny_multitask, log=logs.append)
     s = r.scores("sst2", "activation", 256)
-    assert s.spec.samples == 5 and s.meta["n_examples"] == 5
+    assert s.spec.examples == 5 and s.meta["examples"] == 5
     assert any("using all 5, not 256" in m for m in logs)
 
 
@@ -294,23 +292,23 @@ def test_interrupted_sweep_keeps_finished_runs(tiny_multitask, sst2_rows, tmp_pa
     a = tiny_multitask
     a.max_length = 64
     out = tmp_path / "sweep.csv"
-    from mtprune.experiments import sweep as S
+    from mtprune.experiments import core
 
-    real = S._do_run
+    real = core._row
     calls = []
 
-    def flaky(runner, cfg, task, run, keys, table):
-        calls.append(run.method)
-        if run.method == "svd":
+    def flaky(runner, point, key):
+        calls.append(point.fields["method"])
+        if point.fields["method"] == "svd":
             raise KeyboardInterrupt
-        return real(runner, cfg, task, run, keys, table)
+        return real(runner, point, key)
 
-    monkeypatch.setattr(S, "_do_run", flaky)
+    monkeypatch.setattr(core, "_row", flaky)
     with pytest.raises(KeyboardInterrupt):
         _tiny_sweep(a, sst2_rows, out)
     done = read_table(out)
     assert set(done["method"]) == {"ap", "random"} and len(done) == 3 * 3
-    monkeypatch.setattr(S, "_do_run", real)
+    monkeypatch.setattr(core, "_row", real)
     df = _tiny_sweep(a, sst2_rows, out)
     stats = df.attrs["stats"]
     assert len(df) == 12 and calls.count("svd") == 1
@@ -327,7 +325,7 @@ def test_summarize_exact():
         ("t2", "ap", 0, 0.1, 0.5), ("t2", "ap", 0, 0.9, 0.5),
         ("t2", "random", 0, 0.1, 0.5), ("t2", "random", 0, 0.9, 0.3),
     ]:
-        rows.append(dict(task=task, method=method, trial=trial, sparsity=p, accuracy=acc, samples=0,
+        rows.append(dict(task=task, method=method, trial=trial, sparsity=p, accuracy=acc, examples=0,
                          unsupervised=False))
     tab = summarize(pd.DataFrame(rows))
     assert tab.loc["t1", "ap"] == pytest.approx(0.8)  # sparsity 0 is outside 0.1-0.9
@@ -339,7 +337,7 @@ def test_summarize_exact():
     assert "| t1 | 0.800 | 0.550 ± 0.071 |" in text
     assert np.isnan(tab.attrs["std"].loc["mean", "random"])  # t2 ran one trial of random: no spread
     # with trial 1 on both tasks: trial means over the tasks are 0.5 and (0.5 + 0.6) / 2
-    rows += [dict(task="t2", method="random", trial=1, sparsity=p, accuracy=a, samples=0, unsupervised=False)
+    rows += [dict(task="t2", method="random", trial=1, sparsity=p, accuracy=a, examples=0, unsupervised=False)
              for p, a in ((0.1, 0.9), (0.9, 0.3))]
     tab = summarize(pd.DataFrame(rows))
     assert tab.attrs["std"].loc["mean", "random"] == pytest.approx(np.std([0.5, 0.55], ddof=1))
@@ -349,9 +347,9 @@ def test_summarize_exact():
 
 def test_series_label_names_settings():
     df = pd.DataFrame({"method": ["ap", "ap", "random"], "unsupervised": [False, True, False],
-                       "samples": [10, 10, 0]})
+                       "examples": [10, 10, 0]})
     assert series_label(df).tolist() == ["ap", "ap (unsupervised)", "random"]
-    df = pd.DataFrame({"method": ["ap", "ap", "random"], "unsupervised": [False] * 3, "samples": [10, 100, 0]})
+    df = pd.DataFrame({"method": ["ap", "ap", "random"], "unsupervised": [False] * 3, "examples": [10, 100, 0]})
     assert series_label(df).tolist() == ["ap n=10", "ap n=100", "random"]
 
 
@@ -389,12 +387,12 @@ def test_scitail_through_qnli_head(default_adapter):
 
 
 def test_unseen_rows(tiny_multitask, sst2_rows):
-    from mtprune.experiments.unseen import run_unseen, unseen_summary
+    from mtprune.experiments.unseen import UnseenConfig, run_unseen, unseen_summary
 
     a = tiny_multitask
     a.max_length = 64
-    df = run_unseen(a, [("sst2", "imdb")], methods=("ap", "random"), sparsities=(0, 0.5), samples=4, trials=2,
-                    rows={"imdb": sst2_rows}, log=None)
+    cfg = UnseenConfig(pairs=(("sst2", "imdb"),), methods=("ap", "random"), sparsities=(0, 0.5), examples=4, trials=2)
+    df = run_unseen(a, cfg, rows={"imdb": sst2_rows}, log=None)
     assert len(df) == (1 + 2) * 2
     assert set(df["head"]) == {"sst2"} and set(df["mask_from"]) == {"sst2"}
     tab = unseen_summary(df, lo=0.5, hi=0.5)
@@ -412,7 +410,7 @@ def _sweep_frame():
             for t in range(trials):
                 for p in (0.0, 0.5, 1.0):
                     recs.append(dict(task=task, method=method, trial=t, sparsity=p, accuracy=0.9 - p / 2 - 0.01 * t,
-                                     samples=0, unsupervised=False))
+                                     examples=0, unsupervised=False))
     return pd.DataFrame(recs)
 
 
@@ -458,7 +456,7 @@ def test_save_figure_png_failure_keeps_html(tmp_path, monkeypatch):
 
 def _trial_rows(task, method, values, sparsities=(0.1, 0.9)):
     """Rows whose per-trial mean over the sparsities is ``values[t]`` (every sparsity the same)."""
-    return [dict(task=task, method=method, trial=t, sparsity=p, accuracy=v, samples=0, unsupervised=False)
+    return [dict(task=task, method=method, trial=t, sparsity=p, accuracy=v, examples=0, unsupervised=False)
             for t, v in enumerate(values) for p in sparsities]
 
 
@@ -498,3 +496,17 @@ def test_compare_bad_input():
         compare(df, "ap", "rl")
     with pytest.raises(MtpruneError, match="itself"):
         compare(df, "ap", "ap")
+
+
+def test_unseen_bars():
+    from mtprune.experiments import unseen_bars
+
+    rows = pd.DataFrame([
+        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.0, "accuracy": 0.9},
+        {"target": "imdb", "mask_from": "sst2", "method": "ap", "sparsity": 0.5, "accuracy": 0.8},
+        {"target": "imdb", "mask_from": "sst2", "method": "random", "sparsity": 0.5, "accuracy": 0.6},
+        {"target": "imdb", "mask_from": "sst2", "method": "random", "sparsity": 0.5, "accuracy": 0.7},
+    ])
+    labels, series = unseen_bars(rows, 0.5)
+    assert labels == ["imdb"]
+    assert series == {"dense": [0.9], "ap mask from sst2": [0.8], "random mask from sst2": [pytest.approx(0.65)]}

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.masks import Mask, full_mask, load_mask, mask_from_scores, n_pruned, save_mask
+from mtprune.masks import (Mask, full_mask, kinds_in, load_mask, mask_from_bytes, mask_from_scores, mask_to_bytes,
+                           n_pruned, save_mask)
 
 
 def _scores():
@@ -22,7 +23,7 @@ def _scores():
 
 
 def test_layer_topk_exact():
-    m = mask_from_scores(_scores(), 0.5, scope="layer", units="ffn")
+    m = mask_from_scores(_scores(), 0.5, scope="layer", kinds="ffn")
     # layer 0: prune 2 of 4 -> keep 0.9 (1), 0.5 (2); layer 1: prune round(1.5)=2 of 3 -> keep 0.8 (0)
     assert np.flatnonzero(m.keep["encoder.ffn"][0]).tolist() == [1, 2]
     assert np.flatnonzero(m.keep["encoder.ffn"][1]).tolist() == [0]
@@ -34,7 +35,7 @@ def test_layer_topk_exact():
 
 
 def test_global_topk_pools_layers_per_group():
-    m = mask_from_scores(_scores(), 0.5, scope="global", units="all")
+    m = mask_from_scores(_scores(), 0.5, scope="global", kinds="all")
     # 7 FFN units, prune round(3.5)=4: keep 0.9, 0.8, 0.7 -> layer 0 unit 1, layer 1 units 0 and 2
     assert np.flatnonzero(m.keep["encoder.ffn"][0]).tolist() == [1]
     assert np.flatnonzero(m.keep["encoder.ffn"][1]).tolist() == [0, 2]
@@ -44,11 +45,11 @@ def test_global_topk_pools_layers_per_group():
 
 def test_p0_keeps_all_p1_keeps_none():
     s = _scores()
-    m0 = mask_from_scores(s, 0.0, units="all")
+    m0 = mask_from_scores(s, 0.0, kinds="all")
     assert m0.kept() == m0.total() == 11
-    m1 = mask_from_scores(s, 1, units="all")
+    m1 = mask_from_scores(s, 1, kinds="all")
     assert m1.kept() == 0
-    m1f = mask_from_scores(s, 1.0, units="ffn", scope="global")
+    m1f = mask_from_scores(s, 1.0, kinds="ffn", scope="global")
     assert m1f.kept("encoder.ffn") == 0 and m1f.kept("encoder.heads") == 4
 
 
@@ -69,13 +70,13 @@ def test_nan_scores_count_lowest_and_stack_filter():
     assert m.keep["encoder.ffn"][0].tolist() == [False, True, True]
     assert m.keep["decoder.ffn"].all()
     with pytest.raises(MtpruneError, match="no heads units"):
-        mask_from_scores({"arrays": arrays, "n_units": n}, 0.5, units="heads")
+        mask_from_scores({"arrays": arrays, "n_units": n}, 0.5, kinds="heads")
 
 
 def test_scores_object_and_meta():
     spec = SimpleNamespace(to_dict=lambda: {"task": "sst2", "method": "ap"})
     obj = SimpleNamespace(**_scores(), spec=spec, model_fingerprint="abc")
-    m = mask_from_scores(obj, 0.25, units="heads", meta={"extra": 1})
+    m = mask_from_scores(obj, 0.25, kinds="heads", meta={"extra": 1})
     assert m.meta["task"] == "sst2" and m.meta["model_fingerprint"] == "abc" and m.meta["extra"] == 1
     assert m.meta["scores_spec"]["method"] == "ap"
     # n_units inferred from NaN padding when absent
@@ -92,8 +93,8 @@ def test_bad_sparsity(p):
 def test_bad_scope_units():
     with pytest.raises(MtpruneError, match="scope"):
         mask_from_scores(_scores(), 0.5, scope="model")
-    with pytest.raises(MtpruneError, match="units"):
-        mask_from_scores(_scores(), 0.5, units="neurons")
+    with pytest.raises(MtpruneError, match="kinds"):
+        mask_from_scores(_scores(), 0.5, kinds="neurons")
     with pytest.raises(MtpruneError, match="shape"):
         Mask(keep={"encoder.ffn": np.ones((2, 3), bool)}, n_units={"encoder.ffn": [4, 3]}, sparsity=0)
     with pytest.raises(MtpruneError, match="past its"):
@@ -109,7 +110,7 @@ def test_n_pruned_rounding():
 
 @pytest.mark.parametrize("suffix", [".json", ".safetensors"])
 def test_round_trip(tmp_path, suffix):
-    m = mask_from_scores(_scores(), 0.5, scope="global", units="all", meta={"task": "sst2", "x": [1, 2]})
+    m = mask_from_scores(_scores(), 0.5, scope="global", kinds="all", meta={"task": "sst2", "x": [1, 2]})
     path = save_mask(m, tmp_path / f"mask{suffix}")
     back = load_mask(path)
     assert back == m
@@ -165,3 +166,62 @@ def test_keep_for_sites_and_shape_check(tiny_multitask):
     dec = mask_from_scores({"arrays": {"decoder.ffn": np.ones((2, 48))}, "n_units": {"decoder.ffn": [48, 48]}}, 0.5)
     with pytest.raises(MtpruneError, match="has decoder.ffn units, this model has none"):
         dec.check_matches(tiny_multitask)
+
+
+# ----------------------------------------------------------------------------------------------
+# one sparsity per kind, digests, bytes
+
+
+def _two_kind_scores(n_layers=2, ffn=48, heads=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"arrays": {"encoder.ffn": rng.random((n_layers, ffn)).astype(np.float32),
+                       "encoder.heads": rng.random((n_layers, heads)).astype(np.float32)},
+            "n_units": {"encoder.ffn": [ffn] * n_layers, "encoder.heads": [heads] * n_layers}}
+
+
+def test_a_sparsity_per_kind():
+    s = _two_kind_scores()
+    m = mask_from_scores(s, {"ffn": 0.5, "heads": 0.25})
+    assert m.kept("encoder.ffn") == 48 and m.kept("encoder.heads") == 6 and m.kinds == "all"
+    assert m.meta["sparsity_per_kind"] == {"ffn": 0.5, "heads": 0.25} and m.sparsity == 0.5
+    only = mask_from_scores(s, {"ffn": 0.75})
+    assert only.kept("encoder.ffn") == 24 and only.kept("encoder.heads") == 8 and only.kinds == "ffn"
+    assert kinds_in(s) == ["ffn", "heads"] and m.kinds_present() == ["ffn", "heads"]
+    g = mask_from_scores(s, {"ffn": 0.5}, scope="global")
+    assert g.scope == "global" and g.kept("encoder.ffn") == 48
+    # the same units as one mask per kind
+    same = mask_from_scores(s, 0.5, kinds="ffn")
+    np.testing.assert_array_equal(m.keep["encoder.ffn"], same.keep["encoder.ffn"])
+    with pytest.raises(MtpruneError, match="unknown unit kind 'neurons'"):
+        mask_from_scores(s, {"neurons": 0.5})
+    with pytest.raises(MtpruneError, match=r"\[0, 1\]"):
+        mask_from_scores(s, {"ffn": 1.5})
+
+
+def test_digest_follows_the_kept_units_only():
+    s = _two_kind_scores()
+    a, b = mask_from_scores(s, 0.5), mask_from_scores(s, 0.75)
+    assert a.digest() != b.digest()
+    again = Mask(keep=a.keep, n_units=a.n_units, sparsity=0.5, meta={"task": "other"})
+    assert again.digest() == a.digest() and len(a.digest()) == 24
+
+
+def test_mask_bytes_round_trip_and_bad_uploads():
+    m = mask_from_scores(_two_kind_scores(), {"ffn": 0.5})
+    for fmt in ("json", "safetensors"):
+        assert mask_from_bytes(f"m.{fmt}", mask_to_bytes(m, fmt)) == m
+    with pytest.raises(MtpruneError, match="upload a .json or .safetensors"):
+        mask_from_bytes("m.csv", b"a,b")
+    with pytest.raises(MtpruneError, match="bad.json"):
+        mask_from_bytes("bad.json", b"[]")
+    with pytest.raises(MtpruneError, match="json or safetensors"):
+        mask_to_bytes(m, "pickle")
+
+
+def test_masks_saved_before_the_kinds_key_load(tmp_path):
+    m = mask_from_scores(_two_kind_scores(), 0.5, kinds="heads")
+    d = m.to_dict()
+    d["units"] = d.pop("kinds")  # the older spelling of the field
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    back = load_mask(tmp_path / "old.json")
+    assert back.kinds == "heads" and back == m

@@ -8,7 +8,8 @@ import pytest
 
 from mtprune.cli import main
 from mtprune.masks import mask_from_scores, save_mask
-from mtprune.pruning import save_pruned
+from mtprune.checkpoints import save_model
+from tests.conftest import random_scores
 
 
 def run(capsys, *argv):
@@ -24,22 +25,14 @@ def one_line_error(code, err, pattern):
     assert re.search(pattern, lines[0]), lines[0]
 
 
-def scores_for(adapter, seed=0):
-    n = {}
-    for s in adapter.unit_sites():
-        n.setdefault(s.group, []).append(s.n_units)
-    rng = np.random.default_rng(seed)
-    return {"arrays": {g: rng.random((len(v), max(v))) for g, v in n.items()}, "n_units": n}
-
-
 @pytest.fixture
 def tiny_dir(tiny_multitask, tmp_path):
-    """The tiny multi-task model as a model directory (dense, in the pruned-model layout)."""
-    return save_pruned(tiny_multitask, tmp_path / "tiny")
+    """The tiny multi-task model as a model directory."""
+    return save_model(tiny_multitask, tmp_path / "tiny")
 
 
 def test_prune_with_mask_then_eval(capsys, tiny_multitask, tiny_dir, tmp_path, shared_home):
-    mask = mask_from_scores(scores_for(tiny_multitask), 0.5, units="all", scope="global")
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, kinds="all", scope="global")
     mfile = save_mask(mask, tmp_path / "m.safetensors")
     out = tmp_path / "out"
     code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile,
@@ -98,12 +91,12 @@ def test_prune_with_attribution(capsys, tiny_dir, tmp_path, shared_home):
     assert mask["meta"]["task"] == "sst2" and mask["meta"]["scores_spec"]["method"] == "ap"
     code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--method", "nope",
                        "--sparsity", "0.5", "--out", tmp_path / "o2")
-    one_line_error(code, err, "unknown attribution method")
+    one_line_error(code, err, "unknown method .nope.")
 
 
 def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):
     """The real default model, pruned (50% FFN per layer, a mask from scores) and evaluated."""
-    mask = mask_from_scores(scores_for(default_adapter), 0.5, units="ffn")
+    mask = mask_from_scores(random_scores(default_adapter), 0.5, kinds="ffn")
     mfile = save_mask(mask, tmp_path / "m.json")
     out = tmp_path / "sst2-50"
     code, stdout, err = run(capsys, "prune", "--model", "default", "--task", "sst2", "--mask", mfile,

@@ -1,36 +1,21 @@
-"""Soft and hard pruning on every architecture; save / reload of hard-pruned models."""
+"""Soft and hard pruning on every architecture (their saving and loading: test_checkpoints.py)."""
 
-import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from mtprune.errors import MtpruneError
 from mtprune.masks import mask_from_scores
-from mtprune.models import adapter_for, load_adapter
-from mtprune.pruning import (NoHeadsAttention, count_parameters, hard_prune, load_pruned_adapter,
-                             save_pruned, site_sizes, slice_linear, soft_prune)
+from mtprune.checkpoints import adapter_for, load_adapter, save_model
+from mtprune.layers import slice_linear
+from mtprune.pruning import NoHeadsAttention, count_parameters, hard_prune, site_sizes, soft_prune
 from mtprune.tasks import get_task
 from mtprune.units import active_hooks
+from tests.conftest import random_scores
 
 SST2 = get_task("sst2")
 TOL = 1e-4
-
-
-def random_scores(adapter, seed=0):
-    n = {}
-    for s in adapter.unit_sites():
-        n.setdefault(s.group, []).append(s.n_units)
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for g, v in n.items():
-        a = np.full((len(v), max(v)), np.nan, dtype=np.float32)
-        for layer, c in enumerate(v):
-            a[layer, :c] = rng.random(c)
-        arrays[g] = a
-    return {"arrays": arrays, "n_units": n}
 
 
 def logits(adapter, rows, task=SST2):
@@ -107,7 +92,7 @@ def test_slice_conv1d():
 
 @pytest.mark.parametrize("units", ["ffn", "heads", "all"])
 def test_multitask_hard_equals_soft(tiny_multitask, sst2_rows, units):
-    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, units=units)
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, kinds=units)
     small, _ = check_hard_equals_soft(tiny_multitask, mask, sst2_rows)
     sizes = site_sizes(small)
     if units in ("ffn", "all"):
@@ -124,7 +109,7 @@ def test_ragged_and_empty_layers(tiny_multitask, sst2_rows, cb_rows):
     # layer 1 scores far above layer 0: a global mask empties layer 0 entirely
     for g in scores["arrays"]:
         scores["arrays"][g][1] += 10
-    mask = mask_from_scores(scores, 0.5, scope="global", units="all")
+    mask = mask_from_scores(scores, 0.5, scope="global", kinds="all")
     assert mask.kept_per_layer("encoder.ffn") == [0, 48]
     assert mask.kept_per_layer("encoder.heads") == [0, 4]
     small, _ = check_hard_equals_soft(tiny_multitask, mask, sst2_rows)
@@ -135,23 +120,23 @@ def test_ragged_and_empty_layers(tiny_multitask, sst2_rows, cb_rows):
         soft_cb = logits(tiny_multitask, cb_rows, get_task("cb"))
     assert (logits(small, cb_rows, get_task("cb")) - soft_cb).abs().max() < TOL
     # a ragged global mask at another rate
-    m2 = mask_from_scores(random_scores(tiny_multitask, seed=5), 0.6, scope="global", units="all")
+    m2 = mask_from_scores(random_scores(tiny_multitask, seed=5), 0.6, scope="global", kinds="all")
     assert len(set(m2.kept_per_layer("encoder.ffn"))) > 1
     check_hard_equals_soft(tiny_multitask, m2, sst2_rows)
 
 
 def test_seqcls_hard_equals_soft(tiny_seqcls, sst2_rows):
-    mask = mask_from_scores(random_scores(tiny_seqcls), 0.4, units="all", scope="global")
+    mask = mask_from_scores(random_scores(tiny_seqcls), 0.4, kinds="all", scope="global")
     check_hard_equals_soft(tiny_seqcls, mask, sst2_rows)
 
 
 def test_t5_ffn_hard_and_heads_soft_only(tiny_t5, sst2_rows):
     scores = random_scores(tiny_t5)
-    mask = mask_from_scores(scores, 0.5, units="ffn", scope="global")
+    mask = mask_from_scores(scores, 0.5, kinds="ffn", scope="global")
     small, _ = check_hard_equals_soft(tiny_t5, mask, sst2_rows)
     assert sum(site_sizes(small)[f"decoder.{i}.ffn"] for i in range(2)) + \
         sum(site_sizes(small)[f"encoder.{i}.ffn"] for i in range(2)) == 96
-    heads = mask_from_scores(scores, 0.5, units="heads")
+    heads = mask_from_scores(scores, 0.5, kinds="heads")
     with soft_prune(tiny_t5, heads):
         logits(tiny_t5, sst2_rows)
     with pytest.raises(MtpruneError, match="heads cannot be removed physically.*soft mask"):
@@ -160,9 +145,9 @@ def test_t5_ffn_hard_and_heads_soft_only(tiny_t5, sst2_rows):
 
 @pytest.mark.parametrize("units", ["ffn", "heads", "all"])
 def test_causal_hard_equals_soft(tiny_causal, sst2_rows, units):
-    mask = mask_from_scores(random_scores(tiny_causal), 0.5, units=units, scope="global")
+    mask = mask_from_scores(random_scores(tiny_causal), 0.5, kinds=units, scope="global")
     check_hard_equals_soft(tiny_causal, mask, sst2_rows)
-    full = mask_from_scores(random_scores(tiny_causal), 1.0, units=units)
+    full = mask_from_scores(random_scores(tiny_causal), 1.0, kinds=units)
     check_hard_equals_soft(tiny_causal, full, sst2_rows)
 
 
@@ -176,12 +161,12 @@ def test_gqa_heads_soft_only(tokenizer, sst2_rows):
     a = adapter_for(LlamaForCausalLM(cfg), tokenizer, "tiny-gqa")
     scores = random_scores(a)
     with pytest.raises(MtpruneError, match="grouped key/value"):
-        hard_prune(a, mask_from_scores(scores, 0.5, units="heads"))
-    check_hard_equals_soft(a, mask_from_scores(scores, 0.5, units="ffn"), sst2_rows)
+        hard_prune(a, mask_from_scores(scores, 0.5, kinds="heads"))
+    check_hard_equals_soft(a, mask_from_scores(scores, 0.5, kinds="ffn"), sst2_rows)
 
 
 def test_soft_prune_is_reversible_after_error(tiny_multitask, sst2_rows):
-    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, units="all")
+    mask = mask_from_scores(random_scores(tiny_multitask), 0.5, kinds="all")
     dense = logits(tiny_multitask, sst2_rows)
     with pytest.raises(RuntimeError):
         with soft_prune(tiny_multitask, mask):
@@ -207,112 +192,6 @@ def test_shape_mismatch(tiny_multitask, tiny_seqcls, tokenizer):
 
 
 # ----------------------------------------------------------------------------------------------
-# save / load
-
-
-def _roundtrip(adapter, mask, rows, tmp_path):
-    small = hard_prune(adapter, mask)
-    expect = logits(small, rows)
-    out = save_pruned(small, tmp_path / "pruned", mask)
-    names = {f.name for f in out.iterdir()}
-    assert {"config.json", "model.safetensors", "mask.json"} <= names
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["mtprune_pruned"]["sizes"] == site_sizes(small)
-    back = load_adapter(str(out))
-    assert back.format == adapter.format
-    assert site_sizes(back) == site_sizes(small)
-    assert (logits(back, rows) - expect).abs().max().item() < TOL
-    assert back.num_parameters() == small.num_parameters()
-    return out, back
-
-
-def test_save_load_multitask(tiny_multitask, sst2_rows, tmp_path):
-    scores = random_scores(tiny_multitask, seed=3)
-    for g in scores["arrays"]:
-        scores["arrays"][g][1] += 10  # layer 0 loses everything
-    mask = mask_from_scores(scores, 0.5, scope="global", units="all")
-    out, back = _roundtrip(tiny_multitask, mask, sst2_rows, tmp_path)
-    assert {"heads.safetensors", "tasks.json"} <= {f.name for f in out.iterdir()}
-    assert sorted(back.task_names()) == sorted(tiny_multitask.task_names())
-    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp dirs left
-    # pruning the pruned model again, with a mask in its own (smaller) shape
-    m2 = mask_from_scores(random_scores(back, seed=9), 0.5, units="ffn")
-    assert m2.n_units["encoder.ffn"] == [0, 48]
-    again = hard_prune(back, m2)
-    assert site_sizes(again)["encoder.1.ffn"] == 24
-    assert len(again.model.config.mtprune_pruned["history"]) == 1
-    save_pruned(again, tmp_path / "twice", m2)
-    assert site_sizes(load_adapter(str(tmp_path / "twice"))) == site_sizes(again)
-
-
-def test_save_load_seqcls(tiny_seqcls, sst2_rows, tmp_path):
-    _roundtrip(tiny_seqcls, mask_from_scores(random_scores(tiny_seqcls), 0.5, units="all", scope="global"),
-               sst2_rows, tmp_path)
-
-
-def test_save_load_t5(tiny_t5, sst2_rows, tmp_path):
-    _roundtrip(tiny_t5, mask_from_scores(random_scores(tiny_t5), 0.7, scope="global"), sst2_rows, tmp_path)
-
-
-def test_save_load_causal(tiny_causal, sst2_rows, tmp_path):
-    _roundtrip(tiny_causal, mask_from_scores(random_scores(tiny_causal), 0.5, units="all", scope="global"),
-               sst2_rows, tmp_path)
-
-
-def test_save_errors_write_nothing_half(tiny_multitask, tmp_path, monkeypatch):
-    mask = mask_from_scores(random_scores(tiny_multitask), 0.5)
-    small = hard_prune(tiny_multitask, mask)
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(MtpruneError, match="not empty"):
-        save_pruned(small, tmp_path / "full", mask)
-    with pytest.raises(MtpruneError, match="does not describe this model"):
-        save_pruned(tiny_multitask, tmp_path / "dense", mask)  # the mask belongs to the pruned one
-    with pytest.raises(MtpruneError, match="dtype"):
-        save_pruned(small, tmp_path / "d", mask, dtype="int8")
-
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(small.tokenizer, "save_pretrained", boom)
-    with pytest.raises(OSError, match="disk full"):
-        save_pruned(small, tmp_path / "half", mask)
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["full"]
-    monkeypatch.undo()
-    save_pruned(small, tmp_path / "full", mask, overwrite=True)
-    assert (tmp_path / "full" / "mask.json").is_file() and not (tmp_path / "full" / "x").exists()
-
-
-def test_save_float16(tiny_multitask, sst2_rows, tmp_path):
-    small = hard_prune(tiny_multitask, mask_from_scores(random_scores(tiny_multitask), 0.5))
-    out32 = save_pruned(small, tmp_path / "f32")
-    out16 = save_pruned(small, tmp_path / "f16", dtype="float16")
-    s32, s16 = ((o / "model.safetensors").stat().st_size for o in (out32, out16))
-    assert s16 < 0.6 * s32
-    back = load_adapter(str(out16))
-    assert next(back.model.parameters()).dtype == torch.float32
-    assert (logits(back, sst2_rows) - logits(small, sst2_rows)).abs().max() < 5e-2
-
-
-def test_load_bad_pruned_dirs(tiny_multitask, tmp_path):
-    small = hard_prune(tiny_multitask, mask_from_scores(random_scores(tiny_multitask), 0.5))
-    out = save_pruned(small, tmp_path / "p")
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] = 30  # weights have 24
-    (out / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(MtpruneError, match="could not load the pruned model|does not match"):
-        load_adapter(str(out))
-    cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] = 99  # more than the config allows
-    (out / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(MtpruneError, match="99 units"):
-        load_pruned_adapter(out)
-    cfg["mtprune_pruned"] = "junk"
-    (out / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(MtpruneError, match="malformed mtprune_pruned"):
-        load_adapter(str(out))
-
-
-# ----------------------------------------------------------------------------------------------
 # the real default model (read-only)
 
 
@@ -321,11 +200,25 @@ def test_default_model_hard_equals_soft_and_reloads(default_adapter, tmp_path):
 
     a = default_adapter
     rows = rows_as_list(load_rows(SST2, "validation"), 12)
-    ffn = mask_from_scores(random_scores(a), 0.5, units="ffn")
+    ffn = mask_from_scores(random_scores(a), 0.5, kinds="ffn")
     small, hard = check_hard_equals_soft(a, ffn, rows)
     assert all(v == 768 for k, v in site_sizes(small).items() if k.endswith("ffn"))
-    out = save_pruned(small, tmp_path / "p", ffn)
+    out = save_model(small, tmp_path / "p", ffn)
     back = load_adapter(str(out))
     assert (logits(back, rows) - hard).abs().max().item() < TOL
-    both = mask_from_scores(random_scores(a, seed=1), 0.5, units="all", scope="global")
+    both = mask_from_scores(random_scores(a, seed=1), 0.5, kinds="all", scope="global")
     check_hard_equals_soft(a, both, rows)
+
+
+def test_hard_prune_problem_names_t5_heads(tiny_t5):
+    from mtprune.masks import Mask, full_mask
+    from mtprune.pruning import hard_prune_problem
+
+    full = full_mask(tiny_t5.unit_sites())
+    assert hard_prune_problem(tiny_t5, full) is None
+    keep = {g: k.copy() for g, k in full.keep.items()}
+    keep["encoder.heads"][0, 1] = False
+    m = Mask(keep=keep, n_units=full.n_units, sparsity=0.1, kinds="all")
+    assert "encoder.0.heads" in hard_prune_problem(tiny_t5, m)
+    with pytest.raises(MtpruneError, match="cannot be removed physically"):
+        hard_prune(tiny_t5, m)

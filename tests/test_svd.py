@@ -1,6 +1,5 @@
 """The SVD baseline: ranks matched to the pruned parameter count, exact module swaps, restore."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,28 +10,15 @@ from mtprune.pruning import count_parameters, soft_prune
 from mtprune.svd import (Matrix, SVDCache, low_rank, plan_svd, rank_for_budget, site_matrices, svd_compress,
                          svd_params_for_sparsity)
 from mtprune.tasks import get_task
-from mtprune.units import group_sites
+from tests.conftest import random_scores
 
 SST2 = get_task("sst2")
 
 
-def _scores(adapter, seed=0):
-    """Random scores in the Scores layout for the adapter's sites."""
-    rng = np.random.default_rng(seed)
-    arrays, n_units = {}, {}
-    for g, sites in group_sites(adapter.unit_sites()).items():
-        n = [s.n_units for s in sites]
-        a = np.full((len(n), max(n)), np.nan, dtype=np.float32)
-        for i, c in enumerate(n):
-            a[i, :c] = rng.random(c)
-        arrays[g], n_units[g] = a, n
-    return {"arrays": arrays, "n_units": n_units}
-
-
 def _n_params(adapter):
     n = sum(p.numel() for p in adapter.model.parameters())
-    if hasattr(adapter, "heads"):
-        n += sum(p.numel() for p in adapter.heads.parameters())
+    if hasattr(adapter, "task_heads"):
+        n += sum(p.numel() for p in adapter.task_heads.parameters())
     return n
 
 
@@ -58,7 +44,7 @@ def test_ffn_closed_form_matches_the_default_model_sizes():
 @pytest.mark.parametrize("p", [0.25, 0.5, 0.75, 1.0])
 def test_plan_matches_count_parameters(tiny_multitask, units, p):
     a = tiny_multitask
-    mask = mask_from_scores(_scores(a), p, units=units)
+    mask = mask_from_scores(random_scores(a), p, kinds=units)
     plan = plan_svd(a, mask)
     assert plan.model_params == _n_params(a)
     assert plan.pruned_model_params == count_parameters(a, mask)
@@ -76,7 +62,7 @@ def test_svd_compress_swaps_exactly_and_restores(tiny_multitask, sst2_rows):
     a = tiny_multitask
     fp = a.fingerprint()
     before = {k: v.clone() for k, v in a.model.state_dict().items()}
-    mask = mask_from_scores(_scores(a), 0.5, units="all")
+    mask = mask_from_scores(random_scores(a), 0.5, kinds="all")
     batch = a.encode(sst2_rows, SST2)
     with torch.no_grad():
         dense = a.logits(batch, SST2)
@@ -94,7 +80,7 @@ def test_svd_compress_swaps_exactly_and_restores(tiny_multitask, sst2_rows):
 
 def test_svd_compress_restores_when_the_block_raises(tiny_multitask):
     a = tiny_multitask
-    mask = mask_from_scores(_scores(a), 0.5)
+    mask = mask_from_scores(random_scores(a), 0.5)
     with pytest.raises(RuntimeError):
         with svd_compress(a, mask):
             raise RuntimeError("boom")
@@ -124,7 +110,7 @@ def test_conv1d_factorisation_is_exact():
 def test_all_pruned_svd_equals_pruning(tiny_multitask, sst2_rows):
     """At p = 1 every site has rank 0: it outputs its out bias, exactly as the pruned site."""
     a = tiny_multitask
-    mask = mask_from_scores(_scores(a), 1.0, units="all")
+    mask = mask_from_scores(random_scores(a), 1.0, kinds="all")
     batch = a.encode(sst2_rows, SST2)
     with torch.no_grad():
         with soft_prune(a, mask):
@@ -138,7 +124,7 @@ def test_all_pruned_svd_equals_pruning(tiny_multitask, sst2_rows):
 
 def test_other_architectures(tiny_causal, sst2_rows):
     a = tiny_causal
-    mask = mask_from_scores(_scores(a), 0.5, units="all")
+    mask = mask_from_scores(random_scores(a), 0.5, kinds="all")
     plan = plan_svd(a, mask)
     assert plan.pruned_model_params == count_parameters(a, mask)
     with torch.no_grad(), svd_compress(a, mask) as p:
@@ -151,7 +137,7 @@ def test_cache_factorises_each_matrix_once(tiny_multitask):
     a = tiny_multitask
     cache = SVDCache()
     for p in (0.25, 0.5, 0.75):
-        with svd_compress(a, mask_from_scores(_scores(a), p), cache):
+        with svd_compress(a, mask_from_scores(random_scores(a), p), cache):
             pass
     assert len(cache) == 2 * 2  # FFN in and out of two layers
 

@@ -1,6 +1,7 @@
 """Streamlit glue shared by app.py and the pages: the sidebar (model, task, split, attribution
-settings), cached model loading, scores from the library's disk cache with a progress bar, and
-error display. Everything that is not streamlit lives in :mod:`mtprune.dashboard`."""
+settings), cached model loading, scores from the library's disk cache with a progress bar,
+evaluations remembered for the session, and error display. Words and tables are in
+:mod:`ui.views`; state shared between pages in :mod:`ui.state`."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from mtprune import dashboard as D
 from mtprune.errors import MtpruneError
 from mtprune.tasks import TaskSpec, get_task
+from mtprune.text import human_count
+from ui import state
+from ui import views as V
 
-# session-state keys: the sidebar's widgets ("sb.*"), the current selection, per-page namespaces
 CTX = "_ctx"
-SCORES = "_scores"  # spec key + fingerprint -> (Scores, how it was obtained)
-EVALS = "_evals"  # (fingerprint, task, split, limit, mask digest or "dense") -> EvalResult
-DEFAULT_SAMPLES = 64
+DEFAULT_EXAMPLES = 64
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Context:
     split: str = "validation"
     spec: object = None
     spec_error: str | None = None
-    facts: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)  # adapter.info()
 
     @property
     def fingerprint(self) -> str:
@@ -48,7 +48,7 @@ class Context:
 @st.cache_resource(show_spinner=False, max_entries=3)
 def load_model(resolved: str, signature: str, device: str = "cpu"):
     """The adapter for a resolved model source; ``signature`` changes when its files do."""
-    from mtprune.models import load_adapter
+    from mtprune.checkpoints import load_adapter
 
     del signature  # part of the cache key only
     adapter = load_adapter(resolved, device=device)
@@ -79,7 +79,7 @@ def model_busy(ctx_or_adapter):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _facts(fingerprint: str, _adapter) -> dict:
-    return D.model_facts(_adapter)
+    return _adapter.info()
 
 
 @st.cache_data(show_spinner="reading examples...", max_entries=16)
@@ -111,109 +111,116 @@ def _reset_if_invalid(key: str, options: list, fallback) -> None:
 # the sidebar
 
 
-def sidebar() -> Context:
-    """Draw the shared sidebar and return (and store) the selection."""
-    ctx = Context()
-    sb = st.sidebar
-    sb.markdown("### Model and task")
-    options = D.model_options()
+def _choose_model(ctx: Context, sb) -> None:
+    options = V.model_options()
     _reset_if_invalid("sb.model", options, options[0])
     choice = sb.selectbox("Model", options, key="sb.model",
                           help="`default` is the multi-task MiniLM in MTPRUNE_HOME/models; or any local "
                                "model directory (multi-task, sequence classifier, T5, causal LM)")
     name = choice
-    if choice == D.OTHER_MODEL:
+    if choice == V.OTHER_MODEL:
         name = sb.text_input("Model directory", key="sb.model_dir", placeholder="/path/to/model").strip()
     ctx.model_name = name
     devices = _devices()
     device = sb.selectbox("Device", devices, key="sb.device") if len(devices) > 1 else "cpu"
     if not name:
         ctx.error = "type the path of a local model directory"
-    else:
-        try:
-            resolved, signature = D.model_signature(name)
-            with sb.spinner(f"loading {name}..."):
-                ctx.adapter = load_model(resolved, signature, device)
-        except MtpruneError as exc:
-            ctx.error = str(exc)
-        except Exception as exc:  # a broken directory can fail in many ways: one line
-            ctx.error = f"could not load {name}: {type(exc).__name__}: {exc}"
+        return
+    from mtprune.checkpoints import source_signature
+
+    try:
+        resolved, signature = source_signature(name)
+        with sb.spinner(f"loading {name}..."):
+            ctx.adapter = load_model(resolved, signature, device)
+    except MtpruneError as exc:
+        ctx.error = str(exc)
+    except Exception as exc:  # a broken directory can fail in many ways: one line
+        ctx.error = f"could not load {name}: {type(exc).__name__}: {exc}"
     # (an error is shown once, on the page: see need_model)
 
-    tasks = D.task_options(ctx.adapter)
+
+def _choose_task(ctx: Context, sb) -> None:
+    tasks = V.task_options(ctx.adapter)
     _reset_if_invalid("sb.task", tasks, tasks[0])
-    task_name = sb.selectbox("Task", tasks, key="sb.task",
-                             format_func=lambda t: D.task_label(t, ctx.adapter))
+    task_name = sb.selectbox("Task", tasks, key="sb.task", format_func=lambda t: V.task_label(t, ctx.adapter))
     ctx.task = get_task(task_name)
     if ctx.adapter is not None and not ctx.adapter.supports(ctx.task):
         try:
             ctx.adapter.head_for(ctx.task)
         except MtpruneError as exc:
             ctx.task_error = str(exc)
-    splits = D.split_options(ctx.task)
+    splits = V.split_options(ctx.task)
     if st.session_state.get("_sb.split_task") != task_name:  # a new task: its validation split
-        st.session_state["sb.split"] = D.default_eval_split(ctx.task)
+        st.session_state["sb.split"] = V.default_eval_split(ctx.task)
         st.session_state["_sb.split_task"] = task_name
-    _reset_if_invalid("sb.split", splits, D.default_eval_split(ctx.task))
+    _reset_if_invalid("sb.split", splits, V.default_eval_split(ctx.task))
     ctx.split = sb.selectbox("Evaluation split", splits, key="sb.split",
                              help="the split the Prune, Unseen and Guide pages evaluate on")
 
+
+def _attribution_settings(ctx: Context, sb) -> None:
+    from mtprune.attribution import VARIANTS, AttributionSpec
+    from mtprune.methods import all_methods
+
+    task = ctx.task
     with sb.expander("Attribution settings", expanded=False):
-        methods = D.attribution_methods()
-        _reset_if_invalid("sb.method", methods, methods[0])
-        method = st.selectbox("Method", methods, key="sb.method",
-                              format_func=lambda m: D.METHOD_LABELS.get(m, m),
-                              help="; ".join(f"{D.METHOD_LABELS.get(m, m)}: {D.METHOD_HELP.get(m, '')}"
-                                             for m in methods))
-        info = D.method_info(method)
-        variants = D.attribution_variants()
-        _reset_if_invalid("sb.variant", variants, variants[0])
-        variant = st.selectbox("Score", variants, key="sb.variant",
-                               disabled=info is not None and not info.uses_variant,
+        methods = {n: m for n, m in all_methods().items() if m.scores}
+        names = list(methods)
+        _reset_if_invalid("sb.method", names, names[0])
+        method = st.selectbox("Method", names, key="sb.method", format_func=lambda m: methods[m].label,
+                              help="; ".join(f"{m.label}: {m.help}" for m in methods.values()))
+        info = methods[method]
+        _reset_if_invalid("sb.variant", list(VARIANTS), VARIANTS[0])
+        variant = st.selectbox("Score", list(VARIANTS), key="sb.variant", disabled=not info.uses_variant,
                                help="abs: the magnitude of each example's effect, summed; "
                                     "signed: the effects summed with their signs")
-        samples = st.number_input("Examples", min_value=1, max_value=100000, value=DEFAULT_SAMPLES, step=16,
-                                  key="sb.samples", disabled=info is not None and not info.needs_data,
-                                  help="class-balanced examples the scores are computed on")
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed")
-        attr_splits = list(ctx.task.splits)
-        default_attr = ctx.task.train_split
-        if "sb.attr_split" not in st.session_state or st.session_state.get("_sb.attr_task") != task_name:
-            st.session_state["sb.attr_split"] = default_attr
-            st.session_state["_sb.attr_task"] = task_name
-        _reset_if_invalid("sb.attr_split", attr_splits, default_attr)
-        attr_split = st.selectbox("Examples from", attr_splits, key="sb.attr_split")
+        examples = st.number_input("Examples", min_value=1, max_value=100000, value=DEFAULT_EXAMPLES, step=16,
+                                   key="sb.examples", disabled=not info.needs_data,
+                                   help="class-balanced examples the scores are computed on")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed",
+                               disabled=not info.uses_seed)
+        if "sb.attr_split" not in st.session_state or st.session_state.get("_sb.attr_task") != task.name:
+            st.session_state["sb.attr_split"] = task.train_split
+            st.session_state["_sb.attr_task"] = task.name
+        _reset_if_invalid("sb.attr_split", list(task.splits), task.train_split)
+        attr_split = st.selectbox("Examples from", list(task.splits), key="sb.attr_split",
+                                  disabled=not info.needs_data)
         steps = st.number_input("Integration steps", min_value=1, max_value=512, value=20, key="sb.steps",
-                                disabled=info is not None and not info.uses_steps,
-                                help="integrated gradients only")
-        can_unsup = info is None or info.unsupervised
-        unsupervised = st.checkbox("Label-free", key="sb.unsupervised", disabled=not can_unsup,
+                                disabled=not info.uses_steps, help="integrated gradients only")
+        unsupervised = st.checkbox("Label-free", key="sb.unsupervised", disabled=not info.unsupervised,
                                    help="no gold labels: sum the attribution over all candidate labels "
-                                        "(gradient x activation and integrated gradients only)")
+                                        f"({', '.join(m.label for m in methods.values() if m.unsupervised)})")
     try:
-        ctx.spec = D.make_spec(task_name, method, variant, samples, seed,
-                               None if attr_split == ctx.task.train_split else attr_split,
-                               steps, unsupervised and can_unsup)
-    except ImportError:
-        ctx.spec_error = "attribution is not available in this installation (mtprune.attribution is missing)"
+        ctx.spec = AttributionSpec(task=task.name, method=method, variant=variant, examples=int(examples),
+                                   seed=int(seed), split=None if attr_split == task.train_split else attr_split,
+                                   steps=int(steps), unsupervised=bool(unsupervised and info.unsupervised))
     except MtpruneError as exc:
         ctx.spec_error = str(exc)
 
+
+def _model_caption(ctx: Context, sb) -> None:
+    ctx.facts = f = _facts(ctx.adapter.fingerprint(), ctx.adapter)
+    lines = [f"**{f['name']}** · {f['format']} · {human_count(f['parameters'])} parameters",
+             f"{f['layers']} layers; per layer: {V.units_line(f)}"]
+    rec = V.recorded_metric(ctx.adapter, ctx.task)
+    dense = find_eval(ctx, ctx.task.name, ctx.split, None)
+    if dense is not None:
+        lines.append(f"dense {ctx.task.name}/{ctx.split}: accuracy **{dense.accuracy:.3f}** (n={dense.n})")
+    elif rec is not None:
+        lines.append(f"dense {ctx.task.name} validation accuracy (recorded): **{rec:.3f}**")
+    sb.caption("  \n".join(lines))
+
+
+def sidebar() -> Context:
+    """Draw the shared sidebar and return (and store) the selection."""
+    ctx = Context()
+    sb = st.sidebar
+    sb.markdown("### Model and task")
+    _choose_model(ctx, sb)
+    _choose_task(ctx, sb)
+    _attribution_settings(ctx, sb)
     if ctx.adapter is not None:
-        ctx.facts = _facts(ctx.adapter.fingerprint(), ctx.adapter)
-        f = ctx.facts
-        units = ", ".join(f"{n[0] if len(set(n)) == 1 else f'{min(n)}-{max(n)}'} "
-                          f"{'heads' if g.endswith('heads') else 'FFN neurons'}" for g, n in f["groups"].items()
-                          if g.startswith("encoder") or len(f["groups"]) <= 2)
-        lines = [f"**{f['name']}** · {f['format']} · {D.human_count(f['parameters'])} parameters",
-                 f"{f['layers']} layers; per layer: {units}"]
-        rec = D.recorded_metric(ctx.adapter, ctx.task)
-        dense = find_eval(ctx, ctx.task.name, ctx.split, None)
-        if dense is not None:
-            lines.append(f"dense {ctx.task.name}/{ctx.split}: accuracy **{dense.accuracy:.3f}** (n={dense.n})")
-        elif rec is not None:
-            lines.append(f"dense {ctx.task.name} validation accuracy (recorded): **{rec:.3f}**")
-        sb.caption("  \n".join(lines))
+        _model_caption(ctx, sb)
     st.session_state[CTX] = ctx
     return ctx
 
@@ -248,35 +255,31 @@ def need_task() -> Context:
 # scores
 
 
-def _score_store() -> dict:
-    return st.session_state.setdefault(SCORES, {})
-
-
 def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "computing attributions"):
     """Scores for ``spec`` (default: the sidebar's) on the current model.
 
     From memory, else from the library's disk cache, else (when ``compute``) computed with a
-    progress bar and written to the disk cache. None when not available and not computed.
-    Returns (scores, note) where note says where they came from.
+    progress bar and written to the disk cache. Returns (scores, note) where note says where they
+    came from; (None, None) when not available and not computed.
     """
+    from mtprune.attribution import attribute_cached, lookup_cached
+
     spec = spec if spec is not None else ctx.spec
-    key = (ctx.fingerprint, D.spec_key(spec))
-    store = _score_store()
+    key = (ctx.fingerprint, spec.key())
+    store = state.store("scores")
     if key in store:
         return store[key]
     t0 = time.perf_counter()
-    scores = D.lookup_scores(ctx.adapter, spec)
-    note = None
-    if scores is not None:
-        note = f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s"
-    elif compute:
+    found = lookup_cached(ctx.adapter, spec)
+    scores, note = (found[0], f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s") if found else (None, None)
+    if scores is None and compute:
         bar = st.progress(0.0, text=f"{label}...")
 
         def progress(done, total, *_):
             bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{label}: {done} / {total}")
 
         with model_busy(ctx):
-            scores, hit = D.compute_scores(ctx.adapter, spec, progress)
+            scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=progress)
         bar.empty()
         secs = time.perf_counter() - t0
         note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
@@ -292,10 +295,10 @@ def scores_or_button(ctx: Context, key: str, spec=None):
     scores, note = scores_for(ctx, spec)
     if scores is not None:
         return scores, note
-    st.info(f"No attribution scores yet for {D.describe_spec(spec)}.", icon=":material/info:")
+    st.info(f"No attribution scores yet for {spec.describe()}.", icon=":material/info:")
     if st.button("Compute attributions", key=key, type="primary"):
         try:
-            scores, note = scores_for(ctx, spec, compute=True)
+            scores_for(ctx, spec, compute=True)
         except MtpruneError as exc:
             error(exc)
             st.stop()
@@ -304,7 +307,7 @@ def scores_or_button(ctx: Context, key: str, spec=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# evaluation, cached per session
+# evaluation, remembered for the session
 
 
 def _eval_key(ctx: Context, task: str, split: str, limit, digest: str | None):
@@ -312,7 +315,7 @@ def _eval_key(ctx: Context, task: str, split: str, limit, digest: str | None):
 
 
 def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = None):
-    evals = st.session_state.get(EVALS, {})
+    evals = state.store("evals")
     if limit is None:  # any dense result for the task and split, the largest first
         hits = [v for k, v in evals.items() if k[:3] == (ctx.fingerprint, task, split) and k[4] == "dense"]
         return max(hits, key=lambda r: r.n) if hits else None
@@ -321,23 +324,24 @@ def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = N
 
 def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
     """Dense (``mask=None``) or soft-pruned evaluation, remembered for the session."""
-    digest = D.mask_digest(mask) if mask is not None else None
+    from mtprune.evaluation import evaluate as run_eval
+
+    digest = mask.digest() if mask is not None else None
     hit = find_eval(ctx, task, split, limit, digest)
     if hit is not None:
         if progress:
             progress(hit.n, hit.n)
         return hit
     with model_busy(ctx):
-        res = D.evaluate_mask(ctx.adapter, task, split, limit, mask, progress)
-    st.session_state.setdefault(EVALS, {})[_eval_key(ctx, task, split, limit, digest)] = res
+        res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask)
+    state.store("evals")[_eval_key(ctx, task, split, limit, digest)] = res
     return res
 
 
-def compare(ctx: Context, task: str, split: str, limit, mask, label: str = "evaluating"):
+def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, label: str = "evaluating"):
     """Dense and pruned evaluations with one progress bar: (dense, pruned)."""
     bar = st.progress(0.0, text=f"{label}...")
-    cb_dense, cb_pruned = D.split_progress(lambda f, t: bar.progress(f, text=f"{label} {t}"),
-                                           ["dense", "pruned"])
+    cb_dense, cb_pruned = V.split_progress(lambda f, t: bar.progress(f, text=f"{label} {t}"), ["dense", "pruned"])
     try:
         dense = evaluate(ctx, task, split, limit, None, cb_dense)
         pruned = evaluate(ctx, task, split, limit, mask, cb_pruned)
@@ -350,13 +354,11 @@ def show_figure(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
-def prune_settings(kinds) -> dict:
-    """The sparsity per kind and the scope last set on Prune and evaluate (defaults: FFN 50 %,
-    heads 0 %, per layer)."""
-    s = st.session_state.get("_prune.settings") or {}
-    per = s.get("sparsity", {})
-    return {"sparsity": {k: per.get(k, 0.5 if k == "ffn" else 0.0) for k in kinds},
-            "scope": s.get("scope", "layer")}
+def method_label(name: str) -> str:
+    from mtprune.methods import all_methods
+
+    m = all_methods().get(name)
+    return m.label if m is not None else name
 
 
 def sweep_section(ctx: Context, key: str) -> None:
@@ -364,35 +366,34 @@ def sweep_section(ctx: Context, key: str) -> None:
     rows kept in a CSV in the cache (a second run with the same settings reads them back)."""
     from mtprune import experiments as X
     from mtprune import plots
+    from mtprune.methods import method_names
 
-    methods_all = list(D.attribution_methods()) + ["svd"]
+    methods_all = method_names()
     c = st.columns([3, 2, 1, 1])
     methods = c[0].multiselect("Methods", methods_all, default=[m for m in ("ap", "random") if m in methods_all],
-                               key=f"{key}.methods", persist_state="session",
-                               format_func=lambda m: D.METHOD_LABELS.get(m, "SVD (same parameter count)")
-                               if m != "svd" else "SVD (same parameter count)")
+                               key=f"{key}.methods", persist_state="session", format_func=method_label)
     text = c[1].text_input("Sparsities", "0, 0.2, 0.4, 0.6, 0.8", key=f"{key}.sparsities",
                            persist_state="session", help="FFN neuron sparsities, comma separated, in [0, 1]")
     limit = c[2].number_input("Examples", min_value=1, max_value=100000, value=100, step=50,
                               key=f"{key}.limit", persist_state="session", help="evaluation rows per point")
     trials = c[3].number_input("Trials", min_value=1, max_value=20, value=1, key=f"{key}.trials",
-                               persist_state="session", help="repeats of the random methods")
-    scope = prune_settings(["ffn"])["scope"]
+                               persist_state="session", help="repeats of the seeded baselines")
+    scope = state.prune_settings(["ffn"])["scope"]
     try:
-        cfg = D.sweep_config(ctx.spec, methods, X.parse_sparsities(text), scope=scope, trials=int(trials))
+        cfg = V.sweep_config(ctx.spec, methods, X.parse_sparsities(text), scope=scope, trials=int(trials))
     except MtpruneError as exc:
         error(exc)
         return
     memo = (ctx.fingerprint, repr(cfg), int(limit), ctx.split)
-    results = st.session_state.setdefault("_sweeps", {})
+    results = state.store("sweeps")
     n_points = len(X.plan_runs(cfg, ctx.task.name)) * len(cfg.sparsities)
     if st.button(f"Run the sweep ({n_points} points; cached points are read back)", key=f"{key}.run",
                  disabled=not methods):
         bar = st.progress(0.0, text="sweeping...")
         try:
             with model_busy(ctx):
-                df = X.run_sweep(ctx.adapter, cfg, out=str(D.experiment_csv("sweep", ctx.adapter)), limit=int(limit),
-                                 split=ctx.split, log=lambda msg: None,
+                df = X.run_sweep(ctx.adapter, cfg, X.EvalSettings(limit=int(limit), split=ctx.split),
+                                 out=str(V.experiment_csv("sweep", ctx.adapter)), log=None,
                                  progress=lambda d, n: bar.progress(d / n, text=f"sweep: {d} / {n} points"))
             results[memo] = df
         except MtpruneError as exc:

@@ -5,18 +5,12 @@ are split across the ranks, their sums all-reduced; only rank 0 writes and print
 """
 
 import os
-import sys
 import time
 from pathlib import Path
 
-from mtprune.commands import add_model_args, print_json
+from mtprune.commands.common import (add_examples_arg, add_model_args, add_threads_arg, method_help, print_json,
+                                     progress_bar, quiet_openmp)
 from mtprune.errors import MtpruneError
-
-
-# kept here so that building the parser does not import torch (see run())
-METHOD_NAMES = ("ap", "ig", "activation", "random", "magnitude", "random-label")
-VARIANTS = ("abs", "signed")
-UNIT_CHOICES = ("all", "ffn", "heads")
 
 
 def register(sub):
@@ -27,17 +21,18 @@ def register(sub):
         "Results are cached (MTPRUNE_CACHE or cache/): an identical request is a cache hit.",
     )
     add_model_args(p)
-    p.add_argument("--method", default="ap", help=f"one of {', '.join(METHOD_NAMES)} (default ap)")
-    p.add_argument("--variant", default="abs", help=f"{' or '.join(VARIANTS)}: sum |A| or A over examples (default abs)")
-    p.add_argument("--samples", type=int, default=256, help="number of examples, class-balanced (default 256)")
+    p.add_argument("--method", default="ap", help=f"default ap. {method_help()}")
+    p.add_argument("--variant", default="abs", help="abs or signed: sum |A| or A over examples (default abs)")
+    add_examples_arg(p, 256, "examples, class-balanced")
     p.add_argument("--seed", type=int, default=0, help="seed of the example draw / random scores (default 0)")
     p.add_argument("--split", default=None, help="default: the task's train split")
     p.add_argument("--steps", type=int, default=20, help="Integrated Gradients steps (ig only; default 20)")
     p.add_argument("--unsupervised", action="store_true",
                    help="use no labels: sum |A| over every candidate label (ap, ig)")
-    p.add_argument("--units", default="all", choices=UNIT_CHOICES, help="ffn, heads or all (default all)")
+    p.add_argument("--kinds", "--units", dest="kinds", default="all", choices=("all", "ffn", "heads"),
+                   help="score FFN neurons, heads or all (default all; --units is the old spelling)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    add_threads_arg(p)
     p.add_argument("--cache-dir", default=None, help="default: MTPRUNE_CACHE or cache/ in the checkout")
     p.add_argument("--out-csv", default=None, help="also write the scores as CSV (group, layer, unit, score, rank)")
     p.add_argument("--out-safetensors", default=None, help="also write the scores as safetensors (+ JSON metadata)")
@@ -60,10 +55,7 @@ def _check_out(path: str | None, flag: str) -> Path | None:
 
 
 def run(args):
-    # OpenMP threads that spin while waiting make a busy machine several times slower (2 threads:
-    # 24 s, 1 thread: 4 s for the same ap on 2 shared cores); sleeping waiters cost nothing when
-    # the cores are free. Read when torch loads, so set before the first import of torch.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_openmp()
     from mtprune import distributed
 
     device = distributed.init_from_env(args.device)  # no-op without torchrun
@@ -81,13 +73,13 @@ def _run(args, device):
     from mtprune import distributed
     from mtprune.attribution import AttributionSpec, attribute_cached, check_supported
     from mtprune.cache import DiskCache
-    from mtprune.models import load_adapter
+    from mtprune.checkpoints import load_adapter
 
     main = distributed.is_main()
     # everything the user can get wrong is checked before the model loads and anything is written
-    spec = AttributionSpec(task=args.task, method=args.method, variant=args.variant, samples=args.samples,
+    spec = AttributionSpec(task=args.task, method=args.method, variant=args.variant, examples=args.examples,
                            seed=args.seed, split=args.split, steps=args.steps,
-                           unsupervised=args.unsupervised, units=args.units)
+                           unsupervised=args.unsupervised, kinds=args.kinds)
     if args.batch_size < 1:
         raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.threads is not None and args.threads < 1:
@@ -103,28 +95,10 @@ def _run(args, device):
     check_supported(adapter, spec)  # a task the model has no labels for
     # too many samples for the split is found while drawing them, before any compute or write
 
-    bar = None
-    progress = None
-    if main and not args.json:
-        from tqdm import tqdm
-
-        bar = tqdm(total=None, desc=f"attribute {spec.task} {spec.method}", unit="ex", file=sys.stderr,
-                   disable=None, leave=False)
-        last = [0]
-
-        def progress(done, total):
-            if bar.total != total:
-                bar.total = total
-            bar.update(done - last[0])
-            last[0] = done
-
     t0 = time.perf_counter()
-    try:
+    with progress_bar(f"attribute {spec.task} {spec.method}", enabled=main and not args.json) as progress:
         scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size,
                                              cache_dir=args.cache_dir)
-    finally:
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - t0
     if not main:
         return 0
@@ -140,11 +114,11 @@ def _run(args, device):
         "split": spec.resolved_split if spec.info.needs_data else None,
         "method": spec.method,
         "variant": spec.variant if spec.info.uses_variant else None,
-        "samples": scores.meta.get("n_examples", spec.samples) if spec.info.needs_data else 0,
+        "examples": scores.meta.get("examples", spec.examples) if spec.info.needs_data else 0,
         "seed": spec.seed,
         "steps": spec.steps if spec.info.uses_steps else None,
         "unsupervised": spec.unsupervised,
-        "units": spec.units,
+        "kinds": spec.kinds,
         "model": adapter.display_name,
         "model_fingerprint": scores.model_fingerprint,
         "groups": {g: list(a.shape) for g, a in scores.arrays.items()},

@@ -1,6 +1,6 @@
-import sys
+"""``mtprune eval``: a model's metrics on a task split (or a JSONL file of the task's schema)."""
 
-from mtprune.commands import add_model_args, print_json
+from mtprune.commands.common import add_model_args, print_json, progress_bar
 from mtprune.errors import MtpruneError
 
 
@@ -16,10 +16,8 @@ def register(sub):
 
 
 def run(args):
-    from tqdm import tqdm
-
+    from mtprune.checkpoints import load_adapter
     from mtprune.evaluation import evaluate
-    from mtprune.models import load_adapter
     from mtprune.tasks import get_task, load_rows, rows_as_list
 
     task = get_task(args.task)
@@ -30,18 +28,8 @@ def run(args):
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     adapter.head_for(task)
     rows = rows_as_list(ds, args.limit)
-    bar = tqdm(total=len(rows), desc=f"eval {task.name}/{split}", unit="ex", file=sys.stderr,
-               disable=None)
-    last = [0]
-
-    def progress(done, total):
-        bar.update(done - last[0])
-        last[0] = done
-
-    try:
+    with progress_bar(f"eval {task.name}/{split}", total=len(rows)) as progress:
         res = evaluate(adapter, task, split, rows=rows, batch_size=args.batch_size, progress=progress)
-    finally:
-        bar.close()
     if args.json:
         print_json(res.to_dict())
     else:

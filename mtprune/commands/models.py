@@ -1,5 +1,6 @@
-from mtprune import assets
-from mtprune.commands import print_json
+"""``mtprune models``: the models under MTPRUNE_HOME/models, their format and tasks."""
+
+from mtprune.commands.common import print_json
 
 
 def register(sub):
@@ -9,16 +10,10 @@ def register(sub):
 
 
 def run(args):
-    models = assets.list_models()
-    for m in models:
-        try:
-            import json
-            from pathlib import Path
+    from mtprune import assets
+    from mtprune.checkpoints import list_models
 
-            meta = json.loads((Path(m["path"]) / "tasks.json").read_text())
-            m["tasks"] = list(meta.get("tasks", {}))
-        except (OSError, ValueError):
-            m["tasks"] = []
+    models = list_models()
     if args.json:
         print_json({"home": str(assets.home()) if assets.home() else None, "models": models})
         return 0

@@ -1,9 +1,9 @@
 """``mtprune prune``: scores -> mask -> hard-pruned model directory (with its mask)."""
 
-import sys
 from pathlib import Path
 
-from mtprune.commands import add_model_args, print_json
+from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_args, method_help, print_json,
+                                     progress_bar)
 from mtprune.errors import MtpruneError
 
 
@@ -15,15 +15,15 @@ def register(sub):
         "model's Linear layers and write the smaller model, with its mask, to --out.",
     )
     add_model_args(p)
-    p.add_argument("--method", default="ap", help="attribution method (default: ap)")
+    p.add_argument("--method", default="ap", help=f"attribution method (default ap). {method_help()}")
     p.add_argument("--variant", default=None, help="the method's variant (default: the method's own)")
     p.add_argument("--sparsity", default=None,
                    help="fraction of units to prune, in [0, 1] (required unless --mask)")
-    p.add_argument("--units", choices=("ffn", "heads", "all"), default="ffn")
+    add_kinds_arg(p)
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
-                   help="layer: the same rate in every layer (default); global: top units of the model")
+                   help="layer: the same sparsity in every layer (default); global: top units of the model")
     p.add_argument("--stack", choices=("encoder", "decoder", "all"), default="all")
-    p.add_argument("--samples", type=int, default=256, help="attribution examples (default 256)")
+    add_examples_arg(p, 256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="split to draw attribution examples from")
     p.add_argument("--mask", default=None, help="use this mask file (.json/.safetensors) instead of scoring")
@@ -36,64 +36,30 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def _spec(task, args):
-    """The attribution spec, validated before the model loads."""
-    try:
-        from mtprune import attribution
-    except ModuleNotFoundError as exc:
-        if exc.name == "mtprune.attribution":
-            raise MtpruneError("attribution is not available in this build: pass --mask FILE") from None
-        raise
-    kw = dict(task=task.name, method=args.method, samples=args.samples, seed=args.seed,
-              split=args.split, units=args.units)
-    if args.variant:
-        kw["variant"] = args.variant
-    try:
-        return attribution.AttributionSpec(**kw)
-    except TypeError as exc:
-        raise MtpruneError(f"bad attribution settings: {exc}") from None
-
-
-def _scores(adapter, spec, args):
-    from mtprune import attribution
-    from tqdm import tqdm
-
-    bar = tqdm(desc=f"attribute {spec.task} ({spec.method})", unit="ex", file=sys.stderr, disable=None)
-    last = [0]
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - last[0])
-        last[0] = done
-
-    try:
-        scores, hit, path = attribution.attribute_cached(adapter, spec, progress=progress,
-                                                         batch_size=args.batch_size)
-    finally:
-        bar.close()
-    return scores, hit, path
-
-
 def run(args):
+    from mtprune.attribution import AttributionSpec, attribute_cached
+    from mtprune.checkpoints import check_out_dir, load_adapter, save_model, source_dtype
     from mtprune.masks import check_sparsity, load_mask, mask_from_scores
-    from mtprune.models import load_adapter
-    from mtprune.pruning import count_parameters, hard_prune, save_pruned, source_dtype
+    from mtprune.pruning import count_parameters, hard_prune
     from mtprune.tasks import get_task
 
     task = get_task(args.task)
     if args.sparsity is None and not args.mask:
         raise MtpruneError("--sparsity is required (or pass --mask FILE)")
     p = check_sparsity(args.sparsity) if args.sparsity is not None else None
-    if args.samples < 1:
-        raise MtpruneError(f"--samples must be at least 1, not {args.samples}")
     if args.batch_size < 1:
         raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
-    out = Path(args.out).expanduser()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-        raise MtpruneError(f"--out {out} exists and is not an empty directory (pass --overwrite to replace it)")
+    try:
+        out = check_out_dir(Path(args.out), args.overwrite)
+    except MtpruneError:
+        raise MtpruneError(f"--out {args.out} exists and is not an empty directory (pass --overwrite to replace it)") \
+            from None
     # bad files and settings fail before the model loads
     given = load_mask(args.mask) if args.mask else None
-    spec = _spec(task, args) if given is None else None
+    spec = None
+    if given is None:
+        spec = AttributionSpec(task=task.name, method=args.method, examples=args.examples, seed=args.seed,
+                               split=args.split, kinds=args.kinds, **({"variant": args.variant} if args.variant else {}))
 
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     adapter.head_for(task)
@@ -103,17 +69,18 @@ def run(args):
         mask.check_matches(adapter)
         info.update(mask_source=str(args.mask))
     else:
-        scores, hit, path = _scores(adapter, spec, args)
-        mask = mask_from_scores(scores, p, scope=args.scope, units=args.units, stack=args.stack,
+        with progress_bar(f"attribute {spec.task} ({spec.method})", enabled=not args.json) as progress:
+            scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size)
+        mask = mask_from_scores(scores, p, scope=args.scope, kinds=args.kinds, stack=args.stack,
                                 meta={"task": task.name, "model": adapter.source})
         info.update(scores_cache=str(path) if path else None, cache_hit=bool(hit))
     dense_params = adapter.num_parameters()
     small = hard_prune(adapter, mask)
     dtype = source_dtype(adapter) if args.dtype == "auto" else args.dtype
-    save_pruned(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite)
+    save_model(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
     info.update(
-        out=str(out), sparsity=mask.sparsity, scope=mask.scope, units=mask.units, stack=mask.stack,
+        out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
         params_dense=dense_params, params_pruned=small.num_parameters(),
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
         kept={g: mask.kept_per_layer(g) for g in mask.groups},
@@ -122,7 +89,7 @@ def run(args):
         print_json(info)
     else:
         kept = "; ".join(f"{g} {'/'.join(map(str, v))}" for g, v in info["kept"].items())
-        print(f"pruned {task.name} at {mask.sparsity:g} ({mask.units}, {mask.scope}): "
+        print(f"pruned {task.name} at {mask.sparsity:g} ({mask.kinds}, {mask.scope}): "
               f"{dense_params:,} -> {info['params_pruned']:,} parameters; kept per layer: {kept}")
         print(f"wrote {out} ({size / 1e6:.1f} MB of weights); evaluate: mtprune eval --model {out} --task {task.name}")
     return 0

@@ -1,6 +1,8 @@
+"""``mtprune tasks``: every task's suite, labels, local splits and metrics."""
+
 from dataclasses import asdict
 
-from mtprune.commands import print_json
+from mtprune.commands.common import print_json
 from mtprune.tasks import task_table
 
 
@@ -15,9 +17,9 @@ def run(args):
     if args.json:
         print_json([asdict(r) for r in rows])
         return 0
-    print(f"{'task':14}{'group':11}{'labels':42}{'local splits':28}metrics")
+    print(f"{'task':14}{'suite':11}{'labels':42}{'local splits':28}metrics")
     for r in rows:
         labels = "/".join(r.labels)
-        via = f" (via {'/'.join(r.heads)})" if r.group == "unseen" else ""
-        print(f"{r.name:14}{r.group:11}{labels[:40]:42}{','.join(r.local_splits) or '-':28}{','.join(r.metrics)}{via}")
+        via = f" (via {'/'.join(r.task_heads)})" if r.suite == "unseen" else ""
+        print(f"{r.name:14}{r.suite:11}{labels[:40]:42}{','.join(r.local_splits) or '-':28}{','.join(r.metrics)}{via}")
     return 0

@@ -2,7 +2,7 @@
 
 import sys
 
-from mtprune.commands import print_json
+from mtprune.commands.common import print_json
 
 
 def register(sub):

@@ -2,8 +2,8 @@
 
 import sys
 
-from mtprune.commands.sweep import add_experiment_args, check_common, load_model, logger, write_chart
-from mtprune.errors import MtpruneError
+from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
+                                     logger, write_chart)
 
 DEFAULT_OUT = "results/unseen.csv"
 
@@ -19,9 +19,9 @@ def register(sub):
                         "cr, vader_*; qnli, rte -> scitail; cb -> sick; rte, sst2 -> qnli)")
     p.add_argument("--methods", default="ap,random", help="attribution methods (default ap,random)")
     p.add_argument("--sparsities", default="0:0.9:0.1", help="start:stop:step or a list (default 0:0.9:0.1)")
-    p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--trials", type=int, default=5, help="trials of random, random-label and activation")
-    p.add_argument("--units", default="ffn", choices=("ffn", "heads", "all"))
+    add_examples_arg(p, 256)
+    p.add_argument("--trials", type=int, default=5, help="trials of the seeded baselines (random, random-label, activation)")
+    add_kinds_arg(p)
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
@@ -30,28 +30,20 @@ def register(sub):
 
 
 def run(args):
-    from mtprune.experiments.core import attribution_methods, parse_methods, parse_sparsities
-    from mtprune.experiments.unseen import parse_pairs, run_unseen, unseen_summary
+    from mtprune.experiments.core import parse_list
+    from mtprune.experiments.unseen import UnseenConfig, parse_pairs, run_unseen, unseen_summary
 
-    check_common(args)
-    pairs = parse_pairs(args.pairs)
-    methods = parse_methods(args.methods, allowed=attribution_methods())
-    sparsities = parse_sparsities(args.sparsities)
-    if args.samples < 1:
-        raise MtpruneError(f"--samples must be at least 1, not {args.samples}")
-    if args.trials < 1:
-        raise MtpruneError(f"--trials must be at least 1, not {args.trials}")
+    settings = eval_settings(args)
+    cfg = UnseenConfig(pairs=tuple(parse_pairs(args.pairs)), methods=tuple(parse_list(args.methods, "methods")),
+                       sparsities=args.sparsities, examples=args.examples, trials=args.trials, kinds=args.kinds,
+                       scope=args.scope, variant=args.variant, seed=args.seed)
     adapter = load_model(args)
-    df = run_unseen(adapter, pairs, methods, sparsities, samples=args.samples, trials=args.trials,
-                    units=args.units, scope=args.scope, variant=args.variant, limit=args.limit,
-                    batch_size=args.batch_size, seed=args.seed, out=args.out, resume=not args.no_resume,
-                    log=logger(args), prune=args.prune)
+    df = run_unseen(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
-    lo = min((s for s in sparsities if s > 0), default=0.0)
-    hi = max(sparsities)
-    tab = unseen_summary(df, lo=lo, hi=hi)
+    lo = min((s for s in cfg.sparsities if s > 0), default=0.0)
+    hi = max(cfg.sparsities)
     print(f"accuracy: dense, and the mean over sparsities {lo:g}-{hi:g}:")
-    print(tab.round(3).to_string())
+    print(unseen_summary(df, lo=lo, hi=hi).round(3).to_string())
     if not args.no_plot:
         from mtprune.plots import unseen_figure
 

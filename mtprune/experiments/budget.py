@@ -24,17 +24,23 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import Runner, row_key
+from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
+                                      parse_list, parse_methods, run_points, stderr_log)
+from mtprune.masks import check_choices, mask_from_scores
+from mtprune.tasks import get_task
+from mtprune.text import human_count
+from mtprune.units import group_sites, selected, unit_cost
 
 NORMALISERS = ("sum", "max", "rank")
 COMBINERS = ("mean", "max")
 BUDGET_COLUMNS = ["setting", "task", "budget", "kept_params", "prunable_params", "kept_units",
-                  "actual_sparsity", "accuracy", "f1", "mcc", "method", "samples", "units", "scope",
+                  "actual_sparsity", "accuracy", "f1", "mcc", "method", "examples", "kinds", "scope",
                   "normalise", "combine", "tasks", "split", "n_eval", "model_fingerprint", "key"]
 
 
@@ -43,49 +49,25 @@ BUDGET_COLUMNS = ["setting", "task", "budget", "kept_params", "prunable_params",
 
 
 def unit_costs(adapter) -> dict[str, np.ndarray]:
-    """``{group: [n_layers]}`` parameters one unit of each layer holds (the count
-    :func:`mtprune.pruning.count_parameters` removes per pruned unit)."""
-    from mtprune.svd import weight_out_in
-
-    model = adapter.model
-    per: dict[str, dict[int, int]] = {}
-    for s in adapter.unit_sites():
-        out = model.get_submodule(s.out_proj)
-        cost = s.width * int(weight_out_in(out).shape[0])
-        for ip in s.in_proj:
-            m = model.get_submodule(ip.path)
-            n_in = int(weight_out_in(m).shape[1])
-            cost += s.width * ip.chunks * (n_in + (1 if getattr(m, "bias", None) is not None else 0))
-        per.setdefault(s.group, {})[s.layer] = cost
-    return {g: np.array([d[i] for i in range(max(d) + 1)], dtype=np.int64) for g, d in per.items()}
+    """``{group: [n_layers]}`` parameters one unit of each layer holds (:func:`mtprune.units.unit_cost`,
+    the count :func:`mtprune.pruning.count_parameters` removes per pruned unit)."""
+    return {g: np.array([unit_cost(adapter.model, s) for s in ss], dtype=np.int64)
+            for g, ss in group_sites(adapter.unit_sites()).items()}
 
 
-def _selected(group: str, units: str, stack: str = "all") -> bool:
-    s, _, k = group.partition(".")
-    return (units == "all" or k == units) and (stack == "all" or s == stack)
-
-
-def kept_params(mask, costs: dict[str, np.ndarray], units: str | None = None, stack: str = "all") -> int:
+def kept_params(mask, costs: dict[str, np.ndarray], kinds: str | None = None, stack: str = "all") -> int:
     """Parameters of the kept units of the selected groups (all of the mask's pruned groups by default)."""
-    units = units or getattr(mask, "units", "all")
-    total = 0
-    for g, k in mask.keep.items():
-        if g in costs and _selected(g, units, stack):
-            total += int((np.asarray(k, dtype=bool).sum(1) * costs[g]).sum())
-    return total
+    kinds = kinds or getattr(mask, "kinds", "all")
+    return int(sum((np.asarray(k, dtype=bool).sum(1) * costs[g]).sum()
+                   for g, k in mask.keep.items() if g in costs and selected(g, kinds, stack)))
 
 
-def prunable_params(adapter, units: str = "ffn", stack: str = "all", costs=None) -> int:
+def prunable_params(adapter, kinds: str = "ffn", stack: str = "all", costs=None) -> int:
     costs = costs if costs is not None else unit_costs(adapter)
-    n: dict[str, dict[int, int]] = {}
-    for s in adapter.unit_sites():
-        n.setdefault(s.group, {})[s.layer] = s.n_units
-    total = 0
-    for g, c in costs.items():
-        if _selected(g, units, stack):
-            total += int(sum(c[layer] * n[g][layer] for layer in n[g]))
+    total = sum(int(costs[g][s.layer]) * s.n_units for g, ss in group_sites(adapter.unit_sites()).items()
+                if selected(g, kinds, stack) for s in ss)
     if total == 0:
-        raise MtpruneError(f"the model has no {units} units to budget")
+        raise MtpruneError(f"the model has no {kinds} units to budget")
     return total
 
 
@@ -98,7 +80,7 @@ def parse_budget(text, total: int) -> int:
     A one-line error when it is negative or larger than ``total``.
     """
     s = str(text).strip().lower().replace(",", "").replace("_", "")
-    human = _human(total)
+    human = human_count(total)
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(%|k|m|g|b)?", s)
     if not m:
         raise MtpruneError(f"budget {text!r} is not a number of parameters (as 3M, 250k) or a percentage (40%)")
@@ -113,13 +95,6 @@ def parse_budget(text, total: int) -> int:
     if n > total:
         raise MtpruneError(f"budget {text} is larger than the model's {human} prunable parameters")
     return n
-
-
-def _human(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return str(int(n))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,28 +162,26 @@ def combine_scores(scores_list, how: str = "mean", normalise: str = "sum") -> di
 
 
 def mask_for_budget(scores, budget: int, costs: dict[str, np.ndarray], scope: str = "layer",
-                    units: str = "ffn", stack: str = "all", meta: dict | None = None):
+                    kinds: str = "ffn", stack: str = "all", meta: dict | None = None):
     """The mask with the smallest sparsity whose kept parameters fit ``budget`` (bisection over
     the sparsity; kept parameters never exceed the budget)."""
-    from mtprune.masks import mask_from_scores
-
     if budget < 0:
         raise MtpruneError(f"a budget cannot be negative ({budget})")
 
     def make(p):
-        return mask_from_scores(scores, p, scope=scope, units=units, stack=stack, meta=meta)
+        return mask_from_scores(scores, p, scope=scope, kinds=kinds, stack=stack, meta=meta)
 
     full = make(0.0)
-    if kept_params(full, costs, units, stack) <= budget:
+    if kept_params(full, costs, kinds, stack) <= budget:
         return full
     lo, hi = 0.0, 1.0  # cost(lo) > budget >= cost(hi)
     best = make(1.0)
-    if kept_params(best, costs, units, stack) > budget:
-        raise MtpruneError(f"even pruning every {units} unit keeps more than {budget} parameters")
+    if kept_params(best, costs, kinds, stack) > budget:
+        raise MtpruneError(f"even pruning every {kinds} unit keeps more than {budget} parameters")
     for _ in range(60):
         mid = (lo + hi) / 2
         m = make(mid)
-        if kept_params(m, costs, units, stack) <= budget:
+        if kept_params(m, costs, kinds, stack) <= budget:
             hi, best = mid, m
         else:
             lo = mid
@@ -221,90 +194,127 @@ def mask_for_budget(scores, budget: int, costs: dict[str, np.ndarray], scope: st
 # the experiment
 
 
-def run_budget(adapter, tasks, budgets, method: str = "ap", samples: int = 256, variant: str = "abs",
-               units: str = "ffn", scope: str = "layer", normalise: str = "sum", combine: str = "mean",
-               limit: int | None = None, split: str | None = None, batch_size: int = 32, seed: int = 0,
-               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None,
-               prune: str = "soft") -> pd.DataFrame:
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Tasks sharing one parameter budget (or several), and how their scores combine."""
+
+    tasks: tuple[str, ...]
+    budgets: tuple = ("50%",)  # kept unit parameters: 40%, 0.4, 3M, 250k or counts
+    method: str = "ap"
+    examples: int = 256
+    variant: str = "abs"
+    kinds: str = "ffn"
+    scope: str = "layer"
+    normalise: str = "sum"
+    combine: str = "mean"
+    seed: int = 0
+
+    def __post_init__(self):
+        tasks = tuple(get_task(t).name for t in (parse_list(self.tasks, "tasks") if isinstance(self.tasks, str)
+                                                  else self.tasks))
+        if len(set(tasks)) < 2:
+            raise MtpruneError("a multi-task budget needs at least two tasks")
+        object.__setattr__(self, "tasks", tuple(dict.fromkeys(tasks)))
+        budgets = parse_list(self.budgets, "budgets") if isinstance(self.budgets, str) else list(self.budgets)
+        if not budgets:
+            raise MtpruneError("no budgets given")
+        object.__setattr__(self, "budgets", tuple(budgets))
+        parse_methods([self.method], scores=True)
+        check_at_least(self.examples, "--examples")
+        check_choices(self.scope, self.kinds)
+        if self.normalise not in NORMALISERS:
+            raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISERS)}, not {self.normalise!r}")
+        if self.combine not in COMBINERS:
+            raise MtpruneError(f"--combine must be one of {', '.join(COMBINERS)}, not {self.combine!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def resolved_budgets(self, total: int) -> list[int]:
+        """The budgets in parameters (sorted, without repeats) for ``total`` prunable parameters."""
+        out = set()
+        for b in self.budgets:
+            n = int(b) if isinstance(b, (int, np.integer)) else parse_budget(b, total)
+            if n > total:
+                raise MtpruneError(f"budget {n} is larger than the model's {human_count(total)} prunable parameters")
+            if n < 0:
+                raise MtpruneError(f"a budget cannot be negative ({n})")
+            out.add(n)
+        return sorted(out)
+
+
+def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *, out: str | None = None,
+               resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
     """Joint mask against ensemble at each budget: one row per (budget, setting, task), plus a
     ``mean`` row per (budget, setting) and a ``dense`` reference per task."""
-    from mtprune.experiments.core import ResultTable, _stderr
-    from mtprune.tasks import get_task
-
-    log = log or _stderr
-    tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
-    if len(tasks) < 2:
-        raise MtpruneError("a multi-task budget needs at least two tasks")
-    if normalise not in NORMALISERS:
-        raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISERS)}, not {normalise!r}")
-    if combine not in COMBINERS:
-        raise MtpruneError(f"--combine must be one of {', '.join(COMBINERS)}, not {combine!r}")
+    log = log or (lambda msg: None)
+    tasks = [get_task(t) for t in cfg.tasks]
     for t in tasks:
         adapter.head_for(t)
     costs = unit_costs(adapter)
-    total = prunable_params(adapter, units, costs=costs)
-    budgets = [parse_budget(b, total) if not isinstance(b, (int, np.integer)) else int(b) for b in budgets]
-    for b in budgets:
-        if b > total:
-            raise MtpruneError(f"budget {b} is larger than the model's {_human(total)} prunable parameters")
-        if b < 0:
-            raise MtpruneError(f"a budget cannot be negative ({b})")
-    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows, prune=prune)
+    total = prunable_params(adapter, cfg.kinds, costs=costs)
+    budgets = cfg.resolved_budgets(total)
+    runner = Runner(adapter, evals, log=log, rows=rows)
     table = ResultTable(out, resume=resume, columns=BUDGET_COLUMNS)
     names = [t.name for t in tasks]
-    scores = {t.name: runner.scores(t.name, method, samples, seed=seed, variant=variant) for t in tasks}
-    joint_scores = combine_scores([scores[n] for n in names], combine, normalise)
-    common = dict(method=method, samples=samples, units=units, scope=scope, normalise=normalise,
-                  combine=combine, tasks=",".join(names), model_fingerprint=runner.fingerprint)
-    keys = []
+    memo: dict = {}
 
-    def row(setting, task, budget, mask):
-        t = get_task(task)
-        key = row_key({"experiment": "budget", **common, "variant": variant, "seed": seed, "setting": setting,
-                       "task": task, "budget": budget, "split": runner.eval_split(t), "n_eval": runner.eval_size(t)})
-        keys.append(key)
-        old = table.get(key)
-        if old is not None:
-            return old
-        res = runner.evaluate(t, mask)
-        r = {"setting": setting, "task": task, "budget": budget,
-             "kept_params": kept_params(mask, costs, units) if mask is not None else total,
-             "prunable_params": total,
-             "kept_units": mask.kept() if mask is not None else np.nan,
-             "actual_sparsity": round(mask.actual_sparsity(), 6) if mask is not None else 0.0,
-             "accuracy": res.metrics.get("accuracy"), "f1": res.metrics.get("f1", np.nan),
-             "mcc": res.metrics.get("mcc", np.nan), **common, "split": runner.eval_split(t),
-             "n_eval": res.n, "key": key}
-        table.put(r)
-        return r
+    def scores(name):
+        return runner.scores(name, cfg.method, cfg.examples, seed=cfg.seed, variant=cfg.variant)
 
-    t0 = time.perf_counter()
-    for n in names:
-        row("dense", n, total, None)
+    def joint_scores():
+        if "joint" not in memo:
+            memo["joint"] = combine_scores([scores(n) for n in names], cfg.combine, cfg.normalise)
+        return memo["joint"]
+
+    def budget_mask(which, b):
+        def make():
+            if (which, b) not in memo:
+                if which == "joint":
+                    memo[(which, b)] = mask_for_budget(joint_scores(), b, costs, cfg.scope, cfg.kinds)
+                else:
+                    memo[(which, b)] = mask_for_budget(scores(which), b // len(names), costs, cfg.scope, cfg.kinds)
+            return memo[(which, b)]
+        return make
+
+    common = dict(method=cfg.method, examples=cfg.examples, kinds=cfg.kinds, scope=cfg.scope,
+                  normalise=cfg.normalise, combine=cfg.combine, tasks=",".join(names))
+    key_common = {**common, "variant": cfg.variant, "seed": cfg.seed}
+
+    def extra(mask):
+        return {"kept_params": kept_params(mask, costs, cfg.kinds) if mask is not None else total,
+                "prunable_params": total,
+                "actual_sparsity": round(mask.actual_sparsity(), 6) if mask is not None else 0.0}
+
+    def point(setting, t, b, mask):
+        return Point(t, {**key_common, "setting": setting, "task": t.name, "budget": b},
+                     {"setting": setting, "task": t.name, "budget": b, **common}, mask, None, extra)
+
+    t_start = time.perf_counter()
+    groups = [Group("dense", [point("dense", t, total, None) for t in tasks])]
     for b in budgets:
-        joint = mask_for_budget(joint_scores, b, costs, scope, units)
-        share = b // len(names)
-        members = {n: mask_for_budget(scores[n], share, costs, scope, units) for n in names}
-        for n in names:
-            row("joint", n, b, joint)
-            row("ensemble", n, b, members[n])
-        table.save()
-        jk = kept_params(joint, costs, units)
-        ek = sum(kept_params(m, costs, units) for m in members.values())
-        log(f"  budget {_human(b)}: joint keeps {_human(jk)}, ensemble {_human(ek)} in all "
-            f"({time.perf_counter() - t0:.0f} s so far)")
-    table.save()
-    df = table.frame(keys)
+        points = [point("joint", t, b, budget_mask("joint", b)) for t in tasks]
+        points += [point("ensemble", t, b, budget_mask(t.name, b)) for t in tasks]
+        groups.append(Group(f"budget {human_count(b)} (joint, then ensemble)", points))
+    keys = run_points(runner, table, "budget", groups, progress)
+    for b in budgets:
+        if ("joint", b) in memo:
+            jk = kept_params(memo[("joint", b)], costs, cfg.kinds)
+            ek = sum(kept_params(memo[(n, b)], costs, cfg.kinds) for n in names if (n, b) in memo)
+            log(f"  budget {human_count(b)}: joint keeps {human_count(jk)}, ensemble {human_count(ek)} in all")
+    df = finish(table, keys, runner, t_start)
     means = []
     for (setting, b), g in df[df["setting"] != "dense"].groupby(["setting", "budget"], sort=False):
         kp = g["kept_params"].sum() if setting == "ensemble" else g["kept_params"].iloc[0]
         means.append({"setting": setting, "task": "mean", "budget": b, "kept_params": kp,
-                      "accuracy": g["accuracy"].mean(), **{k: v for k, v in common.items()}})
+                      "accuracy": g["accuracy"].mean(), **common})
     dense = df[df["setting"] == "dense"]
     if len(dense):
         means.append({"setting": "dense", "task": "mean", "budget": total, "kept_params": total,
                       "accuracy": dense["accuracy"].mean(), **common})
-    return pd.concat([df, pd.DataFrame.from_records(means)], ignore_index=True)
+    out_df = pd.concat([df, pd.DataFrame.from_records(means)], ignore_index=True)
+    out_df.attrs = df.attrs
+    return out_df
 
 
 def budget_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:

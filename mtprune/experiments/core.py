@@ -1,64 +1,46 @@
-"""What every experiment shares: argument parsing, result tables on disk, and a :class:`Runner`
-that turns (task, scores spec, sparsity) into a mask and a mask into metrics, reusing what it can.
+"""What every experiment shares: argument parsing, result tables on disk, the :class:`Runner` that
+turns (task, method, examples) into scores and a mask into metrics, and :func:`run_points`, the
+one place where a result row is made, keyed, reused or evaluated.
 
-Result tables are CSV files written whole to a temporary file beside the target, then renamed
-(a reader never sees half a table). Every row carries a ``key``: a hash of everything its numbers
-depend on (model fingerprint, task, evaluation split and size, method and its settings, sparsity,
-trial). A run that finds its key in the table it writes to reuses the row instead of computing it
-again, so an interrupted sweep resumes where it stopped.
+An experiment (sweep, unseen, budget, transfer...) plans its rows as :class:`Point` objects in
+groups (the rows that share one computation of scores) and hands them to :func:`run_points`:
+
+* every point's **key** is the hash of everything its numbers depend on: the experiment, the model's
+  fingerprint, the evaluated task, split and row count, and the point's own settings (method,
+  examples, seed, sparsity, trial...);
+* a point whose key is already in the result table is **reused**; otherwise its mask is built
+  (lazily: scores are computed only when some row of the group is missing) and **evaluated**;
+* the table (a CSV) is rewritten whole after every group, to a temporary file then renamed: an
+  interrupted run keeps what it finished, and a rerun resumes there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.tasks import TaskSpec, get_task
-
-# the attribution methods (mtprune.attribution), and the baselines only experiments know
-ATTRIBUTION_METHODS = ("ap", "ig", "activation", "random", "magnitude", "random-label")
-EXPERIMENT_METHODS = ("svd",)
-# methods whose scores change with the seed: run for several trials
-STOCHASTIC = ("random", "random-label", "activation")
-# methods that read no data: their rows do not depend on the number of examples
-DATA_FREE = ("random", "magnitude")
-# methods whose scores differ with and without gold labels
-LABEL_METHODS = ("ap", "ig")
+from mtprune.masks import Mask, check_sparsity, mask_from_scores
+from mtprune.methods import Method, get_method, method_names
+from mtprune.tasks import TaskSpec, data_path, get_task
+from mtprune.text import fmt_seconds
 
 Log = Callable[[str], None]
+Progress = Callable[[int, int], None]  # (rows done, rows in all)
+METRICS = ("accuracy", "f1", "mcc")
+PRUNE_MODES = ("soft", "hard")
 
 
-def _stderr(msg: str) -> None:
+def stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def attribution_methods() -> tuple[str, ...]:
-    """The attribution methods mtprune.attribution registers (the documented list before it loads)."""
-    try:
-        from mtprune import attribution as A
-    except ImportError:
-        return ATTRIBUTION_METHODS
-    for name in ("METHODS", "ATTRIBUTION_METHODS", "method_names"):
-        v = getattr(A, name, None)
-        if callable(v):
-            v = v()
-        if isinstance(v, dict):
-            return tuple(v)
-        if isinstance(v, (list, tuple)) and v:
-            return tuple(v)
-    return ATTRIBUTION_METHODS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,7 +57,7 @@ def parse_list(text: str | Sequence[str] | None, what: str = "values") -> list[s
     return out
 
 
-def _float(text: str, what: str) -> float:
+def _float(text, what: str) -> float:
     try:
         v = float(text)
     except (TypeError, ValueError):
@@ -85,10 +67,9 @@ def _float(text: str, what: str) -> float:
     return v
 
 
-def check_rate(p: float, what: str = "sparsity") -> float:
-    if not 0.0 <= p <= 1.0:
-        raise MtpruneError(f"{what} {p:g} is outside [0, 1]")
-    return round(float(p), 6)
+def parse_sparsity(value) -> float:
+    """One sparsity in [0, 1], rounded to 6 digits."""
+    return round(check_sparsity(_float(value, "a sparsity")), 6)
 
 
 def parse_sparsities(text: str | Sequence[float]) -> list[float]:
@@ -97,7 +78,7 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
     Every value must lie in [0, 1]; the result is sorted, rounded to 6 digits, without repeats.
     """
     if isinstance(text, (list, tuple)):
-        vals = [_float(v, "a sparsity") for v in text]
+        vals = list(text)
     else:
         text = str(text).strip()
         if not text:
@@ -107,7 +88,7 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
             if len(parts) != 3:
                 raise MtpruneError(f"sparsities {text!r}: write start:stop:step, as 0:1:0.1")
             a, b, step = (_float(x, "a sparsity range bound") for x in parts)
-            check_rate(a), check_rate(b)
+            parse_sparsity(a), parse_sparsity(b)
             if step <= 0:
                 raise MtpruneError(f"sparsities {text!r}: the step must be positive")
             if b < a:
@@ -115,16 +96,16 @@ def parse_sparsities(text: str | Sequence[float]) -> list[float]:
             n = int(math.floor((b - a) / step + 1e-9))
             vals = [a + i * step for i in range(n + 1)]
         else:
-            vals = [_float(v, "a sparsity") for v in parse_list(text, "sparsities")]
-    out = sorted({check_rate(v) for v in vals})
+            vals = parse_list(text, "sparsities")
+    out = sorted({parse_sparsity(v) for v in vals})
     if not out:
         raise MtpruneError("no sparsities given")
     return out
 
 
 def parse_ints(text: str | Sequence[int] | int, what: str, minimum: int = 1) -> list[int]:
-    if isinstance(text, int):
-        items = [text]
+    if isinstance(text, (int, np.integer)):
+        items = [str(int(text))]
     else:
         items = parse_list(text if isinstance(text, str) else [str(x) for x in text], what)
     out = []
@@ -139,12 +120,12 @@ def parse_ints(text: str | Sequence[int] | int, what: str, minimum: int = 1) -> 
     return out
 
 
-def parse_methods(text: str | Sequence[str], allowed: Iterable[str] | None = None) -> list[str]:
+def parse_methods(text: str | Sequence[str], scores: bool | None = None) -> list[str]:
+    """Registered method names, in the given order without repeats (``scores=True``: only methods
+    that produce scores, not stand-in baselines such as ``svd``)."""
     names = parse_list(text, "methods")
-    allowed = tuple(allowed) if allowed is not None else attribution_methods() + EXPERIMENT_METHODS
-    unknown = [m for m in names if m not in allowed]
-    if unknown:
-        raise MtpruneError(f"unknown method {unknown[0]!r}; known methods: {', '.join(allowed)}")
+    for m in names:
+        get_method(m, scores=scores)
     return list(dict.fromkeys(names))
 
 
@@ -152,53 +133,27 @@ def parse_tasks(text: str | Sequence[str]) -> list[TaskSpec]:
     return [get_task(n) for n in dict.fromkeys(parse_list(text, "tasks"))]
 
 
+def check_at_least(value: int, flag: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise MtpruneError(f"{flag} must be at least {minimum}, not {value}")
+    return int(value)
+
+
 # ----------------------------------------------------------------------------------------------
 # result tables
 
 
 def row_key(parts: dict) -> str:
-    """The key of a result row: a short hash of a canonical JSON of what the row depends on."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """The key of a result row: a short stable hash of what the row depends on."""
+    return io.stable_hash(parts, 20)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it onto ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    except OSError as exc:
-        raise MtpruneError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are for reading
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_table(df: pd.DataFrame, path) -> Path:
     """The table as CSV, atomically."""
-    return atomic_write_text(path, df.to_csv(index=False))
+    return io.atomic_write_text(path, df.to_csv(index=False))
 
 
-def read_table(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
+def read_table(path, required: Sequence[str] = ()) -> pd.DataFrame:
     """A CSV written by :func:`write_table`; an empty frame when the file does not exist."""
     path = Path(path)
     if not path.exists():
@@ -224,7 +179,7 @@ class ResultTable:
     already there replaces it. :meth:`save` writes the whole table atomically.
     """
 
-    def __init__(self, path: str | os.PathLike | None, resume: bool = True, columns: Sequence[str] = ()):
+    def __init__(self, path=None, resume: bool = True, columns: Sequence[str] = ()):
         self.path = Path(path) if path is not None else None
         self.columns = list(columns)
         self.rows: dict[str, dict] = {}
@@ -262,28 +217,32 @@ class ResultTable:
 
 
 # ----------------------------------------------------------------------------------------------
-# the runner
+# evaluation settings and the runner
 
 
-def mask_digest(mask) -> str:
-    """A hash of which units a mask keeps (equal masks, equal digests)."""
-    if mask is None:
-        return "dense"
-    keep = mask.keep if hasattr(mask, "keep") else mask
-    h = hashlib.blake2b(digest_size=12)
-    for g in sorted(keep):
-        k = np.ascontiguousarray(np.asarray(keep[g], dtype=bool))
-        h.update(g.encode())
-        h.update(str(k.shape).encode())
-        h.update(np.packbits(k).tobytes())
-    return h.hexdigest()
+@dataclass(frozen=True)
+class EvalSettings:
+    """How every experiment evaluates: the first ``limit`` rows of each task's ``split`` (its
+    validation split by default), in batches of ``batch_size``, with masks applied by hooks
+    (``prune="soft"``) or on a physically pruned copy (``"hard"``: the same logits to float
+    rounding, faster at high sparsity; sites that cannot be cut fall back to hooks)."""
 
+    limit: int | None = None
+    split: str | None = None
+    batch_size: int = 32
+    prune: str = "soft"
+    attribution_batch_size: int = 32
 
-def with_head(target: TaskSpec, head: str) -> TaskSpec:
-    """``target`` read through ``head`` (scitail through qnli's head rather than rte's)."""
-    if head == target.name and not target.label_source:
-        return target
-    return replace(target, label_source=(head,))
+    def __post_init__(self):
+        if self.limit is not None:
+            check_at_least(self.limit, "--limit")
+        check_at_least(self.batch_size, "--batch-size")
+        check_at_least(self.attribution_batch_size, "the attribution batch size")
+        if self.prune not in PRUNE_MODES:
+            raise MtpruneError(f"prune must be soft or hard, not {self.prune!r}")
+
+    def to_dict(self) -> dict:
+        return {"limit": self.limit, "split": self.split, "batch_size": self.batch_size, "prune": self.prune}
 
 
 @dataclass
@@ -294,162 +253,8 @@ class EvalOutcome:
     reused: bool = False
 
 
-class Runner:
-    """One model, evaluation rows loaded once per (task, split), evaluations memoised by mask.
-
-    ``limit`` caps the evaluation rows per task (the first ``limit`` of the split); ``split``
-    overrides every task's default evaluation split; ``rows`` gives a task's evaluation rows
-    directly (``{task name: rows}``, tests and notebooks).
-
-    ``prune="soft"`` (the default) applies masks with :func:`mtprune.pruning.soft_prune`;
-    ``"hard"`` evaluates a hard-pruned copy instead (:func:`mtprune.pruning.hard_prune`: the same
-    logits to float rounding, and faster at high sparsity; sites that cannot be cut physically
-    fall back to soft masks).
-    """
-
-    def __init__(self, adapter, limit: int | None = None, split: str | None = None, batch_size: int = 32,
-                 log: Log | None = _stderr, attribution_batch_size: int = 32,
-                 rows: dict[str, list[dict]] | None = None, prune: str = "soft"):
-        if limit is not None and limit < 1:
-            raise MtpruneError(f"--limit must be at least 1, not {limit}")
-        if batch_size < 1:
-            raise MtpruneError(f"--batch-size must be at least 1, not {batch_size}")
-        if prune not in ("soft", "hard"):
-            raise MtpruneError(f"prune must be soft or hard, not {prune!r}")
-        self.adapter = adapter
-        self.prune = prune
-        self.limit = limit
-        self.split = split
-        self.batch_size = batch_size
-        self.attribution_batch_size = attribution_batch_size
-        self.log = log or (lambda msg: None)
-        self._rows: dict[tuple, list[dict]] = {}
-        for name, given in (rows or {}).items():
-            t = get_task(name)
-            self._rows[(t.name, self.eval_split(t))] = [dict(r) for r in given][: limit or None]
-        self._evals: dict[tuple, EvalOutcome] = {}
-        self._scores: dict[str, object] = {}
-        self._capped: set = set()
-        self._svd_cache = None
-        self.fingerprint = adapter.fingerprint()
-        self.model_name = getattr(adapter, "display_name", str(getattr(adapter, "source", "model")))
-        self.stats = {"evaluations": 0, "evaluations_reused": 0, "eval_seconds": 0.0,
-                      "scores_computed": 0, "scores_cached": 0, "attribution_seconds": 0.0}
-
-    # -- data -------------------------------------------------------------------------------------
-    def eval_split(self, task: TaskSpec) -> str:
-        split = self.split or task.default_split
-        if split not in task.splits:
-            raise MtpruneError(f"task {task.name} has no split {split!r}; its splits: {', '.join(task.splits)}")
-        return split
-
-    def eval_rows(self, task: TaskSpec) -> list[dict]:
-        from mtprune.tasks import load_rows, rows_as_list
-
-        split = self.eval_split(task)
-        key = (task.name, split)
-        if key not in self._rows:
-            rows = rows_as_list(load_rows(task, split), self.limit)
-            rows = [r for r in rows if r.get("label", -1) != -1]
-            if not rows:
-                raise MtpruneError(f"{task.name}/{split} has no labeled rows to evaluate")
-            self._rows[key] = rows
-        return self._rows[key]
-
-    def eval_size(self, task: TaskSpec) -> int:
-        return len(self.eval_rows(task))
-
-    # -- scores and masks ---------------------------------------------------------------------------
-    def scores(self, task: str, method: str, samples: int, seed: int = 0, variant: str = "abs",
-               unsupervised: bool = False, split: str | None = None, steps: int = 20):
-        """Attribution scores through the disk cache (``attribute_cached``). A task with fewer
-        examples than ``samples`` in its attribution split uses all it has (cb: 250)."""
-        from mtprune.attribution import AttributionSpec, attribute_cached
-
-        size = split_size(get_task(task), split)
-        if size is not None and samples > size:
-            if (task, samples) not in self._capped:
-                self._capped.add((task, samples))
-                self.log(f"  {task} has {size} examples to attribute from: using all {size}, not {samples}")
-            samples = size
-
-        spec = AttributionSpec(task=task, method=method, variant=variant, samples=samples, seed=seed,
-                               split=split, steps=steps, unsupervised=unsupervised, units="all")
-        memo = repr(spec)
-        if memo in self._scores:
-            return self._scores[memo]
-        t0 = time.perf_counter()
-        out = attribute_cached(self.adapter, spec, batch_size=self.attribution_batch_size)
-        scores, hit = out[0], bool(out[1])
-        dt = time.perf_counter() - t0
-        self.stats["scores_cached" if hit else "scores_computed"] += 1
-        self.stats["attribution_seconds"] += dt
-        if not hit:
-            self.log(f"  scores {task}/{method} samples={samples} seed={seed}"
-                     f"{' unsupervised' if unsupervised else ''}: {dt:.1f} s")
-        self._scores[memo] = scores
-        return scores
-
-    @staticmethod
-    def mask(scores, sparsity: float, scope: str = "layer", units: str = "ffn", stack: str = "all"):
-        from mtprune.masks import mask_from_scores
-
-        return mask_from_scores(scores, sparsity, scope=scope, units=units, stack=stack)
-
-    # -- evaluation ---------------------------------------------------------------------------------
-    def evaluate(self, task: TaskSpec, mask=None, svd: bool = False) -> EvalOutcome:
-        """Metrics of ``task`` with ``mask`` applied (soft pruning), or its SVD stand-in."""
-        from mtprune.evaluation import evaluate
-
-        head = self.adapter.head_for(task)
-        split = self.eval_split(task)
-        rows = self.eval_rows(task)
-        digest = mask_digest(mask)
-        memo = (task.name, head, split, len(rows), digest, bool(svd and mask is not None))
-        if memo in self._evals:
-            self.stats["evaluations_reused"] += 1
-            hit = self._evals[memo]
-            return EvalOutcome(hit.metrics, hit.n, 0.0, True)
-        target = self.adapter
-        if mask is None or (not svd and _keeps_all(mask)):
-            context = None
-        elif not svd and self.prune == "hard" and self._hard_ok(mask):
-            from mtprune.pruning import hard_prune
-
-            target, context = hard_prune(self.adapter, mask), None
-        elif svd:
-            from mtprune.svd import SVDCache, svd_compress
-
-            if self._svd_cache is None:
-                self._svd_cache = SVDCache()
-            context = lambda: svd_compress(self.adapter, mask, self._svd_cache)  # noqa: E731
-        else:
-            from mtprune.pruning import soft_prune
-
-            context = lambda: soft_prune(self.adapter, mask)  # noqa: E731
-        res = evaluate(target, task, split, rows=rows, batch_size=self.batch_size, context=context)
-        del target
-        out = EvalOutcome(dict(res.metrics), res.n, res.seconds)
-        self._evals[memo] = out
-        self.stats["evaluations"] += 1
-        self.stats["eval_seconds"] += res.seconds
-        return out
-
-    def _hard_ok(self, mask) -> bool:
-        keep = mask.keep_for_sites(self.adapter.unit_sites())
-        return all(s.hard_prunable for s in self.adapter.unit_sites()
-                   if s.name in keep and not bool(keep[s.name].all()))
-
-    def params(self, mask=None) -> int:
-        from mtprune.pruning import count_parameters
-
-        return int(count_parameters(self.adapter, mask))
-
-
 def split_size(task: TaskSpec, split: str | None = None) -> int | None:
     """Rows in a task's split (its training split by default) when there is a local file; else None."""
-    from mtprune.tasks import data_path
-
     split = split or task.train_split
     if split not in task.splits:
         return None
@@ -460,20 +265,232 @@ def split_size(task: TaskSpec, split: str | None = None) -> int | None:
         return sum(1 for line in fh if line.strip())
 
 
-def _keeps_all(mask) -> bool:
-    n_units = getattr(mask, "n_units", None)
-    if n_units is None:
-        return False
-    return all(int(np.asarray(mask.keep[g]).sum()) == int(sum(n_units[g])) for g in mask.keep)
+class Runner:
+    """One model; evaluation rows loaded once per (task, split); scores and evaluations memoised.
+
+    ``rows`` gives a task's evaluation rows directly (``{task name: rows}``, tests and notebooks).
+    """
+
+    def __init__(self, adapter, settings: EvalSettings | None = None, log: Log | None = stderr_log,
+                 rows: dict[str, list[dict]] | None = None):
+        self.adapter = adapter
+        self.settings = settings or EvalSettings()
+        self.log = log or (lambda msg: None)
+        self._rows: dict[tuple, list[dict]] = {}
+        for name, given in (rows or {}).items():
+            t = get_task(name)
+            self._rows[(t.name, self.eval_split(t))] = [dict(r) for r in given][: self.settings.limit or None]
+        self._evals: dict[tuple, EvalOutcome] = {}
+        self._scores: dict[str, object] = {}
+        self._capped: set = set()
+        self._stand_in_state: dict[str, dict] = {}
+        self.fingerprint = adapter.fingerprint()
+        self.model_name = adapter.display_name
+        self.stats = {"evaluations": 0, "evaluations_reused": 0, "eval_seconds": 0.0,
+                      "scores_computed": 0, "scores_cached": 0, "attribution_seconds": 0.0}
+
+    # -- data -------------------------------------------------------------------------------------
+    def eval_split(self, task: TaskSpec) -> str:
+        split = self.settings.split or task.default_split
+        if split not in task.splits:
+            raise MtpruneError(f"task {task.name} has no split {split!r}; its splits: {', '.join(task.splits)}")
+        return split
+
+    def eval_rows(self, task: TaskSpec) -> list[dict]:
+        from mtprune.evaluation import eval_rows
+
+        key = (task.name, self.eval_split(task))
+        if key not in self._rows:
+            self._rows[key] = eval_rows(task, key[1], self.settings.limit)
+        return self._rows[key]
+
+    def eval_size(self, task: TaskSpec) -> int:
+        return len(self.eval_rows(task))
+
+    # -- scores and masks ---------------------------------------------------------------------------
+    def examples_used(self, task: str, examples: int, split: str | None = None) -> int:
+        """``examples`` capped at the size of the task's attribution split (cb has 250 to give)."""
+        size = split_size(get_task(task), split)
+        if size is not None and examples > size:
+            if (task, examples) not in self._capped:
+                self._capped.add((task, examples))
+                self.log(f"  {task} has {size} examples to attribute from: using all {size}, not {examples}")
+            return size
+        return examples
+
+    def scores(self, task: str, method: str, examples: int, seed: int = 0, variant: str = "abs",
+               unsupervised: bool = False, split: str | None = None, steps: int = 20):
+        """Attribution scores through the disk cache (:func:`mtprune.attribution.attribute_cached`),
+        with ``examples`` capped at the attribution split's size."""
+        from mtprune.attribution import AttributionSpec, attribute_cached
+
+        spec = AttributionSpec(task=task, method=method, variant=variant,
+                               examples=self.examples_used(task, examples, split), seed=seed, split=split,
+                               steps=steps, unsupervised=unsupervised, kinds="all")
+        memo = spec.key()
+        if memo in self._scores:
+            return self._scores[memo]
+        t0 = time.perf_counter()
+        scores, hit, _ = attribute_cached(self.adapter, spec, batch_size=self.settings.attribution_batch_size)
+        dt = time.perf_counter() - t0
+        self.stats["scores_cached" if hit else "scores_computed"] += 1
+        self.stats["attribution_seconds"] += dt
+        if not hit:
+            self.log(f"  scores {task}/{method} examples={spec.examples} seed={seed}"
+                     f"{' unsupervised' if unsupervised else ''}: {dt:.1f} s")
+        self._scores[memo] = scores
+        return scores
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, task: TaskSpec, mask: Mask | None = None, method: Method | None = None) -> EvalOutcome:
+        """Metrics of ``task`` with ``mask`` applied (the dense model when None), or, for a stand-in
+        baseline ``method`` (``scores=False``), with its stand-in for ``mask``'s site sizes."""
+        from mtprune.evaluation import evaluate
+        from mtprune.pruning import hard_prune, hard_prune_problem
+
+        head = self.adapter.head_for(task)
+        split = self.eval_split(task)
+        rows = self.eval_rows(task)
+        stand_in = method is not None and not method.scores and mask is not None
+        memo = (task.name, head, split, len(rows), mask.digest() if mask is not None else "dense",
+                method.name if stand_in else None)
+        if memo in self._evals:
+            self.stats["evaluations_reused"] += 1
+            hit = self._evals[memo]
+            return EvalOutcome(hit.metrics, hit.n, 0.0, True)
+        target, context, use_mask = self.adapter, None, None
+        if stand_in:
+            state = self._stand_in_state.setdefault(method.name, {})
+            context = lambda: method.stand_in(self.adapter, mask, state)  # noqa: E731
+        elif mask is not None and not mask.keeps_all():
+            if self.settings.prune == "hard" and hard_prune_problem(self.adapter, mask) is None:
+                target = hard_prune(self.adapter, mask)
+            else:
+                use_mask = mask
+        res = evaluate(target, task, split, rows=rows, batch_size=self.settings.batch_size, context=context,
+                       mask=use_mask)
+        del target
+        out = EvalOutcome(dict(res.metrics), res.n, res.seconds)
+        self._evals[memo] = out
+        self.stats["evaluations"] += 1
+        self.stats["eval_seconds"] += res.seconds
+        return out
+
+    def params(self, mask: Mask | None = None) -> int:
+        from mtprune.pruning import count_parameters
+
+        return int(count_parameters(self.adapter, mask))
 
 
-def metric_columns(task: TaskSpec) -> list[str]:
-    return list(task.metrics)
+# ----------------------------------------------------------------------------------------------
+# the row pipeline
 
 
-def fmt_seconds(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
+@dataclass
+class Point:
+    """One result row to be.
+
+    ``target``: the task evaluated (read through the head that serves it); ``key``: the settings
+    its numbers depend on besides the model and the evaluation rows; ``fields``: the row's own
+    columns; ``mask``: builds the mask (None for the dense model), called only when the row must be
+    computed; ``method``: the stand-in baseline to evaluate instead of pruning, if any;
+    ``extra``: more columns from the mask (parameter counts...).
+    """
+
+    target: TaskSpec
+    key: dict
+    fields: dict
+    mask: Callable[[], Mask | None] | None = None
+    method: Method | None = None
+    extra: Callable[[Mask | None], dict] | None = None
+
+
+@dataclass
+class Group:
+    """Points that share one computation (one set of scores); logged as one line."""
+
+    label: str
+    points: list[Point] = field(default_factory=list)
+
+
+def point_key(runner: Runner, experiment: str, point: Point) -> str:
+    return row_key({"experiment": experiment, "model": runner.fingerprint, "target": point.target.name,
+                    "head": runner.adapter.head_for(point.target), "split": runner.eval_split(point.target),
+                    "n_eval": runner.eval_size(point.target), **point.key})
+
+
+def _row(runner: Runner, point: Point, key: str) -> dict:
+    mask = point.mask() if point.mask is not None else None
+    res = runner.evaluate(point.target, mask, point.method)
+    row = dict(point.fields)
+    for m in METRICS:
+        row[m] = res.metrics.get(m, np.nan)
+    row.update({
+        "split": runner.eval_split(point.target), "n_eval": res.n,
+        "actual_sparsity": round(float(mask.actual_sparsity()), 6) if mask is not None else 0.0,
+        "kept_units": mask.kept() if mask is not None else np.nan,
+        "params": runner.params(mask),
+    })
+    if point.extra is not None:
+        row.update(point.extra(mask))
+    row.update({"eval_seconds": round(res.seconds, 3), "model": runner.model_name,
+                "model_fingerprint": runner.fingerprint, "key": key})
+    return row
+
+
+def run_points(runner: Runner, table: ResultTable, experiment: str, groups: Sequence[Group],
+               progress: Progress | None = None) -> list[str]:
+    """Make, key, reuse or evaluate every point of ``groups``; returns their keys in order.
+
+    The table is saved after every group that computed something; each such group logs one line
+    with its accuracies, its time and the time so far.
+    """
+    total = sum(len(g.points) for g in groups)
+    done = 0
+    keys: list[str] = []
+    t_start = time.perf_counter()
+    for group in groups:
+        gkeys = [point_key(runner, experiment, p) for p in group.points]
+        keys += gkeys
+        if all(k in table for k in gkeys):
+            done += len(gkeys)
+            if progress:
+                progress(done, total)
+            continue
+        t0 = time.perf_counter()
+        accs = []
+        for p, k in zip(group.points, gkeys):
+            row = table.get(k)
+            if row is None:
+                row = _row(runner, p, k)
+                table.put(row)
+            accs.append(row.get("accuracy"))
+            done += 1
+            if progress:
+                progress(done, total)
+        table.save()
+        runner.log(f"  {group.label}: " + " ".join(f"{a:.3f}" for a in accs)
+                   + f"  ({fmt_seconds(time.perf_counter() - t0)}; {done}/{total} rows, "
+                   f"{fmt_seconds(time.perf_counter() - t_start)} so far)")
+    return keys
+
+
+def mask_maker(runner: Runner, scores: Callable[[], object], sparsity, scope: str = "layer",
+               kinds: str = "ffn", stack: str = "all") -> Callable[[], Mask]:
+    """A :attr:`Point.mask` builder: the mask of ``scores()`` (called lazily) at ``sparsity``."""
+    return lambda: mask_from_scores(scores(), sparsity, scope=scope, kinds=kinds, stack=stack)
+
+
+def finish(table: ResultTable, keys: list[str], runner: Runner, t_start: float) -> pd.DataFrame:
+    """The rows of ``keys`` as a frame, with the runner's statistics in ``attrs["stats"]``."""
+    df = table.frame(keys)
+    df.attrs["stats"] = dict(runner.stats, seconds=time.perf_counter() - t_start)
+    return df
+
+
+__all__ = [
+    "EvalOutcome", "EvalSettings", "Group", "METRICS", "Point", "ResultTable", "Runner", "check_at_least",
+    "finish", "mask_maker", "method_names", "parse_ints", "parse_list", "parse_methods", "parse_sparsities",
+    "parse_sparsity", "parse_tasks", "point_key", "read_table", "row_key", "run_points", "split_size",
+    "stderr_log", "write_table",
+]

@@ -11,6 +11,7 @@ expectation, on ``q / (2 - q)`` (for large ``n``): :func:`random_jaccard`, the c
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Mapping
 
@@ -152,3 +153,80 @@ def _chance(ka: int, kb: int, n: int) -> float:
 def mean_layer_jaccard(per_layer: pd.DataFrame) -> pd.DataFrame:
     """Mean Jaccard over task pairs, per group and layer (with the chance level)."""
     return (per_layer.groupby(["group", "layer"])[["jaccard", "chance"]].mean().reset_index())
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment
+
+
+@dataclass(frozen=True)
+class OverlapConfig:
+    """The tasks whose masks are compared, and how each mask is made from its task's scores."""
+
+    tasks: tuple[str, ...]
+    method: str = "ap"
+    sparsity: float = 0.5
+    kinds: str = "ffn"
+    scope: str = "layer"
+    examples: int = 256
+    variant: str = "abs"
+    seed: int = 0
+
+    def __post_init__(self):
+        from mtprune.experiments.core import check_at_least, parse_list, parse_methods, parse_sparsity
+        from mtprune.masks import check_choices
+        from mtprune.tasks import get_task
+
+        tasks = parse_list(self.tasks, "tasks") if isinstance(self.tasks, str) else list(self.tasks)
+        tasks = tuple(dict.fromkeys(get_task(t).name for t in tasks))
+        if len(tasks) < 2:
+            raise MtpruneError("overlap needs at least two tasks")
+        object.__setattr__(self, "tasks", tasks)
+        parse_methods([self.method], scores=True)
+        object.__setattr__(self, "sparsity", parse_sparsity(self.sparsity))
+        check_choices(self.scope, self.kinds)
+        check_at_least(self.examples, "--examples")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OverlapResult:
+    """The masks compared, their task x task Jaccard matrix and the per-layer table."""
+
+    masks: dict
+    matrix: pd.DataFrame
+    per_layer: pd.DataFrame
+
+    @property
+    def chance(self) -> float:
+        """The mean chance level of random masks keeping as many units, over pairs and layers."""
+        return float(mean_layer_jaccard(self.per_layer)["chance"].mean())
+
+    def mean_kept_fraction(self) -> float:
+        kept = [1.0 - m.actual_sparsity() for m in self.masks.values() if hasattr(m, "actual_sparsity")]
+        return float(np.mean(kept)) if kept else float("nan")
+
+
+def compare_masks(masks: Mapping[str, object]) -> OverlapResult:
+    """The overlap of given masks (from files, or built by the caller)."""
+    if len(masks) < 2:
+        raise MtpruneError("overlap needs at least two masks")
+    return OverlapResult(dict(masks), overlap_matrix(masks), overlap_by_layer(masks))
+
+
+def run_overlap(adapter, cfg: OverlapConfig, *, scores: Mapping[str, object] | None = None, log=None) -> OverlapResult:
+    """Every task's mask from its own scores (``scores[task]`` when given, else computed through the
+    disk cache), compared pairwise."""
+    from mtprune.experiments.core import Runner
+    from mtprune.masks import mask_from_scores
+
+    scores = dict(scores or {})
+    runner = None
+    for t in cfg.tasks:
+        if t not in scores:
+            runner = runner or Runner(adapter, log=log)
+            scores[t] = runner.scores(t, cfg.method, cfg.examples, seed=cfg.seed, variant=cfg.variant)
+    masks = {t: mask_from_scores(scores[t], cfg.sparsity, scope=cfg.scope, kinds=cfg.kinds) for t in cfg.tasks}
+    return compare_masks(masks)

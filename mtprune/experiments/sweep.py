@@ -1,96 +1,102 @@
 """Sweeps: the metric of every task against sparsity, for attribution methods and baselines.
 
 One row per (task, method, sparsity, trial, and the settings that change the numbers: examples
-used for attribution, supervised or not). Methods:
+used for attribution, supervised or not). What a method needs and how often it runs come from its
+object (:mod:`mtprune.methods`):
 
-* attribution methods of :mod:`mtprune.attribution` (``ap``, ``ig``, ``activation``, ``random``,
-  ``magnitude``, ``random-label``): scores (disk-cached), a mask per sparsity
-  (:func:`mtprune.masks.mask_from_scores`), the task evaluated with the mask applied by
-  :func:`mtprune.pruning.soft_prune`;
-* ``svd``: every site pruned in ``ap``'s mask replaced by its truncated SVD with the pruned site's
-  parameter count (:mod:`mtprune.svd`).
+* a method with scores: its scores (disk-cached), a mask per sparsity
+  (:func:`mtprune.masks.mask_from_scores`), the task evaluated with the mask applied;
+* a stand-in baseline (``svd``): every site the ``reference`` method's mask prunes is replaced by
+  the stand-in of the pruned site's size (:mod:`mtprune.svd`).
 
-``random``, ``random-label`` and ``activation`` run ``trials`` times (seed = trial: new random
-scores, new random labels, a new sample of examples); the others once (trial 0).
+Baselines whose result depends on the seed (``random``, ``random-label``, ``activation``) run
+``trials`` times (seed = seed + trial: new random scores, new random labels, a new sample of
+examples); the others once (trial 0), or ``trials`` times over new samples with ``sample_trials``.
 
 The paper's settings are presets over the same machinery (:func:`setting_config`):
 
 * ``low-resource``: attribution from 10, 100 and 1000 examples, each drawn ``trials`` times;
-* ``unsupervised``: ``ap`` / ``ig`` with gold labels against without (the model's own prediction).
+* ``unsupervised``: methods that can run without labels, with gold labels against without.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (DATA_FREE, LABEL_METHODS, STOCHASTIC, ResultTable, Runner,
-                                      attribution_methods, fmt_seconds, parse_methods, row_key, split_size)
+from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
+                                      mask_maker, parse_ints, parse_list, parse_methods, parse_sparsities,
+                                      run_points, split_size, stderr_log)
+from mtprune.masks import check_choices
+from mtprune.methods import get_method
 from mtprune.tasks import BENCHMARK, get_task
 
 DEFAULT_METHODS = ("ap", "activation", "random-label", "random", "svd")
 DEFAULT_SPARSITIES = tuple(round(0.1 * i, 6) for i in range(11))
 SETTINGS = ("standard", "low-resource", "unsupervised")
-LOW_RESOURCE_SAMPLES = (10, 100, 1000)
-METRICS = ("accuracy", "f1", "mcc")
+LOW_RESOURCE_EXAMPLES = (10, 100, 1000)
 
 SWEEP_COLUMNS = [
-    "task", "method", "sparsity", "trial", "accuracy", "f1", "mcc", "samples", "samples_used", "unsupervised",
-    "seed", "units", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units", "params",
-    "svd_params", "eval_seconds", "model", "model_fingerprint", "key",
+    "task", "method", "sparsity", "trial", "accuracy", "f1", "mcc", "examples", "examples_used", "unsupervised",
+    "seed", "kinds", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units", "params",
+    "stand_in_params", "eval_seconds", "model", "model_fingerprint", "key",
 ]
 
 
-@dataclass
+def _tuple(v) -> tuple:
+    """A config field given as a tuple, a list, one value, or comma-separated text."""
+    if isinstance(v, str):
+        return tuple(parse_list(v))
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+@dataclass(frozen=True)
 class SweepConfig:
+    """Every setting of a sweep; validated on construction (one clear line for bad input)."""
+
     tasks: tuple[str, ...] = BENCHMARK
     methods: tuple[str, ...] = DEFAULT_METHODS
     sparsities: tuple[float, ...] = DEFAULT_SPARSITIES
-    units: str = "ffn"
+    kinds: str = "ffn"
     scope: str = "layer"
     stack: str = "all"
-    samples: tuple[int, ...] = (256,)
+    examples: tuple[int, ...] = (256,)
     trials: int = 5
     variant: str = "abs"
     seed: int = 0
     unsupervised: tuple[bool, ...] = (False,)
-    # also repeat data-reading deterministic methods (ap, ig) over `trials` samplings
+    # also repeat the data-reading methods that are not baselines (ap, ig) over `trials` samplings
     sample_trials: bool = False
     setting: str = "standard"
-    svd_reference: str = "ap"  # the method whose mask gives the SVD baseline its site sizes
+    reference: str = "ap"  # the method whose mask gives a stand-in baseline (svd) its site sizes
     attribution_split: str | None = None
     steps: int = 20
 
-    def validate(self) -> "SweepConfig":
-        from mtprune.experiments.core import check_rate
-
-        for t in self.tasks:
-            get_task(t)
-        parse_methods(list(self.methods))
-        if not self.sparsities:
-            raise MtpruneError("no sparsities given")
-        for p in self.sparsities:
-            check_rate(float(p))
-        if self.units not in ("ffn", "heads", "all"):
-            raise MtpruneError(f"--units must be ffn, heads or all, not {self.units!r}")
-        if self.stack not in ("encoder", "decoder", "all"):
-            raise MtpruneError(f"--stack must be encoder, decoder or all, not {self.stack!r}")
-        if self.scope not in ("layer", "global"):
-            raise MtpruneError(f"--scope must be layer or global, not {self.scope!r}")
-        if self.trials < 1:
-            raise MtpruneError(f"--trials must be at least 1, not {self.trials}")
-        if not self.samples or any(int(s) < 1 for s in self.samples):
-            raise MtpruneError(f"--samples must be at least 1, not {list(self.samples)}")
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("tasks", tuple(get_task(t).name for t in _tuple(self.tasks)))
+        if not self.tasks:
+            raise MtpruneError("no tasks given")
+        set_("methods", tuple(parse_methods(list(_tuple(self.methods)))))
+        sp = self.sparsities
+        set_("sparsities", tuple(parse_sparsities(sp if isinstance(sp, str) else list(_tuple(sp)))))
+        check_choices(self.scope, self.kinds, self.stack)
+        check_at_least(self.trials, "--trials")
+        check_at_least(self.steps, "--steps")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise MtpruneError(f"--seed must be 0 or more, not {self.seed}")
+        examples = self.examples
+        set_("examples", tuple(parse_ints(examples if isinstance(examples, str) else list(_tuple(examples)),
+                                          "--examples")))
+        set_("unsupervised", tuple(bool(u) for u in _tuple(self.unsupervised)))
         if self.setting not in SETTINGS:
             raise MtpruneError(f"unknown setting {self.setting!r}; settings: {', '.join(SETTINGS)}")
-        if self.svd_reference not in attribution_methods():
-            raise MtpruneError(f"the SVD reference method {self.svd_reference!r} is not an attribution method")
-        return self
+        get_method(self.reference, scores=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,184 +106,121 @@ def setting_config(setting: str, base: SweepConfig | None = None, **overrides) -
     """The paper's settings as sweep configurations.
 
     * ``standard``: as given;
-    * ``low-resource``: samples 10, 100, 1000 (unless given), every data-reading method repeated
+    * ``low-resource``: examples 10, 100, 1000 (unless given), every data-reading method repeated
       over ``trials`` samplings;
-    * ``unsupervised``: ``ap``/``ig`` run with and without gold labels.
+    * ``unsupervised``: methods that can run label-free, with and without gold labels.
     """
     cfg = replace(base or SweepConfig(), **overrides)
     if setting == "standard":
-        return replace(cfg, setting=setting).validate()
+        return replace(cfg, setting=setting)
     if setting == "low-resource":
-        samples = cfg.samples if "samples" in overrides else LOW_RESOURCE_SAMPLES
-        return replace(cfg, setting=setting, samples=tuple(samples), sample_trials=True).validate()
+        examples = cfg.examples if "examples" in overrides else LOW_RESOURCE_EXAMPLES
+        return replace(cfg, setting=setting, examples=tuple(examples), sample_trials=True)
     if setting == "unsupervised":
-        if not any(m in LABEL_METHODS for m in cfg.methods):
-            raise MtpruneError(f"the unsupervised setting needs one of {', '.join(LABEL_METHODS)} among the methods")
-        return replace(cfg, setting=setting, unsupervised=(False, True)).validate()
+        if not any(get_method(m).unsupervised for m in cfg.methods):
+            able = [m for m in cfg.methods if get_method(m).unsupervised] or ["ap", "ig"]
+            raise MtpruneError(f"the unsupervised setting needs one of {', '.join(able)} among the methods")
+        return replace(cfg, setting=setting, unsupervised=(False, True))
     raise MtpruneError(f"unknown setting {setting!r}; settings: {', '.join(SETTINGS)}")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One scores computation (or the SVD stand-in), evaluated at every sparsity."""
+    """One computation of scores (or of a stand-in's reference mask), evaluated at every sparsity."""
 
     method: str
-    samples: int  # examples asked for (0: the method reads none)
+    examples: int  # examples asked for (0: the method reads none)
     unsupervised: bool
     trial: int
     seed: int
-    attr_samples: int  # examples the scores read: ``samples`` capped at the training split's size
+    examples_used: int  # examples the scores read: ``examples`` capped at the attribution split's size
 
 
 def plan_runs(cfg: SweepConfig, task: str, train_size: int | None = None) -> list[Run]:
-    """The runs of one task. ``train_size`` caps sample counts: a task with fewer training
+    """The runs of one task. ``train_size`` caps example counts: a task with fewer training
     examples than asked for uses all it has (cb's 250 for 256; a low-resource 1000)."""
     runs: list[Run] = []
-    samples: dict[int, int] = {}  # asked -> used
-    for s in cfg.samples:
-        s = int(s)
-        samples[s] = min(s, train_size) if train_size is not None else s
-    asked = list(samples)
-    for m in cfg.methods:
-        if m == "svd":
-            # site sizes come from the reference mask: they depend on its samples only when global
+    used = {s: min(s, train_size) if train_size is not None else s for s in cfg.examples}
+    asked = list(used)
+    for name in cfg.methods:
+        m = get_method(name)
+        if not m.scores:
+            # site sizes come from the reference mask: they depend on its examples only when global
             for s in (asked if cfg.scope == "global" else asked[:1]):
-                runs.append(Run("svd", s if cfg.scope == "global" else 0, False, 0, cfg.seed, samples[s]))
+                runs.append(Run(name, s if cfg.scope == "global" else 0, False, 0, cfg.seed, used[s]))
             continue
-        n_trials = cfg.trials if (m in STOCHASTIC or (cfg.sample_trials and m not in DATA_FREE)) else 1
-        unsup = cfg.unsupervised if m in LABEL_METHODS else (False,)
-        for s in (asked[:1] if m in DATA_FREE else asked):
+        n_trials = cfg.trials if (m.repeats_over_trials or (cfg.sample_trials and m.needs_data)) else 1
+        unsup = cfg.unsupervised if m.unsupervised else (False,)
+        for s in (asked if m.needs_data else asked[:1]):
             for u in unsup:
                 for t in range(n_trials):
-                    runs.append(Run(m, 0 if m in DATA_FREE else s, bool(u), t, cfg.seed + t, samples[s]))
+                    runs.append(Run(name, s if m.needs_data else 0, bool(u), t, cfg.seed + t, used[s]))
     return runs
 
 
-def _key(runner: Runner, cfg: SweepConfig, task, run: Run, sparsity: float) -> str:
-    parts = {
-        "experiment": "sweep",
-        "model": runner.fingerprint,
-        "task": task.name,
-        "split": runner.eval_split(task),
-        "n_eval": runner.eval_size(task),
-        "method": run.method,
-        "variant": cfg.variant if run.method not in ("random", "magnitude") else "",
-        "samples": run.samples,
-        "samples_used": run.attr_samples if run.samples else 0,
-        "unsupervised": run.unsupervised,
-        "seed": run.seed,
-        "trial": run.trial,
-        "units": cfg.units,
-        "scope": cfg.scope,
-        "stack": cfg.stack,
-        "sparsity": round(float(sparsity), 6),
-        "attribution_split": cfg.attribution_split,
-    }
-    if run.method == "ig":
-        parts["steps"] = cfg.steps
-    if run.method == "svd":
-        parts["svd_reference"] = cfg.svd_reference
-        parts["variant"] = cfg.variant
-    return row_key(parts)
+def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
+    method = get_method(run.method)
+    scoring = get_method(cfg.reference) if not method.scores else method
+    seed = cfg.seed if not method.scores else run.seed
+
+    def scores():
+        return runner.scores(task.name, scoring.name, run.examples_used, seed=seed, variant=cfg.variant,
+                             unsupervised=run.unsupervised, split=cfg.attribution_split, steps=cfg.steps)
+
+    variant = cfg.variant if scoring.uses_variant else ""
+    examples_used = run.examples_used if run.examples else 0
+    key = {"method": run.method, "variant": variant, "examples": run.examples, "examples_used": examples_used,
+           "unsupervised": run.unsupervised, "seed": run.seed, "trial": run.trial, "kinds": cfg.kinds,
+           "scope": cfg.scope, "stack": cfg.stack, "attribution_split": cfg.attribution_split}
+    if scoring.uses_steps:
+        key["steps"] = cfg.steps
+    if not method.scores:
+        key["reference"] = cfg.reference
+    stand_in = None if method.scores else method
+    extra = None
+    if stand_in is not None:
+        from mtprune.svd import plan_svd
+
+        extra = lambda mask: {"stand_in_params": plan_svd(runner.adapter, mask).svd_model_params}  # noqa: E731
+    points = []
+    for p in cfg.sparsities:
+        fields = {"task": task.name, "method": run.method, "sparsity": p, "trial": run.trial,
+                  "examples": run.examples, "examples_used": examples_used, "unsupervised": run.unsupervised,
+                  "seed": run.seed, "kinds": cfg.kinds, "scope": cfg.scope, "variant": variant,
+                  "stand_in_params": np.nan}
+        points.append(Point(task, {**key, "sparsity": p}, fields,
+                            mask_maker(runner, scores, p, cfg.scope, cfg.kinds, cfg.stack), stand_in, extra))
+    label = (f"{task.name} {run.method}{' unsup' if run.unsupervised else ''}"
+             f"{f' n={run.examples}' if run.examples else ''} trial {run.trial}")
+    return Group(label, points)
 
 
-def run_sweep(adapter, cfg: SweepConfig, out: str | None = None, limit: int | None = None,
-              split: str | None = None, batch_size: int = 32, resume: bool = True, log=None,
-              progress=None, rows: dict | None = None, prune: str = "soft") -> pd.DataFrame:
+def run_sweep(adapter, cfg: SweepConfig, evals: EvalSettings | None = None, *, out: str | None = None,
+              resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
     """Run ``cfg`` on ``adapter``; rows go to the CSV ``out`` (rewritten atomically after every
     run, so an interrupted sweep keeps what it finished). Returns the rows of this sweep.
 
     ``progress(done, total)`` counts rows; ``rows`` (``{task: rows}``) replaces a task's
-    evaluation split. ``prune`` is ``soft`` (hooks) or ``hard`` (a sliced copy: the same logits,
-    faster at high sparsity); see :class:`Runner`.
+    evaluation split.
     """
-    cfg.validate()
-    from mtprune.experiments.core import _stderr
-
-    log = log or _stderr
-    runner = Runner(adapter, limit=limit, split=split, batch_size=batch_size, log=log, rows=rows, prune=prune)
+    log = log or (lambda msg: None)
+    runner = Runner(adapter, evals, log=log, rows=rows)
     table = ResultTable(out, resume=resume, columns=SWEEP_COLUMNS)
     tasks = [get_task(t) for t in cfg.tasks]
     for t in tasks:  # every head first: one clear line before any work
         adapter.head_for(t)
-    plans = {}
+    t_start = time.perf_counter()
+    groups = []
     for t in tasks:
         size = split_size(t, cfg.attribution_split)
-        plans[t.name] = plan_runs(cfg, t.name, size)
-        if size is not None and any(int(s) > size for s in cfg.samples):
+        if size is not None and any(s > size for s in cfg.examples):
             log(f"{t.name} has {size} examples to attribute from: runs asking for more use all {size}")
-    total = sum(len(p) for p in plans.values()) * len(cfg.sparsities)
-    done = 0
-    keys: list[str] = []
-    t_start = time.perf_counter()
-    for task in tasks:
-        n_eval = runner.eval_size(task)
-        log(f"{task.name}: {n_eval} evaluation rows ({runner.eval_split(task)}), "
-            f"{len(plans[task.name])} runs x {len(cfg.sparsities)} sparsities")
-        for run in plans[task.name]:
-            run_keys = [_key(runner, cfg, task, run, p) for p in cfg.sparsities]
-            keys += run_keys
-            if all(k in table for k in run_keys):
-                done += len(run_keys)
-                if progress:
-                    progress(done, total)
-                continue
-            t0 = time.perf_counter()
-            rows = _do_run(runner, cfg, task, run, run_keys, table)
-            for r in rows:
-                table.put(r)
-            table.save()
-            done += len(run_keys)
-            if progress:
-                progress(done, total)
-            acc = " ".join(f"{r['accuracy']:.3f}" for r in rows)
-            log(f"  {task.name} {run.method}{' unsup' if run.unsupervised else ''}"
-                f"{f' n={run.samples}' if run.samples else ''} trial {run.trial}: {acc}  "
-                f"({fmt_seconds(time.perf_counter() - t0)}; {done}/{total} rows, "
-                f"{fmt_seconds(time.perf_counter() - t_start)} so far)")
-    df = table.frame(keys)
-    df.attrs["stats"] = dict(runner.stats, seconds=time.perf_counter() - t_start)
-    return df
-
-
-def _do_run(runner: Runner, cfg: SweepConfig, task, run: Run, run_keys: list[str], table: ResultTable) -> list[dict]:
-    scores = None
-    if run.method == "svd":
-        ref_samples = run.attr_samples
-        scores = runner.scores(task.name, cfg.svd_reference, ref_samples, seed=cfg.seed, variant=cfg.variant,
-                               split=cfg.attribution_split, steps=cfg.steps)
-    else:
-        need = [k for k in run_keys if k not in table]
-        if need:
-            scores = runner.scores(task.name, run.method, run.attr_samples, seed=run.seed, variant=cfg.variant,
-                                   unsupervised=run.unsupervised, split=cfg.attribution_split, steps=cfg.steps)
-    rows = []
-    for p, key in zip(cfg.sparsities, run_keys):
-        old = table.get(key)
-        if old is not None:
-            rows.append(old)
-            continue
-        mask = runner.mask(scores, p, scope=cfg.scope, units=cfg.units, stack=cfg.stack)
-        svd = run.method == "svd"
-        res = runner.evaluate(task, mask, svd=svd)
-        row = {
-            "task": task.name, "method": run.method, "sparsity": round(float(p), 6), "trial": run.trial,
-            "accuracy": res.metrics.get("accuracy"), "f1": res.metrics.get("f1", np.nan),
-            "mcc": res.metrics.get("mcc", np.nan), "samples": run.samples,
-            "samples_used": run.attr_samples if run.samples else 0,
-            "unsupervised": bool(run.unsupervised), "seed": run.seed, "units": cfg.units,
-            "scope": cfg.scope, "variant": cfg.variant if run.method not in ("random", "magnitude") else "",
-            "split": runner.eval_split(task), "n_eval": res.n,
-            "actual_sparsity": round(float(mask.actual_sparsity()), 6), "kept_units": mask.kept(),
-            "params": runner.params(mask), "svd_params": np.nan, "eval_seconds": round(res.seconds, 3),
-            "model": runner.model_name, "model_fingerprint": runner.fingerprint, "key": key,
-        }
-        if svd:
-            from mtprune.svd import plan_svd
-
-            row["svd_params"] = plan_svd(runner.adapter, mask).svd_model_params
-        rows.append(row)
-    return rows
+        runs = plan_runs(cfg, t.name, size)
+        log(f"{t.name}: {runner.eval_size(t)} evaluation rows ({runner.eval_split(t)}), "
+            f"{len(runs)} runs x {len(cfg.sparsities)} sparsities")
+        groups += [_run_group(runner, cfg, t, run) for run in runs]
+    keys = run_points(runner, table, "sweep", groups, progress)
+    return finish(table, keys, runner, t_start)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,16 +228,16 @@ def _do_run(runner: Runner, cfg: SweepConfig, task, run: Run, run_keys: list[str
 
 
 def series_label(df: pd.DataFrame) -> pd.Series:
-    """A readable name per row: the method, plus ``(unsupervised)`` and ``n=...`` where the table
+    """A readable name per row: the method, plus ``(unsupervised)`` and ``n=...`` (examples) where the table
     holds more than one value of those."""
     label = df["method"].astype(str)
     if "unsupervised" in df and df["unsupervised"].astype(bool).nunique() > 1:
         label = label + np.where(df["unsupervised"].astype(bool), " (unsupervised)", "")
-    if "samples" in df:
-        data_rows = df[df["samples"].fillna(0).astype(int) > 0]
-        if data_rows["samples"].nunique() > 1:
-            label = label + np.where(df["samples"].fillna(0).astype(int) > 0,
-                                     " n=" + df["samples"].fillna(0).astype(int).astype(str), "")
+    if "examples" in df:
+        data_rows = df[df["examples"].fillna(0).astype(int) > 0]
+        if data_rows["examples"].nunique() > 1:
+            label = label + np.where(df["examples"].fillna(0).astype(int) > 0,
+                                     " n=" + df["examples"].fillna(0).astype(int).astype(str), "")
     return label
 
 

@@ -15,14 +15,16 @@ mask from the old one keep".
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (STOCHASTIC, ResultTable, Runner, attribution_methods, fmt_seconds,
-                                      row_key, with_head)
+from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
+                                      mask_maker, parse_methods, parse_sparsities, run_points, stderr_log)
+from mtprune.masks import check_choices
+from mtprune.methods import get_method
 from mtprune.tasks import TaskSpec, get_task
 
 SENTIMENT_SETS = ("imdb", "yelp", "amazon", "mr", "cr", "vader_movie", "vader_amazon", "vader_nyt", "vader_tweets")
@@ -35,7 +37,7 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
     ("sst2", "qnli"),
 )
 UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "trial", "accuracy", "f1",
-                  "mcc", "samples", "units", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key"]
+                  "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class Pair:
 
     @property
     def cross_task(self) -> bool:
-        return get_task(self.target).group != "unseen"
+        return get_task(self.target).suite != "unseen"
 
     def target_spec(self) -> TaskSpec:
-        return with_head(get_task(self.target), self.head)
+        return get_task(self.target).read_through(self.head)
 
 
 def parse_pairs(text: str | None) -> list[tuple[str, str]]:
@@ -91,73 +93,77 @@ def resolve_pair(adapter, source: str, target: str) -> Pair:
         )
     else:
         head = adapter.head_for(tgt)
-    spec = with_head(tgt, head)
-    adapter.head_for(spec)  # label counts must match
+    adapter.head_for(tgt.read_through(head))  # label counts must match
     return Pair(src.name, tgt.name, head)
 
 
-def run_unseen(adapter, pairs=None, methods=("ap", "random"), sparsities=(0.0, 0.3, 0.5, 0.7, 0.9),
-               samples: int = 256, trials: int = 5, units: str = "ffn", scope: str = "layer",
-               variant: str = "abs", limit: int | None = None, batch_size: int = 32, seed: int = 0,
-               out: str | None = None, resume: bool = True, log=None, rows: dict | None = None,
-               prune: str = "soft") -> pd.DataFrame:
-    """One row per (pair, mask source, method, sparsity, trial) with the target's metrics."""
-    from mtprune.experiments.core import _stderr, parse_methods, parse_sparsities
+@dataclass(frozen=True)
+class UnseenConfig:
+    """Pairs ``(source, target)`` and the masks to try on them; validated on construction."""
 
-    log = log or _stderr
-    methods = parse_methods(list(methods), allowed=attribution_methods())
-    sparsities = parse_sparsities(list(sparsities))
-    if trials < 1:
-        raise MtpruneError(f"--trials must be at least 1, not {trials}")
-    resolved = [resolve_pair(adapter, s, t) for s, t in (pairs if pairs is not None else PAPER_PAIRS)]
-    runner = Runner(adapter, limit=limit, batch_size=batch_size, log=log, rows=rows, prune=prune)
+    pairs: tuple[tuple[str, str], ...] = PAPER_PAIRS
+    methods: tuple[str, ...] = ("ap", "random")
+    sparsities: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)
+    examples: int = 256
+    trials: int = 5
+    kinds: str = "ffn"
+    scope: str = "layer"
+    variant: str = "abs"
+    seed: int = 0
+
+    def __post_init__(self):
+        pairs = parse_pairs(self.pairs) if isinstance(self.pairs, str) else [tuple(p) for p in self.pairs]
+        for s, t in pairs:
+            get_task(s), get_task(t)
+        if not pairs:
+            raise MtpruneError("no pairs given")
+        object.__setattr__(self, "pairs", tuple(pairs))
+        methods, sp = self.methods, self.sparsities
+        object.__setattr__(self, "methods", tuple(parse_methods(methods if isinstance(methods, str) else list(methods),
+                                                                scores=True)))
+        object.__setattr__(self, "sparsities", tuple(parse_sparsities(sp if isinstance(sp, str) else list(sp))))
+        check_at_least(self.examples, "--examples")
+        check_at_least(self.trials, "--trials")
+        check_choices(self.scope, self.kinds)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_unseen(adapter, cfg: UnseenConfig, evals: EvalSettings | None = None, *, out: str | None = None,
+               resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
+    """One row per (pair, mask source, method, sparsity, trial) with the target's metrics."""
+    log = log or (lambda msg: None)
+    resolved = [resolve_pair(adapter, s, t) for s, t in cfg.pairs]
+    runner = Runner(adapter, evals, log=log, rows=rows)
     table = ResultTable(out, resume=resume, columns=UNSEEN_COLUMNS)
-    keys: list[str] = []
     t_start = time.perf_counter()
+    groups = []
     for pair in resolved:
         target = pair.target_spec()
-        sources = [pair.source] + ([pair.target] if pair.cross_task else [])
-        n_eval = runner.eval_size(target)
-        log(f"{pair.source} -> {pair.target} (head {pair.head}, {n_eval} rows of {runner.eval_split(target)})")
-        for mask_from in sources:
-            for method in methods:
-                n_trials = trials if method in STOCHASTIC else 1
-                for trial in range(n_trials):
-                    t0 = time.perf_counter()
-                    accs = []
-                    scores = None
-                    for p in sparsities:
-                        key = row_key({
-                            "experiment": "unseen", "model": runner.fingerprint, "source": pair.source,
-                            "target": pair.target, "head": pair.head, "mask_from": mask_from, "method": method,
-                            "samples": samples, "variant": variant, "units": units, "scope": scope,
-                            "sparsity": p, "trial": trial, "seed": seed + trial,
-                            "split": runner.eval_split(target), "n_eval": n_eval,
-                        })
-                        keys.append(key)
-                        if key in table:
-                            accs.append(table.get(key)["accuracy"])
-                            continue
-                        if scores is None:
-                            scores = runner.scores(mask_from, method, samples, seed=seed + trial, variant=variant)
-                        mask = runner.mask(scores, p, scope=scope, units=units)
-                        res = runner.evaluate(target, mask)
-                        table.put({
-                            "source": pair.source, "target": pair.target, "head": pair.head,
-                            "mask_from": mask_from, "method": method, "sparsity": p, "trial": trial,
-                            "accuracy": res.metrics.get("accuracy"), "f1": res.metrics.get("f1", np.nan),
-                            "mcc": res.metrics.get("mcc", np.nan), "samples": samples, "units": units,
-                            "scope": scope, "split": runner.eval_split(target), "n_eval": res.n,
-                            "kept_units": mask.kept(), "model_fingerprint": runner.fingerprint, "key": key,
-                        })
-                        accs.append(res.metrics.get("accuracy"))
-                    table.save()
-                    log(f"  mask from {mask_from} {method} trial {trial}: "
-                        + " ".join(f"{a:.3f}" for a in accs)
-                        + f"  ({fmt_seconds(time.perf_counter() - t0)}, {fmt_seconds(time.perf_counter() - t_start)} so far)")
-    df = table.frame(keys)
-    df.attrs["stats"] = dict(runner.stats, seconds=time.perf_counter() - t_start)
-    return df
+        log(f"{pair.source} -> {pair.target} (head {pair.head}, {runner.eval_size(target)} rows of "
+            f"{runner.eval_split(target)})")
+        for mask_from in [pair.source] + ([pair.target] if pair.cross_task else []):
+            for method in cfg.methods:
+                m = get_method(method)
+                for trial in range(cfg.trials if m.repeats_over_trials else 1):
+                    def scores(mask_from=mask_from, method=method, trial=trial):
+                        return runner.scores(mask_from, method, cfg.examples, seed=cfg.seed + trial,
+                                             variant=cfg.variant)
+
+                    common = {"source": pair.source, "target": pair.target, "head": pair.head,
+                              "mask_from": mask_from, "method": method, "trial": trial}
+                    key = {**common, "examples": cfg.examples, "variant": cfg.variant, "kinds": cfg.kinds,
+                           "scope": cfg.scope, "seed": cfg.seed + trial}
+                    points = [Point(target, {**key, "sparsity": p},
+                                    {**common, "sparsity": p, "examples": cfg.examples, "kinds": cfg.kinds,
+                                     "scope": cfg.scope},
+                                    mask_maker(runner, scores, p, cfg.scope, cfg.kinds))
+                              for p in cfg.sparsities]
+                    groups.append(Group(f"{pair.source} -> {pair.target}, mask from {mask_from} {method} trial {trial}",
+                                        points))
+    keys = run_points(runner, table, "unseen", groups, progress)
+    return finish(table, keys, runner, t_start)
 
 
 def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: float = 1.0) -> pd.DataFrame:
@@ -177,3 +183,20 @@ def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, 
     cols = ["dense"] + [m for m in methods if m in tab.columns] + [f"{m} (own mask)" for m in methods
                                                                     if f"{m} (own mask)" in tab.columns]
     return tab[cols]
+
+
+def unseen_bars(df: pd.DataFrame, sparsity: float, metric: str = "accuracy"):
+    """(target labels, {series: values}) for bars from :func:`run_unseen` rows: the dense model,
+    then every (mask source, method) at ``sparsity`` (trials averaged)."""
+    if df.empty:
+        return [], {}
+    targets = list(dict.fromkeys(df["target"]))
+    dense = df[df["sparsity"] == 0].groupby("target")[metric].first()
+    at = df[np.isclose(df["sparsity"].astype(float), float(sparsity))]
+    series = {"dense": [float(dense.get(t, np.nan)) for t in targets]}
+    for (src, method), g in at.groupby(["mask_from", "method"], sort=False):
+        own = (g["mask_from"] == g["target"]).all()
+        name = f"{method}, {src}'s own mask" if own else f"{method} mask from {src}"
+        means = g.groupby("target")[metric].mean()
+        series[name] = [float(means.get(t, np.nan)) for t in targets]
+    return targets, series

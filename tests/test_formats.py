@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.models import load_adapter
+from mtprune.checkpoints import load_adapter
 from mtprune.tasks import get_task
 from mtprune.units import active_hooks, site_hooks, soft_mask
 
@@ -70,10 +70,10 @@ def test_causal_scores_label_words(tiny_causal, sst2_rows):
 
 
 def test_control_target_is_not_a_label(tiny_t5, tiny_multitask, sst2_rows):
-    ids = tiny_t5._control_ids(SST2, 50, seed=0)
+    ids = tiny_t5.control_ids(SST2, 50, seed=0)
     labels = {i for w in tiny_t5.label_word_ids(SST2) for i in w}
     assert not labels & set(ids)
-    assert ids == tiny_t5._control_ids(SST2, 50, seed=0)
+    assert ids == tiny_t5.control_ids(SST2, 50, seed=0)
     b = tiny_multitask.encode(sst2_rows, SST2)
     with torch.no_grad():
         lp0 = tiny_multitask.control_logprob(b, SST2, 0)
@@ -178,7 +178,7 @@ def test_weights_without_safetensors_are_refused(tmp_path, tiny_seqcls):
 
 def test_single_task_classifier_from_default_model(default_adapter, tmp_path, shared_home):
     """The default model's sst2 head as a stock BertForSequenceClassification (format seqcls)."""
-    from mtprune.models import single_task_classifier
+    from mtprune.formats import single_task_classifier
     from mtprune.tasks import load_rows, rows_as_list
 
     rows = rows_as_list(load_rows("sst2", "validation"), 16)

@@ -1,0 +1,159 @@
+"""What the verbs share: their common arguments (with the old spellings as aliases), reading
+them into library objects, progress bars, JSON output and charts.
+
+Building the parser imports no torch: the method list and help come from :mod:`mtprune.methods`,
+which loads torch only when a method runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from mtprune.errors import MtpruneError
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=None, default=str)
+    sys.stdout.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# arguments
+
+
+def add_model_args(p, task: bool = True) -> None:
+    p.add_argument("--model", default="default", help="default, a local model directory or a hub id")
+    if task:
+        p.add_argument("--task", required=True, help="a task name (see `mtprune tasks`)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
+
+
+def add_threads_arg(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+
+
+def add_examples_arg(p, default: int | str | None = 256, text: str = "examples for attribution") -> None:
+    p.add_argument("--examples", "--samples", dest="examples", default=default,
+                   type=int if isinstance(default, int) else str,
+                   help=f"{text} (default {default}; --samples is the old spelling)")
+
+
+def add_kinds_arg(p, default: str = "ffn") -> None:
+    p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=("ffn", "heads", "all"),
+                   help=f"which kind of unit to prune: FFN neurons, attention heads or both (default {default}; "
+                        "--units is the old spelling)")
+
+
+def method_help(scores: bool | None = True) -> str:
+    """``ap`` (gradient x activation...), ... from the registry: the CLI's list of methods."""
+    from mtprune.methods import all_methods
+
+    return "; ".join(f"{m.name}: {m.help}" for m in all_methods().values() if scores is None or m.scores == scores)
+
+
+def add_experiment_args(p, out_default: str) -> None:
+    """What every experiment verb shares: model, evaluation size, output, resume, chart."""
+    add_model_args(p, task=False)
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate the first N rows of each evaluation split only (quick runs)")
+    p.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
+    p.add_argument("--out", default=out_default, help=f"the results CSV (default {out_default})")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute rows already in --out (default: reuse rows with the same key)")
+    p.add_argument("--plot", default=None,
+                   help="the chart's path without suffix (default: --out without .csv); .html and .png")
+    p.add_argument("--no-plot", action="store_true", help="write no chart")
+    p.add_argument("--no-png", action="store_true", help="write the chart as HTML only")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--prune", default="soft", choices=("soft", "hard"),
+                   help="apply masks with hooks (soft, default) or evaluate a physically pruned copy (hard: "
+                        "the same logits, faster at high sparsity)")
+    add_threads_arg(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading them
+
+
+def set_threads(args) -> None:
+    n = getattr(args, "threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise MtpruneError(f"--threads must be at least 1, not {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def check_out_csv(path: str) -> None:
+    if not str(path).lower().endswith(".csv"):
+        raise MtpruneError(f"--out must name a .csv file, not {path!r}")
+
+
+def eval_settings(args):
+    """The experiment's :class:`~mtprune.experiments.EvalSettings` from the common arguments; sets
+    the thread count and checks ``--out`` (before any model loads)."""
+    from mtprune.experiments import EvalSettings
+
+    settings = EvalSettings(limit=args.limit, split=getattr(args, "split", None), batch_size=args.batch_size,
+                            prune=getattr(args, "prune", "soft"))
+    set_threads(args)
+    check_out_csv(args.out)
+    return settings
+
+
+def load_model(args):
+    from mtprune.checkpoints import load_adapter
+
+    return load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def logger(args):
+    if getattr(args, "quiet", False):
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def quiet_openmp() -> None:
+    """OpenMP threads that spin while waiting make a busy machine several times slower (2 threads:
+    24 s, 1 thread: 4 s for the same ap on 2 shared cores); sleeping waiters cost nothing when the
+    cores are free. Read when torch loads, so call before the first import of torch."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextmanager
+def progress_bar(desc: str, unit: str = "ex", enabled: bool = True, total: int | None = None):
+    """A tqdm bar on stderr; yields ``progress(done, total)`` for the library's callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if enabled else True, leave=False)
+    last = [0]
+
+    def progress(done, total, *_):
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - last[0])
+        last[0] = done
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def write_chart(args, fig, base: str | None = None) -> None:
+    """The chart beside the CSV; a PNG failure is one line (exit 2) after the HTML is written."""
+    if args.no_plot:
+        return
+    from mtprune.plots import save_figure
+
+    base = base or args.plot or str(Path(args.out).with_suffix(""))
+    for w in save_figure(fig, base, png=not args.no_png):
+        print(f"wrote {w}", file=sys.stderr)

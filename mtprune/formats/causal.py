@@ -1,0 +1,115 @@
+"""``causal``: decoder-only LMs (Llama, Qwen, Mistral, GPT-2 style): a prompt with the task's
+fields, then the log-probability of each label's words."""
+
+from __future__ import annotations
+
+import torch
+
+from mtprune.errors import MtpruneError
+from mtprune.formats.base import LabelWordAdapter, fields_text, register_format
+from mtprune.tasks import TaskSpec
+from mtprune.units import sites_for_layers
+
+CAUSAL_PROMPT = "{fields}\nQuestion: which label fits: {labels}?\nAnswer:"
+
+
+def causal_sites(model) -> list:
+    cfg = model.config
+    base = getattr(model, "model", None)
+    if base is not None and hasattr(base, "layers"):  # Llama, Qwen, Mistral, Gemma...
+        n_heads = cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+        kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+        layers = [f"model.layers.{i}" for i in range(len(base.layers))]
+        mlp = model.get_submodule("model.layers.0.mlp")
+        ffn_in = tuple(n for n in ("gate_proj", "up_proj") if hasattr(mlp, n))
+        # with grouped key/value heads, query heads share k/v: they can be masked, not removed
+        return sites_for_layers(
+            model, "decoder", layers,
+            (tuple(f"mlp.{n}" for n in ffn_in), "mlp.down_proj"),
+            (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj", "self_attn"),
+            head_dim, hard_heads=(kv == n_heads),
+        )
+    tr = getattr(model, "transformer", None)
+    if tr is not None and hasattr(tr, "h"):  # GPT-2
+        layers = [f"transformer.h.{i}" for i in range(len(tr.h))]
+        return sites_for_layers(
+            model, "decoder", layers, (("mlp.c_fc",), "mlp.c_proj"),
+            (("attn.c_attn*3",), "attn.c_proj", "attn"), cfg.n_embd // cfg.n_head,
+        )
+    raise MtpruneError(f"{type(model).__name__} is not a decoder-only LM mtprune knows (Llama/Qwen/GPT-2 style)")
+
+
+@register_format
+class CausalLMAdapter(LabelWordAdapter):
+    """Decoder-only LMs: a prompt with the task's fields, then each label's words scored."""
+
+    format = "causal"
+    detect_order = 40
+    description = "a decoder-only LM: the log-probability of each label's words after a prompt"
+    auto_class = "AutoModelForCausalLM"
+
+    @classmethod
+    def detect(cls, cfg, files):
+        archs = " ".join(cfg.get("architectures") or [])
+        return "ForCausalLM" in archs or "LMHeadModel" in archs
+
+    @classmethod
+    def matches(cls, model):
+        name = type(model).__name__
+        return "CausalLM" in name or "LMHead" in name
+
+    @classmethod
+    def prepare_tokenizer(cls, tokenizer):
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def prompt(self, task: TaskSpec, row: dict) -> str:
+        fields = "\n".join(f"{f}: {t}" for f, t in zip(task.fields, fields_text(task, row)))
+        return CAUSAL_PROMPT.format(fields=fields, labels=", ".join(task.labels))
+
+    def label_text(self, word):
+        return " " + word
+
+    def encode(self, rows, task):
+        prompts = [self.tokenizer(self.prompt(task, r), add_special_tokens=True)["input_ids"] for r in rows]
+        keep = self.max_length - 8
+        prompts = [p[-keep:] for p in prompts]  # keep the end: the question and "Answer:"
+        batch = {"prompt_ids": prompts}
+        if rows and "label" in rows[0]:
+            batch["labels"] = torch.tensor([int(r["label"]) for r in rows], device=self.device)
+        return batch
+
+    def _continuation_logprob(self, prompts: list[list[int]], conts: list[list[int]]) -> torch.Tensor:
+        """Sum of log-probs of each continuation after its prompt, right-padded in one batch."""
+        seqs = [p + c for p, c in zip(prompts, conts)]
+        t = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), t), pad, dtype=torch.long)
+        att = torch.zeros((len(seqs), t), dtype=torch.long)
+        tgt = torch.full((len(seqs), t), -100, dtype=torch.long)
+        for i, (p, c) in enumerate(zip(prompts, conts)):
+            s = p + c
+            ids[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s)] = 1
+            tgt[i, len(p) - 1 : len(s) - 1] = torch.tensor(c)  # position j predicts token j+1
+        ids, att, tgt = ids.to(self.device), att.to(self.device), tgt.to(self.device)
+        logits = self.model(input_ids=ids, attention_mask=att).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        mask = tgt != -100
+        tok = logp.gather(2, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (tok * mask).sum(1)
+
+    def logits(self, batch, task):
+        prompts = batch["prompt_ids"]
+        cols = [self._continuation_logprob(prompts, [ids] * len(prompts)) for ids in self.label_word_ids(task)]
+        return torch.stack(cols, dim=1)
+
+    def control_logprob(self, batch, task, seed):
+        prompts = batch["prompt_ids"]
+        ids = self.control_ids(task, len(prompts), seed)
+        return self._continuation_logprob(prompts, [[i] for i in ids])
+
+    @classmethod
+    def model_sites(cls, model):
+        return causal_sites(model)
