@@ -1,11 +1,13 @@
 """Export: the mask, the scores, the hard-pruned model and the charts, as downloads; and open a
 mask file to look at it."""
 
+PAGE = {"section": "Share and learn", "title": "Export", "icon": ":material/download:", "order": 6}  # read by app.py
+
 import streamlit as st
 
 from mtprune import plots
 from mtprune.errors import MtpruneError
-from mtprune.masks import kinds_in, mask_from_bytes, mask_from_scores, mask_to_bytes
+from mtprune.masks import kinds_in, mask_from_bytes, mask_to_bytes
 from mtprune.pruning import count_parameters, hard_prune, hard_prune_problem
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
@@ -19,10 +21,19 @@ scores, note = C.scores_or_button(ctx, key="export.compute")
 kinds = kinds_in(scores)
 settings = state.prune_settings(kinds)
 sparsity, scope = settings["sparsity"], settings["scope"]
-mask = mask_from_scores(scores, sparsity, scope=scope)
-stem = f"{ctx.task.name}-{ctx.spec.method}-" + "-".join(f"{k}{round(100 * p)}" for k, p in sparsity.items())
-st.caption(f"The mask of **Prune and evaluate**: {', '.join(f'{k} {p:.0%}' for k, p in sparsity.items())}, "
-           f"{scope} scope, from {ctx.spec.describe()}.")
+try:
+    mask = C.mask_for_settings(ctx, scores, settings)
+except Exception as exc:
+    C.error(exc)
+    st.stop()
+if settings["mode"] == "budget":
+    stem = f"{ctx.task.name}-{ctx.spec.method}-flops{round(100 * float(settings['budget'].split(':')[1]))}"
+    st.caption(f"The mask of **Prune and evaluate**: budget {settings['budget']} over heads and FFN neurons, "
+               f"from {ctx.spec.describe()}.")
+else:
+    stem = f"{ctx.task.name}-{ctx.spec.method}-" + "-".join(f"{k}{round(100 * p)}" for k, p in sparsity.items())
+    st.caption(f"The mask of **Prune and evaluate**: {', '.join(f'{k} {p:.0%}' for k, p in sparsity.items())}, "
+               f"{scope} scope, from {ctx.spec.describe()}.")
 
 st.subheader("Mask and scores")
 c = st.columns(3)

@@ -1,5 +1,7 @@
 """Learn the method: task-specific pruning in five steps, on a live example, in plain words."""
 
+PAGE = {"section": "Share and learn", "title": "Learn the method", "icon": ":material/school:", "order": 7}  # read by app.py
+
 import numpy as np
 import streamlit as st
 

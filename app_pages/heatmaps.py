@@ -1,5 +1,7 @@
 """Attribution heatmaps: how much the task needs every unit, layer by layer."""
 
+PAGE = {"section": "Explore", "title": "Attribution heatmaps", "icon": ":material/grid_on:", "order": 2}  # read by app.py
+
 import streamlit as st
 
 from mtprune import plots

@@ -1,5 +1,7 @@
 """Model and task: what the sidebar selected, its size, its units per layer, its dense metric."""
 
+PAGE = {"section": "Explore", "title": "Model and task", "icon": ":material/memory:", "order": 1, "default": True}  # read by app.py
+
 import streamlit as st
 
 from mtprune.text import human_count

@@ -1,5 +1,7 @@
 """Task overlap: which kept units two tasks share (Jaccard), over the model and per layer."""
 
+PAGE = {"section": "Compare", "title": "Task overlap", "icon": ":material/join_inner:", "order": 4}  # read by app.py
+
 import streamlit as st
 
 from mtprune import plots

@@ -1,5 +1,7 @@
 """Unseen domains: the source task's mask evaluated on other sets, dense against pruned."""
 
+PAGE = {"section": "Compare", "title": "Unseen domains", "icon": ":material/travel_explore:", "order": 5}  # read by app.py
+
 import streamlit as st
 
 from mtprune import plots

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtprune.masks import mask_from_scores  # noqa: E402
 from mtprune.checkpoints import load_adapter, save_model, source_dtype  # noqa: E402
+from mtprune.costs import attention_flops, count_flops  # noqa: E402  (the FLOP counter budgets use too)
 from mtprune.pruning import count_parameters, hard_prune  # noqa: E402
 from mtprune.tasks import get_task  # noqa: E402
 
@@ -48,23 +49,6 @@ def make_batch(adapter, batch: int, tokens: int, seed: int = 0) -> dict:
     ids[:, 0] = adapter.tokenizer.cls_token_id or 101
     ids[:, -1] = adapter.tokenizer.sep_token_id or 102
     return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
-
-
-def matmul_flops(adapter, batch, task) -> tuple[int, int]:
-    """(counted, attention): matmul FLOPs of one forward. ``torch.utils.flop_counter`` counts the
-    Linear layers (and any matmul it sees) but not CPU scaled-dot-product attention, so QK^T and
-    AV are added from the head counts: 4 * B * T^2 * heads * head_dim per attention layer."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        adapter.logits(batch, task)
-    counted = int(fc.get_total_flops())
-    ops = {str(k) for k in fc.get_flop_counts().get("Global", {})}
-    attn = 0
-    if not any("attention" in o or "bmm" in o for o in ops):
-        b, t = batch["input_ids"].shape
-        attn = sum(4 * b * t * t * s.n_units * s.width for s in adapter.unit_sites() if s.kind == "heads")
-    return counted, attn
 
 
 def time_once(adapter, batch, task) -> float:
@@ -120,8 +104,8 @@ def main(argv=None) -> int:
             soft = dense.logits(batch, task)
         hard_vs_soft = (pruned.logits(batch, task) - soft).abs().max().item()
 
-    (c_dense, a_dense), (c_pruned, a_pruned) = matmul_flops(dense, batch, task), matmul_flops(pruned, batch, task)
-    f_dense, f_pruned = c_dense + a_dense, c_pruned + a_pruned
+    f_dense, f_pruned = count_flops(dense, batch, task), count_flops(pruned, batch, task)
+    a_dense, a_pruned = attention_flops(dense, batch), attention_flops(pruned, batch)
     for _ in range(args.warmup):
         time_once(dense, batch, task)
         time_once(pruned, batch, task)

@@ -43,7 +43,7 @@ from mtprune import io
 from mtprune.errors import MtpruneError
 from mtprune.units import KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, group_parts, selected
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "budget")  # budget: one cost budget over kinds and layers (mtprune.costs)
 MASK_FORMAT = "mtprune mask v1"
 MASK_SUFFIXES = (".json", ".safetensors")
 
@@ -297,7 +297,7 @@ def _kinds_of(header: dict) -> str:
     return header.get("kinds", header.get("units", "ffn"))
 
 
-def _scores_parts(scores) -> tuple[dict, dict, dict]:
+def scores_parts(scores) -> tuple[dict, dict, dict]:
     """(arrays, n_units, meta) from a Scores-like object or a mapping with those keys."""
     if isinstance(scores, Mapping) and "arrays" in scores:
         arrays, n_units = scores["arrays"], scores.get("n_units")
@@ -322,7 +322,7 @@ def _scores_parts(scores) -> tuple[dict, dict, dict]:
     return arrays, {g: [int(x) for x in v] for g, v in n_units.items()}, meta
 
 
-def _order(values: np.ndarray) -> np.ndarray:
+def rank_order(values: np.ndarray) -> np.ndarray:
     """Indices of ``values`` best first: higher score first, NaN last, ties by lower index."""
     v = np.where(np.isnan(values), -np.inf, values)
     return np.lexsort((np.arange(len(v)), -v, np.isnan(values)))
@@ -341,8 +341,10 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
     if isinstance(sparsity, Mapping):
         return _per_kind_mask(scores, sparsity, scope, stack, meta)
     p = check_sparsity(sparsity)
+    if scope == "budget":
+        raise MtpruneError("a budget mask comes from mtprune.costs.search_mask, not from a sparsity")
     check_choices(scope, kinds, stack)
-    arrays, n_units, smeta = _scores_parts(scores)
+    arrays, n_units, smeta = scores_parts(scores)
     if set(arrays) != set(n_units):
         raise MtpruneError(f"scores groups differ: arrays {sorted(arrays)}, n_units {sorted(n_units)}")
     chosen = [g for g in arrays if selected(g, kinds, stack)]
@@ -363,13 +365,13 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
                 k[layer, :c] = True
         elif scope == "layer":
             for layer, c in enumerate(n):
-                k[layer, _order(a[layer, :c])[: c - n_pruned(p, c)]] = True
+                k[layer, rank_order(a[layer, :c])[: c - n_pruned(p, c)]] = True
         else:
             flat_l = np.concatenate([np.full(c, layer) for layer, c in enumerate(n)]).astype(int) if n else np.zeros(0, int)
             flat_u = np.concatenate([np.arange(c) for c in n]).astype(int) if n else np.zeros(0, int)
             vals = a[flat_l, flat_u] if flat_l.size else np.zeros(0)
             total = int(sum(n))
-            best = _order(vals)[: total - n_pruned(p, total)]  # the flat order is (layer, unit): ties keep earlier first
+            best = rank_order(vals)[: total - n_pruned(p, total)]  # the flat order is (layer, unit): ties keep earlier first
             k[flat_l[best], flat_u[best]] = True
         keep[g] = k
     return Mask(keep=keep, n_units=n_units, sparsity=p, scope=scope, kinds=kinds, stack=stack,
@@ -377,7 +379,7 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
 
 
 def _per_kind_mask(scores, sparsity: Mapping, scope: str, stack: str, meta: dict | None) -> Mask:
-    arrays, _, _ = _scores_parts(scores)
+    arrays, _, _ = scores_parts(scores)
     have = {group_parts(g)[1] for g in arrays}
     unknown = [k for k in sparsity if k not in KINDS]
     if unknown:
@@ -416,7 +418,7 @@ def kinds_in(scores_or_mask) -> list[str]:
     if isinstance(scores_or_mask, Mask):
         groups = scores_or_mask.groups
     else:
-        groups = _scores_parts(scores_or_mask)[0]
+        groups = scores_parts(scores_or_mask)[0]
     have = {group_parts(g)[1] for g in groups}
     return [k for k in KINDS if k in have]
 

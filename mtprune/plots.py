@@ -353,7 +353,7 @@ def figure_png(fig: go.Figure, scale: float = 2.0, width: int = 1100) -> bytes:
 
 _SERIES_COLORS = {
     "ap": "#e76f51", "ig": "#f4a261", "activation": "#2a9d8f", "random-label": "#8338ec",
-    "random": "#6c757d", "magnitude": "#e9c46a", "svd": "#264653", "dense": "#000000",
+    "random": "#6c757d", "magnitude": "#e9c46a", "svd": "#264653", "dense": "#000000", "fisher": "#1982c4",
 }
 _EXTRA_COLORS = ("#1d3557", "#d62828", "#588157", "#bc6c25", "#7209b7", "#3a86ff", "#fb8500", "#606c38")
 
@@ -428,6 +428,69 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
     fig.update_layout(title=title or f"{metric} against sparsity", height=80 + height_per_row * rows,
                       margin=dict(l=60, r=20, t=80, b=50),
                       legend=dict(orientation="h", y=1.0 + 0.12 / rows, x=1, xanchor="right", yanchor="bottom"))
+    return fig
+
+
+def _hex_rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)}, {int(c[2:4], 16)}, {int(c[4:6], 16)}, {alpha})"
+
+
+def frontier_figure(df: pd.DataFrame, metric: str = "accuracy", *, x: str = "flops_kept", title: str | None = None,
+                    cols: int = 2, height_per_row: int = 340, series: str | None = None) -> go.Figure:
+    """The accuracy / cost frontier: one panel per task, ``metric`` against the share of the
+    prunable FLOPs kept (``x``), one line per method, selection and repair (or per value of the
+    ``series`` column; mean over trials, a band of one standard deviation where there are several),
+    the dense model (sparsity 0) as a dashed line."""
+    from plotly.subplots import make_subplots
+
+    from mtprune.experiments.sweep import series_label
+
+    d = df[df[x].notna()].copy() if x in df else pd.DataFrame()
+    if d.empty:
+        raise ValueError(f"no rows with {x!r} to plot")
+    dense = d[d["sparsity"].fillna(-1) == 0]
+    pts = d[d["sparsity"].fillna(-1) != 0].copy()
+    pts["series"] = pts[series].astype(str) if series else series_label(pts)
+    tasks = list(dict.fromkeys(d["task"]))
+    names = list(dict.fromkeys(pts["series"]))
+    rows, cols = _facets(len(tasks), cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, horizontal_spacing=0.08,
+                        vertical_spacing=min(0.14, 0.3 / rows))
+    for i, task in enumerate(tasks):
+        r, c = i // cols + 1, i % cols + 1
+        t_pts = pts[pts["task"] == task]
+        for j, name in enumerate(names):
+            s = t_pts[t_pts["series"] == name]
+            if s.empty:
+                continue
+            key = "budget" if s["budget"].fillna("").astype(str).ne("").all() else "sparsity"
+            g = s.groupby(key, sort=False).agg(x=(x, "mean"), mean=(metric, "mean"), std=(metric, "std"),
+                                               n=(metric, "count")).reset_index().sort_values("x")
+            g["std"] = g["std"].fillna(0.0)
+            color = _series_color(name, j)
+            if int(g["n"].max()) > 1:
+                fig.add_trace(go.Scatter(x=list(g["x"]) + list(g["x"])[::-1],
+                                         y=list(g["mean"] + g["std"]) + list(g["mean"] - g["std"])[::-1],
+                                         fill="toself", fillcolor=_hex_rgba(color, 0.15), line=dict(width=0),
+                                         hoverinfo="skip", showlegend=False, legendgroup=str(name)), row=r, col=c)
+            fig.add_trace(go.Scatter(
+                x=g["x"], y=g["mean"], mode="lines+markers", name=str(name), legendgroup=str(name),
+                showlegend=i == 0, line=dict(color=color, width=2), marker=dict(size=6),
+                customdata=np.stack([g[key].astype(str), g["std"], g["n"]], axis=1),
+                hovertemplate=(f"{task} · {name}<br>%{{customdata[0]}}<br>FLOPs kept %{{x:.3f}}<br>{metric} "
+                               "%{y:.4f} ± %{customdata[1]:.4f} (%{customdata[2]} trials)<extra></extra>"),
+            ), row=r, col=c)
+        dval = dense[dense["task"] == task][metric]
+        if len(dval):
+            fig.add_hline(y=float(dval.mean()), line=dict(color="#000000", dash="dash", width=1), row=r, col=c,
+                          annotation_text="dense" if i == 0 else None)
+        fig.update_xaxes(title_text="share of prunable FLOPs kept" if r == rows else None, autorange="reversed",
+                         row=r, col=c)
+        fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
+    fig.update_layout(title=title or f"{metric} against FLOPs kept", height=90 + height_per_row * rows,
+                      margin=dict(l=60, r=20, t=90, b=60),
+                      legend=dict(orientation="h", y=-0.12 / rows, x=0, xanchor="left", yanchor="top"))
     return fig
 
 

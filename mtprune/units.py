@@ -48,6 +48,11 @@ class UnitSite:
     in_proj: tuple[InProj, ...]
     attn_module: str = ""  # for heads: the attention module whose head count changes with pruning
     hard_prunable: bool = True
+    layer_path: str = ""  # the layer (block) module the site belongs to: encoder.layer.3
+    residual: str = ""  # the module whose first input is the residual stream this site's output is added to
+    # FFN sites that end their layer: the layer's output is output_norm(out_proj output + residual),
+    # "" for no norm (pre-LN models), None when the layer does more after its FFN or nobody said
+    output_norm: str | None = None
 
     def __post_init__(self):
         if self.stack not in STACKS or self.kind not in KINDS:
@@ -132,23 +137,32 @@ def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], f
                      hard_heads: bool = True) -> list[UnitSite]:
     """Sites from per-layer relative module names, for a format to describe its architecture.
 
-    ``ffn = (in_names, out_name)``; ``heads = (in_names, out_name, attn_module)``; names relative to
-    each layer path, either may be None. An in name ending in ``*3`` is a fused q|k|v projection.
+    ``ffn = (in_names, out_name, residual_name[, output_norm])``; ``heads = (in_names, out_name,
+    attn_module, residual_name)``; names relative to each layer path (``""``: the layer itself),
+    either may be None. An in name ending in ``*3`` is a fused q|k|v projection. The residual module
+    is the one whose first input is the residual stream the site's output is added to; an FFN that
+    ends its layer names the norm applied to its output plus residual (``""``: none). Repair reads both.
     """
     from mtprune import layers
+
+    def path(lp, name):
+        return f"{lp}.{name}" if name else lp
 
     sites = []
     for i, lp in enumerate(layer_paths):
         if ffn is not None:
-            ins, out = ffn
+            ins, out, res, *norm = ffn
             n = layers.in_features(model.get_submodule(f"{lp}.{out}"))
-            sites.append(UnitSite(stack, i, "ffn", n, 1, f"{lp}.{out}", tuple(InProj(f"{lp}.{x}") for x in ins)))
+            sites.append(UnitSite(stack, i, "ffn", n, 1, f"{lp}.{out}", tuple(InProj(f"{lp}.{x}") for x in ins),
+                                  layer_path=lp, residual=path(lp, res),
+                                  output_norm=(f"{lp}.{norm[0]}" if norm[0] else "") if norm else None))
         if heads is not None:
-            ins, out, attn = heads
+            ins, out, attn, res = heads
             n_in = layers.in_features(model.get_submodule(f"{lp}.{out}"))
             in_proj = tuple(InProj(f"{lp}.{x[:-2]}", 3) if x.endswith("*3") else InProj(f"{lp}.{x}") for x in ins)
             sites.append(UnitSite(stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", in_proj,
-                                  attn_module=f"{lp}.{attn}", hard_prunable=hard_heads))
+                                  attn_module=f"{lp}.{attn}", hard_prunable=hard_heads, layer_path=lp,
+                                  residual=path(lp, res)))
     return sites
 
 

@@ -347,3 +347,29 @@ def test_a_local_model_directory_of_another_format(app, tmp_path, tiny_seqcls):
     goto(at, "export")
     ok(at)
     assert not [c for c in at.caption if "cannot be removed physically" in c.value]
+
+
+def test_prune_with_a_flops_budget_and_repair(app):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    at.segmented_control(key="prune.mode").set_value("budget").run()
+    ok(at)
+    at.slider(key="prune.flops").set_value(60).run()
+    ok(at)
+    assert int(metric(at, "FLOPs kept").rstrip("%")) <= 60
+    heads = metric(at, "encoder attention heads kept")  # a budget spends over both kinds
+    assert heads != "72 / 72" or metric(at, "encoder FFN neurons kept") != "9,216 / 9,216"
+    at.selectbox(key="prune.repair").set_value("lsq").run()
+    at.number_input(key="prune.calib").set_value(32)
+    at.number_input(key="prune.limit").set_value(16)
+    at.button(key="prune.evaluate").click().run()
+    ok(at)
+    labels = [m.label for m in at.metric]
+    assert "Repaired accuracy (lsq)" in labels and "Pruned accuracy" in labels
+    assert 0 <= float(metric(at, "Repaired accuracy (lsq)")) <= 1
+    bars = [f for f in charts(at) if f["data"][0]["type"] == "bar"][-1]
+    assert [t["name"] for t in bars["data"]] == ["dense", "pruned", "pruned + lsq"]
+    # Export downloads the same budget mask
+    goto(at, "export")
+    ok(at)
+    assert any("budget flops:0.6" in c.value for c in at.caption)

@@ -510,3 +510,75 @@ def test_unseen_bars():
     labels, series = unseen_bars(rows, 0.5)
     assert labels == ["imdb"]
     assert series == {"dense": [0.9], "ap mask from sst2": [0.8], "random mask from sst2": [pytest.approx(0.65)]}
+
+
+def test_frontier_sweep_budgets_and_repairs(tiny_multitask, sst2_rows, tmp_path, monkeypatch):
+    """Budget rows next to the dense row, each mask evaluated pruned and repaired; FLOPs kept within
+    the budget; a rerun reuses every row."""
+    from mtprune.experiments import core
+
+    a = tiny_multitask
+    a.max_length = 64
+    calib = [dict(r) for r in sst2_rows] * 5
+    monkeypatch.setattr(core.Runner, "calibration", lambda self, task, n, seed=0: calib)
+    monkeypatch.setattr(core.Runner, "costs", lambda self, task, measure: __import__("mtprune.costs").costs.unit_costs(
+        self.adapter, measure, 12))
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random"), sparsities=(0.0,), budgets=("flops:0.7", "flops:0.4"),
+                      repairs=("none", "lsq"), kinds="all", trials=1, examples=(4,), calib=30)
+    out = tmp_path / "f.csv"
+    df = run_sweep(a, cfg, out=out, rows={"sst2": sst2_rows}, log=None)
+    assert len(df) == 2 * 2 * 3  # methods x repairs x (dense + two budgets)
+    b = df[df.budget.fillna("") != ""]
+    assert set(b.budget) == {"flops:0.7", "flops:0.4"} and set(b.repair) == {"none", "lsq"}
+    assert (b[b.budget == "flops:0.4"].flops_kept <= 0.4 + 1e-9).all()
+    assert (b[b.budget == "flops:0.7"].flops_kept <= 0.7 + 1e-9).all()
+    assert df.key.is_unique and set(b.scope) == {"budget"}
+    again = run_sweep(a, cfg, out=out, rows={"sst2": sst2_rows}, log=None)
+    assert again.attrs["stats"]["evaluations"] == 0
+    from mtprune.experiments.sweep import format_frontier, frontier_table
+    from mtprune.plots import frontier_figure
+
+    tab = frontier_table(df)
+    assert list(tab.columns) == ["dense", "flops:0.7", "flops:0.4"] and len(tab) == 4
+    assert "| sst2 | ap + lsq |" in format_frontier(tab)
+    fig = frontier_figure(df)
+    assert {t.name for t in fig.data if t.name} == {"ap + none", "ap + lsq", "random + none", "random + lsq"}
+
+
+def test_unseen_and_budget_rows_with_repair(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
+    """The other experiments evaluate repaired models too: unseen on the source's rows, the joint
+    budget mask on every task's rows (one repaired model for all of them)."""
+    from mtprune.experiments import core
+    from mtprune.experiments.unseen import UnseenConfig, run_unseen
+
+    a = tiny_multitask
+    a.max_length = 64
+    asked = []
+
+    def calibration(self, task, n, seed=0):
+        asked.append(task)
+        return [dict(r) for r in (sst2_rows if task == "sst2" else cb_rows)] * 5
+
+    monkeypatch.setattr(core.Runner, "calibration", calibration)
+    cfg = UnseenConfig(pairs=(("sst2", "imdb"),), methods=("ap",), sparsities=(0, 0.5), examples=4, trials=1,
+                       repairs=("none", "lsq"), calib=30)
+    df = run_unseen(a, cfg, rows={"imdb": sst2_rows}, log=None)
+    assert len(df) == 4 and set(df.repair) == {"none", "lsq"} and set(asked) == {"sst2"}
+    assert df.key.is_unique
+    rows = {"sst2": sst2_rows, "cb": cb_rows}
+    asked.clear()
+    repaired_models = []
+    real = core.Runner.repaired
+
+    def spy(self, mask, repair):
+        repaired_models.append((mask.digest(), repair.tasks))
+        return real(self, mask, repair)
+
+    monkeypatch.setattr(core.Runner, "repaired", spy)
+    bd = run_budget(a, BudgetConfig(("sst2", "cb"), ("50%",), method="random", examples=4, repair="lsq", calib=30),
+                    rows=rows, log=None)
+    assert set(bd[bd.setting != "dense"].repair.dropna()) == {"lsq"}
+    joint = [t for _, t in repaired_models if len(t) == 2]
+    assert joint and set(joint[0]) == {"sst2", "cb"}  # the shared mask, repaired on both tasks
+    with pytest.raises(MtpruneError, match="unknown repair"):
+        BudgetConfig(("sst2", "cb"), repair="magic")

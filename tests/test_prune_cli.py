@@ -54,7 +54,7 @@ def test_prune_bad_input(capsys, tiny_multitask, tiny_dir, tmp_path):
         code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", p, "--out", out)
         one_line_error(code, err, "sparsity")
     code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--out", out)
-    one_line_error(code, err, "--sparsity is required")
+    one_line_error(code, err, "--sparsity or --budget is required")
     (tmp_path / "bad.json").write_text("{oops")
     code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", tmp_path / "bad.json",
                        "--out", out)
@@ -111,3 +111,50 @@ def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):
     assert code == 0, err
     res = json.loads(stdout)
     assert res["n"] == 16 and 0.0 <= res["accuracy"] <= 1.0
+
+
+def test_prune_with_a_flops_budget_and_repair(capsys, tiny_dir, tmp_path, shared_home):
+    """A FLOPs budget over heads and FFN neurons, repaired by least squares on 24 sst2 rows: the
+    saved model keeps its repaired weights, and says how it was made."""
+    out = tmp_path / "b"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--budget", "flops:0.5",
+                            "--repair", "lsq", "--calib", "24", "--examples", "8", "--batch-size", "4",
+                            "--out", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["budget"] == "flops:0.5" and info["flops_kept"] <= 0.5 and info["scope"] == "budget"
+    assert info["kinds"] == "all" and info["repair"]["method"] == "lsq" and info["repair"]["calibration_rows"] == 24
+    cfg = json.loads((out / "config.json").read_text())["mtprune_pruned"]
+    assert cfg["repair"]["method"] == "lsq" and cfg["mask_meta"]["meta"]["budget"] == "flops:0.5"
+    code, stdout, err = run(capsys, "eval", "--model", out, "--task", "sst2", "--limit", "8", "--json",
+                            "--device", "cpu")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--budget", "flops:1.5"], r"fraction in \(0, 1\]"),
+    (["--budget", "speed:0.5"], "unknown budget 'speed'"),
+    (["--budget", "flops:0.5", "--sparsity", "0.5"], "one of --sparsity, --budget and --mask"),
+    (["--budget", "flops:0.5", "--kinds", "ffn"], "smallest reachable budget is flops:0.644"),
+    (["--sparsity", "0.5", "--repair", "lsq", "--calib", "0"], "--calib must be at least 1"),
+    (["--sparsity", "0.5", "--repair", "magic"], "invalid choice"),
+])
+def test_prune_budget_and_repair_bad_input(capsys, tiny_dir, tmp_path, shared_home, extra, pattern):
+    out = tmp_path / "o"
+    try:
+        code = main(["prune", "--model", str(tiny_dir), "--task", "sst2", "--examples", "8", "--out", str(out),
+                     "--device", "cpu", *extra])
+    except SystemExit as exc:
+        code = exc.code
+    one_line_error(code, capsys.readouterr().err, pattern)
+    assert not out.exists()
+
+
+def test_prune_calibration_file_needs_the_fields(capsys, tiny_dir, tmp_path, shared_home):
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"text": "no sentence"}\n')
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5", "--repair",
+                       "bias", "--calib-file", bad, "--out", out, "--device", "cpu")
+    one_line_error(code, err, "lack the field")
+    assert not out.exists()

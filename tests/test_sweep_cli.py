@@ -51,6 +51,12 @@ def _err_line(capsys):
     (["unseen", "--sparsities", "2"], "in [0, 1]"),
     (["budget", "--tasks", "sst2"], "at least two tasks"),
     (["budget", "--method", "nope"], "unknown method"),
+    (["sweep", "--budgets", "flops:1.5"], "(0, 1]"),
+    (["sweep", "--budgets", "0.6"], "starts with a measure"),
+    (["sweep", "--budgets", "flops:0.6", "--repair", "magic"], "unknown repair 'magic'"),
+    (["sweep", "--calib", "0", "--repair", "lsq"], "--calib must be at least 1"),
+    (["unseen", "--repair", "magic"], "unknown repair"),
+    (["budget", "--repair", "magic"], "invalid choice"),
 ])
 def test_bad_input_is_one_line(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -350,6 +350,55 @@ def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, 
     return dense, pruned
 
 
+@st.cache_data(show_spinner="measuring the task's average length...", max_entries=16)
+def _flops_costs(fingerprint: str, task: str, _adapter) -> tuple[dict, float]:
+    from mtprune.costs import average_length, unit_costs
+
+    seq = average_length(_adapter, task)
+    return unit_costs(_adapter, "flops", seq), seq
+
+
+def flops_costs(ctx: Context, task: str | None = None) -> tuple[dict, float]:
+    """Per-unit FLOPs at the task's average length (and that length), computed once per model and task."""
+    return _flops_costs(ctx.fingerprint, task or ctx.task.name, ctx.adapter)
+
+
+def flops_kept(ctx: Context, mask) -> float:
+    from mtprune.costs import kept_cost, total_cost
+
+    costs, _ = flops_costs(ctx)
+    return kept_cost(mask, costs) / total_cost(costs, mask.n_units)
+
+
+def mask_for_settings(ctx: Context, scores, settings: dict):
+    """The mask Prune and evaluate shows for its settings (``ui.state.prune_settings``)."""
+    from mtprune.costs import search_mask
+    from mtprune.masks import mask_from_scores
+
+    if settings.get("mode") == "budget":
+        costs, seq = flops_costs(ctx)
+        return search_mask(scores, settings["budget"], costs, kinds="all", meta={"seq_len": seq})
+    return mask_from_scores(scores, settings["sparsity"], scope=settings["scope"])
+
+
+def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, method: str, calib: int, progress=None):
+    """The hard-pruned model repaired on ``calib`` train rows, evaluated; (EvalResult, RepairReport),
+    remembered for the session."""
+    from mtprune.evaluation import evaluate as run_eval
+    from mtprune.repair import RepairSettings, calibration_rows, repair
+
+    key = (ctx.fingerprint, task, split, limit, mask.digest(), method, int(calib))
+    store = state.store("repaired")
+    if key in store:
+        return store[key]
+    rows = calibration_rows(task, int(calib))
+    with model_busy(ctx):
+        fixed, report = repair(ctx.adapter, mask, rows, task, RepairSettings(method=method))
+    res = run_eval(fixed, task, split, limit=limit, progress=progress)
+    store[key] = (res, report)
+    return res, report
+
+
 def show_figure(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
@@ -379,6 +428,7 @@ def sweep_section(ctx: Context, key: str) -> None:
     trials = c[3].number_input("Trials", min_value=1, max_value=20, value=1, key=f"{key}.trials",
                                persist_state="session", help="repeats of the seeded baselines")
     scope = state.prune_settings(["ffn"])["scope"]
+    scope = scope if scope in ("layer", "global") else "layer"
     try:
         cfg = V.sweep_config(ctx.spec, methods, X.parse_sparsities(text), scope=scope, trials=int(trials))
     except MtpruneError as exc:

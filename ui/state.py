@@ -14,19 +14,24 @@ import streamlit as st
 _PRUNE = "_state.prune_settings"
 _HEATMAP = "_state.heatmap_view"
 _STORES = "_state.stores"
-STORES = ("scores", "evals", "sweeps", "unseen")
+STORES = ("scores", "evals", "sweeps", "unseen", "repaired")
 
 
 def prune_settings(kinds) -> dict:
-    """The sparsity per kind and the scope last set on Prune and evaluate (defaults: FFN 50 %,
-    heads 0 %, per layer)."""
+    """How Prune and evaluate last chose units: ``mode`` ``sparsity`` (a share per kind, the same in
+    every layer or global: ``sparsity``, ``scope``; defaults FFN 50 %, heads 0 %, per layer) or
+    ``budget`` (``budget``, a FLOPs budget over heads and neurons of all layers, default flops:0.6)."""
     s = st.session_state.get(_PRUNE) or {}
     per = s.get("sparsity", {})
-    return {"sparsity": {k: per.get(k, 0.5 if k == "ffn" else 0.0) for k in kinds}, "scope": s.get("scope", "layer")}
+    return {"mode": s.get("mode", "sparsity"),
+            "sparsity": {k: per.get(k, 0.5 if k == "ffn" else 0.0) for k in kinds},
+            "scope": s.get("scope", "layer"), "budget": s.get("budget", "flops:0.6")}
 
 
-def remember_prune_settings(sparsity: dict, scope: str) -> None:
-    st.session_state[_PRUNE] = {"sparsity": dict(sparsity), "scope": scope}
+def remember_prune_settings(sparsity: dict, scope: str, mode: str = "sparsity", budget: str | None = None) -> None:
+    old = st.session_state.get(_PRUNE) or {}
+    st.session_state[_PRUNE] = {"mode": mode, "sparsity": dict(sparsity), "scope": scope,
+                                "budget": budget or old.get("budget", "flops:0.6")}
 
 
 def heatmap_view() -> dict:

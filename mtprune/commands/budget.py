@@ -28,6 +28,10 @@ def register(sub):
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="evaluation split (default: each task's validation)")
+    p.add_argument("--repair", default="none", choices=("none", "bias", "scale", "lsq"),
+                   help="repair every mask: the joint one on every task's train rows, each ensemble member on its "
+                        "own task's (default none)")
+    p.add_argument("--calib", type=int, default=1024, help="calibration rows per task for repair (default 1024)")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)
 
@@ -38,7 +42,7 @@ def run(args):
     settings = eval_settings(args)
     cfg = BudgetConfig(tasks=args.tasks, budgets=args.budgets, method=args.method, examples=args.examples,
                        variant=args.variant, kinds=args.kinds, scope=args.scope, normalise=args.normalise,
-                       combine=args.combine, seed=args.seed)
+                       combine=args.combine, seed=args.seed, repair=args.repair, calib=args.calib)
     adapter = load_model(args)
     total = prunable_params(adapter, cfg.kinds)
     cfg.resolved_budgets(total)  # a budget larger than the model: one line before any work

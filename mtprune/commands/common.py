@@ -44,10 +44,10 @@ def add_examples_arg(p, default: int | str | None = 256, text: str = "examples f
                    help=f"{text} (default {default}; --samples is the old spelling)")
 
 
-def add_kinds_arg(p, default: str = "ffn") -> None:
+def add_kinds_arg(p, default: str | None = "ffn", default_text: str | None = None) -> None:
     p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=("ffn", "heads", "all"),
-                   help=f"which kind of unit to prune: FFN neurons, attention heads or both (default {default}; "
-                        "--units is the old spelling)")
+                   help=f"which kind of unit to prune: FFN neurons, attention heads or both (default "
+                        f"{default_text or default}; --units is the old spelling)")
 
 
 def method_help(scores: bool | None = True) -> str:

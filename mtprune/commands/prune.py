@@ -18,8 +18,21 @@ def register(sub):
     p.add_argument("--method", default="ap", help=f"attribution method (default ap). {method_help()}")
     p.add_argument("--variant", default=None, help="the method's variant (default: the method's own)")
     p.add_argument("--sparsity", default=None,
-                   help="fraction of units to prune, in [0, 1] (required unless --mask)")
-    add_kinds_arg(p)
+                   help="fraction of units to prune in every layer, in [0, 1] (or --budget, or --mask)")
+    p.add_argument("--budget", default=None,
+                   help="spend one budget over heads and FFN neurons of all layers instead: flops:0.6 (keep 60%% of "
+                        "the prunable FLOPs at the task's average length), params:0.5, latency:0.6 (measured here)")
+    p.add_argument("--normalise", default="sum", choices=("sum", "none"),
+                   help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
+    p.add_argument("--repair", default="none", choices=("none", "bias", "scale", "lsq"),
+                   help="refit each pruned block's output projection on calibration rows so its output matches "
+                        "the dense model's: lsq (least squares), scale (one scale per unit), bias (mean "
+                        "contribution of the pruned units); default none")
+    p.add_argument("--calib", type=int, default=1024, help="calibration rows for --repair (default 1024)")
+    p.add_argument("--calib-split", default=None, help="the split calibration rows come from (default: train)")
+    p.add_argument("--calib-file", default=None,
+                   help="calibration rows from a JSONL file of the task's fields instead (no labels needed)")
+    add_kinds_arg(p, None, "ffn with --sparsity, all with --budget")
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="layer: the same sparsity in every layer (default); global: top units of the model")
     p.add_argument("--stack", choices=("encoder", "decoder", "all"), default="all")
@@ -39,14 +52,20 @@ def register(sub):
 def run(args):
     from mtprune.attribution import AttributionSpec, attribute_cached
     from mtprune.checkpoints import check_out_dir, load_adapter, save_model, source_dtype
+    from mtprune.costs import Budget
     from mtprune.masks import check_sparsity, load_mask, mask_from_scores
-    from mtprune.pruning import count_parameters, hard_prune
+    from mtprune.pruning import count_parameters
+    from mtprune.repair import RepairSettings, calibration_rows, repair
     from mtprune.tasks import get_task
 
     task = get_task(args.task)
-    if args.sparsity is None and not args.mask:
-        raise MtpruneError("--sparsity is required (or pass --mask FILE)")
+    given_ways = [w for w in ("sparsity", "budget", "mask") if getattr(args, w) is not None]
+    if not given_ways:
+        raise MtpruneError("--sparsity or --budget is required (or pass --mask FILE)")
+    if len(given_ways) > 1:
+        raise MtpruneError(f"give one of --sparsity, --budget and --mask, not {' and '.join('--' + w for w in given_ways)}")
     p = check_sparsity(args.sparsity) if args.sparsity is not None else None
+    budget = Budget.parse(args.budget) if args.budget is not None else None
     if args.batch_size < 1:
         raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
     try:
@@ -57,9 +76,14 @@ def run(args):
     # bad files and settings fail before the model loads
     given = load_mask(args.mask) if args.mask else None
     spec = None
+    kinds = args.kinds or ("all" if budget is not None else "ffn")
     if given is None:
         spec = AttributionSpec(task=task.name, method=args.method, examples=args.examples, seed=args.seed,
-                               split=args.split, kinds=args.kinds, **({"variant": args.variant} if args.variant else {}))
+                               split=args.split, kinds="all" if budget is not None else kinds,
+                               **({"variant": args.variant} if args.variant else {}))
+    settings = RepairSettings(method=args.repair, batch_size=args.batch_size)
+    calib = calibration_rows(task, args.calib, split=args.calib_split, data_file=args.calib_file) \
+        if args.repair != "none" else []
 
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     adapter.head_for(task)
@@ -71,25 +95,50 @@ def run(args):
     else:
         with progress_bar(f"attribute {spec.task} ({spec.method})", enabled=not args.json) as progress:
             scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size)
-        mask = mask_from_scores(scores, p, scope=args.scope, kinds=args.kinds, stack=args.stack,
-                                meta={"task": task.name, "model": adapter.source})
+        meta = {"task": task.name, "model": adapter.source}
+        if budget is not None:
+            mask = _budget_mask(adapter, task, scores, budget, kinds, args.normalise, meta)
+        else:
+            mask = mask_from_scores(scores, p, scope=args.scope, kinds=kinds, stack=args.stack, meta=meta)
         info.update(scores_cache=str(path) if path else None, cache_hit=bool(hit))
     dense_params = adapter.num_parameters()
-    small = hard_prune(adapter, mask)
+    with progress_bar(f"repair ({args.repair})", unit="layer", enabled=not args.json and args.repair != "none") as pr:
+        small, report = repair(adapter, mask, calib, task, settings, progress=pr)
     dtype = source_dtype(adapter) if args.dtype == "auto" else args.dtype
     save_model(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite)
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
     info.update(
         out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
+        budget=mask.meta.get("budget"), flops_kept=_flops_kept(adapter, task, mask),
         params_dense=dense_params, params_pruned=small.num_parameters(),
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
-        kept={g: mask.kept_per_layer(g) for g in mask.groups},
+        kept={g: mask.kept_per_layer(g) for g in mask.groups}, repair=report.to_dict(),
     )
     if args.json:
         print_json(info)
     else:
         kept = "; ".join(f"{g} {'/'.join(map(str, v))}" for g, v in info["kept"].items())
-        print(f"pruned {task.name} at {mask.sparsity:g} ({mask.kinds}, {mask.scope}): "
-              f"{dense_params:,} -> {info['params_pruned']:,} parameters; kept per layer: {kept}")
+        how = f"budget {mask.meta['budget']}" if mask.scope == "budget" else f"{mask.sparsity:g} ({mask.kinds}, {mask.scope})"
+        print(f"pruned {task.name} at {how}: {dense_params:,} -> {info['params_pruned']:,} parameters, "
+              f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
+        if args.repair != "none":
+            print(report.summary())
         print(f"wrote {out} ({size / 1e6:.1f} MB of weights); evaluate: mtprune eval --model {out} --task {task.name}")
     return 0
+
+
+def _budget_mask(adapter, task, scores, budget, kinds, normalise, meta):
+    from mtprune.costs import average_length, latency_table, search_mask, unit_costs
+
+    seq = average_length(adapter, task)
+    table = latency_table(adapter, task, int(round(seq))) if budget.measure == "latency" else None
+    costs = unit_costs(adapter, budget.measure, seq, table)
+    return search_mask(scores, budget, costs, kinds=kinds, normalise=normalise, meta={**meta, "seq_len": seq})
+
+
+def _flops_kept(adapter, task, mask) -> float:
+    """The share of the prunable FLOPs (at the task's average length) the mask keeps."""
+    from mtprune.costs import average_length, kept_cost, total_cost, unit_costs
+
+    costs = unit_costs(adapter, "flops", average_length(adapter, task))
+    return kept_cost(mask, costs) / total_cost(costs, mask.n_units)

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from pathlib import Path
 
 from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
                                      logger, method_help, write_chart)
@@ -20,7 +21,19 @@ def register(sub):
     p.add_argument("--tasks", default=",".join(BENCHMARK), help="comma-separated tasks (default: the benchmark)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated (default {','.join(DEFAULT_METHODS)}). {method_help(None)}")
-    p.add_argument("--sparsities", default="0:1:0.1", help="start:stop:step (stop included) or a list")
+    p.add_argument("--sparsities", default=None,
+                   help="start:stop:step (stop included) or a list (default 0:1:0.1; with --budgets: 0, the dense model)")
+    p.add_argument("--budgets", default=None,
+                   help="the accuracy/cost frontier: budgets spent over heads and FFN neurons of every layer, e.g. "
+                        "flops:0.8,0.7,0.6 (a measure, then fractions of the prunable FLOPs / params / latency); "
+                        "use with --kinds all to prune both kinds")
+    p.add_argument("--repair", default="none",
+                   help="repairs to evaluate every mask with, comma-separated: none, bias, scale, lsq (default none)")
+    p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
+    p.add_argument("--normalise", default="sum", choices=("sum", "none"),
+                   help="budget search: divide each kind's scores by their sum (default) or compare them as they are")
+    p.add_argument("--latency", action="store_true",
+                   help="time every evaluated model on 32 rows (column latency_ms; physically pruned copies)")
     add_kinds_arg(p)
     p.add_argument("--scope", default="layer", choices=("layer", "global"),
                    help="the same sparsity in every layer (default), or one ranking per unit group")
@@ -52,14 +65,37 @@ def build_config(args):
     from mtprune.experiments.core import parse_ints, parse_list
     from mtprune.experiments.sweep import SweepConfig, setting_config
 
+    budgets = parse_budgets(args.budgets)
+    sparsities = args.sparsities if args.sparsities is not None else ("0" if budgets else "0:1:0.1")
     base = SweepConfig(tasks=tuple(parse_list(args.tasks, "tasks")), methods=tuple(parse_list(args.methods, "methods")),
-                       sparsities=args.sparsities, kinds=args.kinds, scope=args.scope, stack=args.stack,
+                       sparsities=sparsities, kinds=args.kinds, scope=args.scope, stack=args.stack,
                        trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps,
-                       sample_trials=args.sample_trials)
+                       sample_trials=args.sample_trials, budgets=budgets,
+                       repairs=tuple(parse_list(args.repair, "repairs")), calib=args.calib, normalise=args.normalise,
+                       latency=args.latency)
     overrides = {}
     if args.examples is not None:
         overrides["examples"] = tuple(parse_ints(args.examples, "--examples"))
     return setting_config(args.setting, base, **overrides)
+
+
+def parse_budgets(text: str | None) -> tuple[str, ...]:
+    """``flops:0.8,0.7,0.6`` (a measure, then fractions; ``params:0.5,flops:0.6`` mixes measures)."""
+    from mtprune.costs import Budget
+
+    if not text:
+        return ()
+    out, measure = [], None
+    for item in [x.strip() for x in text.split(",") if x.strip()]:
+        if ":" in item:
+            b = Budget.parse(item)
+            measure = b.measure
+        elif measure is None:
+            raise MtpruneError(f"--budgets starts with a measure, as flops:{item}, not {item!r}")
+        else:
+            b = Budget.parse(f"{measure}:{item}")
+        out.append(str(b))
+    return tuple(dict.fromkeys(out))
 
 
 def parse_compare(text: str | None) -> list[tuple[str, str]]:
@@ -81,6 +117,10 @@ def run(args):
 
     settings = eval_settings(args)
     cfg = build_config(args)
+    if cfg.latency:
+        from dataclasses import replace
+
+        settings = replace(settings, latency=True)
     if args.metric not in ("accuracy", "f1", "mcc"):
         raise MtpruneError(f"--metric must be accuracy, f1 or mcc, not {args.metric!r}")
     pairs = parse_compare(args.compare)
@@ -95,6 +135,20 @@ def run(args):
     d = df.dropna(subset=[args.metric])
     if d.empty:
         raise MtpruneError(f"no task of this sweep has the metric {args.metric!r}")
+    if cfg.budgets:
+        from mtprune.experiments.sweep import format_frontier, frontier_table
+
+        print(f"{args.metric} at every budget (mean over trials; dense for reference):")
+        print(format_frontier(frontier_table(d, args.metric)))
+        if not args.no_plot:
+            from mtprune.plots import frontier_figure
+
+            base = args.plot or str(Path(args.out).with_suffix(""))
+            write_chart(args, frontier_figure(d, args.metric, title=f"{args.metric} against FLOPs kept "
+                                                                   f"({adapter.display_name})"), base + "_frontier")
+        d = d[d["budget"].fillna("").astype(str).eq("")]
+        if d["sparsity"].nunique() < 2:
+            return 0
     lo, hi = 0.1, 0.9
     if not ((d["sparsity"] >= lo - 1e-9) & (d["sparsity"] <= hi + 1e-9)).any():
         lo, hi = float(d["sparsity"].min()), float(d["sparsity"].max())

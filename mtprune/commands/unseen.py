@@ -25,6 +25,10 @@ def register(sub):
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repair", default="none",
+                   help="repairs to evaluate every mask with (none, bias, scale, lsq; comma-separated), on the "
+                        "source task's train rows (default none)")
+    p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)
 
@@ -36,7 +40,7 @@ def run(args):
     settings = eval_settings(args)
     cfg = UnseenConfig(pairs=tuple(parse_pairs(args.pairs)), methods=tuple(parse_list(args.methods, "methods")),
                        sparsities=args.sparsities, examples=args.examples, trials=args.trials, kinds=args.kinds,
-                       scope=args.scope, variant=args.variant, seed=args.seed)
+                       scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=args.calib)
     adapter = load_model(args)
     df = run_unseen(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)

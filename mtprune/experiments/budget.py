@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
+from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
                                       parse_list, parse_methods, run_points, stderr_log)
 from mtprune.masks import check_choices, mask_from_scores
 from mtprune.tasks import get_task
@@ -39,7 +39,7 @@ from mtprune.units import group_sites, selected, unit_cost
 
 NORMALISERS = ("sum", "max", "rank")
 COMBINERS = ("mean", "max")
-BUDGET_COLUMNS = ["setting", "task", "budget", "kept_params", "prunable_params", "kept_units",
+BUDGET_COLUMNS = ["setting", "task", "budget", "repair", "kept_params", "prunable_params", "kept_units",
                   "actual_sparsity", "accuracy", "f1", "mcc", "method", "examples", "kinds", "scope",
                   "normalise", "combine", "tasks", "split", "n_eval", "model_fingerprint", "key"]
 
@@ -208,6 +208,8 @@ class BudgetConfig:
     normalise: str = "sum"
     combine: str = "mean"
     seed: int = 0
+    repair: str = "none"  # the joint model repaired on every task's rows, each member on its own task's
+    calib: int = 1024
 
     def __post_init__(self):
         tasks = tuple(get_task(t).name for t in (parse_list(self.tasks, "tasks") if isinstance(self.tasks, str)
@@ -226,6 +228,11 @@ class BudgetConfig:
             raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISERS)}, not {self.normalise!r}")
         if self.combine not in COMBINERS:
             raise MtpruneError(f"--combine must be one of {', '.join(COMBINERS)}, not {self.combine!r}")
+        from mtprune.repair import METHODS as REPAIRS
+
+        if self.repair not in REPAIRS:
+            raise MtpruneError(f"unknown repair {self.repair!r}; repairs: {', '.join(REPAIRS)}")
+        check_at_least(self.calib, "--calib")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -287,8 +294,10 @@ def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *,
                 "actual_sparsity": round(mask.actual_sparsity(), 6) if mask is not None else 0.0}
 
     def point(setting, t, b, mask):
+        calib_tasks = tuple(names) if setting == "joint" else (t.name,)
         return Point(t, {**key_common, "setting": setting, "task": t.name, "budget": b},
-                     {"setting": setting, "task": t.name, "budget": b, **common}, mask, None, extra)
+                     {"setting": setting, "task": t.name, "budget": b, **common}, mask, None, extra,
+                     Repair(cfg.repair, calib_tasks, cfg.calib))
 
     t_start = time.perf_counter()
     groups = [Group("dense", [point("dense", t, total, None) for t in tasks])]

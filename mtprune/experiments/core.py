@@ -232,6 +232,7 @@ class EvalSettings:
     batch_size: int = 32
     prune: str = "soft"
     attribution_batch_size: int = 32
+    latency: bool = False  # time every evaluated model (a physically pruned one where possible)
 
     def __post_init__(self):
         if self.limit is not None:
@@ -242,7 +243,8 @@ class EvalSettings:
             raise MtpruneError(f"prune must be soft or hard, not {self.prune!r}")
 
     def to_dict(self) -> dict:
-        return {"limit": self.limit, "split": self.split, "batch_size": self.batch_size, "prune": self.prune}
+        return {"limit": self.limit, "split": self.split, "batch_size": self.batch_size, "prune": self.prune,
+                "latency": self.latency}
 
 
 @dataclass
@@ -251,6 +253,7 @@ class EvalOutcome:
     n: int
     seconds: float
     reused: bool = False
+    latency_ms: float = float("nan")  # milliseconds per example on a fixed batch (EvalSettings.latency)
 
 
 def split_size(task: TaskSpec, split: str | None = None) -> int | None:
@@ -282,6 +285,9 @@ class Runner:
             self._rows[(t.name, self.eval_split(t))] = [dict(r) for r in given][: self.settings.limit or None]
         self._evals: dict[tuple, EvalOutcome] = {}
         self._scores: dict[str, object] = {}
+        self._calib: dict[tuple, list[dict]] = {}
+        self._costs: dict[tuple, dict] = {}
+        self._repaired: dict[tuple, object] = {}
         self._capped: set = set()
         self._stand_in_state: dict[str, dict] = {}
         self.fingerprint = adapter.fingerprint()
@@ -341,10 +347,32 @@ class Runner:
         self._scores[memo] = scores
         return scores
 
+    def calibration(self, task: str, n: int, seed: int = 0) -> list[dict]:
+        """``n`` calibration rows of the task's train split (repair), drawn once per runner."""
+        from mtprune.repair import calibration_rows
+
+        key = (task, int(n), int(seed))
+        if key not in self._calib:
+            self._calib[key] = calibration_rows(task, n, seed=seed)
+        return self._calib[key]
+
+    def costs(self, task: TaskSpec, measure: str) -> dict:
+        """Per-unit costs in ``measure`` (FLOPs and latency at the task's average length)."""
+        from mtprune.costs import average_length, latency_table, unit_costs
+
+        key = (task.name, measure)
+        if key not in self._costs:
+            seq = average_length(self.adapter, task) if measure != "params" else None
+            table = latency_table(self.adapter, task, int(round(seq))) if measure == "latency" else None
+            self._costs[key] = unit_costs(self.adapter, measure, seq, table)
+        return self._costs[key]
+
     # -- evaluation ---------------------------------------------------------------------------------
-    def evaluate(self, task: TaskSpec, mask: Mask | None = None, method: Method | None = None) -> EvalOutcome:
+    def evaluate(self, task: TaskSpec, mask: Mask | None = None, method: Method | None = None,
+                 repair: "Repair | None" = None) -> EvalOutcome:
         """Metrics of ``task`` with ``mask`` applied (the dense model when None), or, for a stand-in
-        baseline ``method`` (``scores=False``), with its stand-in for ``mask``'s site sizes."""
+        baseline ``method`` (``scores=False``), with its stand-in for ``mask``'s site sizes; with
+        ``repair``, on the hard-pruned model repaired on calibration rows."""
         from mtprune.evaluation import evaluate
         from mtprune.pruning import hard_prune, hard_prune_problem
 
@@ -352,29 +380,69 @@ class Runner:
         split = self.eval_split(task)
         rows = self.eval_rows(task)
         stand_in = method is not None and not method.scores and mask is not None
+        repairing = repair is not None and repair.method != "none" and mask is not None and not mask.keeps_all()
         memo = (task.name, head, split, len(rows), mask.digest() if mask is not None else "dense",
-                method.name if stand_in else None)
+                method.name if stand_in else None, repair if repairing else None)
         if memo in self._evals:
             self.stats["evaluations_reused"] += 1
             hit = self._evals[memo]
-            return EvalOutcome(hit.metrics, hit.n, 0.0, True)
+            return EvalOutcome(hit.metrics, hit.n, 0.0, True, hit.latency_ms)
         target, context, use_mask = self.adapter, None, None
         if stand_in:
             state = self._stand_in_state.setdefault(method.name, {})
             context = lambda: method.stand_in(self.adapter, mask, state)  # noqa: E731
+        elif repairing:
+            target = self.repaired(mask, repair)
         elif mask is not None and not mask.keeps_all():
-            if self.settings.prune == "hard" and hard_prune_problem(self.adapter, mask) is None:
+            hard_ok = hard_prune_problem(self.adapter, mask) is None
+            if hard_ok and (self.settings.prune == "hard" or self.settings.latency):
                 target = hard_prune(self.adapter, mask)
             else:
                 use_mask = mask
         res = evaluate(target, task, split, rows=rows, batch_size=self.settings.batch_size, context=context,
                        mask=use_mask)
+        latency = self.latency(target, task) if self.settings.latency and use_mask is None and context is None \
+            else float("nan")
         del target
-        out = EvalOutcome(dict(res.metrics), res.n, res.seconds)
+        out = EvalOutcome(dict(res.metrics), res.n, res.seconds, latency_ms=latency)
         self._evals[memo] = out
         self.stats["evaluations"] += 1
         self.stats["eval_seconds"] += res.seconds
         return out
+
+    def latency(self, model, task: TaskSpec, repeats: int = 5) -> float:
+        """Milliseconds per example of ``model`` on the task's first 32 evaluation rows (one batch),
+        the median of ``repeats`` runs after a warm-up."""
+        import torch
+
+        batch = model.encode(self.eval_rows(task)[:32], task)
+        times = []
+        with torch.inference_mode():
+            model.logits(batch, task)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model.logits(batch, task)
+                times.append(time.perf_counter() - t0)
+        return 1000.0 * float(np.median(times)) / len(next(iter(batch.values())))
+
+    def repaired(self, mask: Mask, repair: "Repair"):
+        """The hard-pruned model of ``mask``, repaired on ``repair``'s calibration rows (the last
+        two are kept: a shared mask is evaluated on several tasks)."""
+        from mtprune.repair import RepairSettings
+        from mtprune.repair import repair as run_repair
+
+        key = (mask.digest(), repair)
+        if key in self._repaired:
+            return self._repaired[key]
+        t0 = time.perf_counter()
+        calib = {t: self.calibration(t, repair.calib, repair.seed) for t in repair.tasks}
+        model, report = run_repair(self.adapter, mask, calib, settings=RepairSettings(method=repair.method))
+        self.stats["repair_seconds"] = self.stats.get("repair_seconds", 0.0) + time.perf_counter() - t0
+        self.log(f"  {report.summary()}")
+        if len(self._repaired) >= 2:
+            self._repaired.pop(next(iter(self._repaired)))
+        self._repaired[key] = model
+        return model
 
     def params(self, mask: Mask | None = None) -> int:
         from mtprune.pruning import count_parameters
@@ -386,6 +454,21 @@ class Runner:
 # the row pipeline
 
 
+@dataclass(frozen=True)
+class Repair:
+    """How a row's pruned model is repaired: the solver and its calibration rows (``calib`` rows of
+    each of ``tasks``' train splits, drawn with ``seed``)."""
+
+    method: str
+    tasks: tuple[str, ...]
+    calib: int = 1024
+    seed: int = 0
+
+    def key(self) -> dict:
+        return {"repair": self.method} if self.method == "none" else \
+            {"repair": self.method, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
+
+
 @dataclass
 class Point:
     """One result row to be.
@@ -394,7 +477,8 @@ class Point:
     its numbers depend on besides the model and the evaluation rows; ``fields``: the row's own
     columns; ``mask``: builds the mask (None for the dense model), called only when the row must be
     computed; ``method``: the stand-in baseline to evaluate instead of pruning, if any;
-    ``extra``: more columns from the mask (parameter counts...).
+    ``extra``: more columns from the mask (parameter counts...); ``repair``: how the pruned model
+    is repaired before it is evaluated (None: it is not).
     """
 
     target: TaskSpec
@@ -403,6 +487,7 @@ class Point:
     mask: Callable[[], Mask | None] | None = None
     method: Method | None = None
     extra: Callable[[Mask | None], dict] | None = None
+    repair: Repair | None = None
 
 
 @dataclass
@@ -414,15 +499,20 @@ class Group:
 
 
 def point_key(runner: Runner, experiment: str, point: Point) -> str:
-    return row_key({"experiment": experiment, "model": runner.fingerprint, "target": point.target.name,
-                    "head": runner.adapter.head_for(point.target), "split": runner.eval_split(point.target),
-                    "n_eval": runner.eval_size(point.target), **point.key})
+    parts = {"experiment": experiment, "model": runner.fingerprint, "target": point.target.name,
+             "head": runner.adapter.head_for(point.target), "split": runner.eval_split(point.target),
+             "n_eval": runner.eval_size(point.target), **point.key}
+    if point.repair is not None and point.repair.method != "none":  # rows without repair keep their keys
+        parts.update(point.repair.key())
+    return row_key(parts)
 
 
 def _row(runner: Runner, point: Point, key: str) -> dict:
     mask = point.mask() if point.mask is not None else None
-    res = runner.evaluate(point.target, mask, point.method)
+    res = runner.evaluate(point.target, mask, point.method, point.repair)
     row = dict(point.fields)
+    if point.repair is not None:
+        row["repair"] = point.repair.method
     for m in METRICS:
         row[m] = res.metrics.get(m, np.nan)
     row.update({
@@ -433,6 +523,8 @@ def _row(runner: Runner, point: Point, key: str) -> dict:
     })
     if point.extra is not None:
         row.update(point.extra(mask))
+    if runner.settings.latency:
+        row["latency_ms"] = res.latency_ms
     row.update({"eval_seconds": round(res.seconds, 3), "model": runner.model_name,
                 "model_fingerprint": runner.fingerprint, "key": key})
     return row
@@ -481,6 +573,17 @@ def mask_maker(runner: Runner, scores: Callable[[], object], sparsity, scope: st
     return lambda: mask_from_scores(scores(), sparsity, scope=scope, kinds=kinds, stack=stack)
 
 
+def budget_mask_maker(runner: Runner, scores: Callable[[], object], task: TaskSpec, budget: str, kinds: str = "all",
+                      stack: str = "all", normalise: str = "sum") -> Callable[[], Mask]:
+    """A :attr:`Point.mask` builder: the mask of ``scores()`` that spends ``budget`` (``flops:0.6``)
+    over both kinds and every layer (:func:`mtprune.costs.search_mask`)."""
+    from mtprune.costs import Budget, search_mask
+
+    b = Budget.parse(budget)
+    return lambda: search_mask(scores(), b, runner.costs(task, b.measure), kinds=kinds, stack=stack,
+                               normalise=normalise)
+
+
 def finish(table: ResultTable, keys: list[str], runner: Runner, t_start: float) -> pd.DataFrame:
     """The rows of ``keys`` as a frame, with the runner's statistics in ``attrs["stats"]``."""
     df = table.frame(keys)
@@ -489,8 +592,8 @@ def finish(table: ResultTable, keys: list[str], runner: Runner, t_start: float) 
 
 
 __all__ = [
-    "EvalOutcome", "EvalSettings", "Group", "METRICS", "Point", "ResultTable", "Runner", "check_at_least",
-    "finish", "mask_maker", "method_names", "parse_ints", "parse_list", "parse_methods", "parse_sparsities",
+    "EvalOutcome", "EvalSettings", "Group", "METRICS", "Point", "Repair", "ResultTable", "Runner", "check_at_least",
+    "budget_mask_maker", "finish", "mask_maker", "method_names", "parse_ints", "parse_list", "parse_methods", "parse_sparsities",
     "parse_sparsity", "parse_tasks", "point_key", "read_table", "row_key", "run_points", "split_size",
     "stderr_log", "write_table",
 ]

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
-                                      mask_maker, parse_ints, parse_list, parse_methods, parse_sparsities,
-                                      run_points, split_size, stderr_log)
+from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, budget_mask_maker,
+                                      check_at_least, finish, mask_maker, parse_ints, parse_list, parse_methods,
+                                      parse_sparsities, run_points, split_size, stderr_log)
 from mtprune.masks import check_choices
 from mtprune.methods import get_method
 from mtprune.tasks import BENCHMARK, get_task
@@ -42,9 +42,9 @@ SETTINGS = ("standard", "low-resource", "unsupervised")
 LOW_RESOURCE_EXAMPLES = (10, 100, 1000)
 
 SWEEP_COLUMNS = [
-    "task", "method", "sparsity", "trial", "accuracy", "f1", "mcc", "examples", "examples_used", "unsupervised",
-    "seed", "kinds", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units", "params",
-    "stand_in_params", "eval_seconds", "model", "model_fingerprint", "key",
+    "task", "method", "sparsity", "budget", "repair", "trial", "accuracy", "f1", "mcc", "examples", "examples_used",
+    "unsupervised", "seed", "kinds", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units",
+    "params", "flops_kept", "latency_ms", "stand_in_params", "eval_seconds", "model", "model_fingerprint", "key",
 ]
 
 
@@ -76,6 +76,13 @@ class SweepConfig:
     reference: str = "ap"  # the method whose mask gives a stand-in baseline (svd) its site sizes
     attribution_split: str | None = None
     steps: int = 20
+    # the accuracy / cost frontier: budgets spent over both kinds and every layer (mtprune.costs),
+    # each mask evaluated as pruned and as repaired (mtprune.repair)
+    budgets: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ("none",)
+    calib: int = 1024
+    normalise: str = "sum"
+    latency: bool = False  # measure every row's pruned model (seconds per example)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -84,7 +91,8 @@ class SweepConfig:
             raise MtpruneError("no tasks given")
         set_("methods", tuple(parse_methods(list(_tuple(self.methods)))))
         sp = self.sparsities
-        set_("sparsities", tuple(parse_sparsities(sp if isinstance(sp, str) else list(_tuple(sp)))))
+        set_("sparsities", tuple(parse_sparsities(sp if isinstance(sp, str) else list(_tuple(sp))))
+             if (sp if isinstance(sp, str) else len(_tuple(sp))) else ())
         check_choices(self.scope, self.kinds, self.stack)
         check_at_least(self.trials, "--trials")
         check_at_least(self.steps, "--steps")
@@ -97,6 +105,19 @@ class SweepConfig:
         if self.setting not in SETTINGS:
             raise MtpruneError(f"unknown setting {self.setting!r}; settings: {', '.join(SETTINGS)}")
         get_method(self.reference, scores=True)
+        from mtprune.costs import NORMALISATIONS, Budget
+        from mtprune.repair import METHODS as REPAIRS
+
+        set_("budgets", tuple(str(Budget.parse(b)) for b in _tuple(self.budgets)) if self.budgets else ())
+        set_("repairs", tuple(dict.fromkeys(_tuple(self.repairs))) or ("none",))
+        bad = [r for r in self.repairs if r not in REPAIRS]
+        if bad:
+            raise MtpruneError(f"unknown repair {bad[0]!r}; repairs: {', '.join(REPAIRS)}")
+        check_at_least(self.calib, "--calib")
+        if self.normalise not in NORMALISATIONS:
+            raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISATIONS)}, not {self.normalise!r}")
+        if not self.sparsities and not self.budgets:
+            raise MtpruneError("no sparsities and no budgets given")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,24 +193,41 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
     key = {"method": run.method, "variant": variant, "examples": run.examples, "examples_used": examples_used,
            "unsupervised": run.unsupervised, "seed": run.seed, "trial": run.trial, "kinds": cfg.kinds,
            "scope": cfg.scope, "stack": cfg.stack, "attribution_split": cfg.attribution_split}
+    # (budget rows replace "scope" with "budget" in their keys)
     if scoring.uses_steps:
         key["steps"] = cfg.steps
     if not method.scores:
         key["reference"] = cfg.reference
     stand_in = None if method.scores else method
-    extra = None
-    if stand_in is not None:
-        from mtprune.svd import plan_svd
+    repairs = [Repair(r, (task.name,), cfg.calib, run.seed) for r in cfg.repairs]  # trial t: calibration sample t
 
-        extra = lambda mask: {"stand_in_params": plan_svd(runner.adapter, mask).svd_model_params}  # noqa: E731
+    def extra(mask):
+        from mtprune.costs import kept_cost, total_cost
+
+        costs = runner.costs(task, "flops")
+        out = {"flops_kept": kept_cost(mask, costs) / total_cost(costs, mask.n_units) if mask is not None else 1.0}
+        if stand_in is not None:
+            from mtprune.svd import plan_svd
+
+            out["stand_in_params"] = plan_svd(runner.adapter, mask).svd_model_params
+        return out
+
     points = []
-    for p in cfg.sparsities:
-        fields = {"task": task.name, "method": run.method, "sparsity": p, "trial": run.trial,
-                  "examples": run.examples, "examples_used": examples_used, "unsupervised": run.unsupervised,
-                  "seed": run.seed, "kinds": cfg.kinds, "scope": cfg.scope, "variant": variant,
-                  "stand_in_params": np.nan}
-        points.append(Point(task, {**key, "sparsity": p}, fields,
-                            mask_maker(runner, scores, p, cfg.scope, cfg.kinds, cfg.stack), stand_in, extra))
+    common = {"task": task.name, "method": run.method, "trial": run.trial, "examples": run.examples,
+              "examples_used": examples_used, "unsupervised": run.unsupervised, "seed": run.seed,
+              "kinds": cfg.kinds, "variant": variant, "stand_in_params": np.nan}
+    for rep in repairs:
+        repair = rep if rep.method != "none" else None
+        for p in cfg.sparsities:
+            fields = {**common, "sparsity": p, "scope": cfg.scope, "budget": ""}
+            points.append(Point(task, {**key, "sparsity": p}, fields,
+                                mask_maker(runner, scores, p, cfg.scope, cfg.kinds, cfg.stack), stand_in, extra,
+                                repair or rep))
+        for b in cfg.budgets:
+            fields = {**common, "sparsity": np.nan, "scope": "budget", "budget": b, "normalise": cfg.normalise}
+            points.append(Point(task, {**key, "scope": "budget", "budget": b, "normalise": cfg.normalise}, fields,
+                                budget_mask_maker(runner, scores, task, b, cfg.kinds, cfg.stack, cfg.normalise),
+                                stand_in, extra, repair or rep))
     label = (f"{task.name} {run.method}{' unsup' if run.unsupervised else ''}"
              f"{f' n={run.examples}' if run.examples else ''} trial {run.trial}")
     return Group(label, points)
@@ -231,6 +269,15 @@ def series_label(df: pd.DataFrame) -> pd.Series:
     """A readable name per row: the method, plus ``(unsupervised)`` and ``n=...`` (examples) where the table
     holds more than one value of those."""
     label = df["method"].astype(str)
+    if "budget" in df:
+        budgeted = df["budget"].fillna("").astype(str).ne("")
+        if budgeted.nunique() > 1:
+            label = label + np.where(budgeted, " (budget)", " (same sparsity per layer)")
+    if "normalise" in df and df["normalise"].dropna().astype(str).replace("", np.nan).dropna().nunique() > 1:
+        norm = df["normalise"].fillna("").astype(str)
+        label = label + np.where(norm.ne(""), " [" + norm + "]", "")
+    if "repair" in df and df["repair"].fillna("none").nunique() > 1:
+        label = label + " + " + df["repair"].fillna("none").astype(str)
     if "unsupervised" in df and df["unsupervised"].astype(bool).nunique() > 1:
         label = label + np.where(df["unsupervised"].astype(bool), " (unsupervised)", "")
     if "examples" in df:
@@ -366,6 +413,38 @@ def format_compare(table: pd.DataFrame, digits: int = 4) -> str:
         name = "**mean**" if task == "mean" else task
         lines.append(f"| {name} | {r[a]:.{digits}f} | {r[b]:.{digits}f} | {r['difference']:+.{digits}f} | {se} | "
                      f"{int(r['trials'])} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def frontier_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Budget rows as a (task, series) x budget table of ``metric`` (mean over trials; ``attrs``:
+    ``std`` over trials and the mean ``flops_kept``), the dense model's metric as the column ``dense``."""
+    d = df[df["budget"].fillna("").astype(str).ne("")].copy()
+    if d.empty:
+        raise MtpruneError("no budget rows in the results")
+    d["series"] = series_label(d)
+    per = d.groupby(["task", "series", "budget"], sort=False)
+    mean = per[metric].mean().unstack("budget")
+    order = list(dict.fromkeys(d["budget"]))
+    mean = mean[order]
+    dense = df[df["sparsity"].fillna(-1) == 0].groupby("task")[metric].mean()
+    mean.insert(0, "dense", [dense.get(t, np.nan) for t in mean.index.get_level_values("task")])
+    mean.attrs["std"] = per[metric].std().unstack("budget")[order]
+    mean.attrs["flops_kept"] = per["flops_kept"].mean().unstack("budget")[order] if "flops_kept" in d else None
+    return mean
+
+
+def format_frontier(table: pd.DataFrame, digits: int = 3) -> str:
+    std = table.attrs.get("std")
+    budgets = [c for c in table.columns if c != "dense"]
+    lines = ["| task | series | dense | " + " | ".join(budgets) + " |", "| --- | --- | --- |" + " --- |" * len(budgets)]
+    for (task, series), row in table.iterrows():
+        cells = []
+        for b in budgets:
+            v = row[b]
+            sd = std.loc[(task, series), b] if std is not None else np.nan
+            cells.append("" if pd.isna(v) else f"{v:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd == sd and sd > 0 else ""))
+        lines.append(f"| {task} | {series} | {row['dense']:.{digits}f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, ResultTable, Runner, check_at_least, finish,
-                                      mask_maker, parse_methods, parse_sparsities, run_points, stderr_log)
+from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
+                                      mask_maker, parse_list, parse_methods, parse_sparsities, run_points, stderr_log)
 from mtprune.masks import check_choices
 from mtprune.methods import get_method
 from mtprune.tasks import TaskSpec, get_task
@@ -36,7 +36,7 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
     ("rte", "qnli"),
     ("sst2", "qnli"),
 )
-UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "trial", "accuracy", "f1",
+UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "trial", "accuracy", "f1",
                   "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key"]
 
 
@@ -110,6 +110,8 @@ class UnseenConfig:
     scope: str = "layer"
     variant: str = "abs"
     seed: int = 0
+    repairs: tuple[str, ...] = ("none",)  # every mask also evaluated repaired on the source's train rows
+    calib: int = 1024
 
     def __post_init__(self):
         pairs = parse_pairs(self.pairs) if isinstance(self.pairs, str) else [tuple(p) for p in self.pairs]
@@ -125,6 +127,14 @@ class UnseenConfig:
         check_at_least(self.examples, "--examples")
         check_at_least(self.trials, "--trials")
         check_choices(self.scope, self.kinds)
+        from mtprune.repair import METHODS as REPAIRS
+
+        repairs = tuple(dict.fromkeys(parse_list(self.repairs) if isinstance(self.repairs, str) else self.repairs))
+        bad = [r for r in repairs if r not in REPAIRS]
+        if bad or not repairs:
+            raise MtpruneError(f"unknown repair {(bad or [''])[0]!r}; repairs: {', '.join(REPAIRS)}")
+        object.__setattr__(self, "repairs", repairs)
+        check_at_least(self.calib, "--calib")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,8 +168,9 @@ def run_unseen(adapter, cfg: UnseenConfig, evals: EvalSettings | None = None, *,
                     points = [Point(target, {**key, "sparsity": p},
                                     {**common, "sparsity": p, "examples": cfg.examples, "kinds": cfg.kinds,
                                      "scope": cfg.scope},
-                                    mask_maker(runner, scores, p, cfg.scope, cfg.kinds))
-                              for p in cfg.sparsities]
+                                    mask_maker(runner, scores, p, cfg.scope, cfg.kinds), None, None,
+                                    Repair(r, (mask_from,), cfg.calib))
+                              for r in cfg.repairs for p in cfg.sparsities]
                     groups.append(Group(f"{pair.source} -> {pair.target}, mask from {mask_from} {method} trial {trial}",
                                         points))
     keys = run_points(runner, table, "unseen", groups, progress)
@@ -171,7 +182,10 @@ def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, 
     source's mask (columns named by the method) and, in the cross-task case, the target's own mask
     (``<method> (own mask)``); trials averaged."""
     d = df.copy()
-    d["series"] = np.where(d["mask_from"] == d["source"], d["method"], d["method"] + " (own mask)")
+    name = d["method"].astype(str)
+    if "repair" in d and d["repair"].fillna("none").nunique() > 1:
+        name = name + " + " + d["repair"].fillna("none").astype(str)
+    d["series"] = np.where(d["mask_from"] == d["source"], name, name + " (own mask)")
     dense = d[d["sparsity"] == 0].groupby(["source", "target"])[metric].first().rename("dense")
     rng = d[(d["sparsity"] >= lo - 1e-9) & (d["sparsity"] <= hi + 1e-9)]
     per = rng.groupby(["source", "target", "series", "trial"])[metric].mean().reset_index()
@@ -179,9 +193,9 @@ def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, 
     tab = tab.join(dense)
     order = list(dict.fromkeys(zip(df["source"], df["target"])))
     tab = tab.loc[[o for o in order if o in tab.index]]
-    methods = list(dict.fromkeys(df["method"]))
-    cols = ["dense"] + [m for m in methods if m in tab.columns] + [f"{m} (own mask)" for m in methods
-                                                                    if f"{m} (own mask)" in tab.columns]
+    names = [n for n in dict.fromkeys(d["series"]) if not n.endswith(" (own mask)")]
+    cols = ["dense"] + [m for m in names if m in tab.columns] + [f"{m} (own mask)" for m in names
+                                                                  if f"{m} (own mask)" in tab.columns]
     return tab[cols]
 
 

@@ -26,16 +26,16 @@ def causal_sites(model) -> list:
         # with grouped key/value heads, query heads share k/v: they can be masked, not removed
         return sites_for_layers(
             model, "decoder", layers,
-            (tuple(f"mlp.{n}" for n in ffn_in), "mlp.down_proj"),
-            (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj", "self_attn"),
+            (tuple(f"mlp.{n}" for n in ffn_in), "mlp.down_proj", "post_attention_layernorm", ""),
+            (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj", "self_attn", ""),
             head_dim, hard_heads=(kv == n_heads),
         )
     tr = getattr(model, "transformer", None)
     if tr is not None and hasattr(tr, "h"):  # GPT-2
         layers = [f"transformer.h.{i}" for i in range(len(tr.h))]
         return sites_for_layers(
-            model, "decoder", layers, (("mlp.c_fc",), "mlp.c_proj"),
-            (("attn.c_attn*3",), "attn.c_proj", "attn"), cfg.n_embd // cfg.n_head,
+            model, "decoder", layers, (("mlp.c_fc",), "mlp.c_proj", "ln_2", ""),
+            (("attn.c_attn*3",), "attn.c_proj", "attn", "ln_1"), cfg.n_embd // cfg.n_head,
         )
     raise MtpruneError(f"{type(model).__name__} is not a decoder-only LM mtprune knows (Llama/Qwen/GPT-2 style)")
 

@@ -23,9 +23,9 @@ def encoder_sites(model: nn.Module, prefix: str = "") -> list[UnitSite]:
         layers = [f"{p}encoder.layer.{i}" for i in range(n_layers)]
         return sites_for_layers(
             model, "encoder", layers,
-            (("intermediate.dense",), "output.dense"),
+            (("intermediate.dense",), "output.dense", "intermediate", "output.LayerNorm"),
             (("attention.self.query", "attention.self.key", "attention.self.value"),
-             "attention.output.dense", "attention.self"),
+             "attention.output.dense", "attention.self", "attention.self"),
             head_dim,
         )
     except AttributeError:
@@ -38,8 +38,8 @@ def encoder_sites(model: nn.Module, prefix: str = "") -> list[UnitSite]:
         ) from None
     layers = [f"{p}transformer.layer.{i}" for i in range(n_layers)]
     return sites_for_layers(
-        model, "encoder", layers, (("ffn.lin1",), "ffn.lin2"),
-        (("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin", "attention"),
+        model, "encoder", layers, (("ffn.lin1",), "ffn.lin2", "ffn", "output_layer_norm"),
+        (("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin", "attention", "attention"),
         head_dim,
     )
 

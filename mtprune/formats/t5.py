@@ -20,8 +20,10 @@ def t5_sites(model) -> list:
         layers = [f"{stack}.block.{i}" for i in range(len(blocks))]
         sites += sites_for_layers(
             model, stack, layers,
-            (tuple(f"layer.{ffn_layer}.DenseReluDense.{n}" for n in ffn_in), f"layer.{ffn_layer}.DenseReluDense.wo"),
-            (tuple(f"layer.0.SelfAttention.{n}" for n in "qkv"), "layer.0.SelfAttention.o", "layer.0.SelfAttention"),
+            (tuple(f"layer.{ffn_layer}.DenseReluDense.{n}" for n in ffn_in), f"layer.{ffn_layer}.DenseReluDense.wo",
+             f"layer.{ffn_layer}", ""),
+            (tuple(f"layer.0.SelfAttention.{n}" for n in "qkv"), "layer.0.SelfAttention.o", "layer.0.SelfAttention",
+             "layer.0"),
             cfg.d_kv,
             # T5 shares one relative position bias across layers: whole heads can be masked and
             # attributed, but not physically removed per layer.

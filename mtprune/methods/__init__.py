@@ -2,6 +2,7 @@
 
     ap            gradient x activation (the default)
     ig            integrated gradients
+    fisher        the diagonal Fisher information of each unit's mask (Kwon et al.)
     activation    mean |activation| (a baseline)
     random-label  ap towards a random target (the paper's control)
     random        seeded noise (a baseline)
@@ -19,7 +20,7 @@ from mtprune.methods.base import Method, all_methods, get_method, method_names, 
 
 # every module of this package registers its method when imported: the built-in ones in this order
 # (the CLI's and the dashboard's lists keep it), then any other module here, by name
-_FIRST = ("ap", "ig", "random_label", "activation", "random", "magnitude", "svd")
+_FIRST = ("ap", "ig", "random_label", "activation", "random", "magnitude", "fisher", "svd")
 _HELPERS = ("base", "engine")
 for _name in (*_FIRST, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _FIRST + _HELPERS)):
     importlib.import_module(f"{__name__}.{_name}")

@@ -82,6 +82,17 @@ def _repeat_batch(batch: dict, k: int) -> dict:
     return out
 
 
+def first_tensor(args, kwargs):
+    """The hidden states a module is called with: its first positional argument, else the usual
+    keyword (``hidden_states``, ``query``, ``x``, ``input``)."""
+    if args:
+        return args[0]
+    for k in ("hidden_states", "query", "x", "input"):
+        if isinstance(kwargs.get(k), torch.Tensor):
+            return kwargs[k]
+    raise RuntimeError(f"no hidden states among the arguments {sorted(kwargs)}")
+
+
 @contextmanager
 def token_masks(adapter, sites):
     """Capture the attention mask each stack is called with: ``masks[stack]`` ([B, T] or None),
@@ -126,6 +137,15 @@ def objective_gold(adapter, task, batch, spec):
     return p.gather(1, batch["labels"].view(-1, 1).to(p.device))
 
 
+def objective_gold_log(adapter, task, batch, spec):
+    """log P(gold): its gradient is minus the cross-entropy loss's."""
+    if "labels" not in batch:
+        raise MtpruneError(f"the examples of {task.name} have no labels")
+    logits = adapter.logits(batch, task).float()
+    logp = logits if adapter.logits_are_logprobs else logits.log_softmax(-1)
+    return logp.gather(1, batch["labels"].view(-1, 1).to(logp.device))
+
+
 def objective_all(adapter, task, batch, spec):
     return label_probs(adapter, task, batch)
 
@@ -163,15 +183,23 @@ def _gate_grads(adapter, task, batch, spec, sites, objective, alphas: torch.Tens
     return res
 
 
+REDUCTIONS = ("abs", "signed", "square")
+
+
 def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequence[float],
-                    batch_size: int = 32, progress: Progress | None = None) -> dict[str, np.ndarray]:
+                    batch_size: int = 32, progress: Progress | None = None,
+                    reduce: str | None = None) -> dict[str, np.ndarray]:
     """Gradient x activation (``alphas == [1]``) or IG (``alphas = k/m``) summed over examples.
 
-    Per example the attribution is the mean over ``alphas`` of the gate gradient. ``abs`` sums
-    its magnitude over examples, ``signed`` the value. With several targets (``--unsupervised``)
-    the targets' scores are added: ``sum_c sum_b |A_bc|`` (abs) or ``sum_c |sum_b A_bc|``
-    (signed, Eq. 10 as written).
+    Per example the attribution is the mean over ``alphas`` of the gate gradient. ``reduce``
+    (default: the spec's variant) sums over examples its magnitude (``abs``), its value
+    (``signed``) or its square (``square``: the diagonal Fisher information when the objective is
+    the log-likelihood). With several targets (``--unsupervised``) the targets' scores are added:
+    ``sum_c sum_b |A_bc|`` (abs) or ``sum_c |sum_b A_bc|`` (signed, Eq. 10 as written).
     """
+    reduce = reduce or spec.variant
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, not {reduce!r}")
     alphas_t = torch.tensor(list(alphas), dtype=torch.float32)
     m = len(alphas_t)
     acc: dict[str, torch.Tensor] = {}
@@ -199,7 +227,8 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
         for t, gt in enumerate(pe):
             for n, g in gt.items():
                 a_b = g / m  # per-example attribution [b, n]
-                contrib = a_b.abs().sum(0) if spec.variant == "abs" else a_b.sum(0)
+                contrib = (a_b.abs().sum(0) if reduce == "abs" else a_b.pow(2).sum(0) if reduce == "square"
+                           else a_b.sum(0))
                 key = f"{n}|{t}"
                 acc[key] = acc[key] + contrib.cpu() if key in acc else contrib.cpu()
         done += len(chunk_rows)
@@ -213,7 +242,7 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
     for s in sites:
         per_target = [acc[k] for k in sorted((k for k in acc if k.split("|")[0] == s.name), key=lambda k: int(k.split("|")[1]))]
         stacked = torch.stack(per_target)  # [targets, n]
-        if spec.variant == "signed" and len(per_target) > 1:
+        if reduce == "signed" and len(per_target) > 1:
             stacked = stacked.abs()
         out[s.name] = stacked.sum(0).numpy()
     return out

@@ -1,0 +1,638 @@
+"""Training-free repair of a pruned model: each pruned block's output projection refit so that the
+block's output plus residual matches the dense model's, layer by layer from the input.
+
+:func:`repair` takes the dense adapter, a mask and calibration rows (any rows with the task's
+fields; no labels are read) and returns a new, hard-pruned adapter whose out projections (FFN down
+projections, attention output projections) are refit; the input adapter is not changed.
+
+How it runs (after Kwon et al. 2022's mask tuning):
+
+1. One forward pass of the dense model over the calibration batches records, for every layer, the
+   arguments it is called with (attention masks, position embeddings...) and the first layer's
+   hidden states; which tokens are padding comes from the attention mask each stack receives.
+   The same pass keeps, for every pruned site, the dense out projection's output ``o_d`` plus
+   its residual stream ``r_d`` (float16, padding tokens left out).
+2. Layer by layer from the input, the pruned layer is run on its own hidden states (the outputs of
+   its already repaired layers: earlier repairs feed later ones). For each pruned site of the layer
+   (the attention first, then the FFN) the run gives the out projection's input ``x`` (kept units)
+   and the residual stream ``r_p``. The target of the pruned out projection is
+   ``t = o_d + r_d - r_p``: then the block's output plus residual, before any layer norm, equals
+   the dense one.
+3. Over the batches, ``X^T X`` and ``X^T T`` (``X`` with a column of ones for the bias) are summed
+   in float64, padding tokens left out, never all tokens in memory; every fifth calibration row
+   goes to held-out batches instead.
+4. A solver proposes new weights (below) for each damping; the one with the smallest held-out
+   reconstruction error wins and is refit on all batches, unless none beats the unrepaired
+   projection on the held-out batches: then the site is left as it was.
+
+Solvers (``method``):
+
+* ``lsq``: ridge least squares over the kept columns and the bias, damped towards the unrepaired
+  weights by ``damping`` times the Gram diagonal (damping 0 is plain least squares);
+* ``scale``: one scale per kept unit (Kwon's mask tuning), damped towards 1, scales outside
+  [-10, 10] refused as Kwon's code does;
+* ``bias``: only the bias: the mean over tokens of ``t - W x`` (FLAP's mean contribution of the
+  pruned units, plus whatever drift the earlier layers left).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mtprune.errors import MtpruneError
+from mtprune.masks import Mask
+
+METHODS = ("none", "bias", "scale", "lsq")
+DAMPINGS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+MAX_SCALE = 10.0  # Kwon et al. stop rescaling when a scale leaves [-10, 10]
+STACK_ORDER = ("encoder", "decoder")
+KIND_ORDER = ("heads", "ffn")  # in a layer, attention comes first
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    """How to repair: the solver, the dampings tried, the share of held-out rows."""
+
+    method: str = "lsq"
+    dampings: tuple[float, ...] = DAMPINGS
+    holdout_every: int = 5  # every n-th calibration row is held out (dampings, and the final check)
+    batch_size: int = 32
+    max_scale: float = MAX_SCALE
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise MtpruneError(f"unknown repair {self.method!r}; repairs: {', '.join(METHODS)}")
+        if not self.dampings or any(d < 0 for d in self.dampings):
+            raise MtpruneError(f"dampings must be 0 or more, not {self.dampings}")
+        if self.holdout_every < 2:
+            raise MtpruneError(f"holdout_every must be at least 2, not {self.holdout_every}")
+        if self.batch_size < 1:
+            raise MtpruneError(f"the batch size must be at least 1, not {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SiteRepair:
+    """What repair did at one site: ``changed`` False when the unrepaired projection was kept
+    (``why``); errors are held-out squared errors relative to the target's energy."""
+
+    site: str
+    method: str
+    changed: bool
+    damping: float | None
+    error_before: float
+    error_after: float
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    method: str
+    calibration_rows: int
+    tokens: int
+    seconds: float
+    sites: tuple[SiteRepair, ...] = field(default_factory=tuple)
+    kl_before: float | None = None  # held-out mean KL(dense || pruned) without repair
+    kl_after: float | None = None  # ... with the repair (kept only when lower)
+
+    @property
+    def changed(self) -> int:
+        return sum(s.changed for s in self.sites)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "calibration_rows": self.calibration_rows, "tokens": self.tokens,
+                "seconds": round(self.seconds, 3), "changed": self.changed, "kl_before": self.kl_before,
+                "kl_after": self.kl_after, "sites": [asdict(s) for s in self.sites]}
+
+    def summary(self) -> str:
+        if self.method == "none":
+            return "no repair"
+        gain = [s.error_before - s.error_after for s in self.sites if s.changed]
+        text = (f"repair {self.method}: {self.changed} of {len(self.sites)} sites refit on {self.calibration_rows} "
+                f"rows ({self.tokens} tokens) in {self.seconds:.1f} s")
+        if gain:
+            text += f"; held-out reconstruction error down by {np.mean(gain):.3f} on average"
+        if self.kl_before is not None:
+            text += (f"; held-out KL to the dense outputs {self.kl_before:.4g} -> "
+                     f"{min(self.kl_after, self.kl_before):.4g}" + ("" if self.kl_after < self.kl_before else
+                                                                    " (repair reverted)"))
+        return text
+
+
+# ----------------------------------------------------------------------------------------------
+# calibration rows
+
+
+def calibration_rows(task, n: int = 1024, split: str | None = None, data_file=None, seed: int = 0) -> list[dict]:
+    """``n`` rows drawn with ``seed`` (uniformly: no labels are needed) from the task's train split,
+    another split, or a JSONL file of the task's fields (labels optional)."""
+    import datasets
+
+    from mtprune.tasks import get_task, load_rows, sample_rows
+
+    task = get_task(task) if isinstance(task, str) else task
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise MtpruneError(f"--calib must be at least 1, not {n}")
+    if data_file is not None:
+        try:
+            ds = datasets.load_dataset("json", data_files=str(data_file), split="train")
+        except Exception as exc:
+            raise MtpruneError(f"could not read calibration rows from {data_file}: {exc}") from None
+        missing = [f for f in task.fields if f not in ds.column_names]
+        if missing:
+            raise MtpruneError(f"{data_file}: the calibration rows lack the field(s) {', '.join(missing)} that "
+                               f"task {task.name} needs")
+    else:
+        ds = load_rows(task, split or task.train_split)
+    if len(ds) == 0:
+        raise MtpruneError("the calibration set is empty")
+    rows = sample_rows(ds, min(int(n), len(ds)), seed=seed, balanced=False)
+    return [{f: r[f] for f in task.fields} for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# recording the dense model's layer calls
+
+
+def _cache_classes():
+    try:
+        from transformers.cache_utils import Cache
+
+        return (Cache,)
+    except ImportError:  # pragma: no cover
+        return ()
+
+
+def _stack_modules(adapter) -> dict[str, torch.nn.Module]:
+    model = adapter.model
+    if getattr(model.config, "is_encoder_decoder", False):
+        return {"encoder": model.get_encoder(), "decoder": model.get_decoder()}
+    return {"encoder" if adapter.unit_sites()[0].stack == "encoder" else "decoder": model}
+
+
+@dataclass
+class _Call:
+    """One call of a stack's layers: the first layer's hidden states, every layer's other
+    arguments, the token mask [B, T] (None: every token counts)."""
+
+    stack: str
+    hidden: torch.Tensor
+    args: dict = field(default_factory=dict)  # layer index -> (args, kwargs) with the hidden states removed
+    mask: torch.Tensor | None = None
+    batch: dict | None = None  # the encoded batch (encoder calls of encoder-decoder models)
+    source: "_Call | None" = None  # a decoder call: the encoder call whose output it attends to
+    output: torch.Tensor | None = None  # an encoder call: the dense encoder's output (what decoders read)
+    held_out: bool = False  # its rows choose the damping and check the repair, they are not fit
+
+
+def _split_hidden(args, kwargs):
+    if args:
+        return args[0], ("args", args[1:], kwargs)
+    return kwargs["hidden_states"], ("kwargs", args, {k: v for k, v in kwargs.items() if k != "hidden_states"})
+
+
+def _call_layer(layer, rest, hidden):
+    where, args, kwargs = rest
+    out = layer(hidden, *args, **kwargs) if where == "args" else layer(*args, hidden_states=hidden, **kwargs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _record_calls(adapter, batches, layer_paths: dict[str, list[str]], sites) -> tuple[list[_Call], list, dict]:
+    """Run the dense model on every batch, recording each stack call's layer inputs, the dense
+    logits of every batch, and every site's target ``o_d + r_d`` per call (float16, padding left
+    out): the dense model then need not run again."""
+    model = adapter.model
+    caches = _cache_classes()
+    stacks = _stack_modules(adapter)
+    calls: list[_Call] = []
+    current: dict[str, _Call] = {}
+    pending_mask: dict[str, torch.Tensor | None] = {}
+    current_batch: dict = {}
+    handles = []
+    targets: dict[str, list] = {s.name: [] for s in sites}
+    residuals: dict[str, torch.Tensor] = {}
+
+    def res_pre(site):
+        from mtprune.methods.engine import first_tensor
+
+        def hook(mod, args, kwargs):
+            residuals[site.name] = first_tensor(args, kwargs)
+        return hook
+
+    def out_post(site):
+        def hook(mod, args, out):
+            t = out + residuals.pop(site.name)
+            targets[site.name].append(_tokens(t, current[site.stack].mask).to(torch.float16))
+        return hook
+
+    def stack_pre(stack):
+        def hook(mod, args, kwargs):
+            m = kwargs.get("attention_mask")
+            pending_mask[stack] = m if isinstance(m, torch.Tensor) and m.dim() == 2 else None
+        return hook
+
+    def stack_post(stack):
+        def hook(mod, args, kwargs, out):
+            if stack == "encoder" and "encoder" in current:
+                current["encoder"].output = out[0] if isinstance(out, (tuple, list)) else out.last_hidden_state
+        return hook
+
+    def layer_pre(stack, i):
+        def hook(mod, args, kwargs):
+            args = tuple(None if caches and isinstance(v, caches) else v for v in args)
+            kwargs = {k: (None if caches and isinstance(v, caches) else v) for k, v in kwargs.items()}
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+            hidden, rest = _split_hidden(args, kwargs)
+            if i == 0:
+                call = _Call(stack, hidden.detach(), mask=pending_mask.get(stack),
+                             batch=current_batch.get("batch") if stack == "encoder" else None,
+                             source=current.get("encoder") if stack == "decoder" else None,
+                             held_out=current_batch["held_out"])
+                calls.append(call)
+                current[stack] = call
+            current[stack].args[i] = rest
+        return hook
+
+    try:
+        for stack, mod in stacks.items():
+            handles.append(mod.register_forward_pre_hook(stack_pre(stack), with_kwargs=True))
+            handles.append(mod.register_forward_hook(stack_post(stack), with_kwargs=True))
+        for stack, paths in layer_paths.items():
+            for i, p in enumerate(paths):
+                handles.append(model.get_submodule(p).register_forward_pre_hook(layer_pre(stack, i), with_kwargs=True))
+        for site in sites:
+            handles.append(model.get_submodule(site.residual).register_forward_pre_hook(res_pre(site), with_kwargs=True))
+            handles.append(model.get_submodule(site.out_proj).register_forward_hook(out_post(site)))
+        logits = []
+        with torch.inference_mode():
+            for task, chunk, held_out in batches:
+                batch = adapter.encode(chunk, task)
+                current_batch["batch"] = batch
+                current_batch["held_out"] = held_out
+                logits.append(adapter.logits(batch, task).float().cpu())
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, logits, targets
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics
+
+
+class _Stats:
+    """Sums over tokens for one site: ``G = X^T X``, ``C = X^T T`` (X with a ones column), ``T^T T``,
+    for the fitting batches and the held-out ones."""
+
+    def __init__(self, k: int, d: int):
+        self.G = [torch.zeros(k + 1, k + 1, dtype=torch.float64) for _ in range(2)]
+        self.C = [torch.zeros(k + 1, d, dtype=torch.float64) for _ in range(2)]
+        self.tt = [0.0, 0.0]
+        self.n = [0, 0]
+
+    def add(self, x: torch.Tensor, t: torch.Tensor, held_out: bool) -> None:
+        i = int(held_out)
+        x = torch.cat([x.float(), torch.ones(len(x), 1, dtype=torch.float32, device=x.device)], 1)
+        t = t.float()
+        self.G[i] += (x.T @ x).double().cpu()
+        self.C[i] += (x.T @ t).double().cpu()
+        self.tt[i] += float(t.double().pow(2).sum())
+        self.n[i] += len(x)
+
+    def all(self):
+        return self.G[0] + self.G[1], self.C[0] + self.C[1]
+
+
+def _error(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, tt: float) -> float:
+    """``||X W^T - T||^2`` from the sums, ``W`` = [d, k + 1] (weights, then bias)."""
+    return float((W @ G * W).sum() - 2 * (W * C.T).sum() + tt)
+
+
+def _solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
+    try:
+        return torch.linalg.solve(A, B)
+    except RuntimeError:  # singular
+        sol = torch.linalg.lstsq(A, B)
+        return sol.solution if torch.isfinite(sol.solution).all() else None
+
+
+def _lsq(G, C, W0, damping):
+    D = torch.diag(G).clamp(min=1e-12)
+    A = G + damping * torch.diag(D)
+    X = _solve(A, C + damping * D[:, None] * W0.T)
+    return None if X is None else X.T
+
+
+def _scale(G, C, W0, width, damping, max_scale):
+    """Per-unit scales of the kept columns (bias fixed): ``W = W0 * s``, damped towards s = 1."""
+    k = G.shape[0] - 1
+    if k == 0:
+        return None
+    Wk, b = W0[:, :k], W0[:, k]
+    n_units = k // width
+    WtW = (Wk.T @ Wk).view(n_units, width, n_units, width)
+    A = (G[:k, :k].view(n_units, width, n_units, width) * WtW).sum((1, 3))
+    # sum over tokens of (W_u x_u) . (t - b)
+    Ct = C[:k] - G[:k, k:k + 1] * b[None, :]
+    c = (Wk.T * Ct).sum(1).view(n_units, width).sum(1)
+    D = torch.diag(A).clamp(min=1e-12)
+    s = _solve(A + damping * torch.diag(D), c + damping * D)
+    if s is None or not torch.isfinite(s).all() or s.abs().max() > max_scale:
+        return None
+    W = W0.clone()
+    W[:, :k] = Wk * s.repeat_interleave(width)[None, :]
+    return W
+
+
+def _bias(G, C, W0):
+    k = G.shape[0] - 1
+    n = G[k, k]
+    W = W0.clone()
+    W[:, k] = (C[k] - W0[:, :k] @ G[:k, k]) / n
+    return W
+
+
+def _fit(stats: _Stats, W0: torch.Tensor, settings: RepairSettings, width: int, name: str) -> tuple[torch.Tensor, SiteRepair]:
+    """The chosen weights [d, k + 1] (W0 when nothing beats it on the held-out batches)."""
+    Gf, Cf = stats.G[0], stats.C[0]
+    Gh, Ch, tth = stats.G[1], stats.C[1], stats.tt[1]
+    energy = max(tth, 1e-30)
+    base = _error(W0, Gh, Ch, tth) / energy
+    if stats.n[1] == 0 or stats.n[0] == 0:
+        return W0, SiteRepair(name, settings.method, False, None, base, base, "too few calibration rows")
+    candidates = []
+    if settings.method == "bias":
+        candidates.append((None, _bias(Gf, Cf, W0)))
+    else:
+        for lam in settings.dampings:
+            W = (_lsq(Gf, Cf, W0, lam) if settings.method == "lsq"
+                 else _scale(Gf, Cf, W0, width, lam, settings.max_scale))
+            if W is not None and torch.isfinite(W).all():
+                candidates.append((lam, W))
+    scored = [(_error(W, Gh, Ch, tth) / energy, lam) for lam, W in candidates]
+    if not scored:
+        return W0, SiteRepair(name, settings.method, False, None, base, base, "no stable solution")
+    err, lam = min(scored, key=lambda e: e[0])
+    if not err < base:
+        return W0, SiteRepair(name, settings.method, False, lam, base, base,
+                              "the held-out error did not improve")
+    G, C = stats.all()
+    W = (_bias(G, C, W0) if settings.method == "bias" else _lsq(G, C, W0, lam) if settings.method == "lsq"
+         else _scale(G, C, W0, width, lam, settings.max_scale))
+    if W is None or not torch.isfinite(W).all():
+        return W0, SiteRepair(name, settings.method, False, lam, base, base, "the refit on all batches failed")
+    return W, SiteRepair(name, settings.method, True, lam, base, err)
+
+
+# ----------------------------------------------------------------------------------------------
+# the layer-wise pass
+
+
+@contextmanager
+def _capture(model, site, store: dict, want_output: bool):
+    """Hooks that record the out projection's input (and output) and the residual's input of the
+    pruned model's layer."""
+    from mtprune.methods.engine import first_tensor
+
+    handles = []
+
+    def out_pre(mod, args):
+        store["x"] = args[0].detach()
+
+    def out_post(mod, args, out):
+        store["o"] = out.detach()
+
+    def res_pre(mod, args, kwargs):
+        store["r"] = first_tensor(args, kwargs).detach()
+
+    try:
+        handles.append(model.get_submodule(site.out_proj).register_forward_pre_hook(out_pre))
+        if want_output:
+            handles.append(model.get_submodule(site.out_proj).register_forward_hook(out_post))
+        handles.append(model.get_submodule(site.residual).register_forward_pre_hook(res_pre, with_kwargs=True))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _tokens(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[B, T, ...] -> [tokens, ...] without padding (every token when ``mask`` is None or does not fit)."""
+    if mask is not None and t.dim() >= 3 and tuple(mask.shape) == tuple(t.shape[:2]):
+        return t[mask.to(t.device).bool()]
+    return t.reshape(-1, t.shape[-1])
+
+
+def _out_weight(model, site) -> torch.Tensor:
+    """The out projection as [d, k + 1]: its weight [out, in], then its bias (zeros when none)."""
+    from mtprune import layers
+
+    mod = model.get_submodule(site.out_proj)
+    W = layers.weight_out_in(mod).detach().double().cpu()
+    b = mod.bias.detach().double().cpu() if layers.has_bias(mod) else torch.zeros(W.shape[0], dtype=torch.float64)
+    return torch.cat([W, b[:, None]], 1)
+
+
+def _set_out_weight(model, site, W: torch.Tensor) -> None:
+    from mtprune import layers
+
+    mod = model.get_submodule(site.out_proj)
+    w = layers.weight_out_in(mod)
+    new_b = W[:, -1].to(w.dtype) if layers.has_bias(mod) else None
+    layers.set_module(model, site.out_proj, layers.make_linear(W[:, :-1].to(device=w.device, dtype=w.dtype),
+                                                                None if new_b is None else new_b.to(w.device), mod))
+
+
+def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings | None = None, *,
+           progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None):
+    """``(pruned and repaired adapter, RepairReport)``: ``adapter`` hard-pruned by ``mask``, its
+    pruned sites' out projections refit (see the module's docstring).
+
+    ``calibration`` is a list of rows of ``task`` (their fields are read, not their labels), or
+    ``{task: rows}`` for a model several tasks share. ``method="none"`` only prunes. A mask that
+    prunes heads the model cannot remove physically (T5, grouped key/value heads) is an error, as
+    in :func:`mtprune.pruning.hard_prune`: prune and repair their FFN neurons.
+    """
+    from mtprune.methods.engine import batches_for
+    from mtprune.pruning import hard_prune, site_sizes
+    from mtprune.tasks import get_task
+
+    settings = settings or RepairSettings()
+    if not isinstance(calibration, dict):
+        if task is None:
+            raise ValueError("calibration rows need their task")
+        calibration = {task.name if hasattr(task, "name") else task: calibration}
+    per_task = {get_task(t): [dict(r) for r in rows] for t, rows in calibration.items()}
+    for t, rows in per_task.items():
+        adapter.head_for(t)
+        missing = sorted({f for r in rows for f in t.fields if f not in r})
+        if missing:
+            raise MtpruneError(f"the calibration rows lack the field(s) {', '.join(missing)} that task {t.name} needs")
+    n_rows = sum(len(r) for r in per_task.values())
+    t0 = time.perf_counter()
+    pruned = hard_prune(adapter, mask)
+    if settings.method == "none":
+        return pruned, RepairReport("none", n_rows, 0, time.perf_counter() - t0)
+    if n_rows == 0:
+        raise MtpruneError("the calibration set is empty")
+    dense_sizes = site_sizes(adapter)
+    cut = [s for s in pruned.unit_sites() if s.n_units < dense_sizes[s.name]]
+    if not cut:
+        return pruned, RepairReport(settings.method, n_rows, 0, time.perf_counter() - t0)
+    dense_sites = {s.name: s for s in adapter.unit_sites()}
+    layer_paths: dict[str, list[str]] = {}
+    for s in sorted(adapter.unit_sites(), key=lambda s: (STACK_ORDER.index(s.stack), s.layer)):
+        paths = layer_paths.setdefault(s.stack, [])
+        if s.layer_path not in paths:
+            paths.append(s.layer_path)
+    # every n-th row of every task is held out; the tasks' batches are dealt in turn
+    queues = []
+    for t, rows in per_task.items():
+        rows = [{f: r[f] for f in t.fields} for r in rows]
+        k = settings.holdout_every
+        for held_out in (False, True):
+            part = [r for i, r in enumerate(rows) if (i % k == k - 1) == held_out]
+            queues.append([(t, b, held_out) for b in batches_for(t, part, settings.batch_size)])
+    queues = [q for q in queues if q]
+    batches = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
+    was = adapter.model.training
+    adapter.model.eval()
+    try:
+        calls, dense_logits, targets = _record_calls(adapter, batches, layer_paths, [dense_sites[s.name] for s in cut])
+        original = {s.name: _out_weight(pruned.model, s) for s in cut}
+        reports, fitted, tokens = _layerwise(pruned, calls, targets, cut, layer_paths, settings, progress, log)
+        fidelity = (None, None)
+        held = [i for i, b in enumerate(batches) if b[2]]
+        if fitted and held:
+            # the whole repair must bring the held-out outputs closer to the dense model's than
+            # no repair does; else every site goes back to its pruned weights
+            after = _fidelity(pruned, batches, dense_logits, held)
+            _apply(pruned, cut, original)
+            before = _fidelity(pruned, batches, dense_logits, held)
+            fidelity = (before, after)
+            if after < before:
+                _apply(pruned, cut, fitted)
+            else:
+                reports = [replace(r, changed=False, why="reverted: the held-out outputs moved away from the "
+                                   "dense model's") if r.changed else r for r in reports]
+                if log:
+                    log(f"  repair reverted: held-out KL to the dense outputs {after:.4g} with it, {before:.4g} without")
+    finally:
+        adapter.model.train(was)
+    report = RepairReport(settings.method, n_rows, tokens, time.perf_counter() - t0, tuple(reports),
+                          kl_before=fidelity[0], kl_after=fidelity[1])
+    _record(pruned, report)
+    return pruned, report
+
+
+def _record(pruned, report: RepairReport) -> None:
+    """The pruned model's config says how it was repaired (saved with it)."""
+    from mtprune.pruning import PRUNED_KEY
+
+    entry = dict(getattr(pruned.model.config, PRUNED_KEY, None) or {})
+    entry["repair"] = {"method": report.method, "calibration_rows": report.calibration_rows,
+                       "sites_refit": report.changed, "sites": len(report.sites)}
+    setattr(pruned.model.config, PRUNED_KEY, entry)
+    pruned._fingerprint = None
+
+
+def _layerwise(pruned, calls, targets, cut, layer_paths, settings, progress, log):
+    pmodel = pruned.model
+    by_layer: dict[tuple, list] = {}
+    for s in cut:
+        by_layer.setdefault((s.stack, s.layer), []).append(s)
+    reports, fitted = [], {}
+    tokens = 0
+    steps = sum(len(p) for p in layer_paths.values())
+    done = 0
+    enc_out: dict[int, torch.Tensor] = {}  # id(encoder call) -> the pruned encoder's output
+    with torch.inference_mode():
+        for stack in STACK_ORDER:
+            if stack not in layer_paths:
+                continue
+            mine = [c for c in calls if c.stack == stack]
+            for c in mine:  # cross-attention reads the pruned encoder's output
+                if c.source is not None and id(c.source) in enc_out and c.source.output is not None:
+                    old, new = c.source.output, enc_out[id(c.source)]
+                    for i, (where, args, kw) in list(c.args.items()):
+                        c.args[i] = (where, tuple(new if a is old else a for a in args),
+                                     {k: (new if v is old else v) for k, v in kw.items()})
+            pruned_h = [c.hidden for c in mine]
+            for li, path in enumerate(layer_paths[stack]):
+                player = pmodel.get_submodule(path)
+                sites = sorted(by_layer.get((stack, li), []), key=lambda s: KIND_ORDER.index(s.kind))
+                need_next = li + 1 < len(layer_paths[stack]) or (stack == "encoder" and "decoder" in layer_paths)
+                next_h = None
+                for s in sites:  # attention first: the FFN's inputs come after its repair
+                    W0 = _out_weight(pmodel, s)
+                    stats = _Stats(W0.shape[1] - 1, W0.shape[0])
+                    # the layer's last site, an FFN whose output plus residual is the layer's output (up to
+                    # a norm): its inputs give the next layer's hidden states without running it again
+                    ends = s is sites[-1] and s.kind == "ffn" and s.output_norm is not None and need_next
+                    kept = []
+                    for ci, c in enumerate(mine):
+                        st = {}
+                        with _capture(pmodel, s, st, False):
+                            _call_layer(player, c.args[li], pruned_h[ci])
+                        x, r = _tokens(st["x"], c.mask), _tokens(st["r"], c.mask)
+                        stats.add(x, targets[s.name][ci].float() - r, held_out=c.held_out)
+                        if ends:
+                            kept.append((st["x"], st["r"]))
+                    W, rep = _fit(stats, W0, settings, s.width, s.name)
+                    if ends:
+                        norm = pmodel.get_submodule(s.output_norm) if s.output_norm else (lambda t: t)
+                        out = pmodel.get_submodule(s.out_proj)
+                        wt = W.to(out.weight.dtype) if rep.changed else None
+                        next_h = [norm((x @ wt[:, :-1].T + wt[:, -1] if wt is not None else out(x)) + r)
+                                  for x, r in kept]
+                    if rep.changed:
+                        _set_out_weight(pmodel, s, W)
+                        fitted[s.name] = W
+                    reports.append(rep)
+                    targets[s.name] = None  # used: free the memory
+                    tokens = max(tokens, sum(stats.n))
+                    if log:
+                        log(f"  {s.name}: {'refit' if rep.changed else 'kept'} (held-out error {rep.error_before:.4f}"
+                            f" -> {rep.error_after:.4f}{', damping %g' % rep.damping if rep.damping is not None else ''})"
+                            f"{'' if rep.changed else ': ' + rep.why}")
+                if next_h is not None:
+                    pruned_h = next_h
+                elif need_next:
+                    pruned_h = [_call_layer(player, c.args[li], pruned_h[ci]) for ci, c in enumerate(mine)]
+                done += 1
+                if progress:
+                    progress(done, steps)
+            if stack == "encoder" and "decoder" in layer_paths:
+                enc = pmodel.get_encoder()
+                for c in mine:
+                    if c.batch is not None:
+                        enc_out[id(c)] = enc(input_ids=c.batch["input_ids"], attention_mask=c.batch["attention_mask"])[0]
+    return reports, fitted, tokens
+
+
+def _apply(pruned, sites, weights: dict) -> None:
+    for s in sites:
+        if s.name in weights:
+            _set_out_weight(pruned.model, s, weights[s.name])
+
+
+def _fidelity(adapter, batches, dense_logits, held) -> float:
+    """Mean KL(dense || model) of the label distributions over the held-out batches' rows."""
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for i in held:
+            task, chunk, _ = batches[i]
+            lp = adapter.logits(adapter.encode(chunk, task), task).float().cpu().log_softmax(-1)
+            ld = dense_logits[i].log_softmax(-1)
+            total += float((ld.exp() * (ld - lp)).sum())
+            n += len(lp)
+    return total / max(n, 1)

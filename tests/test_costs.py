@@ -1,0 +1,105 @@
+"""Unit costs (parameters, FLOPs checked against torch's FLOP counter, latency), budgets and the
+budgeted mask search on hand-made scores."""
+
+import numpy as np
+import pytest
+
+from mtprune.costs import (Budget, count_flops, kept_cost, latency_table, search_mask, total_cost, unit_costs,
+                           unit_flops)
+from mtprune.errors import MtpruneError
+from mtprune.masks import mask_from_scores
+from mtprune.pruning import count_parameters, hard_prune
+from mtprune.tasks import get_task
+from tests.conftest import random_scores
+
+SST2 = get_task("sst2")
+
+
+def test_budget_parsing():
+    assert Budget.parse("flops:0.6") == Budget("flops", 0.6)
+    assert Budget.parse(" params : 50% ") == Budget("params", 0.5)
+    assert str(Budget.parse("latency:0.60")) == "latency:0.6"
+    for bad, msg in [("flops:1.5", r"\(0, 1\]"), ("flops:0", r"\(0, 1\]"), ("speed:0.5", "unknown budget 'speed'"),
+                     ("0.6", "measure:fraction"), ("flops:abc", "not a number"), ("flops:nan", r"\(0, 1\]")]:
+        with pytest.raises(MtpruneError, match=msg):
+            Budget.parse(bad)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_multitask", "tiny_seqcls"])
+def test_flops_match_the_flop_counter(fixture, request, sst2_rows):
+    a = request.getfixturevalue(fixture)
+    rows = [{"sentence": "a very good movie and a bad film", "label": 1}]
+    batch = a.encode(rows, SST2)
+    t = batch["input_ids"].shape[1]
+    costs = unit_flops(a, t)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    small = hard_prune(a, mask)
+    removed = sum((costs[g] * (np.array(mask.n_units[g]) - mask.keep[g].sum(1))).sum() for g in mask.groups)
+    assert count_flops(a, batch, SST2) - count_flops(small, a.encode(rows, SST2), SST2) == removed
+
+
+def test_params_costs_match_count_parameters(tiny_multitask):
+    a = tiny_multitask
+    costs = unit_costs(a, "params")
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.3, "heads": 0.5})
+    assert a.num_parameters() - count_parameters(a, mask) == \
+        total_cost(costs, mask.n_units) - kept_cost(mask, costs)
+
+
+def _scores(heads, ffn):
+    return {"arrays": {"encoder.heads": np.array([heads], float), "encoder.ffn": np.array([ffn], float)},
+            "n_units": {"encoder.heads": [len(heads)], "encoder.ffn": [len(ffn)]}}
+
+
+COSTS = {"encoder.heads": np.array([10.0]), "encoder.ffn": np.array([1.0])}  # 2 heads, 4 neurons: total 24
+
+
+def test_search_spends_the_budget_where_the_score_is():
+    # normalised per kind: heads 0.6 / 0.4, neurons 0.4 / 0.3 / 0.2 / 0.1
+    s = _scores([6, 4], [4, 3, 2, 1])
+    m = search_mask(s, "flops:0.5", COSTS)  # 12 of 24: one head (10) + two neurons (2)
+    assert m.keep["encoder.heads"].tolist() == [[True, False]]
+    assert m.keep["encoder.ffn"].tolist() == [[True, True, False, False]]
+    assert m.scope == "budget" and m.meta["budget"] == "flops:0.5" and m.meta["cost_kept"] == 12
+    assert m.meta["cost_fraction_kept"] == pytest.approx(0.5) and m.sparsity == pytest.approx(3 / 6)
+    # less room: the four neurons (1.0 of their kind) beat one head (0.6)
+    m = search_mask(s, "flops:0.4", COSTS)  # 9.6 of 24
+    assert m.keep["encoder.heads"].sum() == 0 and m.keep["encoder.ffn"].sum() == 4
+    # compared as they are, one head (6) beats four neurons (10? no: 4 + 3 + 2 + 1 = 10): neurons win again;
+    # with heads worth more, a head wins
+    m = search_mask(_scores([60, 40], [4, 3, 2, 1]), "flops:0.45", COSTS, normalise="none")
+    assert m.keep["encoder.heads"].tolist() == [[True, False]] and m.keep["encoder.ffn"].sum() == 0
+    assert kept_cost(m, COSTS) <= 0.45 * 24
+
+
+def test_search_with_one_kind_and_unreachable_budgets():
+    s = _scores([6, 4], [4, 3, 2, 1])
+    m = search_mask(s, "flops:0.9", COSTS, kinds="ffn")  # heads kept whole: 20 + 1 neuron = 21 <= 21.6
+    assert m.keep["encoder.heads"].all() and m.keep["encoder.ffn"].sum() == 1
+    with pytest.raises(MtpruneError, match=r"smallest reachable budget is flops:0.834"):
+        search_mask(s, "flops:0.5", COSTS, kinds="ffn")
+    with pytest.raises(MtpruneError, match="normalisation"):
+        search_mask(s, "flops:0.5", COSTS, normalise="max")
+    full = search_mask(s, "flops:1", COSTS)
+    assert full.keeps_all()
+
+
+def test_search_on_a_real_layout(tiny_multitask):
+    a = tiny_multitask
+    costs = unit_costs(a, "flops", 12)
+    for f in (0.3, 0.6, 0.9):
+        m = search_mask(random_scores(a), f"flops:{f}", costs)
+        assert kept_cost(m, costs) <= f * total_cost(costs, m.n_units) + 1e-6
+        small = hard_prune(a, m)  # budget masks prune like any other
+        assert small.num_parameters() == count_parameters(a, m)
+
+
+def test_latency_table_is_measured_once(tiny_multitask, tmp_path, monkeypatch):
+    monkeypatch.setenv("MTPRUNE_CACHE", str(tmp_path))
+    t = latency_table(tiny_multitask, SST2, 8, batch_size=4, repeats=2)
+    assert set(t["per_unit"]) == {"ffn", "heads"} and all(v >= 0 for v in t["per_unit"].values())
+    files = list((tmp_path / "latency").glob("*.json"))
+    assert len(files) == 1
+    assert latency_table(tiny_multitask, SST2, 8, batch_size=4, repeats=2) == t  # read back, not measured
+    costs = unit_costs(tiny_multitask, "latency", 8, t)
+    assert costs["encoder.ffn"][0] == t["per_unit"]["ffn"]
