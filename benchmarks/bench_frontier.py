@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib", type=int, default=1024)
     ap.add_argument("--trials", type=int, default=1, help="calibration samplings (and attribution samples)")
     ap.add_argument("--limit", type=int, default=None, help="evaluation rows per task (default: all)")
+    ap.add_argument("--task-limit", default="", help="per-task evaluation rows, e.g. qnli=2000 (the first rows of "
+                                                     "the validation split; overrides --limit for that task)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/frontier.csv")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     budgets = tuple(f"flops:{f:g}" for f in fractions)
     pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     repairs = tuple(r.strip() for r in args.repairs.split(","))
-    evals = EvalSettings(limit=args.limit, prune="hard", batch_size=64)
+    limits = {k.strip(): int(v) for k, v in (x.split("=") for x in args.task_limit.split(",") if x.strip())}
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"device {args.device}; model {adapter.display_name}")
     frames, timing = [], {}
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
                     cfg = SweepConfig(sparsities=(0.0,), budgets=budgets, kinds="all", normalise=spec["normalise"],
                                       **common)
                 t0 = time.perf_counter()
+                evals = EvalSettings(limit=limits.get(task.name, args.limit), prune="hard", batch_size=64)
                 df = run_sweep(adapter, cfg, evals, out=args.out)
                 df["pipeline"] = pipe
                 frames.append(df)
@@ -153,7 +156,8 @@ def main(argv=None) -> int:
                      for t, b, s in zip(pts["task"], pts["budget"], pts["sparsity"])]
     pts["series"] = pts["pipeline"] + " + " + pts["repair"].astype(str)
     per_trial = pts.groupby(["series", "target", "trial", "task"])["accuracy"].mean().unstack("task")
-    print("\n## dense accuracy\n" + " | ".join(f"{t} {v:.4f}" for t, v in dense.items()))
+    rows_of = df.groupby("task")["n_eval"].max()
+    print("\n## dense accuracy (evaluation rows)\n" + " | ".join(f"{t} {v:.4f} ({int(rows_of[t])})" for t, v in dense.items()))
     for task in df["task"].unique():
         tab = pts[pts.task == task].groupby(["series", "target"])["accuracy"].mean().unstack("target")
         tab = tab[[b for b in budgets if b in tab.columns]]
