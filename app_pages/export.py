@@ -8,15 +8,14 @@ import streamlit as st
 from mtprune import plots
 from mtprune.errors import MtpruneError
 from mtprune.masks import kinds_in, mask_from_bytes, mask_to_bytes
-from mtprune.pruning import count_parameters, hard_prune, hard_prune_problem
+from mtprune.pruning import count_parameters, hard_prune_problem
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task()
-st.title("Export")
+ctx = C.need_task("Export")
 scores, note = C.scores_or_button(ctx, key="export.compute")
 kinds = kinds_in(scores)
 settings = state.prune_settings(kinds)
@@ -26,14 +25,13 @@ try:
 except Exception as exc:
     C.error(exc)
     st.stop()
+stem = V.export_stem(ctx.task.name, settings, ctx.spec.method)
 if settings["mode"] == "budget":
-    stem = f"{ctx.task.name}-{ctx.spec.method}-flops{round(100 * float(settings['budget'].split(':')[1]))}"
     st.caption(f"The mask of **Prune and evaluate**: budget {settings['budget']} over heads and FFN neurons, "
-               f"from {ctx.spec.describe()}.")
+               f"from {ctx.spec.describe()}. Files are named `{stem}`.")
 else:
-    stem = f"{ctx.task.name}-{ctx.spec.method}-" + "-".join(f"{k}{round(100 * p)}" for k, p in sparsity.items())
     st.caption(f"The mask of **Prune and evaluate**: {', '.join(f'{k} {p:.0%}' for k, p in sparsity.items())}, "
-               f"{scope} scope, from {ctx.spec.describe()}.")
+               f"{scope} scope, from {ctx.spec.describe()}. Files are named `{stem}`.")
 
 st.subheader("Mask and scores")
 c = st.columns(3)
@@ -51,20 +49,17 @@ st.caption("The model with the pruned units removed (smaller weight matrices), a
            "directory; `mtprune eval --model <dir>` and the sidebar's local-directory option load it.")
 
 
-def _zip() -> bytes:
-    from mtprune.checkpoints import zip_model
-
-    with C.model_busy(ctx):
-        small = hard_prune(ctx.adapter, mask)
-    return zip_model(small, mask)
-
-
 problem = hard_prune_problem(ctx.adapter, mask)
 if problem:
-    st.caption(f":orange[{problem}. Set the heads slider to 0% to download a hard-pruned model.]")
-st.download_button("Hard-pruned model (zip)", _zip, file_name=f"{stem}.pruned.zip", mime="application/zip",
-                   key="export.model", icon=":material/folder_zip:", on_click="ignore", disabled=bool(problem),
-                   help="built when you click: takes a few seconds")
+    st.caption(f":orange[{problem}. Set the heads slider to 0 to download a hard-pruned model.]")
+measured = C.measured_with(ctx, mask)
+st.caption(f"Its tasks.json records {ctx.task.name}'s accuracy measured with this mask: "
+           + (f"{measured[ctx.task.name].describe()}." if measured else "not measured yet (evaluate it on **Prune and "
+                                                                         "evaluate** first), so it says not measured."))
+st.download_button("Hard-pruned model (zip)", lambda: C.pruned_zip(ctx, mask, stem, measured),
+                   file_name=f"{stem}.zip", mime="application/zip", key="export.model", icon=":material/folder_zip:",
+                   on_click="ignore", disabled=bool(problem),
+                   help=f"unzips to a folder {stem}/; built on the first click (a few seconds), then kept for this mask")
 
 st.subheader("Charts")
 groups = ordered_groups(scores.arrays)
@@ -111,3 +106,27 @@ if up is not None:
             if loaded.kept(g) < loaded.total(g):
                 C.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
                               key=f"export.loaded.{g}")
+        st.markdown(f"**Evaluate this mask on {ctx.task.name}/{ctx.split}**")
+        if meta.get("task") and meta["task"] != ctx.task.name:
+            st.caption(f":orange[This mask was made for {meta['task']}; it is evaluated on {ctx.task.name}, the "
+                       "sidebar's task.]")
+        limit = C.rows_input("Evaluation examples", "export.limit", 200, help="the first N labeled rows of the split")
+        if st.button("Evaluate the uploaded mask", key="export.evaluate", type="primary"):
+            from mtprune.evaluation import compare
+
+            try:
+                dense, res = C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, loaded)
+                C.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res),
+                                                   method=str(meta.get("method", "uploaded")),
+                                                   how=f"uploaded {up.name}", params=p))
+            except MtpruneError as exc:
+                C.error(exc)
+        dense = C.find_eval(ctx, ctx.task.name, ctx.split, limit)
+        res = C.find_eval(ctx, ctx.task.name, ctx.split, limit, loaded.digest())
+        if dense is not None and res is not None:
+            from mtprune.evaluation import compare
+
+            r = st.columns(2)
+            C.show_metric(r[0], "Dense accuracy", dense)
+            C.show_metric(r[1], "Accuracy with the uploaded mask", res, dense)
+            C.show_verdict(compare(dense, res), "dense", "the uploaded mask")

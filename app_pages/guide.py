@@ -2,6 +2,8 @@
 
 PAGE = {"section": "Share and learn", "title": "Learn the method", "icon": ":material/school:", "order": 7}  # read by app.py
 
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
 
@@ -12,9 +14,8 @@ from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import common as C
 
-ctx = C.need_task()
+ctx = C.need_task("Learn the method")
 t = ctx.task
-st.title("Learn the method")
 st.markdown(
     f"A multi-task model serves many tasks with one shared network. A single task, here **{t.name}** "
     f"({t.description}), uses only part of it. This page finds that part and removes the rest, "
@@ -86,23 +87,49 @@ st.markdown(f"The kept {word}s (green) sit where the bright units of step 3 were
             "others (see **Task overlap**).")
 
 st.header("5. Check that the pruned model still does the task")
+st.markdown("A fair check needs a baseline: a **random mask** of the same size, which removes as many units "
+            "of each layer, but chosen by chance. If the scores mean something, the attribution mask keeps more "
+            "accuracy than the random one.")
+random_spec = replace(ctx.spec, method="random")
+random_scores, _ = C.scores_for(ctx, random_spec, compute=True, label="drawing random scores")
+random_mask = mask_from_scores(random_scores, {g.split(".")[1]: pct / 100}, scope="layer")
+left, right = st.columns(2)
+with left:
+    C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], group=g,
+                                     title=f"attribution mask: {mask.kept(g)} of {mask.total(g)} kept"),
+                  key="guide.mask.attr")
+with right:
+    C.show_figure(plots.keep_heatmap(random_mask.keep[g], random_mask.n_units[g], group=g,
+                                     title=f"random mask: {random_mask.kept(g)} of {random_mask.total(g)} kept"),
+                  key="guide.mask.random")
 limit = st.number_input("Examples to check", min_value=1, max_value=5000, value=100, step=50,
-                        key="guide.limit", persist_state="session")
-if st.button(f"Evaluate dense and pruned on {t.name}/{ctx.split}", key="guide.evaluate", type="primary"):
+                        key="guide.limit", persist_state="session", bind=C.URL)
+if st.button(f"Evaluate dense, pruned and random on {t.name}/{ctx.split}", key="guide.evaluate", type="primary"):
     try:
         C.evaluate_dense_and_pruned(ctx, t.name, ctx.split, int(limit), mask)
+        C.evaluate(ctx, t.name, ctx.split, int(limit), random_mask)
     except Exception as exc:
         C.error(exc)
 dense = C.find_eval(ctx, t.name, ctx.split, int(limit))
 pruned = C.find_eval(ctx, t.name, ctx.split, int(limit), mask.digest())
-if dense is not None and pruned is not None:
-    C.show_figure(plots.dense_vs_pruned([t.name], [dense.accuracy], [pruned.accuracy]), key="guide.result")
+rand = C.find_eval(ctx, t.name, ctx.split, int(limit), random_mask.digest())
+if dense is not None and pruned is not None and rand is not None:
+    from mtprune.evaluation import compare
+
+    series = {"dense": [dense.accuracy], "attribution mask": [pruned.accuracy], "random mask": [rand.accuracy]}
+    bands = {k: ([r.interval()[0]], [r.interval()[1]]) for k, r in
+             {"dense": dense, "attribution mask": pruned, "random mask": rand}.items()}
+    C.show_figure(plots.grouped_bars([t.name], series, intervals=bands,
+                                     title="accuracy: dense, attribution mask, random mask (bars: 95% intervals)"),
+                  key="guide.result")
+    vs_random = compare(rand, pruned)
     drop = dense.accuracy - pruned.accuracy
     st.markdown(
         f"With {pct}% of the units gone the accuracy moved from {dense.accuracy:.3f} to "
-        f"{pruned.accuracy:.3f} ({-drop:+.3f}). "
-        + ("Barely a change: the removed units did little for this task." if abs(drop) < 0.02 else
-           "Try a lower sparsity, or more examples in step 2, and compare.")
+        f"{pruned.accuracy:.3f} ({0.0 - drop:+.3f}); the random mask of the same size gives {rand.accuracy:.3f}. "
+        f"The black bars are 95% intervals: with {dense.n} rows, differences inside them are not measured "
+        "differences. A paired test of the two masks on the same rows says: "
+        f"*{vs_random.sentence('the random mask', 'the attribution mask')}*"
     )
 
 st.header("What next")

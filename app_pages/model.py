@@ -8,9 +8,12 @@ from mtprune.text import human_count
 from ui import common as C
 from ui import views as V
 
+st.title("Model and task")
+st.markdown("**mtprune finds which units (FFN neurons, attention heads) each task of a multi-task model needs and "
+            "removes the rest, without retraining.** Start with **Attribution heatmaps**, or take the guided tour "
+            "in **Learn the method**.")
 ctx = C.need_model()
 f = ctx.facts
-st.title("Model and task")
 st.caption("Pick the model, the task and the attribution settings in the sidebar; every page uses them.")
 
 c1, c2, c3, c4 = st.columns(4)
@@ -35,26 +38,27 @@ with right:
         C.error(ctx.task_error)
         st.stop()
     st.markdown(f"Served by head **{ctx.adapter.head_for(t)}** of this model.")
-    rec = V.recorded_metric(ctx.adapter, t)
-    limit = st.number_input("Evaluation examples", min_value=1, max_value=100000, value=200, step=50,
-                            key="model.limit", persist_state="session",
-                            help="the first N labeled rows of the split")
+    rec, what = V.recorded_accuracy(ctx.adapter, t)
+    limit = C.rows_input("Evaluation examples", "model.limit", 200, help="the first N labeled rows of the split")
     if st.button(f"Measure the dense metric on {t.name}/{ctx.split}", key="model.eval"):
         bar = st.progress(0.0, text="evaluating the dense model...")
         try:
-            C.evaluate(ctx, t.name, ctx.split, int(limit), None,
-                       lambda d, n: bar.progress(d / n, text=f"evaluating the dense model: {d} / {n}"))
+            res = C.evaluate(ctx, t.name, ctx.split, limit, None, C.eta_progress(bar, "evaluating the dense model, rows"))
+            C.record_run(ctx, V.history_record(ctx.model_name, res, method="dense", how="dense"))
         except Exception as exc:  # MtpruneError, or data that does not load
             C.error(exc)
         bar.empty()
-    res = C.find_eval(ctx, t.name, ctx.split, int(limit))
+    res = C.find_eval(ctx, t.name, ctx.split, limit)
     shown = st.columns(2)
     if res is not None:
-        shown[0].metric(f"Dense accuracy ({res.n} {res.split} rows)", f"{res.accuracy:.3f}",
+        lo, hi = res.interval()
+        shown[0].metric(f"Measured accuracy ({res.n} {res.split} rows)", f"{res.accuracy:.3f}",
                         help=", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
-    if rec is not None:
-        shown[1 if res is not None else 0].metric("Recorded validation accuracy", f"{rec:.3f}",
-                                                  help="from the model's tasks.json (the whole validation split)")
+        shown[0].caption(f"95% interval {lo:.3f}-{hi:.3f} (Wilson)")
+    col = shown[1 if res is not None else 0]
+    col.metric("Recorded accuracy", f"{rec:.3f}" if rec is not None else "not measured",
+               help="from the model's own files (tasks.json, or what mtprune measured on a pruned model)")
+    col.caption(what)
 
 st.divider()
 st.markdown("**Next:** score the units on **Attribution heatmaps**, then set a sparsity on **Prune and "

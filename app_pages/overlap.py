@@ -1,4 +1,5 @@
-"""Task overlap: which kept units two tasks share (Jaccard), over the model and per layer."""
+"""Task overlap: which kept units two tasks share (Jaccard), over the model and per layer; and
+whether one task's mask serves another (the transfer matrix)."""
 
 PAGE = {"section": "Compare", "title": "Task overlap", "icon": ":material/join_inner:", "order": 4}  # read by app.py
 
@@ -12,20 +13,21 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_model()
-st.title("Task overlap")
+ctx = C.need_model("Task overlap")
 st.caption("Each task gets its own mask from its own attribution scores (the sidebar's settings); the "
            "Jaccard similarity |A and B| / |A or B| of two masks' kept units says how much of the pruned "
-           "model two tasks share. Random masks of the same size give the dotted chance level.")
+           "model two tasks share. White is what random masks of the same size would share (chance); blue "
+           "is more, red less.")
 
 served = [t for t in V.task_options(ctx.adapter) if ctx.adapter.supports(t)]
 benchmark = [t for t in served if t in BENCHMARK]
 default = list(dict.fromkeys(([ctx.task.name] if ctx.task.name in benchmark else []) + benchmark))[:3]
 c = st.columns([3, 1.3, 1.2])
-tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session")
-kind = c[1].radio("Units", ["ffn", "heads"], key="overlap.kind", persist_state="session", horizontal=True,
+tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session", bind=C.URL)
+kind = c[1].radio("Units", ["ffn", "heads"], key="overlap.kind", persist_state="session", horizontal=True, bind=C.URL,
                   format_func={"ffn": "FFN neurons", "heads": "heads"}.get)
-pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session")
+pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session",
+                  bind=C.URL)
 scope = state.prune_settings([kind])["scope"]
 if len(tasks) < 2:
     st.info("Choose two tasks or more.", icon=":material/info:")
@@ -53,10 +55,57 @@ cfg = OverlapConfig(tasks=tuple(tasks), method=ctx.spec.method, sparsity=pct / 1
 result = run_overlap(ctx.adapter, cfg, scores=have)
 left, right = st.columns(2)
 with left:
-    C.show_figure(plots.overlap_heatmap(result.matrix,
+    C.show_figure(plots.overlap_heatmap(result.matrix, chance=result.chance,
                                         title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
                   key="overlap.matrix")
 with right:
     C.show_figure(plots.overlap_layers_figure(result.per_layer, title="shared kept units per layer"),
                   key="overlap.lines")
-st.caption(f"Random masks keeping as many units would share about {result.chance:.2f}.")
+st.caption(f"Random masks keeping as many units would share about {result.chance:.2f} (the dashed line, and "
+           "white in the matrix). The diagonal, a mask with itself, is left blank.")
+
+# ----------------------------------------------------------------------------------------------
+st.subheader("Does one task's mask serve another?")
+st.caption("Overlap says how much two masks share, not whether one works for the other task. Here every task is "
+           "evaluated through its own head with every task's mask (rows), beside its own dense model and a random "
+           "mask of the same size; every cell carries its 95% interval. Red: lost against dense.")
+t1, t2, t3 = st.columns([1, 1, 1.4])
+limit = t1.number_input("Examples per task", min_value=1, max_value=100000, value=200, step=50, key="overlap.limit",
+                        persist_state="session", bind=C.URL, help="the first N labeled rows of each task's split")
+repair = t2.selectbox("Repair", ["none", "lsq", "scale", "bias"], key="overlap.repair", persist_state="session",
+                      bind=C.URL, help="repair every pruned model on its mask source's training rows first (slower)")
+n_points = len(tasks) * (len(tasks) + 2)
+t3.write("")
+run = t3.button(f"Compute the transfer matrix ({n_points} evaluations)", key="overlap.transfer", type="primary")
+memo = (ctx.fingerprint, tuple(tasks), kind, pct, scope, int(limit), repair, ctx.spec.method, ctx.spec.examples,
+        ctx.spec.seed, ctx.spec.variant)
+store = state.store("transfer")
+if run:
+    from mtprune.experiments import EvalSettings
+    from mtprune.experiments.transfer import TransferConfig, run_transfer
+
+    bar = st.progress(0.0, text="evaluating...")
+    try:
+        tcfg = TransferConfig(tasks=tuple(tasks), sparsity=pct / 100, method=ctx.spec.method, kinds=kind, scope=scope,
+                              examples=ctx.spec.examples, variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair)
+        with C.model_busy(ctx):
+            store[memo] = run_transfer(ctx.adapter, tcfg, EvalSettings(limit=int(limit)),
+                                       out=str(V.experiment_csv("transfer", ctx.adapter)), log=None,
+                                       progress=C.eta_progress(bar, "transfer, evaluations"))
+    except MtpruneError as exc:
+        C.error(exc)
+    bar.empty()
+df = store.get(memo)
+if df is None:
+    st.caption("Press the button: evaluations already made (same settings) are read back from disk.")
+    st.stop()
+from mtprune.experiments.transfer import format_transfer, transfer_matrix  # noqa: E402
+
+matrix = transfer_matrix(df)
+C.show_figure(plots.transfer_heatmap(matrix, title=f"accuracy of each task (columns) with each task's mask (rows), "
+                                                   f"{pct}% of the {plots.KIND_LABELS[kind]} pruned"),
+              key="overlap.transfer_matrix")
+with st.expander("The matrix as a table (value [95% interval])"):
+    st.markdown(format_transfer(matrix))
+    st.download_button("Transfer rows (CSV)", df.to_csv(index=False).encode(), file_name="transfer.csv",
+                       mime="text/csv", key="overlap.transfer_csv", on_click="ignore")

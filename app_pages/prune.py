@@ -1,5 +1,6 @@
 """Prune and evaluate: a sparsity per unit kind or one FLOPs budget, the mask as it changes, and
-the dense, pruned and repaired models side by side."""
+the dense, pruned and repaired models side by side, with intervals, a paired test and the
+examples that changed."""
 
 PAGE = {"section": "Explore", "title": "Prune and evaluate", "icon": ":material/content_cut:", "order": 3}  # read by app.py
 
@@ -8,19 +9,46 @@ import time
 import streamlit as st
 
 from mtprune import plots
+from mtprune.evaluation import compare
 from mtprune.masks import kinds_in
 from mtprune.pruning import count_parameters
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import common as C
 from ui import state
+from ui import views as V
 
-ctx = C.need_task()
-st.title("Prune and evaluate")
+ctx = C.need_task("Prune and evaluate")
 st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()}")
 
 scores, note = C.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)
+heads_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("heads")), default=0)
+REPAIRS = {"none": "none", "lsq": "least squares (lsq)", "scale": "one scale per unit", "bias": "bias only"}
+
+
+def run_history():
+    """The model's run history: every evaluation on this page, with its interval, as a table and a CSV."""
+    st.subheader("Run history")
+    runs = C.history_table(ctx)
+    mine = runs[runs["task"] == ctx.task.name] if len(runs) else runs
+    if len(mine):
+        st.caption(f"Every evaluation of this model on this page ({len(runs)} in all, kept on disk beside the score "
+                   "cache: it survives slider moves, reloads and restarts).")
+        shown = [c for c in ("time", "task", "split", "rows", "method", "how", "repair", "value", "low", "high", "dense",
+                             "verdict", "p_value", "flops_kept", "session") if c in mine.columns]
+        st.dataframe(mine[shown].iloc[::-1].assign(method=lambda d: d["method"].map(C.method_label)), hide_index=True,
+                     column_config={"value": st.column_config.NumberColumn("accuracy", format="%.3f"),
+                                    "low": st.column_config.NumberColumn("95% low", format="%.3f"),
+                                    "high": st.column_config.NumberColumn("95% high", format="%.3f"),
+                                    "dense": st.column_config.NumberColumn(format="%.3f"),
+                                    "flops_kept": st.column_config.NumberColumn("FLOPs kept", format="%.2f")},
+                     key="prune.history")
+        st.download_button("Run history (CSV)", runs.to_csv(index=False).encode(),
+                           file_name=f"{ctx.facts['name']}-history.csv", mime="text/csv", key="prune.history_csv",
+                           icon=":material/table:", on_click="ignore")
+    else:
+        st.caption("Your evaluations of this model will be listed here, with their intervals.")
 
 
 @st.fragment
@@ -30,14 +58,14 @@ def mask_and_evaluation():
     settings = state.prune_settings(kinds)
     mode = st.segmented_control(
         "Choose the units to keep by", ["sparsity", "budget"], default="sparsity", key="prune.mode",
-        persist_state="session",
+        persist_state="session", bind=C.URL,
         format_func={"sparsity": "a share of each kind", "budget": "one FLOPs budget over all layers"}.get,
         help="a share of each kind: the same sparsity in every layer (or one ranking per kind); one FLOPs "
              "budget: the best-scoring heads and FFN neurons of all layers that fit it (Kwon et al.)") or "sparsity"
     sparsity, scope, budget = settings["sparsity"], settings["scope"], settings["budget"]
     if mode == "budget":
         keep = st.slider("FLOPs kept", 10, 100, int(round(100 * float(budget.split(":")[1]))), step=5,
-                         format="%d%%", key="prune.flops", persist_state="session",
+                         format="%d%%", key="prune.flops", persist_state="session", bind=C.URL,
                          help="the share of the FLOPs of all heads and FFN neurons (at the task's average "
                               "length) the pruned model may keep")
         budget = f"flops:{keep / 100:g}"
@@ -46,12 +74,17 @@ def mask_and_evaluation():
         cols = st.columns(len(kinds) + 1)
         sparsity = {}
         for col, kind in zip(cols, kinds):
-            label = "FFN neurons pruned" if kind == "ffn" else "Attention heads pruned"
-            pct = col.slider(label, 0, 100, 50 if kind == "ffn" else 0, step=5 if kind == "ffn" else 1,
-                             format="%d%%", key=f"prune.{kind}", persist_state="session",
-                             help="the share of this kind of unit to remove")
-            sparsity[kind] = pct / 100
-        scope = cols[-1].radio("Scope", ["layer", "global"], key="prune.scope", persist_state="session",
+            if kind == "heads" and heads_per_layer:
+                n = col.slider("Attention heads pruned per layer", 0, heads_per_layer, 0, key="prune.heads",
+                               persist_state="session", bind=C.URL,
+                               help=f"how many of each layer's {heads_per_layer} heads to remove")
+                sparsity[kind] = n / heads_per_layer
+                col.caption(V.heads_label(n, heads_per_layer))
+            else:
+                pct = col.slider("FFN neurons pruned", 0, 100, 50, step=5, format="%d%%", key=f"prune.{kind}",
+                                 persist_state="session", bind=C.URL, help="the share of this kind of unit to remove")
+                sparsity[kind] = pct / 100
+        scope = cols[-1].radio("Scope", ["layer", "global"], key="prune.scope", persist_state="session", bind=C.URL,
                                format_func={"layer": "per layer (same rate everywhere)",
                                             "global": "global (layers compete)"}.get)
         settings = {**settings, "mode": "sparsity", "sparsity": sparsity, "scope": scope}
@@ -64,23 +97,28 @@ def mask_and_evaluation():
 
     dense_params = ctx.facts["parameters"]
     params = count_parameters(ctx.adapter, mask)
+    flops = C.flops_kept(ctx, mask)
     m = st.columns(len(kinds) + 2)
     m[0].metric("Parameters", human_count(params), delta=f"{(params - dense_params) / dense_params:+.1%}",
                 delta_color="inverse", help=f"{params:,} of {dense_params:,}")
     _, seq = C.flops_costs(ctx)
-    m[1].metric("FLOPs kept", f"{C.flops_kept(ctx, mask):.0%}",
+    m[1].metric("FLOPs kept", f"{flops:.0%}",
                 help=f"of the FLOPs of all heads and FFN neurons, at {ctx.task.name}'s average length ({seq:.0f} tokens)")
     for col, g in zip(m[2:], [g for g in ordered_groups(mask.groups) if g.split(".")[1] in kinds]):
         col.metric(f"{plots.group_label(g)} kept", f"{mask.kept(g):,} / {mask.total(g):,}")
 
+    same_rate = mode == "sparsity" and scope == "layer"
     show_sorted = st.toggle("Order units by score", value=False, key="prune.sorted", persist_state="session",
-                            help="kept units line up on the left of every layer")
+                            bind=C.URL, disabled=same_rate,
+                            help="kept units line up on the left of every layer, so layers can be compared; "
+                                 "with the same rate in every layer they would all look alike (choose global "
+                                 "scope or a FLOPs budget)") and not same_rate
     for g in ordered_groups(mask.groups):
         if g.split(".")[1] not in kinds:
             continue
         heatmap = plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
                                      sort_units=show_sorted)
-        if mask.scope != "layer":  # layers keep different numbers of units: show how many
+        if not same_rate:  # layers keep different numbers of units: show how many
             left, right = st.columns([3, 1.3])
             with left:
                 C.show_figure(heatmap, key=f"prune.map.{g}")
@@ -91,51 +129,59 @@ def mask_and_evaluation():
             C.show_figure(heatmap, key=f"prune.map.{g}")
 
     st.subheader("Evaluate the pruned model")
-    e1, e2, e3, e4 = st.columns([1, 1, 1, 2])
-    limit = e1.number_input("Evaluation examples", min_value=1, max_value=100000, value=200, step=50,
-                            key="prune.limit", persist_state="session",
-                            help=f"the first N labeled rows of {ctx.task.name}/{ctx.split}")
-    repair = e2.selectbox("Repair", ["none", "lsq", "scale", "bias"], key="prune.repair", persist_state="session",
-                          format_func={"none": "none", "lsq": "least squares (lsq)", "scale": "one scale per unit",
-                                       "bias": "bias only"}.get,
+    e1, e2, e3, e4 = st.columns([2, 1, 1, 1.6], vertical_alignment="bottom")
+    limit = C.rows_input("Evaluation examples", "prune.limit", 200, container=e1,
+                         help=f"the first N labeled rows of {ctx.task.name}/{ctx.split}")
+    repair = e2.selectbox("Repair", list(REPAIRS), key="prune.repair", persist_state="session", bind=C.URL,
+                          format_func=REPAIRS.get,
                           help="refit each pruned block's output projection on unlabeled training rows so that "
                                "its output matches the dense model's (no training): see Learn the method")
     calib = e3.number_input("Calibration rows", min_value=16, max_value=8192, value=512, step=128,
-                            key="prune.calib", persist_state="session", disabled=repair == "none",
+                            key="prune.calib", persist_state="session", bind=C.URL, disabled=repair == "none",
                             help=f"{ctx.task.name} training rows the repair reads (their labels are not read)")
-    e4.write("")
-    e4.write("")
     run_eval = e4.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary")
     digest = mask.digest()
+    how = V.mask_slug(settings)
+    ffn_only = mode == "sparsity" and not settings["sparsity"].get("heads")
+    base = dict(method=ctx.spec.method, how=how + ("" if mode == "budget" else f" ({scope})"),
+                params=params, flops_kept=flops, sparsity=settings["sparsity"].get("ffn") if ffn_only else None)
     if run_eval:
         try:
-            C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, int(limit), mask)
+            dense, pruned = C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, mask)
+            C.record_run(ctx, V.history_record(ctx.model_name, pruned, compare(dense, pruned), **base))
             if repair != "none":
                 with st.spinner(f"repairing on {int(calib)} {ctx.task.name} rows, then evaluating..."):
-                    C.evaluate_repaired(ctx, ctx.task.name, ctx.split, int(limit), mask, repair, int(calib))
+                    res, _ = C.evaluate_repaired(ctx, ctx.task.name, ctx.split, limit, mask, repair, int(calib))
+                C.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res), **base, repair=repair))
         except Exception as exc:
             C.error(exc)
-    dense = C.find_eval(ctx, ctx.task.name, ctx.split, int(limit))
-    pruned = C.find_eval(ctx, ctx.task.name, ctx.split, int(limit), digest)
-    fixed = state.store("repaired").get((ctx.fingerprint, ctx.task.name, ctx.split, int(limit), digest, repair,
+    dense = C.find_eval(ctx, ctx.task.name, ctx.split, limit)
+    pruned = C.find_eval(ctx, ctx.task.name, ctx.split, limit, digest)
+    fixed = state.store("repaired").get((ctx.fingerprint, ctx.task.name, ctx.split, limit, digest, repair,
                                          int(calib))) if repair != "none" else None
     if dense is not None and pruned is not None:
         r = st.columns(4)
-        r[0].metric("Dense accuracy", f"{dense.accuracy:.3f}")
-        r[1].metric("Pruned accuracy", f"{pruned.accuracy:.3f}", delta=f"{pruned.accuracy - dense.accuracy:+.3f}")
+        C.show_metric(r[0], "Dense accuracy", dense)
+        C.show_metric(r[1], "Pruned accuracy", pruned, dense)
+        others = {"pruned": pruned}
         if fixed is not None:
-            res, report = fixed
-            r[2].metric(f"Repaired accuracy ({repair})", f"{res.accuracy:.3f}",
-                        delta=f"{res.accuracy - dense.accuracy:+.3f}", help=report.summary())
-        r[3].metric("Examples", pruned.n, help=f"{ctx.task.name}/{ctx.split}")
+            others[f"pruned + {repair}"] = fixed[0]
+            C.show_metric(r[2], f"Repaired accuracy ({repair})", fixed[0], dense, help=fixed[1].summary())
+        r[3].metric("Examples", pruned.n, help=f"{C.rows_words(limit)} of {ctx.task.name}/{ctx.split}")
+        for name, res in others.items():
+            C.show_verdict(compare(dense, res), "dense", name)
         names = list(dense.metrics)
-        series = {"dense": [dense.metrics[n] for n in names], "pruned": [pruned.metrics[n] for n in names]}
+        series = {"dense": [dense.metrics[n] for n in names], **{k: [v.metrics[n] for n in names] for k, v in others.items()}}
+        bands = {k: ([v.interval(n)[0] for n in names], [v.interval(n)[1] for n in names])
+                 for k, v in {"dense": dense, **others}.items()}
         if fixed is not None:
-            series[f"pruned + {repair}"] = [fixed[0].metrics[n] for n in names]
             st.caption(fixed[1].summary())
-        C.show_figure(plots.grouped_bars(names, series, metric="score",
-                                         title=f"{ctx.task.name}/{ctx.split}: dense, pruned and repaired"),
+        C.show_figure(plots.grouped_bars(names, series, metric="score", intervals=bands,
+                                         title=f"{ctx.task.name}/{ctx.split}: dense, pruned and repaired "
+                                               "(bars: 95% intervals)"),
                       key="prune.result")
+        st.markdown("**Which examples changed**")
+        C.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
     elif st.session_state.get("_prune.evaluated_once"):
         st.caption("The mask changed since the last evaluation: press Evaluate again.")
     else:
@@ -143,6 +189,7 @@ def mask_and_evaluation():
                    "and remembered); with a repair, the repaired model too.")
     if run_eval:
         st.session_state["_prune.evaluated_once"] = True
+    run_history()
 
     st.session_state["_prune.fragment_seconds"] = time.perf_counter() - t0
 

@@ -10,9 +10,8 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task()
+ctx = C.need_task("Unseen domains")
 src = ctx.task.name
-st.title("Unseen domains")
 st.caption(f"A mask built from **{src}** examples ({ctx.spec.describe()}), evaluated on sets it never "
            "saw: other domains of the same task, read through the same head, or other tasks, read through "
            "their own heads (then their own mask is shown too).")
@@ -26,16 +25,16 @@ if not targets_all:
 prev = state.prune_settings(["ffn", "heads"])
 c = st.columns([3, 1.4, 1.4, 1])
 targets = c[0].multiselect("Target sets", targets_all, default=(unseen_only or targets_all)[:3],
-                           key="unseen.targets", persist_state="session",
+                           key="unseen.targets", persist_state="session", bind=C.URL,
                            format_func=lambda t: t + ("" if t in unseen_only else " (another task)"))
-kinds = c[1].radio("Units", ["ffn", "heads", "all"], key="unseen.units", persist_state="session",
+kinds = c[1].radio("Units", ["ffn", "heads", "all"], key="unseen.units", persist_state="session", bind=C.URL,
                    format_func={"ffn": "FFN neurons", "heads": "attention heads", "all": "both"}.get)
 pct = c[2].slider("Pruned", 0, 95, round(100 * prev["sparsity"]["ffn" if kinds != "heads" else "heads"]) or 50,
-                  step=5, format="%d%%", key="unseen.sparsity", persist_state="session")
+                  step=5, format="%d%%", key="unseen.sparsity", persist_state="session", bind=C.URL)
 limit = c[3].number_input("Examples per set", min_value=1, max_value=100000, value=200, step=50,
-                          key="unseen.limit", persist_state="session")
+                          key="unseen.limit", persist_state="session", bind=C.URL)
 baseline = st.checkbox("Also a random mask of the same size (the baseline)", value=True, key="unseen.random",
-                       persist_state="session")
+                       persist_state="session", bind=C.URL)
 
 methods = (ctx.spec.method,) + (("random",) if baseline and ctx.spec.method != "random" else ())
 settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
@@ -44,19 +43,19 @@ results = state.store("unseen")
 if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=not targets):
     from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
 
-    with st.status("Evaluating dense and pruned models...", expanded=True) as status:
-        try:
-            cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
-                               sparsities=(0.0, pct / 100), examples=ctx.spec.examples, trials=1, kinds=kinds,
-                               scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed)
-            with C.model_busy(ctx):
-                df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
-                                out=str(V.experiment_csv("unseen", ctx.adapter)), log=lambda m: st.text(m.strip()))
-            results[settings] = df
-            status.update(label="Done", state="complete", expanded=False)
-        except MtpruneError as exc:
-            status.update(label="Failed", state="error")
-            C.error(exc)
+    bar = st.progress(0.0, text="evaluating dense and pruned models...")
+    try:
+        cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
+                           sparsities=(0.0, pct / 100), examples=ctx.spec.examples, trials=1, kinds=kinds,
+                           scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed)
+        with C.model_busy(ctx):
+            df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
+                            out=str(V.experiment_csv("unseen", ctx.adapter)), log=None,
+                            progress=C.eta_progress(bar, "evaluations"))
+        results[settings] = df
+    except MtpruneError as exc:
+        C.error(exc)
+    bar.empty()
 
 df = results.get(settings)
 if df is None:
@@ -65,10 +64,16 @@ if df is None:
     st.stop()
 from mtprune.experiments import unseen_bars  # noqa: E402
 
-labels, series = unseen_bars(df, pct / 100)
-C.show_figure(plots.grouped_bars(labels, series, metric="accuracy",
+labels, series, bands = unseen_bars(df, pct / 100, labels=C.method_label, with_intervals=True)
+C.show_figure(plots.grouped_bars(labels, series, metric="accuracy", intervals=bands,
                                  title=f"accuracy with {pct}% of the {'units' if kinds == 'all' else kinds} pruned "
-                                       f"by {src}'s mask"), key="unseen.bars")
-table = {"set": labels, **{k: v for k, v in series.items()}}
+                                       f"by {src}'s mask (bars: 95% intervals)"), key="unseen.bars")
+st.caption("A difference smaller than the bars' overlap is not a measured difference: with 200 rows a 95% interval "
+           "is about ±0.05 wide.")
+table = {"set": labels}
+for k, v in series.items():
+    table[k] = v
+    if k in bands:
+        table[f"{k} (95% interval)"] = [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(*bands[k])]
 st.dataframe(table, hide_index=True,
              column_config={k: st.column_config.NumberColumn(format="%.3f") for k in series})

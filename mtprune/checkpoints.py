@@ -277,12 +277,21 @@ def _check_mask_describes(adapter, mask: Mask) -> None:
             )
 
 
-def write_model(adapter, out: Path, mask: Mask | None = None, dtype=None) -> Path:
+def measured_entry(result) -> dict:
+    """What a saved model records of an evaluation of itself (:class:`mtprune.evaluation.EvalResult`)."""
+    return {"split": result.split, "rows": result.n, **{m: round(v, 6) for m, v in result.metrics.items()},
+            "intervals": {m: [round(x, 6) for x in iv] for m, iv in result.intervals.items()}}
+
+
+def write_model(adapter, out: Path, mask: Mask | None = None, dtype=None, measured: dict | None = None) -> Path:
     """Write the adapter's files into the existing directory ``out``.
 
     A model that was pruned (its config records it) or is saved with a ``mask`` gets the
-    ``mtprune_pruned`` entry with every site's size; a dense model is a plain Hugging Face
-    directory. ``dtype`` (float32, float16, bfloat16; default: the model's) is the stored dtype.
+    ``mtprune_pruned`` entry with every site's size, the mask's settings, the model it came from
+    and, per task, what was measured on it (``measured``: ``{task: EvalResult}``; nothing else is
+    claimed: a multi-task model's ``tasks.json`` drops the accuracies its source recorded); a dense
+    model is a plain Hugging Face directory. ``dtype`` (float32, float16, bfloat16; default: the
+    model's) is the stored dtype.
     """
     import copy
 
@@ -301,6 +310,7 @@ def write_model(adapter, out: Path, mask: Mask | None = None, dtype=None) -> Pat
         else:
             entry = pruned_entry(prev, adapter.format, sizes, mask, adapter.max_length)
         entry.update(format=adapter.format, max_length=int(adapter.max_length))
+        entry["measured"] = {t: measured_entry(r) for t, r in (measured or {}).items()}
         setattr(cfg, PRUNED_KEY, entry)
     cfg.architectures = [type(model).__name__]
     if dt is not None:
@@ -309,7 +319,7 @@ def write_model(adapter, out: Path, mask: Mask | None = None, dtype=None) -> Pat
     save_file(_state_for_save(model, dt), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     if adapter.tokenizer is not None:
         adapter.tokenizer.save_pretrained(str(out))
-    adapter.save_extra(out, dt)
+    adapter.save_extra(out, dt, getattr(cfg, PRUNED_KEY, None))
     if mask is not None:
         (out / MASK_FILE).write_text(json.dumps(mask.to_dict(), indent=1))
     return out
@@ -326,21 +336,22 @@ def check_out_dir(out: Path, overwrite: bool) -> Path:
 
 
 def save_model(adapter, out_dir: str | os.PathLike, mask: Mask | None = None, dtype=None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, measured: dict | None = None) -> Path:
     """Write the adapter's model as a directory :func:`load_adapter` reloads (see
     :func:`write_model`). The directory appears whole or not at all (written beside it, then
     renamed). An existing non-empty ``out_dir`` is an error unless ``overwrite``."""
     out = check_out_dir(out_dir, overwrite)
     as_dtype(dtype)  # a bad dtype fails before anything is written
     with io.staging_dir(out) as tmp:
-        write_model(adapter, tmp, mask, dtype)
+        write_model(adapter, tmp, mask, dtype, measured)
         return io.publish_dir(tmp, out)
 
 
-def zip_model(adapter, mask: Mask | None = None, folder: str = "pruned", dtype=None) -> bytes:
+def zip_model(adapter, mask: Mask | None = None, folder: str = "pruned", dtype=None,
+              measured: dict | None = None) -> bytes:
     """The bytes of a zip holding the model directory :func:`save_model` writes, in ``folder/``."""
     with tempfile.TemporaryDirectory() as d:
-        out = save_model(adapter, Path(d) / folder, mask, dtype=dtype)
+        out = save_model(adapter, Path(d) / folder, mask, dtype=dtype, measured=measured)
         buf = _io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for f in sorted(out.rglob("*")):

@@ -11,7 +11,7 @@ from mtprune import __version__
 from mtprune.errors import MtpruneError
 
 # verbs, in the order ``mtprune --help`` lists them
-COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "sweep", "overlap", "unseen", "budget"]
+COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "sweep", "overlap", "transfer", "unseen", "budget"]
 
 
 class _Parser(argparse.ArgumentParser):

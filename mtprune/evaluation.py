@@ -1,5 +1,14 @@
 """Batched evaluation of an adapter on a task split: accuracy, and F1 / Matthews correlation where
-the task asks for them."""
+the task asks for them, each with a 95% interval; and the paired comparison of two models on the
+same rows.
+
+* Accuracy's interval is Wilson's score interval (``scipy.stats.binomtest(...).proportion_ci``);
+  F1's and MCC's come from a seeded percentile bootstrap over the rows (``scipy.stats.bootstrap``,
+  1,000 resamples).
+* :func:`compare` pairs two results on the same rows: which rows flipped (right -> wrong, wrong ->
+  right), McNemar's exact test on those discordant rows (a two-sided binomial test), and a plain
+  verdict: ``lower`` or ``higher`` when p < 0.05, else ``no measurable change``.
+"""
 
 from __future__ import annotations
 
@@ -27,27 +36,81 @@ def f1_binary(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+def confusion(pred: np.ndarray, gold: np.ndarray, n_labels: int | None = None) -> np.ndarray:
+    """``c[g, p]``: rows of gold label ``g`` predicted ``p``."""
+    pred, gold = np.asarray(pred, dtype=int), np.asarray(gold, dtype=int)
+    n = n_labels or int(max(pred.max(initial=0), gold.max(initial=0)) + 1)
+    return np.bincount(gold * n + pred, minlength=n * n).reshape(n, n)
+
+
 def matthews(pred: np.ndarray, gold: np.ndarray) -> float:
     """Matthews correlation (multi-class form, Gorodkin 2004); 0 when undefined."""
-    labels = np.union1d(pred, gold)
-    c = np.zeros((len(labels), len(labels)))
-    idx = {v: i for i, v in enumerate(labels)}
-    for g, p in zip(gold, pred):
-        c[idx[g], idx[p]] += 1
+    c = confusion(pred, gold).astype(np.float64)
     t, pk, s = c.sum(1), c.sum(0), c.sum()
     num = np.trace(c) * s - t @ pk
     den = np.sqrt((s**2 - pk @ pk) * (s**2 - t @ t))
     return float(num / den) if den else 0.0
 
 
+METRIC_FNS = {"accuracy": accuracy, "f1": f1_binary, "mcc": matthews}
+LEVEL = 0.95
+
+
 def compute_metrics(task: TaskSpec, pred, gold) -> dict[str, float]:
     pred, gold = np.asarray(pred), np.asarray(gold)
-    out = {"accuracy": accuracy(pred, gold)}
-    if "f1" in task.metrics:
-        out["f1"] = f1_binary(pred, gold)
-    if "mcc" in task.metrics:
-        out["mcc"] = matthews(pred, gold)
+    return {m: METRIC_FNS[m](pred, gold) for m in task.metrics}
+
+
+def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``k / n``."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bootstrap(metric: str, pred, gold, level: float = LEVEL, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of ``metric`` over rows (resampled in pairs), seeded."""
+    from scipy.stats import bootstrap as sp_bootstrap
+
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    if len(gold) < 2:
+        return float("nan"), float("nan")
+    fn = METRIC_FNS[metric]
+    res = sp_bootstrap((pred, gold), lambda p, g: fn(p, g), paired=True, vectorized=False, n_resamples=resamples,
+                       confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def intervals(task: TaskSpec, pred, gold, level: float = LEVEL) -> dict[str, tuple[float, float]]:
+    """A ``level`` interval for every metric of the task: Wilson's for accuracy, a bootstrap's for
+    F1 and MCC."""
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    out = {}
+    for m in task.metrics:
+        out[m] = wilson(int((pred == gold).sum()), len(gold), level) if m == "accuracy" else \
+            bootstrap(m, pred, gold, level)
     return out
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a model said about every row, in the rows' order: gold labels, predicted labels, and
+    the probability of every label (softmax over the task's labels)."""
+
+    gold: np.ndarray
+    pred: np.ndarray
+    probs: np.ndarray  # [rows, labels]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.pred == self.gold
+
+    @property
+    def p_gold(self) -> np.ndarray:
+        return self.probs[np.arange(len(self.gold)), self.gold]
 
 
 @dataclass(frozen=True)
@@ -60,11 +123,99 @@ class EvalResult:
     seconds: float = 0.0
     model: str = ""
     head: str = ""
+    intervals: dict = field(default_factory=dict)  # metric -> (low, high), 95%
+    predictions: Predictions | None = field(default=None, repr=False, compare=False)
+
+    def interval(self, metric: str = "accuracy") -> tuple[float, float]:
+        return tuple(self.intervals.get(metric, (float("nan"), float("nan"))))
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("predictions", None)
         d.update(self.metrics)
+        d["intervals"] = {m: [round(v, 6) for v in iv] for m, iv in self.intervals.items()}
+        d["level"] = LEVEL
         return d
+
+    def describe(self, metric: str = "accuracy") -> str:
+        """``0.868 (0.845-0.889, n=872)``."""
+        lo, hi = self.interval(metric)
+        return f"{self.metrics.get(metric, float('nan')):.3f} ({lo:.3f}-{hi:.3f}, n={self.n})"
+
+
+VERDICTS = ("lower", "higher", "no measurable change")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models on the same rows: ``b`` against the reference ``a`` (dense against pruned)."""
+
+    task: str
+    split: str
+    n: int
+    a: dict  # metrics of the reference
+    b: dict
+    a_only: int  # rows a gets right and b wrong (right -> wrong)
+    b_only: int  # rows b gets right and a wrong (wrong -> right)
+    p_value: float  # McNemar's exact test
+    verdict: str
+    difference: float  # b's accuracy - a's
+    difference_interval: tuple[float, float]  # 95%, Newcombe's for paired proportions, via Wilson
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sentence(self, a: str = "dense", b: str = "pruned") -> str:
+        if self.verdict == "no measurable change":
+            return (f"No measurable change: {b} {self.b['accuracy']:.3f} against {a} {self.a['accuracy']:.3f} "
+                    f"on {self.n} rows ({self.a_only} flipped right -> wrong, {self.b_only} wrong -> right; "
+                    f"McNemar p = {self.p_value:.2g}).")
+        return (f"{b.capitalize()} is {self.verdict}: {self.b['accuracy']:.3f} against {self.a['accuracy']:.3f} "
+                f"on {self.n} rows ({self.difference:+.3f}, 95% interval {self.difference_interval[0]:+.3f} to "
+                f"{self.difference_interval[1]:+.3f}; {self.a_only} flipped right -> wrong, {self.b_only} wrong -> "
+                f"right; McNemar p = {self.p_value:.2g}).")
+
+
+def mcnemar(a_only: int, b_only: int) -> float:
+    """McNemar's exact test: the two-sided binomial p-value of the discordant rows."""
+    from scipy.stats import binomtest
+
+    n = int(a_only) + int(b_only)
+    return 1.0 if n == 0 else float(binomtest(int(min(a_only, b_only)), n, 0.5).pvalue)
+
+
+def paired_difference_interval(a_correct, b_correct, level: float = LEVEL) -> tuple[float, float]:
+    """Newcombe's interval (method 10) of the difference of two paired proportions, from Wilson's."""
+    a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan")
+    p1, p2 = a.mean(), b.mean()
+    l1, u1 = wilson(int(a.sum()), n, level)
+    l2, u2 = wilson(int(b.sum()), n, level)
+    n11, n10 = int((a & b).sum()), int((a & ~b).sum())
+    n01, n00 = int((~a & b).sum()), int((~a & ~b).sum())
+    denom = np.sqrt(float((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00)))
+    phi = 0.0 if denom == 0 else (n11 * n00 - n10 * n01) / denom
+    d = p2 - p1
+    lo = d - np.sqrt(max((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0))
+    hi = d + np.sqrt(max((u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2, 0.0))
+    return float(lo), float(hi)
+
+
+def compare(a: EvalResult, b: EvalResult, alpha: float = 0.05) -> Comparison:
+    """``b`` against ``a`` on the same rows (both need their predictions)."""
+    if a.predictions is None or b.predictions is None:
+        raise ValueError("compare needs results with their predictions (evaluate keeps them)")
+    if a.task != b.task or a.n != b.n or not np.array_equal(a.predictions.gold, b.predictions.gold):
+        raise MtpruneError("the two results are not on the same rows: compare them on one task, split and limit")
+    ca, cb = a.predictions.correct, b.predictions.correct
+    a_only, b_only = int((ca & ~cb).sum()), int((~ca & cb).sum())
+    p = mcnemar(a_only, b_only)
+    diff = float(cb.mean() - ca.mean())
+    verdict = ("lower" if diff < 0 else "higher") if p < alpha else "no measurable change"
+    return Comparison(a.task, a.split, a.n, dict(a.metrics), dict(b.metrics), a_only, b_only, p, verdict, diff,
+                      paired_difference_interval(ca, cb))
 
 
 def predict_logits(adapter, task: TaskSpec, rows: Sequence[dict], batch_size: int = 32,
@@ -132,5 +283,7 @@ def evaluate(adapter, task: TaskSpec | str, split: str | None = None, limit: int
     pred = logits.argmax(1).numpy()
     gold = np.array([int(r["label"]) for r in rows])
     metrics = compute_metrics(task, pred, gold)
-    return EvalResult(task.name, split, len(rows), metrics["accuracy"], metrics,
-                      time.perf_counter() - t0, adapter.display_name, head)
+    seconds = time.perf_counter() - t0
+    probs = logits.float().softmax(-1).numpy()  # classifier logits, or label words' log-probabilities
+    return EvalResult(task.name, split, len(rows), metrics["accuracy"], metrics, seconds, adapter.display_name, head,
+                      intervals(task, pred, gold), Predictions(gold, pred, probs))

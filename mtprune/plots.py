@@ -105,8 +105,32 @@ def _layers_axis(n_layers: int) -> dict:
     return {"title": _title("layer"), "autorange": "reversed", "dtick": 1}
 
 
+def _pick_layer(units: np.ndarray, valid: np.ndarray, hover: str | None = None, custom=None) -> dict:
+    """A transparent marker on every cell of a layers x units map, so that a click on a cell is a
+    point selection (plotly heatmaps send no selection events): ``customdata[0]`` is the unit's
+    index, ``y`` its layer. With ``hover``, the markers carry the map's hover text."""
+    layer, col = np.nonzero(valid)
+    cd = units[layer, col][:, None] if custom is None else custom[layer, col]
+    trace = {"type": "scatter", "mode": "markers", "x": col.astype(np.int32), "y": layer.astype(np.int32),
+             "customdata": _f32(cd), "name": "pick", "showlegend": False,
+             "marker": {"color": "rgba(0,0,0,0)", "size": 9, "line": {"width": 0}},
+             "selected": {"marker": {"color": "rgba(255,255,255,0.95)", "size": 11}},
+             "unselected": {"marker": {"opacity": 0}}}
+    if hover:
+        trace["hovertemplate"] = hover
+    else:
+        trace["hoverinfo"] = "skip"
+    return trace
+
+
+def selectable(fig: go.Figure) -> go.Figure:
+    """Let a click select one cell (for ``st.plotly_chart(on_select=...)``) and keep the zoom."""
+    fig.update_layout(clickmode="event+select", dragmode="zoom", hovermode="closest")
+    return fig
+
+
 def score_heatmap(array, *, group: str = "", title: str | None = None, sort_units: bool = False,
-                  scale: str = "linear", height: int | None = None) -> go.Figure:
+                  scale: str = "linear", height: int | None = None, pickable: bool = False) -> go.Figure:
     """Layers x units heatmap of attribution scores.
 
     Hover shows the layer, the unit's index, its score and its rank in the layer (1 = most
@@ -136,12 +160,16 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
         trace["zmid"] = 0
     if a.size <= _TEXT_CELLS:
         trace.update(text=_cell_text(a), texttemplate="%{text}", textfont={"size": 10})
-    return _figure([trace], {
+    data = [trace]
+    if pickable:  # the markers take the hover: the cell's own would be hidden behind them
+        data.append(_pick_layer(units, ~np.isnan(a), trace.pop("hovertemplate"), trace["customdata"]))
+        trace["hoverinfo"] = "skip"
+    return (selectable if pickable else (lambda f: f))(_figure(data, {
         "title": _title(title or f"{group_label(group)}: attribution by layer".strip(": ")),
         "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index")},
         "yaxis": _layers_axis(n_layers), "height": height or max(260, 60 + 38 * n_layers),
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-    })
+    }))
 
 
 def keep_heatmap(keep, n_units: Sequence[int] | None = None, *, scores=None, group: str = "",
@@ -301,22 +329,99 @@ def top_units_bar(table: pd.DataFrame, *, group: str = "", title: str | None = N
     )
 
 
+def layer_bars(array, layer: int, *, group: str = "", sort_units: bool = False, keep=None,
+               title: str | None = None) -> go.Figure:
+    """One layer of a map up close: a bar per unit (its score), coloured kept / pruned when ``keep``
+    (that layer's row of a mask) is given; ``sort_units`` orders them by score. Bars are
+    selectable: ``customdata[0]`` is the unit's index."""
+    a = _as_array(array)
+    if not 0 <= layer < a.shape[0]:
+        raise ValueError(f"there is no layer {layer}: the map has {a.shape[0]}")
+    row = a[layer]
+    units = np.flatnonzero(~np.isnan(row))
+    if sort_units:
+        units = units[np.argsort(-row[units], kind="stable")]
+    ranks = layer_ranks(a)[layer]
+    word = unit_word(group)
+    x = np.arange(len(units)) if sort_units else units
+    colors = DENSE_COLOR
+    if keep is not None:
+        k = np.asarray(keep, dtype=bool)
+        colors = [KEPT_COLOR if k[u] else PRUNED_COLOR for u in units]
+    trace = {"type": "bar", "x": x.astype(np.int32), "y": _f32(row[units]), "marker": {"color": colors, "line": {"width": 0}},
+             "customdata": _f32(np.stack([units, ranks[units]], axis=-1)), "name": f"layer {layer}",
+             "hovertemplate": f"layer {layer} {word} %{{customdata[0]}}<br>score %{{y:.4g}}<br>rank %{{customdata[1]}}"
+                              " in layer<extra></extra>",
+             "selected": {"marker": {"color": "#d62828"}}, "unselected": {"marker": {"opacity": 0.85}}}
+    fig = _figure([trace], {
+        "title": _title(title or f"{group_label(group)}, layer {layer}: every {word}'s score"),
+        "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index")},
+        "yaxis": {"title": _title("score")}, "bargap": 0, "height": 300, "showlegend": False,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    })
+    return selectable(fig)
+
+
+def unit_across_tasks(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """One unit's percentile within its layer in every task (a table of ``views.unit_task_table``):
+    100 = the layer's most needed unit for that task."""
+    d = table.dropna(subset=["percentile"])
+    colors = [PRUNED_MODEL_COLOR if bool(c) else DENSE_COLOR for c in d.get("selected", [False] * len(d))]
+    fig = _figure([{"type": "bar", "x": d["task"].tolist(), "y": d["percentile"].tolist(), "marker": {"color": colors},
+                    "text": [f"rank {int(r)}" for r in d["rank in layer"]], "textposition": "outside",
+                    "customdata": d["score"].tolist(),
+                    "hovertemplate": "%{x}: percentile %{y:.1f} in the layer<br>score %{customdata:.4g}<extra></extra>"}],
+                  {"title": _title(title or "this unit in every task"),
+                   "yaxis": {"title": _title("percentile in layer"), "range": [0, 112]},
+                   "height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}})
+    fig.add_hline(y=50, line_dash="dot", line_color="#888888", annotation_text="median unit",
+                  annotation_position="bottom right")
+    return fig
+
+
+def confusion_figure(matrix: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """A confusion matrix (rows: gold label, columns: predicted), counts in the cells."""
+    z = matrix.to_numpy(dtype=float)
+    share = z / np.maximum(z.sum(1, keepdims=True), 1)
+    fig = _figure([{"type": "heatmap", "z": share.tolist(), "x": [str(c) for c in matrix.columns],
+                    "y": [str(i) for i in matrix.index], "text": z.astype(int).tolist(), "texttemplate": "%{text}",
+                    "colorscale": "Blues", "zmin": 0, "zmax": 1, "showscale": False,
+                    "hovertemplate": "gold %{y}, predicted %{x}: %{text} rows<extra></extra>"}],
+                  {"title": _title(title or "confusion matrix"), "xaxis": {"title": _title("predicted"), "side": "top"},
+                   "yaxis": {"title": _title("gold"), "autorange": "reversed"},
+                   "height": 150 + 45 * len(matrix), "margin": {"l": 80, "r": 20, "t": 80, "b": 20}})
+    return fig
+
+
 SERIES_COLORS = (DENSE_COLOR, PRUNED_MODEL_COLOR, "#2a9d8f", "#e9c46a", "#8d99ae", "#6a4c93", "#1982c4")
 
 
 def grouped_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, metric: str = "accuracy",
-                 title: str | None = None) -> go.Figure:
-    """Grouped bars: one group per label (a task, a target set), one bar per series."""
+                 title: str | None = None, intervals: dict | None = None) -> go.Figure:
+    """Grouped bars: one group per label (a task, a target set), one bar per series.
+    ``intervals`` maps a series to its ``(lows, highs)``: drawn as error bars (95% intervals)."""
     labels = list(labels)
     data = []
     top = 0.0
+    intervals = intervals or {}
     for i, (name, values) in enumerate(series.items()):
         vals = [float(v) for v in values]
         top = max([top, *[v for v in vals if np.isfinite(v)]])
-        data.append({"type": "bar", "x": labels, "y": vals, "name": name,
-                     "marker": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
-                     "text": [f"{v:.3f}" for v in vals], "textposition": "outside",
-                     "hovertemplate": "%{x} " + name + ": %{y:.4f}<extra></extra>"})
+        bar = {"type": "bar", "x": labels, "y": vals, "name": name,
+               "marker": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
+               "text": [f"{v:.3f}" for v in vals], "textposition": "outside",
+               "hovertemplate": "%{x} " + name + ": %{y:.4f}<extra></extra>"}
+        if name in intervals:
+            lo, hi = (np.asarray(x, dtype=float) for x in intervals[name])
+            v = np.asarray(vals)
+            bar["error_y"] = {"type": "data", "symmetric": False, "array": np.nan_to_num(hi - v).tolist(),
+                              "arrayminus": np.nan_to_num(v - lo).tolist(), "thickness": 1.5, "width": 4,
+                              "color": "#333333"}
+            bar["customdata"] = np.stack([lo, hi], axis=-1).tolist()
+            bar["hovertemplate"] = "%{x} " + name + ": %{y:.4f}<br>95% interval %{customdata[0]:.3f}-%{customdata[1]:.3f}<extra></extra>"
+            bar["textposition"] = "inside"
+            top = max([top, *[h for h in hi if np.isfinite(h)]])
+        data.append(bar)
     return _figure(data, {
         "barmode": "group", "title": _title(title or metric),
         "yaxis": {"title": _title(metric), "range": [0, max(1.0, top * 1.12)]}, "height": 400,
@@ -387,9 +492,14 @@ def _mean_std(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
 
 
 def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None, cols: int = 3,
-                 series: str = "series", height_per_row: int = 300) -> go.Figure:
+                 series: str = "series", height_per_row: int = 300, points: pd.DataFrame | None = None) -> go.Figure:
     """One panel per task: ``metric`` against sparsity, one line per method (the ``series``
-    column, else ``method``), mean over trials with the standard deviation as error bars."""
+    column, else ``method``), the mean over trials. The shaded band is the spread over trials
+    (lowest to highest) when there are several, else the 95% interval of the one evaluation
+    (``<metric>_low`` / ``<metric>_high`` columns) where the rows have it.
+
+    ``points`` (columns ``task``, ``sparsity``, ``value``, optional ``low``, ``high``, ``label``)
+    adds single runs as markers with their intervals: the dashboard's run history."""
     from plotly.subplots import make_subplots
 
     if df.empty:
@@ -403,7 +513,12 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
         d[series] = series_label(d)
     tasks = list(dict.fromkeys(d["task"]))
     names = list(dict.fromkeys(d[series]))
-    stats = _mean_std(d, ["task", series, "sparsity"], metric)
+    keys = ["task", series, "sparsity"]
+    g = d.groupby(keys, sort=False)
+    stats = g[metric].agg(["mean", "min", "max", "count"]).reset_index()
+    lo_col, hi_col = f"{metric}_low", f"{metric}_high"
+    if lo_col in d.columns and hi_col in d.columns:
+        stats = stats.merge(g[[lo_col, hi_col]].mean().reset_index(), on=keys, how="left")
     rows, cols = _facets(len(tasks), cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, shared_xaxes=False,
                         horizontal_spacing=0.06, vertical_spacing=min(0.12, 0.28 / rows))
@@ -413,16 +528,40 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
             s = stats[(stats["task"] == task) & (stats[series] == name)].sort_values("sparsity")
             if s.empty:
                 continue
+            color = _series_color(name, j)
             trials = int(s["count"].max())
+            if trials > 1:
+                low, high, what = s["min"], s["max"], f"spread over {trials} trials"
+            elif lo_col in s.columns and s[lo_col].notna().all():
+                low, high, what = s[lo_col], s[hi_col], "95% interval"
+            else:
+                low = high = what = None
+            if low is not None:
+                fig.add_trace(go.Scatter(
+                    x=np.r_[s["sparsity"], s["sparsity"][::-1]], y=np.r_[high, low[::-1]], fill="toself",
+                    fillcolor=_hex_rgba(color, 0.18), line=dict(width=0), mode="lines", hoverinfo="skip",
+                    name=f"{name} ({what})", legendgroup=str(name), showlegend=False), row=r, col=c)
+            band = "" if low is None else (f"<br>{what}: " + "%{customdata[0]:.4f}-%{customdata[1]:.4f}")
             fig.add_trace(go.Scatter(
                 x=s["sparsity"], y=s["mean"], mode="lines+markers", name=str(name),
-                legendgroup=str(name), showlegend=i == 0, line=dict(color=_series_color(name, j), width=2),
-                marker=dict(size=5),
-                error_y=dict(type="data", array=s["std"], visible=trials > 1, thickness=1, width=3),
+                legendgroup=str(name), showlegend=i == 0, line=dict(color=color, width=2),
+                marker=dict(size=5), customdata=None if low is None else np.stack([low, high], axis=-1),
                 hovertemplate=(f"{task} · {name}<br>sparsity %{{x:.2f}}<br>{metric} %{{y:.4f}}"
-                               + (" ± %{error_y.array:.4f}" if trials > 1 else "")
-                               + (f" ({trials} trials)" if trials > 1 else "") + "<extra></extra>"),
+                               + (" (mean)" if trials > 1 else "") + band + "<extra></extra>"),
             ), row=r, col=c)
+        if points is not None and len(points):
+            pt = points[points["task"] == task] if "task" in points.columns else points
+            if len(pt):
+                err = None
+                if {"low", "high"} <= set(pt.columns):
+                    err = dict(type="data", symmetric=False, array=(pt["high"] - pt["value"]).fillna(0),
+                               arrayminus=(pt["value"] - pt["low"]).fillna(0), thickness=1.2, width=4)
+                fig.add_trace(go.Scatter(
+                    x=pt["sparsity"], y=pt["value"], mode="markers", name="your runs", legendgroup="runs",
+                    showlegend=i == 0, marker=dict(symbol="diamond", size=10, color="#000000"), error_y=err,
+                    text=pt["label"] if "label" in pt.columns else None,
+                    hovertemplate="%{text}<br>sparsity %{x:.2f}<br>" + metric + " %{y:.4f}<extra>your run</extra>"),
+                    row=r, col=c)
         fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
         fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
     fig.update_layout(title=title or f"{metric} against sparsity", height=80 + height_per_row * rows,
@@ -512,17 +651,28 @@ def summary_bars(table: pd.DataFrame, *, metric: str = "accuracy", title: str | 
     return fig
 
 
-def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Task x task Jaccard similarity of kept units (1 on the diagonal)."""
+def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None, chance: float | None = None) -> go.Figure:
+    """Task x task Jaccard similarity of kept units. The diagonal (a mask with itself, always 1) is
+    left blank. With ``chance`` (what random masks of the same size share) the colour is relative to
+    it, white at chance, and the colour bar marks it."""
     m = matrix.astype(float)
-    z = m.to_numpy()
+    z = m.to_numpy().copy()
+    if z.shape[0] == z.shape[1]:
+        np.fill_diagonal(z, np.nan)
     text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.2f}")(z)
-    fig = go.Figure(go.Heatmap(
-        z=_nan_none(z), x=[str(c) for c in m.columns], y=[str(i) for i in m.index], text=text,
-        texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1,
-        hovertemplate="%{y} · %{x}: Jaccard %{z:.4f}<extra></extra>",
-        colorbar=dict(title=dict(text="Jaccard", side="right")),
-    ))
+    trace = dict(z=_nan_none(z), x=[str(c) for c in m.columns], y=[str(i) for i in m.index], text=text,
+                 texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1, hoverongaps=False,
+                 hovertemplate="%{y} · %{x}: Jaccard %{z:.4f}<extra></extra>",
+                 colorbar=dict(title=dict(text="Jaccard", side="right")))
+    if chance is not None and np.isfinite(chance):
+        vals = z[np.isfinite(z)]
+        span = max(float(np.max(np.abs(vals - chance))) if vals.size else 0.0, 0.05)
+        lo, hi = max(0.0, chance - span), min(1.0, chance + span)
+        trace.update(colorscale="RdBu", zmid=chance, zmin=lo, zmax=hi,
+                     hovertemplate=f"%{{y}} · %{{x}}: Jaccard %{{z:.4f}} (random masks: {chance:.3f})<extra></extra>",
+                     colorbar=dict(title=dict(text="Jaccard", side="right"),
+                                   tickvals=[lo, chance, hi], ticktext=[f"{lo:.2f}", f"chance {chance:.2f}", f"{hi:.2f}"]))
+    fig = go.Figure(go.Heatmap(**trace))
     fig.update_layout(title=title or "overlap of kept units (Jaccard)",
                       height=max(320, 90 + 52 * len(m)), width=max(420, 160 + 60 * len(m)),
                       margin=dict(l=80, r=20, t=60, b=60))
@@ -567,6 +717,32 @@ def overlap_layers_figure(per_layer: pd.DataFrame, *, title: str | None = None) 
     fig.update_layout(title=title or "overlap of kept units per layer", height=400 + 22 * rows_of_legend,
                       margin=dict(l=60, r=20, t=70, b=60 + 22 * rows_of_legend),
                       legend=dict(orientation="h", y=-0.18, x=0, xanchor="left", yanchor="top"))
+    return fig
+
+
+def transfer_heatmap(matrix: pd.DataFrame, *, metric: str = "accuracy", title: str | None = None) -> go.Figure:
+    """The transfer matrix (:func:`mtprune.experiments.transfer.transfer_matrix`): every cell the
+    evaluated task's ``metric`` with that mask and its 95% interval, coloured by the change from the
+    task's dense model (red: lost, blue: kept or gained)."""
+    lo, hi = matrix.attrs.get("low"), matrix.attrs.get("high")
+    dense = matrix.loc["dense"] if "dense" in matrix.index else None
+    z = matrix.to_numpy(dtype=float)
+    change = z - dense.to_numpy(dtype=float)[None, :] if dense is not None else z
+    text = [[("" if np.isnan(v) else f"{v:.3f}" + (f"<br>[{lo.iloc[i, j]:.3f}, {hi.iloc[i, j]:.3f}]"
+                                                    if lo is not None and not np.isnan(lo.iloc[i, j]) else ""))
+             for j, v in enumerate(row)] for i, row in enumerate(z)]
+    bound = float(np.nanmax(np.abs(change))) if np.isfinite(change).any() else 1.0
+    fig = _figure([{
+        "type": "heatmap", "z": _nan_none(change), "x": list(matrix.columns), "y": list(matrix.index),
+        "text": text, "texttemplate": "%{text}", "colorscale": "RdBu", "zmid": 0, "zmin": -bound, "zmax": bound,
+        "colorbar": {"title": {"text": "change from dense"}},
+        "hovertemplate": f"mask from %{{y}}<br>evaluated on %{{x}}<br>{metric} %{{text}}<br>change from dense "
+                         "%{z:+.3f}<extra></extra>",
+    }], {"title": _title(title or f"{metric} of each task (columns) with each task's mask (rows)"),
+         "xaxis": {"title": _title("evaluated task"), "side": "top"}, "yaxis": {"title": _title("mask from"),
+                                                                                "autorange": "reversed"},
+         "height": 170 + 70 * len(matrix.index), "margin": {"l": 110, "r": 20, "t": 140, "b": 30}})
+    fig.update_layout(title_y=0.98, title_yanchor="top")
     return fig
 
 

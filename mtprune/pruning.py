@@ -173,8 +173,11 @@ def hard_prune(adapter, mask: Mask):
     for s in cut:
         shrink_site(new.model, s, torch.nonzero(keep[s.name]).flatten())
     prev = getattr(adapter.model.config, PRUNED_KEY, None)
-    setattr(new.model.config, PRUNED_KEY,
-            pruned_entry(prev, adapter.format, site_sizes(new), mask, adapter.max_length))
+    entry = pruned_entry(prev, adapter.format, site_sizes(new), mask, adapter.max_length)
+    # the model it came from (the first one, for a model pruned more than once)
+    entry["source"] = (prev or {}).get("source") or {"model": str(adapter.source), "fingerprint": adapter.fingerprint()}
+    entry.pop("measured", None)  # a new model: what was measured on the old one does not hold
+    setattr(new.model.config, PRUNED_KEY, entry)
     new.model.eval()
     return new
 

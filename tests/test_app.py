@@ -73,6 +73,14 @@ def metric(at, label: str) -> str:
     raise KeyError(f"{label} not in {[m.label for m in at.metric]}")
 
 
+def frame(at, *columns):
+    """The first table on the page with all these columns (a read-only table has no key to find it by)."""
+    for d in at.dataframe:
+        if set(columns) <= set(d.value.columns):
+            return d.value
+    raise KeyError(f"no table with columns {columns}")
+
+
 def compute_scores(at, page: str):
     """On a page that needs scores: press Compute when they are not cached yet."""
     buttons = [b for b in at.button if b.key == f"{page}.compute"]
@@ -101,9 +109,10 @@ def test_sidebar_and_model_page(app):
     at.number_input(key="model.limit").set_value(8)
     at.button(key="model.eval").click().run()
     ok(at)
-    assert metric(at, "Dense accuracy (8 validation rows)")
+    assert metric(at, "Measured accuracy (8 validation rows)")
+    assert any("95% interval" in c.value for c in at.caption)
     at.run()
-    assert "dense sst2/validation: accuracy" in at.sidebar.caption[0].value
+    assert "sst2/validation accuracy, measured" in at.sidebar.caption[0].value
     # another task: its splits, its description
     at.sidebar.selectbox(key="sb.task").set_value("cb").run()
     ok(at)
@@ -157,7 +166,8 @@ def test_heatmaps_compute_sort_and_disk_cache(app, module_cache, monkeypatch):
     maps = [f for f in figs if f["data"][0]["type"] == "heatmap"]
     assert len(maps) == 2  # FFN neurons and heads
     assert "neuron index" in maps[0]["layout"]["xaxis"]["title"]["text"]
-    assert "rank" in maps[0]["data"][0]["hovertemplate"]
+    pick = [t for t in figs[0]["data"] if t.get("name") == "pick"][0]  # the clickable cells carry the hover
+    assert "rank" in pick["hovertemplate"]
     assert any(f["data"][0]["type"] == "box" for f in figs)  # the distribution per layer
     top = at.dataframe[0].value
     assert len(top) == 20 and top["score"].is_monotonic_decreasing
@@ -168,6 +178,9 @@ def test_heatmaps_compute_sort_and_disk_cache(app, module_cache, monkeypatch):
     at.number_input(key="heat.k").set_value(5).run()
     assert len(at.dataframe[0].value) == 5
     assert charts(at)[0]["data"][0]["colorbar"]["title"]["text"] == "log10 |score|"  # the default
+    # sorted units coloured by their percentile would all look alike: not offered
+    assert "percentile" not in at.segmented_control(key="heat.scale").options
+    at.toggle(key="heat.sort").set_value(False).run()
     at.segmented_control(key="heat.scale").set_value("percentile").run()
     ok(at)
     assert charts(at)[0]["data"][0]["colorbar"]["title"]["text"] == "percentile in layer"
@@ -196,13 +209,19 @@ def test_prune_slider_scope_and_evaluate(app):
     assert metric(at, "Parameters") != params_50
     title = [f for f in charts(at) if f["data"][0]["type"] == "heatmap"][0]["layout"]["title"]["text"]
     assert "1842 of 9216 kept" in title
-    at.slider(key="prune.heads").set_value(25).run()
+    heads = at.slider(key="prune.heads")
+    assert (heads.min, heads.max, heads.label) == (0, 12, "Attention heads pruned per layer")
+    heads.set_value(3).run()
     assert metric(at, "encoder attention heads kept") == "54 / 72"
+    assert any(c.value == "3 of 12 heads per layer pruned (25%)" for c in at.caption)
+    # the same rate in every layer: a sorted view would show nothing, so it is off
+    assert at.toggle(key="prune.sorted").disabled
     # global scope: layers keep different numbers, shown as bars
     n_before = len(charts(at))
     at.radio(key="prune.scope").set_value("global").run()
     ok(at)
     assert len(charts(at)) == n_before + 2
+    assert not at.toggle(key="prune.sorted").disabled
     # evaluate: dense against pruned
     at.number_input(key="prune.limit").set_value(16)
     at.button(key="prune.evaluate").click().run()
@@ -224,16 +243,18 @@ def test_prune_sweep_chart(app):
     at = goto(app, "prune")
     compute_scores(at, "prune")
     at.multiselect(key="prune.sweep.methods").set_value(["ap", "random"])
-    at.text_input(key="prune.sweep.sparsities").set_value("0, 0.9")
+    at.text_input(key="prune.sweep.sparsities").set_value("0, 90")
     at.number_input(key="prune.sweep.limit").set_value(8)
     at.button(key="prune.sweep.run").click().run()
     ok(at)
     curves = [f for f in charts(at) if "against FFN sparsity" in f["layout"]["title"]["text"]]
     assert len(curves) == 1
     names = {t.get("name") for t in curves[0]["data"]}
-    assert {"ap", "random"} <= names
-    at.text_input(key="prune.sweep.sparsities").set_value("0, 2").run()
-    assert len(at.error) == 1 and "sparsit" in at.error[0].value  # one line, the page still there
+    assert {"gradient x activation (AP)", "random"} <= names  # the methods' labels
+    xs = sorted({float(x) for t in curves[0]["data"] if t.get("mode") == "lines+markers" for x in array(t["x"])})
+    assert xs == [0.0, 0.9]  # typed in percent, as on the sliders
+    at.text_input(key="prune.sweep.sparsities").set_value("0, 200").run()
+    assert len(at.error) == 1 and "percentages from 0 to 100" in at.error[0].value  # one line, the page still there
 
 
 def test_overlap_page(app):
@@ -373,3 +394,187 @@ def test_prune_with_a_flops_budget_and_repair(app):
     goto(at, "export")
     ok(at)
     assert any("budget flops:0.6" in c.value for c in at.caption)
+
+
+# ----------------------------------------------------------------------------------------------
+# trust: intervals, the paired test, the examples that changed, the run history
+
+
+def _evaluate_prune(at, rows=16):
+    at.number_input(key="prune.limit").set_value(rows)
+    at.button(key="prune.evaluate").click().run()
+    ok(at)
+
+
+def test_evaluate_shows_intervals_verdict_and_flips(app):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    at.slider(key="prune.ffn").set_value(90).run()
+    _evaluate_prune(at, 32)
+    captions = [c.value for c in at.caption]
+    dense, pruned = float(metric(at, "Dense accuracy")), float(metric(at, "Pruned accuracy"))
+    from mtprune.evaluation import wilson
+
+    lo, hi = wilson(round(dense * 32), 32)
+    assert f"95% interval {lo:.3f}-{hi:.3f} · 32 rows" in captions  # Wilson's, on the page
+    verdicts = [m.value for m in (*at.info, *at.warning, *at.success) if "McNemar" in m.value]
+    assert len(verdicts) == 1 and verdicts[0].startswith(("No measurable change", "Pruned is lower", "Pruned is higher"))
+    # every row, side by side, with the change in P(gold); the flips are the rows whose correctness changed
+    every = [d.value for d in at.dataframe if "change in P(gold)" in d.value.columns and "what changed" in d.value.columns][0]
+    assert len(every) == 32 and every["text"].str.len().min() > 0
+    right_wrong = (every["what changed"] == "right -> wrong").sum()
+    wrong_right = (every["what changed"] == "wrong -> right").sum()
+    assert f"on 32 rows ({right_wrong} flipped right -> wrong, {wrong_right} wrong -> right" in verdicts[0]
+    assert (every["dense"] == every["gold"]).mean() == pytest.approx(dense, abs=5e-4)
+    assert (every["pruned"] == every["gold"]).mean() == pytest.approx(pruned, abs=5e-4)
+    np.testing.assert_allclose(every["change in P(gold)"], every["P(gold) pruned"] - every["P(gold) dense"], atol=2e-4)
+    confusions = [f for f in charts(at) if f["layout"]["title"]["text"].startswith(("dense:", "pruned:"))]
+    assert len(confusions) == 2 and sum(map(sum, confusions[0]["data"][0]["text"])) == 32
+    # "all rows" disables the count
+    at.checkbox(key="prune.limit.all").check().run()
+    assert at.number_input(key="prune.limit").disabled
+
+
+def test_history_survives_a_reload_and_settings_live_in_the_address(app, module_cache):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    at.slider(key="prune.ffn").set_value(70).run()
+    _evaluate_prune(at, 8)
+    table = frame(at, "how", "verdict")
+    assert table.iloc[0]["how"] == "ffn70 (layer)" and table.iloc[0]["rows"] == 8
+    # a reload: a new session with the address the browser shows (bound widgets write it there;
+    # test_browser checks that part)
+    from streamlit.testing.v1 import AppTest
+
+    fresh = AppTest.from_file(APP, default_timeout=240)
+    for k, v in {"sb.examples": str(EXAMPLES), "prune.ffn": "70", "prune.limit": "8"}.items():
+        fresh.query_params[k] = v
+    fresh.run()
+    goto(fresh, "prune")
+    ok(fresh)
+    assert fresh.slider(key="prune.ffn").value == 70 and fresh.number_input(key="prune.limit").value == 8
+    again = frame(fresh, "how", "verdict")
+    assert len(again) >= 1 and again.iloc[0]["how"] == "ffn70 (layer)"
+    assert float(again.iloc[0]["accuracy" if "accuracy" in again else "value"]) == pytest.approx(
+        float(metric(at, "Pruned accuracy")), abs=1e-3)
+    assert [b.label for b in fresh.get("download_button") if b.label == "Run history (CSV)"]
+
+
+def test_a_corrupt_history_is_set_aside_with_one_line(app, module_cache):
+    from mtprune.history import RunHistory
+
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    fingerprint = next(iter(at.session_state["_state.stores"]["scores"]))[0]
+    path = RunHistory.for_model(fingerprint).path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00\x01 not a csv \xff")
+    at.run()
+    assert not at.exception and not at.error
+    warnings = [w.value for w in at.warning if "run history" in w.value]
+    assert len(warnings) == 1 and "moved to" in warnings[0] and "\n" not in warnings[0]
+    assert [p for p in path.parent.iterdir() if ".corrupt-" in p.name]
+    _evaluate_prune(at, 8)
+    assert len(RunHistory.for_model(fingerprint).load()) == 1
+
+
+def test_heatmap_click_opens_the_unit_drill_down(app):
+    at = goto(app, "heatmaps")
+    compute_scores(at, "heat")
+    assert any("Click a cell of a map" in c.value for c in at.caption)
+    # a click on a cell of the FFN map: a point of the pick layer (customdata[0] the unit, y the layer)
+    at.session_state["heat.map.encoder.ffn"] = {"selection": {"points": [{"x": 17, "y": 3, "customdata": {"0": 17, "1": 9, "2": 0.1}}],
+                                                              "point_indices": [0], "box": [], "lasso": []}}
+    at.session_state["heat.unit.rows"] = 16  # rows to search (the input appears with the drill-down)
+    at.run()
+    ok(at)
+    assert any(m.value.startswith("**neuron 17 of layer 3** (encoder.3.ffn[17])") for m in at.markdown)
+    assert at.query_params["unit"] == "encoder.ffn:3:17"  # a reload or a shared link opens it again
+    across = [f for f in charts(at) if "in every task" in f["layout"]["title"]["text"]][0]
+    assert "sst2" in across["data"][0]["x"]
+    # the five rows where it fires most, with P(gold) with and without it
+    table = frame(at, "peak activation")
+    assert len(table) == 5 and table["peak activation"].is_monotonic_decreasing
+    np.testing.assert_allclose(table["change"], table["P(gold) without it"] - table["P(gold)"], atol=2e-4)
+    assert len([h for h in at.get("html")]) == 5  # tokens highlighted where it fires
+    # a row of the top-k heads table
+    at.session_state["heat.top.encoder.heads"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    ok(at)
+    top = at.dataframe(key="heat.top.encoder.heads").value.iloc[0]
+    assert any(m.value.startswith(f"**head {int(top['head'])} of layer {int(top['layer'])}**") for m in at.markdown)
+    # a selection on an empty part of the chart: one line, nothing picked, the page still there
+    at.session_state["heat.map.encoder.ffn"] = {"selection": {"points": [], "point_indices": [], "box": [{"x": [0, 1]}],
+                                                              "lasso": []}}
+    at.run()
+    assert not at.exception and not at.error
+    assert [i.value for i in at.info if "holds no unit" in i.value]
+    # the zoom into one layer: one bar per neuron
+    at.selectbox(key="heat.zoom_layer.encoder.ffn").set_value(2).run()
+    ok(at)
+    bars = [f for f in charts(at) if f["layout"]["title"]["text"].startswith("encoder FFN neurons, layer 2")][0]
+    assert len(array(bars["data"][0]["y"])) == 1536
+
+
+def test_a_unit_in_the_address_that_does_not_exist_is_one_line(shared_home, module_cache, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MTPRUNE_CACHE", module_cache)
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params["unit"] = "encoder.ffn:9:99999"
+    at.query_params["sb.examples"] = str(EXAMPLES)
+    at.run()
+    goto(at, "heatmaps")
+    for b in [b for b in at.button if b.key == "heat.compute"]:
+        b.click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["this model has no unit encoder.ffn layer 9 unit 99999: pick another"]
+    assert "unit" not in at.query_params
+
+
+def test_transfer_matrix_on_the_overlap_page(app):
+    at = goto(app, "overlap")
+    at.multiselect(key="overlap.tasks").set_value(["sst2", "rte", "cb"]).run()
+    compute_scores(at, "overlap")
+    ok(at)
+    matrix = [f for f in charts(at) if f["layout"]["title"]["text"].startswith("shared kept")][0]
+    text = matrix["data"][0]["text"]
+    assert [text[i][i] for i in range(3)] == ["", "", ""]  # the diagonal is blank
+    assert "chance" in " ".join(matrix["data"][0]["colorbar"]["ticktext"])
+    at.number_input(key="overlap.limit").set_value(8)
+    at.button(key="overlap.transfer").click().run()
+    ok(at)
+    fig = [f for f in charts(at) if "with each task's mask" in f["layout"]["title"]["text"]][0]
+    assert fig["data"][0]["y"] == ["sst2", "rte", "cb", "dense", "random mask"]
+    assert fig["data"][0]["x"] == ["sst2", "rte", "cb"]
+    assert "[" in fig["data"][0]["text"][0][0]  # every cell with its interval
+    # one task: one line, no matrix
+    at.multiselect(key="overlap.tasks").set_value(["sst2"]).run()
+    assert not at.exception and any("two tasks" in i.value for i in at.info)
+
+
+def test_an_uploaded_mask_can_be_evaluated(app):
+    from mtprune.masks import Mask
+
+    at = goto(app, "export")
+    compute_scores(at, "export")
+    keep = {"encoder.ffn": np.ones((6, 1536), bool), "encoder.heads": np.ones((6, 12), bool)}
+    keep["encoder.ffn"][:, 300:] = False
+    m = Mask(keep=keep, n_units={"encoder.ffn": [1536] * 6, "encoder.heads": [12] * 6}, sparsity=0.8,
+             meta={"task": "sst2", "method": "ap"})
+    at.file_uploader(key="export.upload").upload("mine.mask.json", mask_to_bytes(m, "json"), "application/json").run()
+    ok(at)
+    at.number_input(key="export.limit").set_value(8)
+    at.button(key="export.evaluate").click().run()
+    ok(at)
+    assert 0 <= float(metric(at, "Accuracy with the uploaded mask")) <= 1
+    assert [m.value for m in (*at.info, *at.warning, *at.success) if "McNemar" in m.value]
+
+
+def test_a_local_directory_asks_for_its_path_first(app):
+    at = goto(app, "prune")
+    at.sidebar.selectbox(key="sb.model").set_value(OTHER_MODEL).run()
+    assert not at.exception and not at.error  # not an error before anything is typed
+    assert [i.value for i in at.info if "Type the path of a local model directory" in i.value]
+    assert [t.value for t in at.title] == ["Prune and evaluate"]  # the page keeps its title

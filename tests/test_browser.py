@@ -1,8 +1,11 @@
 """End to end in a real browser: `streamlit run app.py` in a subprocess, driven by Playwright in
 headless Chromium (Debian's /usr/bin/chromium; Playwright's own browser download is not used).
 
-Open the app, pick sst2, compute attributions, move the sparsity slider, evaluate, read the
-accuracy, download the mask. Screenshots go to artifacts/screenshots/ (git-ignored)."""
+Open the app, pick sst2, compute attributions, open a unit's drill-down, move the sparsity slider,
+evaluate, read the accuracy, its interval and the verdict, reload (settings and history stay),
+compute a transfer matrix for three tasks, download the mask and the model. A second test runs two
+browser sessions evaluating different masks at once. Screenshots go to artifacts/screenshots/
+(git-ignored; CI keeps them as artifacts)."""
 
 from __future__ import annotations
 
@@ -35,13 +38,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, shared_home):
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("browser-cache")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, shared_home, cache_dir):
     """The dashboard on a free port, with its own score cache."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test does it)")
     port = _free_port()
-    env = dict(os.environ, MTPRUNE_CACHE=str(tmp_path_factory.mktemp("browser-cache")),
-               PYTHONUNBUFFERED="1")
+    env = dict(os.environ, MTPRUNE_CACHE=str(cache_dir), PYTHONUNBUFFERED="1")
     log = open(tmp_path_factory.mktemp("streamlit-log") / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -159,6 +166,14 @@ def test_end_to_end(server, browser, tmp_path):
     assert re.search(r"layer \d", text) and re.search(r"neuron \d+", text), text
     assert re.search(r"score \d", text) and re.search(r"rank \d+ in layer", text), text
     _shot(page, "2-heatmaps")
+    # a click on that cell opens the unit's drill-down
+    unit = re.search(r"neuron (\d+)", text).group(1)
+    page.mouse.click(box["x"] + box["width"] * 0.37, box["y"] + box["height"] * 0.4)
+    page.get_by_text(re.compile(rf"neuron {unit} of layer \d")).first.wait_for(timeout=SLOW)
+    _idle(page)
+    page.get_by_text(re.compile(r"Switched off alone, it moves P\(gold\)")).first.wait_for(timeout=SLOW)
+    assert "unit=encoder.ffn" in page.url
+    _shot(page, "2b-unit-drill-down")
 
     # prune: move the slider, the mask and the counts follow
     _nav(page, "Prune and evaluate")
@@ -181,7 +196,13 @@ def test_end_to_end(server, browser, tmp_path):
     dense, pruned = float(_metric(page, "Dense accuracy")), float(_metric(page, "Pruned accuracy"))
     assert 0.6 <= dense <= 1.0 and 0.0 <= pruned <= 1.0
     assert _metric(page, "Examples") == "32"
+    page.get_by_text(re.compile(r"95% interval 0\.\d{3}-[01]\.\d{3} · 32 rows")).first.wait_for()
+    verdict = page.get_by_text(re.compile(r"McNemar p = ")).first.inner_text()
+    assert verdict.startswith(("No measurable change", "Pruned is lower", "Pruned is higher")), verdict
+    page.get_by_text("Which examples changed").wait_for()
     _shot(page, "4-evaluated")
+    address = page.url  # the settings live in it
+    assert "prune.ffn=70" in address, address
 
     # export: download the mask
     _nav(page, "Export")
@@ -189,6 +210,7 @@ def test_end_to_end(server, browser, tmp_path):
         page.get_by_role("button", name="Mask (JSON)").click()
     path = SHOTS.parent / dl.value.suggested_filename
     dl.value.save_as(str(path))
+    assert dl.value.suggested_filename == "sst2-ffn70.mask.json"
     mask = json.loads(path.read_text())
     assert mask["format"] == "mtprune mask v1"
     assert mask["meta"]["sparsity_per_kind"]["ffn"] == pytest.approx(0.7)
@@ -205,9 +227,85 @@ def test_end_to_end(server, browser, tmp_path):
     dl.value.save_as(str(zpath))
     import zipfile
 
+    assert dl.value.suggested_filename == "sst2-ffn70.zip"
     with zipfile.ZipFile(zpath) as z:
-        cfg = json.loads(z.read("pruned/config.json"))
+        cfg = json.loads(z.read("sst2-ffn70/config.json"))
+        tasks = json.loads(z.read("sst2-ffn70/tasks.json"))
     assert cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] == 461  # 70 % of 1536 gone
+    head = tasks["tasks"]["sst2"]
+    assert head["validation_accuracy"] is None  # never the dense model's figure
+    assert head["measured"]["rows"] == 32 and round(head["measured"]["accuracy"], 3) == pruned
     _shot(page, "5-export")
+    # a reload keeps the settings (they are in the address) and the run history (on disk)
+    page.goto(address, timeout=60_000)
+    page.get_by_role("heading", name="Prune and evaluate", exact=True).wait_for(timeout=SLOW)
+    _idle(page)
+    assert _metric(page, "encoder FFN neurons kept") == "2,766 / 9,216"
+    page.get_by_role("heading", name="Run history").wait_for()
+    page.get_by_text(re.compile(r"Every evaluation of this model on this page \(1 in all")).wait_for()
+    _shot(page, "6-reloaded")
+
+    # the transfer matrix of three tasks
+    page.goto(f"{server}/overlap?sb.examples=32&overlap.tasks=sst2&overlap.tasks=rte&overlap.tasks=cb",
+              timeout=60_000)
+    page.get_by_role("heading", name="Task overlap", exact=True).wait_for(timeout=SLOW)
+    _idle(page)
+    if page.get_by_role("button", name=re.compile(r"Compute them")).count():
+        page.get_by_role("button", name=re.compile(r"Compute them")).click()
+        _idle(page)
+    page.get_by_role("heading", name="Does one task's mask serve another?").wait_for(timeout=SLOW)
+    _number(page, "Examples per task", 16)
+    page.get_by_role("button", name=re.compile(r"Compute the transfer matrix")).click()
+    page.get_by_text(re.compile(r"with each task's mask \(rows\)")).first.wait_for(timeout=SLOW)
+    _idle(page)
+    _shot(page, "7-transfer")
+
     assert not errors, errors
     print(f"end to end in {time.time() - t0:.0f} s; dense {dense:.3f}, pruned {pruned:.3f}")
+
+
+def test_two_sessions_evaluate_at_once(server, browser, cache_dir, default_adapter):
+    """Two browser sessions evaluate different masks on the one shared model at the same time:
+    each gets its own, correct result, and the run history keeps both rows."""
+    from mtprune.attribution import AttributionSpec, attribute_cached
+    from mtprune.evaluation import evaluate
+    from mtprune.history import RunHistory
+    from mtprune.masks import mask_from_scores
+
+    pages = []
+    for ffn in (30, 90):
+        ctx = browser.new_context(viewport={"width": 1440, "height": 2000})
+        page = ctx.new_page()
+        page.goto(f"{server}/prune?sb.examples=32&prune.ffn={ffn}&prune.limit=24", timeout=60_000)
+        page.get_by_role("heading", name="Prune and evaluate", exact=True).wait_for(timeout=SLOW)
+        _idle(page)
+        if page.get_by_role("button", name="Compute attributions").count():
+            page.get_by_role("button", name="Compute attributions").click()
+            _idle(page)
+        page.get_by_role("button", name="Evaluate on sst2/validation").wait_for(timeout=SLOW)
+        pages.append((ffn, page))
+    for _, page in pages:  # both at once: the second waits for the model's lock
+        page.get_by_role("button", name="Evaluate on sst2/validation").click()
+    got = {}
+    for ffn, page in pages:
+        page.locator('[data-testid="stMetricLabel"]', has_text="Pruned accuracy").wait_for(timeout=SLOW)
+        _idle(page)
+        got[ffn] = float(_metric(page, "Pruned accuracy"))
+        _shot(page, f"8-concurrent-ffn{ffn}")
+    # the same masks, evaluated here by the library
+    with_env = os.environ.get("MTPRUNE_CACHE")
+    os.environ["MTPRUNE_CACHE"] = str(cache_dir)
+    try:
+        scores, _, _ = attribute_cached(default_adapter, AttributionSpec(task="sst2", examples=32))
+    finally:
+        if with_env is None:
+            os.environ.pop("MTPRUNE_CACHE")
+        else:
+            os.environ["MTPRUNE_CACHE"] = with_env
+    for ffn, acc in got.items():
+        mask = mask_from_scores(scores, {"ffn": ffn / 100, "heads": 0.0}, scope="layer")
+        want = evaluate(default_adapter, "sst2", "validation", limit=24, mask=mask).accuracy
+        assert acc == pytest.approx(want, abs=5e-4), (ffn, acc, want)
+    history = RunHistory.for_model(default_adapter.fingerprint(), cache_dir).load()
+    rows = history[history["rows"] == 24]
+    assert set(rows["how"]) >= {"ffn30 (layer)", "ffn90 (layer)"} and rows["session"].nunique() == 2

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtprune.errors import MtpruneError
 from mtprune.evaluation import compute_metrics, evaluate, f1_binary, matthews
 from mtprune.tasks import get_task
 
@@ -62,3 +63,70 @@ def test_unseen_domain_through_sst2_head(default_adapter, shared_home):
     res = evaluate(default_adapter, "yelp", "test", limit=200)
     assert res.head == "sst2" and res.n == 200
     assert res.accuracy > 0.75  # sentiment transfers to Yelp reviews
+
+
+# ----------------------------------------------------------------------------------------------
+# intervals and paired comparisons, against values computed by hand
+
+
+def test_wilson_interval_by_hand():
+    from mtprune.evaluation import wilson
+
+    # 7 of 10, z = 1.959964: centre (7 + z^2/2) / (10 + z^2), half-width z sqrt(7*3/10 + z^2/4) / (10 + z^2)
+    z = 1.959963984540054
+    centre = (7 + z * z / 2) / (10 + z * z)
+    half = z * np.sqrt(7 * 3 / 10 + z * z / 4) / (10 + z * z)
+    lo, hi = wilson(7, 10)
+    assert lo == pytest.approx(centre - half, abs=1e-9) and hi == pytest.approx(centre + half, abs=1e-9)
+    assert wilson(0, 5)[0] == 0.0 and wilson(5, 5)[1] == pytest.approx(1.0)
+
+
+def test_mcnemar_exact_by_hand():
+    from mtprune.evaluation import mcnemar
+
+    # 5 right -> wrong, 1 wrong -> right: two-sided P(X <= 1 | n=6, 1/2) * 2 = 2 * 7/64
+    assert mcnemar(5, 1) == pytest.approx(14 / 64)
+    assert mcnemar(1, 5) == pytest.approx(14 / 64)
+    assert mcnemar(0, 0) == 1.0
+    assert mcnemar(10, 0) == pytest.approx(2 / 1024)
+
+
+def _result(correct, task="sst2"):
+    from mtprune.evaluation import EvalResult, Predictions, intervals
+
+    gold = np.zeros(len(correct), int)
+    pred = np.where(np.asarray(correct, bool), 0, 1)
+    probs = np.stack([np.where(pred == 0, 0.9, 0.1), np.where(pred == 0, 0.1, 0.9)], 1)
+    t = get_task(task)
+    acc = float(np.mean(correct))
+    return EvalResult(task, "validation", len(correct), acc, {"accuracy": acc}, intervals=intervals(t, pred, gold),
+                      predictions=Predictions(gold, pred, probs))
+
+
+def test_compare_gives_flips_a_p_value_and_a_verdict():
+    from mtprune.evaluation import compare
+
+    dense = _result([1] * 40 + [0] * 10)
+    same = _result([1] * 39 + [0] + [1] + [0] * 9)  # one flip each way
+    c = compare(dense, same)
+    assert (c.a_only, c.b_only, c.verdict) == (1, 1, "no measurable change") and c.p_value == 1.0
+    worse = _result([0] * 12 + [1] * 28 + [0] * 10)  # 12 right -> wrong, none back
+    c = compare(dense, worse)
+    assert (c.a_only, c.b_only) == (12, 0) and c.verdict == "lower"
+    assert c.p_value == pytest.approx(2 / 2 ** 12)
+    assert c.difference == pytest.approx(-12 / 50)
+    lo, hi = c.difference_interval
+    assert lo < -12 / 50 < hi < 0  # the whole interval below zero
+    assert "Pruned is lower" in c.sentence() and "McNemar" in c.sentence()
+    with pytest.raises(MtpruneError, match="not on the same rows"):
+        compare(dense, _result([1] * 10))
+
+
+def test_bootstrap_interval_of_f1_holds_the_value(shared_home, default_adapter):
+    res = evaluate(default_adapter, "mrpc", "validation", limit=120, batch_size=64)
+    lo, hi = res.interval("f1")
+    assert lo < res.metrics["f1"] < hi and 0 < hi - lo < 0.3
+    lo, hi = res.interval("accuracy")
+    assert lo < res.accuracy < hi
+    assert res.to_dict()["intervals"]["accuracy"] == [round(lo, 6), round(hi, 6)]
+    assert res.describe().startswith(f"{res.accuracy:.3f} (") and "n=120" in res.describe()

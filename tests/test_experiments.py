@@ -419,9 +419,11 @@ def test_charts_build():
 
     fig = plots.sweep_figure(_sweep_frame())
     names = {tr.name for tr in fig.data}
-    assert names == {"ap", "random"} and len(fig.data) == 4
+    assert names == {"ap", "random", "random (spread over 3 trials)"} and len(fig.data) == 6  # two tasks
     rnd = [tr for tr in fig.data if tr.name == "random"][0]
-    assert rnd.error_y.visible and list(rnd.x) == [0.0, 0.5, 1.0]
+    band = [tr for tr in fig.data if tr.name == "random (spread over 3 trials)"][0]
+    assert list(rnd.x) == [0.0, 0.5, 1.0] and rnd.y[1] == pytest.approx(0.64)  # the mean of 0.65, 0.64, 0.63
+    assert list(band.y) == pytest.approx([0.9, 0.65, 0.4, 0.38, 0.63, 0.88])  # highest, then lowest back
     tab = summarize(_sweep_frame(), lo=0.5, hi=0.5)
     assert len(plots.summary_bars(tab).data) == 2
     A = _mask({"encoder.ffn": [[1, 1, 0, 0], [1, 0, 1, 0]]})
@@ -582,3 +584,31 @@ def test_unseen_and_budget_rows_with_repair(tiny_multitask, sst2_rows, cb_rows, 
     assert joint and set(joint[0]) == {"sst2", "cb"}  # the shared mask, repaired on both tasks
     with pytest.raises(MtpruneError, match="unknown repair"):
         BudgetConfig(("sst2", "cb"), repair="magic")
+
+
+def test_transfer_matrix(tiny_multitask, sst2_rows, cb_rows):
+    from mtprune.experiments import TransferConfig, format_transfer, run_transfer, transfer_matrix
+
+    a = tiny_multitask
+    a.max_length = 64
+    rte_rows = [{"sentence1": "a man plays", "sentence2": "the man plays", "label": 0},
+                {"sentence1": "the cat sits", "sentence2": "the dog runs", "label": 1}] * 3
+    rows = {"sst2": sst2_rows, "cb": cb_rows, "rte": rte_rows}
+    df = run_transfer(a, TransferConfig(("sst2", "cb", "rte"), sparsity=0.5, method="random", examples=4),
+                      rows=rows, log=None)
+    assert len(df) == 3 * (1 + 3 + 1)  # per target: dense, three masks, a random mask
+    m = transfer_matrix(df)
+    assert list(m.index) == ["sst2", "cb", "rte", "dense", "random mask"] and list(m.columns) == ["sst2", "cb", "rte"]
+    assert (m.attrs["low"] <= m).all().all() and (m <= m.attrs["high"]).all().all()
+    # the diagonal is each task's own mask: the same as sweeping that task alone
+    own = df[(df.mask_from == "cb") & (df.target == "cb")]["accuracy"].iloc[0]
+    assert m.loc["cb", "cb"] == own
+    assert "| dense |" in format_transfer(m) and "[" in format_transfer(m)
+    from mtprune.plots import transfer_heatmap
+
+    fig = transfer_heatmap(m)
+    assert fig.data[0].y == ("sst2", "cb", "rte", "dense", "random mask")
+    with pytest.raises(MtpruneError, match="at least two tasks"):
+        TransferConfig(("sst2",))
+    with pytest.raises(MtpruneError, match="unknown budget"):
+        TransferConfig(("sst2", "cb"), budget="speed:0.5")

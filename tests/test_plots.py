@@ -133,3 +133,49 @@ def test_grouped_bars():
     bars = plots.grouped_bars(["imdb"], {"dense": [0.9], "ap": [0.8], "random": [0.5]})
     assert [t.name for t in bars.data] == ["dense", "ap", "random"]
     assert bars.data[1].text == ("0.800",)
+
+
+def test_overlap_matrix_blanks_the_diagonal_and_centres_on_chance():
+    import pandas as pd
+
+    m = pd.DataFrame([[1.0, 0.5, 0.2], [0.5, 1.0, 0.4], [0.2, 0.4, 1.0]], index=list("abc"), columns=list("abc"))
+    fig = plots.overlap_heatmap(m, chance=0.33)
+    t = fig.data[0]
+    assert [t.text[i][i] for i in range(3)] == ["", "", ""] and t.text[0][1] == "0.50"
+    assert t.zmid == 0.33 and "chance 0.33" in t.colorbar.ticktext
+    assert t.zmin == pytest.approx(0.33 - 0.17) and t.zmax == pytest.approx(0.33 + 0.17)
+
+
+def test_grouped_bars_draw_intervals():
+    fig = plots.grouped_bars(["sst2"], {"dense": [0.8], "pruned": [0.7]},
+                             intervals={"dense": ([0.75], [0.85]), "pruned": ([0.6], [0.78])})
+    e = fig.data[1].error_y
+    assert e.array[0] == pytest.approx(0.08) and e.arrayminus[0] == pytest.approx(0.1)
+
+
+def test_sweep_bands_over_trials_and_history_points():
+    import pandas as pd
+
+    df = pd.DataFrame({"task": ["sst2"] * 6, "method": ["random"] * 6, "sparsity": [0, 0.5, 0.9] * 2,
+                       "trial": [0, 0, 0, 1, 1, 1], "accuracy": [0.9, 0.7, 0.5, 0.9, 0.8, 0.6]})
+    pts = pd.DataFrame({"task": ["sst2"], "sparsity": [0.5], "value": [0.75], "low": [0.7], "high": [0.8],
+                        "label": ["ap · ffn50"]})
+    fig = plots.sweep_figure(df, points=pts)
+    band, line, runs = fig.data
+    assert band.fill == "toself" and list(band.y) == [0.9, 0.8, 0.6, 0.5, 0.7, 0.9]  # highest, then lowest back
+    assert list(line.y) == pytest.approx([0.9, 0.75, 0.55]) and runs.name == "your runs"
+    one = plots.sweep_figure(df[df["trial"] == 0].assign(accuracy_low=0.1, accuracy_high=0.95))
+    assert "95% interval" in one.data[0].name
+
+
+def test_maps_and_layer_bars_are_pickable():
+    a = np.arange(12, dtype=float).reshape(2, 6)
+    fig = plots.score_heatmap(a, group="encoder.ffn", pickable=True, sort_units=True)
+    pick = fig.data[1]
+    assert pick.type == "scatter" and len(pick.x) == 12 and fig.layout.clickmode == "event+select"
+    custom = np.asarray(pick.customdata)
+    assert custom[0, 0] == 5 and pick.x[0] == 0  # sorted: rank 0 of layer 0 is unit 5
+    bars = plots.layer_bars(a, 1, group="encoder.ffn", keep=[True, False] * 3)
+    assert list(np.asarray(bars.data[0].customdata)[:, 0]) == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="no layer 4"):
+        plots.layer_bars(a, 4)

@@ -106,6 +106,14 @@ def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["dtype"] == "float16"  # the source model's dtype
     assert set(cfg["mtprune_pruned"]["sizes"].values()) == {768, 12}
+    # the pruned model claims what was measured on it, never its source's figures
+    meta = json.loads((out / "tasks.json").read_text())
+    assert all(t["validation_accuracy"] is None for t in meta["tasks"].values())
+    m = meta["tasks"]["sst2"]["measured"]
+    assert m["split"] == "validation" and m["rows"] == 872 and m["intervals"]["accuracy"][0] < m["accuracy"]
+    assert meta["tasks"]["mrpc"]["measured"] is None
+    assert meta["pruned"]["source"]["fingerprint"] == default_adapter.fingerprint()
+    assert meta["pruned"]["mask"]["sparsity"] == 0.5
     code, stdout, err = run(capsys, "eval", "--model", out, "--task", "sst2", "--limit", "16", "--json",
                             "--device", "cpu")
     assert code == 0, err

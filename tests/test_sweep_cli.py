@@ -230,3 +230,19 @@ def test_ap_beats_random_when_pruning_hard(use_default, tmp_path, monkeypatch):
     ap = df[df.method == "ap"]["accuracy"].mean()
     rnd = df[df.method == "random"]["accuracy"].mean()
     assert ap > rnd + 0.05
+
+
+def test_transfer_cli(use_default, capsys, tmp_path, monkeypatch):
+    import mtprune.commands.transfer as T
+
+    monkeypatch.setattr(T, "load_model", lambda args: use_default)
+    out = tmp_path / "t.csv"
+    assert main(["transfer", "--tasks", "sst2,rte,qnli", "--sparsity", "0.5", "--examples", "8", "--limit", "24",
+                 "--no-png", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| mask from | sst2 | rte | qnli |" in text and "| random mask |" in text
+    df = pd.read_csv(out)
+    assert len(df) == 3 * 5 and df["accuracy_low"].le(df["accuracy"]).all()
+    assert (tmp_path / "t.html").exists()
+    assert main(["transfer", "--tasks", "sst2", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "at least two tasks" in _err_line(capsys)

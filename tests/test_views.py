@@ -41,10 +41,25 @@ def test_split_progress_maps_parts_onto_one_bar():
     assert seen == [(0.25, "dense: 5 / 10"), (1.0, "pruned: 10 / 10")]
 
 
-def test_recorded_metric_reads_tasks_json(default_adapter):
-    assert V.recorded_metric(default_adapter, "sst2") == pytest.approx(0.8842)
-    assert V.recorded_metric(default_adapter, "imdb") == pytest.approx(0.8842)  # through sst2's head
-    assert V.recorded_metric(default_adapter, "cola") is None
+def test_recorded_accuracy_of_dense_and_pruned_models(default_adapter, tiny_multitask, tmp_path):
+    assert V.recorded_accuracy(default_adapter, "sst2") == (pytest.approx(0.8842),
+                                                            "recorded at training (validation split)")
+    assert V.recorded_accuracy(default_adapter, "imdb")[0] == pytest.approx(0.8842)  # through sst2's head
+    assert V.recorded_accuracy(default_adapter, "cola") == (None, "no head")
+    # a pruned model: what was measured on it, or "not measured", never the source's figure
+    from mtprune.checkpoints import load_adapter, save_model
+    from mtprune.evaluation import evaluate
+    from mtprune.pruning import hard_prune
+    from tests.conftest import SST2_ROWS, random_scores
+
+    a = tiny_multitask
+    a.tasks_meta = {"tasks": {"sst2": {"validation_accuracy": 0.9}, "cb": {"validation_accuracy": 0.8}}}
+    small = hard_prune(a, mask_from_scores(random_scores(a), 0.5))
+    res = evaluate(small, "sst2", rows=[dict(r) for r in SST2_ROWS])
+    back = load_adapter(str(save_model(small, tmp_path / "p", measured={"sst2": res})))
+    assert V.recorded_accuracy(back, "sst2") == (res.accuracy, "measured on this pruned model (6 validation rows)")
+    assert V.recorded_accuracy(back, "cb") == (None, "not measured on this pruned model")
+    assert back.tasks_meta["tasks"]["sst2"]["validation_accuracy"] is None
 
 
 def test_sweep_config_from_the_sidebar_spec():
@@ -54,3 +69,82 @@ def test_sweep_config_from_the_sidebar_spec():
     assert cfg.tasks == ("rte",) and cfg.examples == (32,) and cfg.seed == 3 and cfg.sparsities == (0.0, 0.5)
     with pytest.raises(MtpruneError, match="unknown method"):
         V.sweep_config(AttributionSpec("rte"), ["nope"], [0.5])
+
+
+def test_percentages_as_the_sliders_show_them():
+    assert V.parse_percentages("0, 20, 40%, 40 ,60") == (0.0, 0.2, 0.4, 0.6)
+    for bad, msg in (("0, 200", "outside"), ("ten", "not a number"), (" , ", "at least one")):
+        with pytest.raises(MtpruneError, match=msg):
+            V.parse_percentages(bad)
+
+
+def test_export_names_say_the_task_and_the_mask():
+    sparsity = {"mode": "sparsity", "sparsity": {"ffn": 0.7, "heads": 0.25}, "scope": "layer"}
+    assert V.export_stem("sst2", sparsity) == "sst2-ffn70-heads25"
+    assert V.export_stem("sst2", {**sparsity, "sparsity": {"ffn": 0.7, "heads": 0.0}}) == "sst2-ffn70"
+    assert V.export_stem("rte", {"mode": "budget", "budget": "flops:0.6"}, "fisher", "lsq") == "rte-flops60-fisher-lsq"
+    assert V.heads_label(3, 12) == "3 of 12 heads per layer pruned (25%)"
+
+
+def _result(task, gold, pred, probs):
+    from mtprune.evaluation import EvalResult, Predictions, compute_metrics, intervals
+
+    gold, pred = np.array(gold), np.array(pred)
+    m = compute_metrics(task, pred, gold)
+    return EvalResult(task.name, "validation", len(gold), m["accuracy"], m, intervals=intervals(task, pred, gold),
+                      predictions=Predictions(gold, pred, np.array(probs)))
+
+
+def test_flips_table_and_confusion_by_hand():
+    from mtprune.tasks import get_task
+
+    t = get_task("sst2")
+    rows = [{"sentence": s, "label": g} for s, g in (("good", 1), ("bad", 0), ("fine", 1), ("awful", 0))]
+    dense = _result(t, [1, 0, 1, 0], [1, 0, 0, 0], [[0.2, 0.8], [0.9, 0.1], [0.6, 0.4], [0.7, 0.3]])
+    pruned = _result(t, [1, 0, 1, 0], [0, 0, 1, 0], [[0.6, 0.4], [0.8, 0.2], [0.3, 0.7], [0.55, 0.45]])
+    df = V.flips_table(rows, t, dense, pruned)
+    assert list(df["what changed"]) == ["right -> wrong", "both right", "wrong -> right", "both right"]
+    assert list(df["pruned"]) == ["negative", "negative", "positive", "negative"]
+    np.testing.assert_allclose(df["change in P(gold)"], [-0.4, -0.1, 0.3, -0.15])
+    assert list(df["text"]) == ["good", "bad", "fine", "awful"]
+    c = V.confusion_frame(dense, t)
+    assert c.loc["positive", "negative"] == 1 and c.loc["negative", "negative"] == 2 and c.to_numpy().sum() == 4
+    with pytest.raises(MtpruneError, match="same rows"):
+        V.flips_table(rows[:3], t, dense, pruned)
+
+
+def test_tokens_are_escaped_and_shaded_by_activation():
+    html = V.tokens_html(["[CLS]", "<b>", "##ad", "Ġword"], [0.0, 2.0, -4.0, 1.0])
+    assert "&lt;b&gt;" in html and "<b>" not in html  # a token is text, never markup
+    assert "rgba(231, 111, 81, 0.50)" in html and "rgba(231, 111, 81, 1.00)" in html  # |-4| is the peak
+    assert ">ad</span>" in html and " <span" in html  # a word piece joins its word; a new word gets a space
+
+
+def test_one_unit_in_every_task_and_picked_points():
+    class S:
+        def __init__(self, a):
+            self.arrays = {"encoder.ffn": np.array(a, dtype=float)}
+
+    t = V.unit_task_table({"sst2": S([[1, 5, 3], [0, 0, 0]]), "rte": S([[9, 1, 2], [0, 0, 0]]), "cb": None},
+                          "encoder.ffn", 0, 1, selected="sst2")
+    assert list(t["rank in layer"][:2]) == [1, 3] and list(t["percentile"][:2]) == [100.0, 0.0]
+    assert np.isnan(t["score"].iloc[2]) and bool(t["selected"].iloc[0])
+    assert V.picked_unit([{"x": 4, "y": 2, "customdata": [17, 3, 0.5]}]) == (2, 17)
+    assert V.picked_unit([{"x": 4, "customdata": [9.0, 1]}], layer=5) == (5, 9)
+    # what the browser sends for a float32 typed array's row
+    assert V.picked_unit([{"x": 548, "y": 2, "customdata": {"0": 548, "1": 544, "2": 0.66}}]) == (2, 548)
+    assert V.picked_unit([]) is None and V.picked_unit([{"x": 1, "y": 2}]) is None
+
+
+def test_history_points_and_eta():
+    import pandas as pd
+
+    df = pd.DataFrame([{"task": "sst2", "split": "validation", "metric": "accuracy", "sparsity": 0.7, "value": 0.8,
+                        "low": 0.7, "high": 0.9, "method": "ap", "how": "ffn70", "rows": 100, "repair": "none"},
+                       {"task": "sst2", "split": "validation", "metric": "accuracy", "sparsity": None, "value": 0.8,
+                        "low": 0.7, "high": 0.9, "method": "ap", "how": "flops60", "rows": 100, "repair": "lsq"}])
+    pts = V.history_points(df, "sst2", "validation")
+    assert list(pts["sparsity"]) == [0.7] and pts["label"].iloc[0] == "ap · ffn70 · 100 rows"
+    assert V.history_points(df, "rte", "validation").empty
+    assert V.eta_text(10, 40, 5.0) == "10 / 40 · about 15 s left"
+    assert V.eta_text(0, 40, 0.0) == "0 / 40"

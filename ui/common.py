@@ -20,6 +20,7 @@ from ui import views as V
 
 CTX = "_ctx"
 DEFAULT_EXAMPLES = 64
+URL = "query-params"  # widgets bound to the address: settings survive a reload and can be shared
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Context:
     model_name: str = "default"
     adapter: object = None
     error: str | None = None  # the model could not be loaded
+    prompt: str | None = None  # nothing to load yet (a local directory not typed in)
     task: TaskSpec | None = None
     task_error: str | None = None  # the model has no head for the task
     split: str = "validation"
@@ -102,7 +104,7 @@ def error(exc: BaseException | str) -> None:
     st.error(str(exc), icon=":material/error:")
 
 
-def _reset_if_invalid(key: str, options: list, fallback) -> None:
+def reset_if_invalid(key: str, options: list, fallback) -> None:
     if key in st.session_state and st.session_state[key] not in options:
         st.session_state[key] = fallback
 
@@ -113,18 +115,18 @@ def _reset_if_invalid(key: str, options: list, fallback) -> None:
 
 def _choose_model(ctx: Context, sb) -> None:
     options = V.model_options()
-    _reset_if_invalid("sb.model", options, options[0])
-    choice = sb.selectbox("Model", options, key="sb.model",
+    reset_if_invalid("sb.model", options, options[0])
+    choice = sb.selectbox("Model", options, key="sb.model", bind=URL,
                           help="`default` is the multi-task MiniLM in MTPRUNE_HOME/models; or any local "
                                "model directory (multi-task, sequence classifier, T5, causal LM)")
     name = choice
     if choice == V.OTHER_MODEL:
-        name = sb.text_input("Model directory", key="sb.model_dir", placeholder="/path/to/model").strip()
+        name = sb.text_input("Model directory", key="sb.model_dir", bind=URL, placeholder="/path/to/model").strip()
     ctx.model_name = name
     devices = _devices()
-    device = sb.selectbox("Device", devices, key="sb.device") if len(devices) > 1 else "cpu"
+    device = sb.selectbox("Device", devices, key="sb.device", bind=URL) if len(devices) > 1 else "cpu"
     if not name:
-        ctx.error = "type the path of a local model directory"
+        ctx.prompt = "Type the path of a local model directory in the sidebar (a folder with config.json and weights)."
         return
     from mtprune.checkpoints import source_signature
 
@@ -141,8 +143,8 @@ def _choose_model(ctx: Context, sb) -> None:
 
 def _choose_task(ctx: Context, sb) -> None:
     tasks = V.task_options(ctx.adapter)
-    _reset_if_invalid("sb.task", tasks, tasks[0])
-    task_name = sb.selectbox("Task", tasks, key="sb.task", format_func=lambda t: V.task_label(t, ctx.adapter))
+    reset_if_invalid("sb.task", tasks, tasks[0])
+    task_name = sb.selectbox("Task", tasks, key="sb.task", bind=URL, format_func=lambda t: V.task_label(t, ctx.adapter))
     ctx.task = get_task(task_name)
     if ctx.adapter is not None and not ctx.adapter.supports(ctx.task):
         try:
@@ -153,8 +155,8 @@ def _choose_task(ctx: Context, sb) -> None:
     if st.session_state.get("_sb.split_task") != task_name:  # a new task: its validation split
         st.session_state["sb.split"] = V.default_eval_split(ctx.task)
         st.session_state["_sb.split_task"] = task_name
-    _reset_if_invalid("sb.split", splits, V.default_eval_split(ctx.task))
-    ctx.split = sb.selectbox("Evaluation split", splits, key="sb.split",
+    reset_if_invalid("sb.split", splits, V.default_eval_split(ctx.task))
+    ctx.split = sb.selectbox("Evaluation split", splits, key="sb.split", bind=URL,
                              help="the split the Prune, Unseen and Guide pages evaluate on")
 
 
@@ -166,28 +168,28 @@ def _attribution_settings(ctx: Context, sb) -> None:
     with sb.expander("Attribution settings", expanded=False):
         methods = {n: m for n, m in all_methods().items() if m.scores}
         names = list(methods)
-        _reset_if_invalid("sb.method", names, names[0])
-        method = st.selectbox("Method", names, key="sb.method", format_func=lambda m: methods[m].label,
+        reset_if_invalid("sb.method", names, names[0])
+        method = st.selectbox("Method", names, key="sb.method", bind=URL, format_func=lambda m: methods[m].label,
                               help="; ".join(f"{m.label}: {m.help}" for m in methods.values()))
         info = methods[method]
-        _reset_if_invalid("sb.variant", list(VARIANTS), VARIANTS[0])
-        variant = st.selectbox("Score", list(VARIANTS), key="sb.variant", disabled=not info.uses_variant,
+        reset_if_invalid("sb.variant", list(VARIANTS), VARIANTS[0])
+        variant = st.selectbox("Score", list(VARIANTS), key="sb.variant", bind=URL, disabled=not info.uses_variant,
                                help="abs: the magnitude of each example's effect, summed; "
                                     "signed: the effects summed with their signs")
         examples = st.number_input("Examples", min_value=1, max_value=100000, value=DEFAULT_EXAMPLES, step=16,
-                                   key="sb.examples", disabled=not info.needs_data,
+                                   key="sb.examples", bind=URL, disabled=not info.needs_data,
                                    help="class-balanced examples the scores are computed on")
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed",
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed", bind=URL,
                                disabled=not info.uses_seed)
         if "sb.attr_split" not in st.session_state or st.session_state.get("_sb.attr_task") != task.name:
             st.session_state["sb.attr_split"] = task.train_split
             st.session_state["_sb.attr_task"] = task.name
-        _reset_if_invalid("sb.attr_split", list(task.splits), task.train_split)
-        attr_split = st.selectbox("Examples from", list(task.splits), key="sb.attr_split",
+        reset_if_invalid("sb.attr_split", list(task.splits), task.train_split)
+        attr_split = st.selectbox("Examples from", list(task.splits), key="sb.attr_split", bind=URL,
                                   disabled=not info.needs_data)
-        steps = st.number_input("Integration steps", min_value=1, max_value=512, value=20, key="sb.steps",
+        steps = st.number_input("Integration steps", min_value=1, max_value=512, value=20, key="sb.steps", bind=URL,
                                 disabled=not info.uses_steps, help="integrated gradients only")
-        unsupervised = st.checkbox("Label-free", key="sb.unsupervised", disabled=not info.unsupervised,
+        unsupervised = st.checkbox("Label-free", key="sb.unsupervised", bind=URL, disabled=not info.unsupervised,
                                    help="no gold labels: sum the attribution over all candidate labels "
                                         f"({', '.join(m.label for m in methods.values() if m.unsupervised)})")
     try:
@@ -202,12 +204,14 @@ def _model_caption(ctx: Context, sb) -> None:
     ctx.facts = f = _facts(ctx.adapter.fingerprint(), ctx.adapter)
     lines = [f"**{f['name']}** · {f['format']} · {human_count(f['parameters'])} parameters",
              f"{f['layers']} layers; per layer: {V.units_line(f)}"]
-    rec = V.recorded_metric(ctx.adapter, ctx.task)
-    dense = find_eval(ctx, ctx.task.name, ctx.split, None)
+    rec, what = V.recorded_accuracy(ctx.adapter, ctx.task)
+    dense = best_dense(ctx, ctx.task.name, ctx.split)
     if dense is not None:
-        lines.append(f"dense {ctx.task.name}/{ctx.split}: accuracy **{dense.accuracy:.3f}** (n={dense.n})")
+        lines.append(f"{ctx.task.name}/{ctx.split} accuracy, measured: **{dense.describe()}**")
     elif rec is not None:
-        lines.append(f"dense {ctx.task.name} validation accuracy (recorded): **{rec:.3f}**")
+        lines.append(f"{ctx.task.name} accuracy **{rec:.3f}**, {what}")
+    else:
+        lines.append(f"{ctx.task.name} accuracy: {what}")
     sb.caption("  \n".join(lines))
 
 
@@ -230,18 +234,25 @@ def context() -> Context:
     return ctx if ctx is not None else Context(error="the sidebar has not run")
 
 
-def need_model() -> Context:
-    """The selection; stop the page with one st.error line when the model did not load."""
+def need_model(title: str | None = None) -> Context:
+    """The selection; stop the page with one st.error line when the model did not load (under the
+    page's ``title``, drawn first, so a page with an error keeps its title), or with a prompt when
+    there is nothing to load yet."""
+    if title:
+        st.title(title)
     ctx = context()
+    if ctx.prompt:
+        st.info(ctx.prompt, icon=":material/folder_open:")
+        st.stop()
     if ctx.error:
         error(ctx.error)
         st.stop()
     return ctx
 
 
-def need_task() -> Context:
+def need_task(title: str | None = None) -> Context:
     """As need_model, and the model must serve the selected task."""
-    ctx = need_model()
+    ctx = need_model(title)
     if ctx.task_error:
         error(ctx.task_error)
         st.stop()
@@ -274,12 +285,8 @@ def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "com
     scores, note = (found[0], f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s") if found else (None, None)
     if scores is None and compute:
         bar = st.progress(0.0, text=f"{label}...")
-
-        def progress(done, total, *_):
-            bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{label}: {done} / {total}")
-
         with model_busy(ctx):
-            scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=progress)
+            scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=eta_progress(bar, f"{label}, examples"))
         bar.empty()
         secs = time.perf_counter() - t0
         note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
@@ -315,11 +322,15 @@ def _eval_key(ctx: Context, task: str, split: str, limit, digest: str | None):
 
 
 def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = None):
-    evals = state.store("evals")
-    if limit is None:  # any dense result for the task and split, the largest first
-        hits = [v for k, v in evals.items() if k[:3] == (ctx.fingerprint, task, split) and k[4] == "dense"]
-        return max(hits, key=lambda r: r.n) if hits else None
-    return evals.get(_eval_key(ctx, task, split, limit, digest))
+    """The session's evaluation of the model (``digest`` None: dense; else that mask's) on the first
+    ``limit`` rows (None: all rows), or None."""
+    return state.store("evals").get(_eval_key(ctx, task, split, limit, digest))
+
+
+def best_dense(ctx: Context, task: str, split: str):
+    """The dense evaluation of the task and split on the most rows this session, or None."""
+    hits = [v for k, v in state.store("evals").items() if k[:3] == (ctx.fingerprint, task, split) and k[4] == "dense"]
+    return max(hits, key=lambda r: r.n) if hits else None
 
 
 def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
@@ -348,6 +359,69 @@ def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, 
     finally:
         bar.empty()
     return dense, pruned
+
+
+def rows_input(label: str, key: str, default: int, help: str, container=None, step: int = 50) -> int | None:
+    """An example count with an "all rows" choice beside it: the count, or None for every row."""
+    c = container or st
+    left, right = c.columns([3, 2], vertical_alignment="bottom")
+    every = right.checkbox("all rows", key=f"{key}.all", bind=URL, persist_state="session",
+                           help="every labeled row of the split")
+    n = left.number_input(label, min_value=1, max_value=1_000_000, value=default, step=step, key=key, bind=URL,
+                          persist_state="session", disabled=every, help=help)
+    return None if every else int(n)
+
+
+def rows_words(limit: int | None) -> str:
+    return "all rows" if limit is None else f"the first {limit} rows"
+
+
+def eta_progress(bar, label: str):
+    """A ``progress(done, total)`` callback that moves ``bar`` and says how long is left."""
+    from ui.views import eta_text
+
+    t0 = time.perf_counter()
+
+    def cb(done, total, *_):
+        bar.progress(min(done / total, 1.0) if total else 1.0,
+                     text=f"{label}: {eta_text(done, total, time.perf_counter() - t0)}")
+    return cb
+
+
+# ----------------------------------------------------------------------------------------------
+# the run history (mtprune.history), per model, on disk
+
+
+def session_id() -> str:
+    import uuid
+
+    return st.session_state.setdefault("_session_id", uuid.uuid4().hex[:8])
+
+
+def history(ctx: Context):
+    from mtprune.history import RunHistory
+
+    return RunHistory.for_model(ctx.fingerprint)
+
+
+def history_table(ctx: Context):
+    """The model's run history; says once, as a warning, when a corrupt file was set aside."""
+    h = history(ctx)
+    df = h.load()
+    if h.notice:
+        st.warning(h.notice, icon=":material/warning:")
+    return df
+
+
+def record_run(ctx: Context, record: dict) -> None:
+    """Append an evaluation to the model's run history (a failure to write is said, not raised)."""
+    h = history(ctx)
+    try:
+        h.append({**record, "session": session_id()})
+    except OSError as exc:
+        st.warning(f"the run could not be added to the history ({exc})", icon=":material/warning:")
+    if h.notice:
+        st.warning(h.notice, icon=":material/warning:")
 
 
 @st.cache_data(show_spinner="measuring the task's average length...", max_entries=16)
@@ -399,8 +473,91 @@ def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, method: 
     return res, report
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def eval_rows(task: str, split: str, limit: int | None) -> list[dict]:
+    """The rows an evaluation of ``limit`` rows reads (to show their text beside the predictions)."""
+    from mtprune.evaluation import eval_rows as rows_of
+
+    return rows_of(task, split, limit)
+
+
+def show_metric(col, label: str, res, reference=None, help: str | None = None) -> None:
+    """A metric with its 95% interval under it; the change from ``reference`` as the delta."""
+    lo, hi = res.interval()
+    col.metric(label, f"{res.accuracy:.3f}", help=help,
+               delta=None if reference is None else f"{res.accuracy - reference.accuracy:+.3f}")
+    col.caption(f"95% interval {lo:.3f}-{hi:.3f} · {res.n} rows")
+
+
+def show_verdict(cmp, a: str = "dense", b: str = "pruned") -> None:
+    """The paired test in one line: a warning when ``b`` is measurably lower."""
+    show = {"lower": st.warning, "higher": st.success}.get(cmp.verdict, st.info)
+    show(cmp.sentence(a, b), icon=":material/balance:")
+
+
+def show_examples(ctx: Context, task: str, split: str, limit, reference, others: dict, key: str) -> None:
+    """After an evaluation: the rows whose prediction flipped, each model's confusion matrix and
+    every row sortable by the change in P(gold), with its text (LIT's side-by-side view)."""
+    from mtprune import plots
+
+    rows = eval_rows(task, split, limit)
+    names = list(others)
+    which = names[0]
+    if len(names) > 1:
+        which = st.segmented_control("Compare the dense model with", names, default=names[0], key=f"{key}.which") or names[0]
+    table = V.flips_table(rows, task, reference, others[which], "dense", which)
+    flips, conf, every = st.tabs(["Flipped examples", "Confusion matrices", "Every row"])
+    cfg = {"text": st.column_config.TextColumn(width="large"),
+           "change in P(gold)": st.column_config.NumberColumn(format="%+.3f")}
+    with flips:
+        for kind, note in (("right -> wrong", f"the dense model was right, the {which} model is wrong"),
+                           ("wrong -> right", f"the dense model was wrong, the {which} model is right")):
+            part = table[table["what changed"] == kind].sort_values("change in P(gold)",
+                                                                     ascending=kind == "right -> wrong")
+            st.markdown(f"**{kind}** · {len(part)} rows ({note})")
+            if len(part):
+                st.dataframe(part.drop(columns=["what changed"]), hide_index=True, column_config=cfg,
+                             height=min(38 + 35 * len(part), 300), key=f"{key}.flips.{kind}")
+    with conf:
+        cols = st.columns(1 + len(names))
+        for col, (name, res) in zip(cols, [("dense", reference), *others.items()]):
+            with col:
+                show_figure(plots.confusion_figure(V.confusion_frame(res, task), title=f"{name}: {res.accuracy:.3f}"),
+                            key=f"{key}.confusion.{name}")
+    with every:
+        st.caption("Click a column's header to sort: by *change in P(gold)* to see the rows the pruning hurt most.")
+        st.dataframe(table, hide_index=True, column_config=cfg, height=400, key=f"{key}.every")
+
+
 def show_figure(fig, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+@st.cache_data(show_spinner="building the hard-pruned model...", max_entries=2)
+def _pruned_zip(fingerprint: str, digest: str, folder: str, measured_key: tuple, _adapter, _mask, _measured) -> bytes:
+    from mtprune.checkpoints import zip_model
+    from mtprune.pruning import hard_prune
+
+    with _model_lock(fingerprint):  # no spinner: this runs outside the script
+        small = hard_prune(_adapter, _mask)
+    return zip_model(small, _mask, folder=folder, measured=_measured)
+
+
+def measured_with(ctx: Context, mask) -> dict:
+    """``{task: EvalResult}``: this session's evaluation (the most rows) of the sidebar's task with
+    this very mask; empty when it was not evaluated."""
+    best = [v for k, v in state.store("evals").items()
+            if k[0] == ctx.fingerprint and k[1] == ctx.task.name and k[4] == mask.digest()]
+    return {ctx.task.name: max(best, key=lambda r: r.n)} if best else {}
+
+
+def pruned_zip(ctx: Context, mask, folder: str, measured: dict) -> bytes:
+    """The hard-pruned model as a zip of the folder ``folder/``: built once per model, mask and
+    name, then served from memory. Its tasks.json records ``measured`` (:func:`measured_with`: soft
+    and hard pruning remove the same units, the same function), else "not measured". Read
+    ``measured`` when the page runs: a download's callable runs outside the session."""
+    key = tuple((t, r.split, r.n) for t, r in measured.items())
+    return _pruned_zip(ctx.fingerprint, mask.digest(), folder, key, ctx.adapter, mask, measured)
 
 
 def method_label(name: str) -> str:
@@ -412,7 +569,8 @@ def method_label(name: str) -> str:
 
 def sweep_section(ctx: Context, key: str) -> None:
     """The metric against sparsity for chosen methods: :func:`mtprune.experiments.run_sweep`, its
-    rows kept in a CSV in the cache (a second run with the same settings reads them back)."""
+    rows kept in a CSV in the cache (a second run with the same settings reads them back); the
+    model's run history drawn on it as points."""
     from mtprune import experiments as X
     from mtprune import plots
     from mtprune.methods import method_names
@@ -420,17 +578,19 @@ def sweep_section(ctx: Context, key: str) -> None:
     methods_all = method_names()
     c = st.columns([3, 2, 1, 1])
     methods = c[0].multiselect("Methods", methods_all, default=[m for m in ("ap", "random") if m in methods_all],
-                               key=f"{key}.methods", persist_state="session", format_func=method_label)
-    text = c[1].text_input("Sparsities", "0, 0.2, 0.4, 0.6, 0.8", key=f"{key}.sparsities",
-                           persist_state="session", help="FFN neuron sparsities, comma separated, in [0, 1]")
+                               key=f"{key}.methods", persist_state="session", bind=URL, format_func=method_label)
+    text = c[1].text_input("FFN neurons pruned (%)", "0, 20, 40, 60, 80", key=f"{key}.sparsities",
+                           persist_state="session", bind=URL,
+                           help="percentages, as on the sliders, separated by commas")
     limit = c[2].number_input("Examples", min_value=1, max_value=100000, value=100, step=50,
-                              key=f"{key}.limit", persist_state="session", help="evaluation rows per point")
+                              key=f"{key}.limit", persist_state="session", bind=URL, help="evaluation rows per point")
     trials = c[3].number_input("Trials", min_value=1, max_value=20, value=1, key=f"{key}.trials",
-                               persist_state="session", help="repeats of the seeded baselines")
+                               persist_state="session", bind=URL,
+                               help="repeats of the seeded baselines (random masks): the chart shades their spread")
     scope = state.prune_settings(["ffn"])["scope"]
     scope = scope if scope in ("layer", "global") else "layer"
     try:
-        cfg = V.sweep_config(ctx.spec, methods, X.parse_sparsities(text), scope=scope, trials=int(trials))
+        cfg = V.sweep_config(ctx.spec, methods, V.parse_percentages(text), scope=scope, trials=int(trials))
     except MtpruneError as exc:
         error(exc)
         return
@@ -444,7 +604,7 @@ def sweep_section(ctx: Context, key: str) -> None:
             with model_busy(ctx):
                 df = X.run_sweep(ctx.adapter, cfg, X.EvalSettings(limit=int(limit), split=ctx.split),
                                  out=str(V.experiment_csv("sweep", ctx.adapter)), log=None,
-                                 progress=lambda d, n: bar.progress(d / n, text=f"sweep: {d} / {n} points"))
+                                 progress=eta_progress(bar, "sweep, points"))
             results[memo] = df
         except MtpruneError as exc:
             error(exc)
@@ -456,9 +616,15 @@ def sweep_section(ctx: Context, key: str) -> None:
         return
     metric = st.segmented_control("Metric", list(ctx.task.metrics), default=ctx.task.metrics[0],
                                   key=f"{key}.metric") or ctx.task.metrics[0]
-    show_figure(plots.sweep_figure(df[df["task"] == ctx.task.name], metric,
+    d = df[df["task"] == ctx.task.name].copy()
+    d["series"] = d["method"].map(method_label)
+    runs = V.history_points(history_table(ctx), ctx.task.name, ctx.split, metric)
+    show_figure(plots.sweep_figure(d, metric, points=runs,
                                    title=f"{ctx.task.name}/{ctx.split}: {metric} against FFN sparsity"),
                 key=f"{key}.chart")
+    st.caption("Lines: the sweep (shaded: the spread over trials, or the 95% interval of one evaluation). "
+               "Diamonds: your evaluations on this page with FFN neurons only, from the run history.")
     with st.expander("The sweep's rows"):
-        st.dataframe(df[[c for c in ("method", "sparsity", "trial", "accuracy", "f1", "mcc", "n_eval",
-                                      "params", "kept_units") if c in df.columns]], hide_index=True)
+        cols = [c for c in ("method", "sparsity", "trial", "accuracy", "accuracy_low", "accuracy_high", "f1", "mcc",
+                            "n_eval", "params", "kept_units") if c in d.columns]
+        st.dataframe(d[cols].assign(method=d["method"].map(method_label)), hide_index=True)

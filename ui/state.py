@@ -4,7 +4,9 @@ reads another page's raw keys.
 * the mask settings of **Prune and evaluate** (sparsity per kind, scope), which Export, Unseen and
   Overlap start from;
 * the heatmap view of **Attribution heatmaps**, which Export draws the same way;
-* the session's stores: scores, evaluations, sweep and unseen results.
+* the unit picked on **Attribution heatmaps** for its drill-down (also in the address, ``?unit=``,
+  so that a reload or a shared link opens the same unit);
+* the session's stores: scores, evaluations, sweep, unseen, repair, probe and transfer results.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import streamlit as st
 _PRUNE = "_state.prune_settings"
 _HEATMAP = "_state.heatmap_view"
 _STORES = "_state.stores"
-STORES = ("scores", "evals", "sweeps", "unseen", "repaired")
+_UNIT = "_state.unit"
+_SEEN = "_state.seen_selections"
+STORES = ("scores", "evals", "sweeps", "unseen", "repaired", "probe", "transfer")
 
 
 def prune_settings(kinds) -> dict:
@@ -48,3 +52,42 @@ def store(name: str) -> dict:
     if name not in STORES:
         raise KeyError(f"no session store {name!r}; stores: {', '.join(STORES)}")
     return st.session_state.setdefault(_STORES, {}).setdefault(name, {})
+
+
+def selected_unit() -> dict | None:
+    """The unit picked for the drill-down: ``{"group", "layer", "unit"}``, or None. Read from the
+    address on a fresh session (``?unit=encoder.ffn:3:17``)."""
+    pick = st.session_state.get(_UNIT)
+    if pick is None:
+        raw = st.query_params.get("unit")
+        try:
+            group, layer, unit = str(raw).split(":")
+            pick = {"group": group, "layer": int(layer), "unit": int(unit)}
+        except (ValueError, AttributeError):
+            return None
+        st.session_state[_UNIT] = pick
+    return dict(pick)
+
+
+def select_unit(group: str, layer: int, unit: int) -> None:
+    st.session_state[_UNIT] = {"group": group, "layer": int(layer), "unit": int(unit)}
+    st.query_params["unit"] = f"{group}:{int(layer)}:{int(unit)}"
+
+
+def clear_unit() -> None:
+    st.session_state.pop(_UNIT, None)
+    if "unit" in st.query_params:
+        del st.query_params["unit"]
+
+
+def new_selection(key: str, selection) -> bool:
+    """True once for every new, non-empty selection of chart or table ``key`` (so that the latest
+    click of several charts wins and a rerun does not pick it again)."""
+    seen = st.session_state.setdefault(_SEEN, {})
+    sig = repr(selection)
+    if seen.get(key) == sig:
+        return False
+    seen[key] = sig
+    if isinstance(selection, dict):
+        return any(selection.get(k) for k in ("points", "box", "lasso", "rows", "cells"))
+    return bool(selection)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from mtprune import assets
@@ -104,15 +105,35 @@ def mask_table(mask) -> pd.DataFrame:
     return df
 
 
-def recorded_metric(adapter, task: TaskSpec | str) -> float | None:
-    """The validation accuracy the model's ``tasks.json`` records for the task's head, if any."""
-    meta = getattr(adapter, "tasks_meta", None) or {}
+def recorded_accuracy(adapter, task: TaskSpec | str) -> tuple[float | None, str]:
+    """``(accuracy, what it is)`` the model's files record for the task's head: a dense model's
+    validation accuracy from ``tasks.json``, a pruned model's what was measured on it (never its
+    source's figure); ``(None, "not measured")`` when there is none."""
+    from mtprune.pruning import PRUNED_KEY
+
     try:
         head = adapter.head_for(task)
     except MtpruneError:
-        return None
+        return None, "no head"
+    pruned = getattr(adapter.model.config, PRUNED_KEY, None)
+    if pruned is not None:
+        m = (pruned.get("measured") or {}).get(head)
+        if not m:
+            return None, "not measured on this pruned model"
+        return float(m["accuracy"]), f"measured on this pruned model ({m['rows']} {m['split']} rows)"
+    meta = getattr(adapter, "tasks_meta", None) or {}
     v = (meta.get("tasks") or {}).get(head, {}).get("validation_accuracy")
-    return float(v) if v is not None else None
+    return (float(v), "recorded at training (validation split)") if v is not None else (None, "not recorded")
+
+
+def eta_text(done: float, total: float, elapsed: float) -> str:
+    """``12 / 40 · about 1 min 10 s left`` (from the pace so far)."""
+    from mtprune.text import fmt_seconds
+
+    head = f"{int(done)} / {int(total)}"
+    if done <= 0 or total <= 0 or done >= total:
+        return head + (f" · {fmt_seconds(elapsed)}" if done >= total > 0 else "")
+    return f"{head} · about {fmt_seconds(elapsed / done * (total - done))} left"
 
 
 def split_progress(progress: Callable[[float, str], None] | None, parts: Sequence[str]):
@@ -147,3 +168,211 @@ def sweep_config(spec, methods: Sequence[str], sparsities: Sequence[float], scop
                        kinds=kinds, scope=scope, examples=(int(spec.examples),), trials=int(trials),
                        variant=spec.variant, seed=int(spec.seed), unsupervised=(bool(spec.unsupervised),),
                        attribution_split=spec.split, steps=int(spec.steps))
+
+
+# ----------------------------------------------------------------------------------------------
+# settings in the dashboard's words
+
+
+def parse_percentages(text: str) -> tuple[float, ...]:
+    """``"0, 20, 40, 60%"`` -> ``(0.0, 0.2, 0.4, 0.6)``: sparsities typed as the sliders show them,
+    in percent; sorted, repeats dropped."""
+    out = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip().rstrip("%").strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise MtpruneError(f"sparsities are percentages from 0 to 100 separated by commas; {part!r} is not a number") from None
+        if not 0 <= v <= 100:
+            raise MtpruneError(f"sparsities are percentages from 0 to 100; {v:g} is outside")
+        out.append(round(v / 100, 6))
+    if not out:
+        raise MtpruneError("type at least one sparsity, in percent (for example 0, 20, 40, 60, 80)")
+    return tuple(sorted(set(out)))
+
+
+def mask_slug(settings: dict, heads_per_layer: int | None = None) -> str:
+    """How a mask is named in file and folder names: ``ffn70-heads25`` (percent pruned; heads as
+    the share of each layer's heads), ``flops60`` (a FLOPs budget, percent kept)."""
+    if settings.get("mode") == "budget":
+        return f"flops{round(100 * float(str(settings['budget']).split(':')[1]))}"
+    parts = []
+    for kind, p in settings["sparsity"].items():
+        if kind == "heads" and not p:
+            continue
+        parts.append(f"{kind}{round(100 * float(p))}")
+    return "-".join(parts) or "dense"
+
+
+def export_stem(task: str, settings: dict, method: str = "ap", repair: str = "none") -> str:
+    """``sst2-ffn70-heads25`` (the task and the mask; the method when it is not ``ap``, the repair
+    when there is one): the stem of every file Export writes."""
+    stem = f"{task}-{mask_slug(settings)}"
+    if method and method != "ap":
+        stem += f"-{method}"
+    if repair and repair != "none":
+        stem += f"-{repair}"
+    return stem
+
+
+def heads_label(n_pruned: int, per_layer: int) -> str:
+    return f"{n_pruned} of {per_layer} heads per layer pruned ({n_pruned / per_layer:.0%})" if per_layer else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# per-example comparison
+
+
+def _text_of(row: dict, task: TaskSpec, width: int = 400) -> str:
+    text = " || ".join(str(row.get(f, "")) for f in task.fields)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def flips_table(rows: Sequence[dict], task: TaskSpec | str, a, b, a_name: str = "dense",
+                b_name: str = "pruned") -> pd.DataFrame:
+    """Every row of two evaluations on the same rows, side by side: the text, the gold label, each
+    model's prediction and P(gold), the change in P(gold) and what happened (``right -> wrong``,
+    ``wrong -> right``, ``both right``, ``both wrong``)."""
+    task = get_task(task) if isinstance(task, str) else task
+    pa, pb = a.predictions, b.predictions
+    if pa is None or pb is None:
+        raise MtpruneError("these results were computed without their predictions: evaluate again")
+    if len(rows) != len(pa.gold) or len(pb.gold) != len(pa.gold):
+        raise MtpruneError("the rows and the two evaluations differ in length: evaluate both on the same rows")
+    names = list(task.labels)
+    ca, cb = pa.correct, pb.correct
+    what = pd.Series("both right", index=range(len(ca)))
+    what[ca & ~cb] = "right -> wrong"
+    what[~ca & cb] = "wrong -> right"
+    what[~ca & ~cb] = "both wrong"
+    return pd.DataFrame({
+        "row": range(len(rows)),
+        "text": [_text_of(r, task) for r in rows],
+        "gold": [names[int(g)] for g in pa.gold],
+        a_name: [names[int(p)] for p in pa.pred],
+        b_name: [names[int(p)] for p in pb.pred],
+        f"P(gold) {a_name}": pa.p_gold.round(4),
+        f"P(gold) {b_name}": pb.p_gold.round(4),
+        "change in P(gold)": (pb.p_gold - pa.p_gold).round(4),
+        "what changed": what.to_numpy(),
+    })
+
+
+def confusion_frame(result, task: TaskSpec | str) -> pd.DataFrame:
+    """Rows: gold label, columns: predicted label, cells: counts."""
+    from mtprune.evaluation import confusion
+
+    task = get_task(task) if isinstance(task, str) else task
+    p = result.predictions
+    if p is None:
+        raise MtpruneError("this result was computed without its predictions: evaluate again")
+    c = confusion(p.pred, p.gold, task.num_labels)
+    df = pd.DataFrame(c, index=list(task.labels), columns=list(task.labels))
+    df.index.name = "gold"
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# one unit up close
+
+
+def _clean_token(tok: str) -> tuple[str, bool]:
+    """A word piece as a reader sees it and whether it starts a new word."""
+    if tok.startswith("##"):
+        return tok[2:], False
+    if tok.startswith(("Ġ", "▁")):
+        return tok[1:], True
+    return tok, True
+
+
+def tokens_html(tokens: Sequence[str], values, peak: float | None = None, color: str = "231, 111, 81") -> str:
+    """The text with every token's background as strong as the unit's activation there (relative
+    to ``peak``, default the largest here); the value in each token's tooltip. HTML-escaped."""
+    import html
+
+    import numpy as np
+
+    v = np.abs(np.asarray(values, dtype=float))
+    top = float(peak) if peak else (float(v.max()) if len(v) else 0.0)
+    parts = []
+    for tok, x, raw in zip(tokens, v, np.asarray(values, dtype=float)):
+        text, new_word = _clean_token(str(tok))
+        alpha = 0.0 if top <= 0 else min(1.0, x / top)
+        parts.append(("" if not parts or not new_word else " ")
+                     + f'<span title="{raw:.3g}" style="background: rgba({color}, {alpha:.2f}); '
+                       f'border-radius: 3px; padding: 0 1px">{html.escape(text)}</span>')
+    return '<div style="line-height: 1.9; font-size: 0.95em">' + "".join(parts) + "</div>"
+
+
+def unit_task_table(scores_by_task: dict, group: str, layer: int, unit: int, selected: str | None = None) -> pd.DataFrame:
+    """One unit in every task: its score, its rank and percentile within the layer (100 = the
+    layer's most needed unit for that task). ``scores_by_task`` maps a task to its Scores (or None:
+    not computed)."""
+    import numpy as np
+
+    from mtprune.plots import layer_ranks
+
+    out = []
+    for task, scores in scores_by_task.items():
+        if scores is None or group not in scores.arrays:
+            out.append({"task": task, "score": np.nan, "rank in layer": np.nan, "percentile": np.nan,
+                        "selected": task == selected})
+            continue
+        a = np.asarray(scores.arrays[group], dtype=float)
+        n = int(np.sum(~np.isnan(a[layer])))
+        rank = int(layer_ranks(a)[layer, unit])
+        out.append({"task": task, "score": float(a[layer, unit]), "rank in layer": rank,
+                    "percentile": 100.0 * (n - rank) / max(n - 1, 1), "selected": task == selected})
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# the run history
+
+
+def history_record(ctx_model: str, result, comparison=None, *, method: str, how: str, repair: str = "none",
+                   params: int | None = None, flops_kept: float | None = None, session: str = "",
+                   sparsity: float | None = None) -> dict:
+    """One row of :class:`mtprune.history.RunHistory` for an evaluation shown in the app."""
+    lo, hi = result.interval("accuracy")
+    rec = {"task": result.task, "split": result.split, "rows": result.n, "model": ctx_model, "method": method,
+           "how": how, "repair": repair, "metric": "accuracy", "value": round(result.accuracy, 6),
+           "low": round(lo, 6), "high": round(hi, 6), "params": params,
+           "flops_kept": None if flops_kept is None else round(flops_kept, 4), "session": session,
+           "sparsity": sparsity}
+    if comparison is not None:
+        rec.update(dense=round(comparison.a["accuracy"], 6), verdict=comparison.verdict,
+                   p_value=float(f"{comparison.p_value:.4g}"))
+    return rec
+
+
+def history_points(df: pd.DataFrame, task: str, split: str, metric: str = "accuracy") -> pd.DataFrame:
+    """The history's runs a sweep chart can place: this task and split, this metric, a mask of FFN
+    neurons at one sparsity (``sparsity`` recorded)."""
+    if df is None or df.empty or "sparsity" not in df.columns:
+        return pd.DataFrame(columns=["task", "sparsity", "value", "low", "high", "label"])
+    d = df[(df["task"] == task) & (df["split"] == split) & (df["metric"] == metric) & df["sparsity"].notna()].copy()
+    d["sparsity"] = d["sparsity"].astype(float)
+    d["label"] = (d["method"].astype(str) + " · " + d["how"].astype(str) + " · " + d["rows"].astype(str) + " rows"
+                  + np.where(d["repair"].fillna("none").astype(str) != "none", " · repair " + d["repair"].astype(str), ""))
+    return d[["task", "sparsity", "value", "low", "high", "label"]]
+
+
+def picked_unit(points: Sequence[dict], layer: int | None = None) -> tuple[int, int] | None:
+    """``(layer, unit)`` of the first point of a chart selection: the unit is the point's
+    ``customdata[0]``; the layer its ``y`` (a map) or ``layer`` (one layer's bars). None when the
+    selection holds no such point (a click on an empty chart, a band, a legend)."""
+    for p in points or ():
+        cd = p.get("customdata")
+        if isinstance(cd, dict):  # a typed array's row comes back as {"0": ..., "1": ...}
+            cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))] if cd else None
+        unit = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
+        y = layer if layer is not None else p.get("y")
+        try:
+            return int(y), int(unit)
+        except (TypeError, ValueError):
+            continue
+    return None

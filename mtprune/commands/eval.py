@@ -33,7 +33,10 @@ def run(args):
     if args.json:
         print_json(res.to_dict())
     else:
-        extra = "".join(f"  {k} {v:.4f}" for k, v in res.metrics.items() if k != "accuracy")
-        print(f"{res.task}/{res.split}  n={res.n}  accuracy {res.accuracy:.4f}{extra}  "
-              f"({res.seconds:.1f} s, model {res.model}, head {res.head})")
+        def with_interval(m):
+            lo, hi = res.interval(m)
+            return f"{m} {res.metrics[m]:.4f} (95% {lo:.4f}-{hi:.4f})"
+
+        print(f"{res.task}/{res.split}  n={res.n}  " + "  ".join(with_interval(m) for m in res.metrics)
+              + f"  ({res.seconds:.1f} s, model {res.model}, head {res.head})")
     return 0

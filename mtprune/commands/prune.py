@@ -44,6 +44,10 @@ def register(sub):
                    help="stored weight dtype; auto: the source model's (float16 for the default model)")
     p.add_argument("--out", required=True, help="output directory for the pruned model")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--no-eval", action="store_true",
+                   help="do not measure the pruned model (by default it is evaluated on the task's validation "
+                        "split and the accuracy, with its interval, is stored with it)")
+    p.add_argument("--eval-limit", type=int, default=None, help="measure on the first N validation rows only")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -68,6 +72,8 @@ def run(args):
     budget = Budget.parse(args.budget) if args.budget is not None else None
     if args.batch_size < 1:
         raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise MtpruneError(f"--eval-limit must be at least 1, not {args.eval_limit}")
     try:
         out = check_out_dir(Path(args.out), args.overwrite)
     except MtpruneError:
@@ -104,8 +110,14 @@ def run(args):
     dense_params = adapter.num_parameters()
     with progress_bar(f"repair ({args.repair})", unit="layer", enabled=not args.json and args.repair != "none") as pr:
         small, report = repair(adapter, mask, calib, task, settings, progress=pr)
+    measured = {}
+    if not args.no_eval:
+        from mtprune.evaluation import evaluate
+
+        with progress_bar(f"measure {task.name}", enabled=not args.json) as pr:
+            measured[task.name] = evaluate(small, task, limit=args.eval_limit, batch_size=args.batch_size, progress=pr)
     dtype = source_dtype(adapter) if args.dtype == "auto" else args.dtype
-    save_model(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite)
+    save_model(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite, measured=measured)
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
     info.update(
         out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
@@ -113,6 +125,7 @@ def run(args):
         params_dense=dense_params, params_pruned=small.num_parameters(),
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
         kept={g: mask.kept_per_layer(g) for g in mask.groups}, repair=report.to_dict(),
+        measured={t: r.to_dict() for t, r in measured.items()},
     )
     if args.json:
         print_json(info)
@@ -123,6 +136,8 @@ def run(args):
               f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
         if args.repair != "none":
             print(report.summary())
+        for t, r in measured.items():
+            print(f"measured on {t}/{r.split}: accuracy {r.describe()}")
         print(f"wrote {out} ({size / 1e6:.1f} MB of weights); evaluate: mtprune eval --model {out} --task {task.name}")
     return 0
 

@@ -8,7 +8,8 @@ task overlap and multi-task budgets. Everything here returns pandas tables; the 
   :func:`run_sweep`), the paper's settings (:func:`setting_config`), :func:`summarize`, :func:`compare`;
 * :mod:`.unseen` - masks from one task evaluated on another set through the same head;
 * :mod:`.budget` - one mask for several tasks under a parameter budget against an ensemble;
-* :mod:`.overlap` - Jaccard similarity of kept units per layer and task x task.
+* :mod:`.overlap` - Jaccard similarity of kept units per layer and task x task;
+* :mod:`.transfer` - every task's mask evaluated on every task (does A's mask serve B?).
 
 Every experiment takes a frozen config (validated on construction) and an :class:`EvalSettings`.
 """
@@ -22,12 +23,14 @@ from mtprune.experiments.overlap import (OverlapConfig, OverlapResult, compare_m
                                          random_jaccard, run_overlap)
 from mtprune.experiments.sweep import (SweepConfig, compare, curves, format_compare, format_summary, plan_runs,
                                        run_sweep, series_label, setting_config, summarize)
+from mtprune.experiments.transfer import TransferConfig, format_transfer, run_transfer, transfer_matrix
 from mtprune.experiments.unseen import (PAPER_PAIRS, UnseenConfig, parse_pairs, resolve_pair, run_unseen,
                                         unseen_bars, unseen_summary)
 
 __all__ = [
     "PAPER_PAIRS", "BudgetConfig", "EvalSettings", "Group", "OverlapConfig", "OverlapResult", "Point",
-    "ResultTable", "Runner", "SweepConfig", "UnseenConfig", "budget_table", "combine_scores", "compare",
+    "ResultTable", "Runner", "SweepConfig", "TransferConfig", "UnseenConfig", "format_transfer", "run_transfer",
+    "transfer_matrix", "budget_table", "combine_scores", "compare",
     "compare_masks", "curves", "format_compare", "format_summary", "jaccard", "kept_params", "layer_jaccard",
     "mask_for_budget", "mean_layer_jaccard", "model_jaccard", "normalise_scores", "overlap_by_layer",
     "overlap_matrix", "parse_budget", "parse_methods", "parse_pairs", "parse_sparsities", "plan_runs",

@@ -40,7 +40,8 @@ from mtprune.units import group_sites, selected, unit_cost
 NORMALISERS = ("sum", "max", "rank")
 COMBINERS = ("mean", "max")
 BUDGET_COLUMNS = ["setting", "task", "budget", "repair", "kept_params", "prunable_params", "kept_units",
-                  "actual_sparsity", "accuracy", "f1", "mcc", "method", "examples", "kinds", "scope",
+                  "actual_sparsity", "accuracy", "accuracy_low", "accuracy_high", "f1", "mcc", "method", "examples",
+                  "kinds", "scope",
                   "normalise", "combine", "tasks", "split", "n_eval", "model_fingerprint", "key"]
 
 

@@ -254,6 +254,7 @@ class EvalOutcome:
     seconds: float
     reused: bool = False
     latency_ms: float = float("nan")  # milliseconds per example on a fixed batch (EvalSettings.latency)
+    intervals: dict = field(default_factory=dict)  # metric -> (low, high), 95%
 
 
 def split_size(task: TaskSpec, split: str | None = None) -> int | None:
@@ -386,7 +387,7 @@ class Runner:
         if memo in self._evals:
             self.stats["evaluations_reused"] += 1
             hit = self._evals[memo]
-            return EvalOutcome(hit.metrics, hit.n, 0.0, True, hit.latency_ms)
+            return EvalOutcome(hit.metrics, hit.n, 0.0, True, hit.latency_ms, hit.intervals)
         target, context, use_mask = self.adapter, None, None
         if stand_in:
             state = self._stand_in_state.setdefault(method.name, {})
@@ -404,7 +405,7 @@ class Runner:
         latency = self.latency(target, task) if self.settings.latency and use_mask is None and context is None \
             else float("nan")
         del target
-        out = EvalOutcome(dict(res.metrics), res.n, res.seconds, latency_ms=latency)
+        out = EvalOutcome(dict(res.metrics), res.n, res.seconds, latency_ms=latency, intervals=dict(res.intervals))
         self._evals[memo] = out
         self.stats["evaluations"] += 1
         self.stats["eval_seconds"] += res.seconds
@@ -515,6 +516,8 @@ def _row(runner: Runner, point: Point, key: str) -> dict:
         row["repair"] = point.repair.method
     for m in METRICS:
         row[m] = res.metrics.get(m, np.nan)
+        lo, hi = res.intervals.get(m, (np.nan, np.nan))
+        row[f"{m}_low"], row[f"{m}_high"] = lo, hi
     row.update({
         "split": runner.eval_split(point.target), "n_eval": res.n,
         "actual_sparsity": round(float(mask.actual_sparsity()), 6) if mask is not None else 0.0,

@@ -42,7 +42,8 @@ SETTINGS = ("standard", "low-resource", "unsupervised")
 LOW_RESOURCE_EXAMPLES = (10, 100, 1000)
 
 SWEEP_COLUMNS = [
-    "task", "method", "sparsity", "budget", "repair", "trial", "accuracy", "f1", "mcc", "examples", "examples_used",
+    "task", "method", "sparsity", "budget", "repair", "trial", "accuracy", "accuracy_low", "accuracy_high", "f1",
+    "f1_low", "f1_high", "mcc", "mcc_low", "mcc_high", "examples", "examples_used",
     "unsupervised", "seed", "kinds", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units",
     "params", "flops_kept", "latency_ms", "stand_in_params", "eval_seconds", "model", "model_fingerprint", "key",
 ]

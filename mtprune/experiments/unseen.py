@@ -36,7 +36,8 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
     ("rte", "qnli"),
     ("sst2", "qnli"),
 )
-UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "trial", "accuracy", "f1",
+UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "trial", "accuracy",
+                  "accuracy_low", "accuracy_high", "f1",
                   "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key"]
 
 
@@ -199,18 +200,30 @@ def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, 
     return tab[cols]
 
 
-def unseen_bars(df: pd.DataFrame, sparsity: float, metric: str = "accuracy"):
+def unseen_bars(df: pd.DataFrame, sparsity: float, metric: str = "accuracy", labels=None, with_intervals: bool = False):
     """(target labels, {series: values}) for bars from :func:`run_unseen` rows: the dense model,
-    then every (mask source, method) at ``sparsity`` (trials averaged)."""
+    then every (mask source, method) at ``sparsity`` (trials averaged). ``labels`` maps a method to
+    its display name. With ``with_intervals`` a third item, ``{series: (lows, highs)}``: the 95%
+    intervals (Wilson for accuracy; averaged over trials)."""
     if df.empty:
-        return [], {}
+        return ([], {}, {}) if with_intervals else ([], {})
+    name_of = labels or (lambda m: m)
     targets = list(dict.fromkeys(df["target"]))
-    dense = df[df["sparsity"] == 0].groupby("target")[metric].first()
+    lo_col, hi_col = f"{metric}_low", f"{metric}_high"
+    has_iv = lo_col in df.columns and hi_col in df.columns
+
+    def per_target(g, col):
+        means = g.groupby("target")[col].mean()
+        return [float(means.get(t, np.nan)) for t in targets]
+
+    dense_rows = df[df["sparsity"] == 0].drop_duplicates("target")
     at = df[np.isclose(df["sparsity"].astype(float), float(sparsity))]
-    series = {"dense": [float(dense.get(t, np.nan)) for t in targets]}
+    series = {"dense": per_target(dense_rows, metric)}
+    intervals = {"dense": (per_target(dense_rows, lo_col), per_target(dense_rows, hi_col))} if has_iv else {}
     for (src, method), g in at.groupby(["mask_from", "method"], sort=False):
         own = (g["mask_from"] == g["target"]).all()
-        name = f"{method}, {src}'s own mask" if own else f"{method} mask from {src}"
-        means = g.groupby("target")[metric].mean()
-        series[name] = [float(means.get(t, np.nan)) for t in targets]
-    return targets, series
+        name = f"{name_of(method)}, {src}'s own mask" if own else f"{name_of(method)} mask from {src}"
+        series[name] = per_target(g, metric)
+        if has_iv:
+            intervals[name] = (per_target(g, lo_col), per_target(g, hi_col))
+    return (targets, series, intervals) if with_intervals else (targets, series)

@@ -157,8 +157,9 @@ class ModelAdapter:
         """The adapter over a model loaded from ``path`` (reads the format's own files)."""
         return cls(model, tokenizer, source, max_length or cls.default_max_length)
 
-    def save_extra(self, out: Path, dtype: torch.dtype | None) -> None:
-        """Write the format's own files beside ``config.json`` and ``model.safetensors``."""
+    def save_extra(self, out: Path, dtype: torch.dtype | None, pruned: dict | None = None) -> None:
+        """Write the format's own files beside ``config.json`` and ``model.safetensors``
+        (``pruned``: the ``mtprune_pruned`` record of a pruned model, None for a dense one)."""
 
     def copy(self) -> "ModelAdapter":
         """A new adapter over a deep copy of the model (and of the format's own state)."""

@@ -93,13 +93,24 @@ class MultiTaskAdapter(ClassifierAdapter):
         heads = load_task_heads(Path(path))
         return cls(model, tokenizer, source, heads, meta, max_length or int(meta.get("max_length", 256)))
 
-    def save_extra(self, out, dtype):
+    def save_extra(self, out, dtype, pruned=None):
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu", dtype or v.dtype).contiguous().clone()
                    for k, v in self.task_heads.state_dict().items()}
         save_file(tensors, str(out / HEADS_FILE), metadata={"format": "pt"})
-        (out / TASKS_FILE).write_text(json.dumps(self.tasks_meta or {}, indent=1) + "\n")
+        meta = copy.deepcopy(self.tasks_meta or {})
+        if pruned is not None:
+            # a pruned model records what was measured on it, and nothing measured on its source
+            measured = pruned.get("measured") or {}
+            for name, t in (meta.get("tasks") or {}).items():
+                t["validation_accuracy"] = None  # the source's figure, not this model's
+                t["measured"] = measured.get(name)  # {split, rows, accuracy..., intervals} or None
+            mask = pruned.get("mask_meta") or {}
+            meta["pruned"] = {"source": pruned.get("source"), "mask": {k: mask.get(k) for k in
+                                                                         ("sparsity", "scope", "kinds", "stack", "meta")},
+                              "repair": pruned.get("repair"), "measured": measured}
+        (out / TASKS_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
     def copy(self):
         new = super().copy()

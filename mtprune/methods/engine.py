@@ -224,6 +224,8 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
                 for t, gt in enumerate(summed):
                     for n in gt:
                         pe[t][n] += gt[n]
+            if progress and m > 1 and s0 + k < m:  # IG: report within the batch, pass by pass
+                progress(done + (len(chunk_rows) * (s0 + k)) // m, total)
         for t, gt in enumerate(pe):
             for n, g in gt.items():
                 a_b = g / m  # per-example attribution [b, n]
