@@ -122,6 +122,22 @@ def test_fingerprint_changes_with_weights(tiny_multitask):
     assert a.fingerprint() != f1
 
 
+def test_fingerprint_survives_a_move(default_adapter, tmp_path):
+    """The same weights in another folder (CI's checkout, a copied model) keep their fingerprint,
+    so cached scores and result rows still match; a changed weight does not."""
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "my-model"
+    shutil.copytree(default_adapter.source, copy)
+    moved = load_adapter(str(copy))
+    assert moved.model.config._name_or_path != default_adapter.model.config._name_or_path
+    assert moved.fingerprint() == default_adapter.fingerprint()
+    with torch.no_grad():
+        next(moved.model.parameters())[0, 0] += 1
+    moved._fingerprint = None
+    assert moved.fingerprint() != default_adapter.fingerprint()
+
+
 def test_default_model(default_adapter):
     a = default_adapter
     assert a.format == "multitask"

@@ -236,7 +236,7 @@ class ModelAdapter:
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=16)
             h.update(self.format.encode())
-            h.update(json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode())
+            h.update(json.dumps(_architecture(self.model.config), sort_keys=True, default=str).encode())
             for name, t in sorted(self.model.state_dict().items()):
                 h.update(name.encode())
                 h.update(str(tuple(t.shape)).encode())
@@ -263,6 +263,15 @@ class ModelAdapter:
             "tasks": self.task_names(),
             "units": units,
         }
+
+
+# Config entries that say where and with what a model was loaded, not what it is: a model copied
+# to another folder or read by another transformers release keeps its fingerprint (and its cache).
+_PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "_commit_hash")
+
+
+def _architecture(config) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in _PROVENANCE_KEYS}
 
 
 class ClassifierAdapter(ModelAdapter):
