@@ -60,6 +60,17 @@ st.download_button("Hard-pruned model (zip)", lambda: C.pruned_zip(ctx, mask, st
                    file_name=f"{stem}.zip", mime="application/zip", key="export.model", icon=":material/folder_zip:",
                    on_click="ignore", disabled=bool(problem),
                    help=f"unzips to a folder {stem}/; built on the first click (a few seconds), then kept for this mask")
+from mtprune.formats import ClassifierAdapter  # noqa: E402
+
+onnx_problem = problem or (None if isinstance(ctx.adapter, ClassifierAdapter) else
+                           f"a {ctx.adapter.format} model scores label words: ONNX export takes classifier models")
+st.download_button("Pruned model as ONNX (zip)", lambda: C.onnx_zip(ctx, mask, f"{stem}-onnx"),
+                   file_name=f"{stem}-onnx.zip", mime="application/zip", key="export.onnx", icon=":material/rocket_launch:",
+                   on_click="ignore", disabled=bool(onnx_problem),
+                   help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer "
+                        "and mtprune_onnx.json (labels, mask, the logit check against PyTorch); runs in onnxruntime "
+                        "without mtprune, or `mtprune eval --model DIR`. Exported on the first click (20-40 s), then "
+                        "kept for this mask" + (f". Not available: {onnx_problem}" if onnx_problem else ""))
 
 st.subheader("Charts")
 groups = ordered_groups(scores.arrays)

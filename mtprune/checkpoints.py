@@ -30,6 +30,7 @@ from torch import nn
 from mtprune import assets, io
 from mtprune.errors import MtpruneError
 from mtprune.formats import ModelAdapter, detect_format, format_for_module, get_format, resolve_device
+from mtprune.formats.base import format_owning
 from mtprune.formats.multitask import MultiTaskAdapter
 from mtprune.masks import Mask
 from mtprune.pruning import PRUNED_KEY, pruned_entry, shrink_site
@@ -113,6 +114,9 @@ def load_adapter(name: str = "default", device: str = "cpu", trust_remote_code: 
     """Load a model by name (``default``), local directory or hub id, behind its format's adapter."""
     _quiet_transformers()
     resolved, path = local_path(name)
+    owner = format_owning(path) if path.is_dir() else None
+    if owner is not None:  # a directory its format reads by itself (an ONNX export)
+        return owner.load_directory(path, resolved, device, max_length)
     cfg = read_config(path)
     fmt = model_format(path, cfg)
     if not any(f.suffix == ".safetensors" for f in path.iterdir()):
@@ -185,8 +189,9 @@ def list_models() -> list[dict]:
     """The models under ``MTPRUNE_HOME/models`` with their format and tasks (``mtprune models``)."""
     out = []
     for name, path in assets.model_dirs():
+        owner = format_owning(path)
         try:
-            fmt = model_format(path).format
+            fmt = owner.format if owner is not None else model_format(path).format
         except MtpruneError:
             fmt = "unknown"
         try:

@@ -11,7 +11,8 @@ from mtprune import __version__
 from mtprune.errors import MtpruneError
 
 # verbs, in the order ``mtprune --help`` lists them
-COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "sweep", "overlap", "transfer", "unseen", "budget"]
+COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "export", "sweep", "overlap", "transfer", "unseen",
+            "budget"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mtprune: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from mtprune import distributed
+
+        distributed.destroy()  # under torchrun: leave the process group (a no-op otherwise)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
-"""More than one process: ``torchrun --nproc_per_node N -m mtprune attribute ...``.
+"""More than one process: ``torchrun --nproc_per_node N -m mtprune attribute|sweep|unseen|budget|transfer ...``.
 
 torchrun starts N copies of the command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous address in the environment. :func:`init_from_env` joins them into one process group
-(``gloo`` on the CPU, ``nccl`` on CUDA); the attribution methods then take every N-th batch of
-examples (:func:`shard`) and add their partial sums together (:func:`all_reduce_sum`), so every
-rank ends with the scores of all examples. Only rank 0 writes the cache and prints.
+(``gloo`` on the CPU, ``nccl`` on CUDA).
 
-Nothing here pickles: flags and arrays travel as tensors.
+* Attribution: the methods take every N-th batch of examples (:func:`shard`) and add their partial
+  sums together (:func:`all_reduce_sum`), so every rank ends with the scores of all examples. Only
+  rank 0 writes the cache and prints.
+* Experiments: the rows are dealt out instead (:func:`mtprune.experiments.core.run_points`): every
+  rank evaluates whole groups of points on its own device, in :func:`local` mode (attribution
+  inside runs as in one process; the disk cache lets one process compute a key while the others
+  wait for it), and after every round the new rows travel to every rank (:func:`gather_json`);
+  rank 0 writes the table.
+
+Nothing here pickles: flags, arrays and rows travel as tensors (rows as JSON bytes).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from contextlib import contextmanager
 from typing import Sequence, TypeVar
 
 import numpy as np
@@ -30,11 +39,42 @@ def env_world_size() -> int:
         return 1
 
 
-def is_active() -> bool:
-    """True inside an initialised process group of two or more processes."""
+_LOCAL = [0]  # > 0 inside local(): this process acts alone
+
+
+def group_active() -> bool:
+    """True inside an initialised process group of two or more processes (even in :func:`local`)."""
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_active() -> bool:
+    """True when collective work is on: a process group of two or more, outside :func:`local`."""
+    return not _LOCAL[0] and group_active()
+
+
+@contextmanager
+def local():
+    """Within the block this process works alone (attribution computes all its batches here and
+    sums nothing across processes): what each rank does with its own share of an experiment."""
+    _LOCAL[0] += 1
+    try:
+        yield
+    finally:
+        _LOCAL[0] -= 1
+
+
+def group_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if group_active() else 0
+
+
+def group_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if group_active() else 1
 
 
 def rank() -> int:
@@ -86,6 +126,33 @@ def destroy() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _plain(o):
+    """JSON for numpy scalars and the like."""
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def gather_json(obj) -> list:
+    """``obj`` of every rank, in rank order, on every rank (``[obj]`` in one process). JSON bytes in
+    uint8 tensors: nothing is pickled."""
+    if not group_active():
+        return [json.loads(json.dumps(obj, default=_plain))]
+    import torch.distributed as dist
+
+    dev = _comm_device()
+    data = json.dumps(obj, default=_plain).encode()
+    n = torch.tensor([len(data)], dtype=torch.long, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(group_size())]
+    dist.all_gather(sizes, n)
+    width = max(int(x.item()) for x in sizes)
+    buf = torch.zeros(width, dtype=torch.uint8, device=dev)
+    buf[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
+    bufs = [torch.zeros_like(buf) for _ in range(group_size())]
+    dist.all_gather(bufs, buf)
+    return [json.loads(bytes(b[: int(k.item())].cpu().numpy().tobytes())) for b, k in zip(bufs, sizes)]
 
 
 def _comm_device() -> torch.device:

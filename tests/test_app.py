@@ -295,7 +295,8 @@ def test_export_downloads_and_mask_upload(app, tmp_path):
     at = goto(app, "export")
     compute_scores(at, "export")
     labels = [b.label for b in at.get("download_button")]
-    for want in ("Mask (JSON)", "Mask (safetensors)", "Scores (CSV)", "Hard-pruned model (zip)", "PNG", "HTML"):
+    for want in ("Mask (JSON)", "Mask (safetensors)", "Scores (CSV)", "Hard-pruned model (zip)",
+                 "Pruned model as ONNX (zip)", "PNG", "HTML"):
         assert want in labels
     at.selectbox(key="export.chart").set_value("mask, encoder FFN neurons").run()
     ok(at)

@@ -235,6 +235,17 @@ def test_end_to_end(server, browser, tmp_path):
     head = tasks["tasks"]["sst2"]
     assert head["validation_accuracy"] is None  # never the dense model's figure
     assert head["measured"]["rows"] == 32 and round(head["measured"]["accuracy"], 3) == pruned
+    # the same mask as ONNX: a graph and its description, named after the task and the mask
+    with page.expect_download(timeout=SLOW) as dl:
+        page.get_by_role("button", name="Pruned model as ONNX (zip)").click()
+    opath = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(str(opath))
+    assert dl.value.suggested_filename == "sst2-ffn70-onnx.zip"
+    with zipfile.ZipFile(opath) as z:
+        desc = json.loads(z.read("sst2-ffn70-onnx/mtprune_onnx.json"))
+        assert z.getinfo("sst2-ffn70-onnx/model.onnx").file_size > 1e6
+    assert desc["task"] == "sst2" and desc["check"]["max_logit_difference"] < 1e-4
+    assert desc["pruned"]["sizes"]["encoder.0.ffn"] == 461
     _shot(page, "5-export")
     # a reload keeps the settings (they are in the address) and the run history (on disk)
     page.goto(address, timeout=60_000)

@@ -560,6 +560,22 @@ def pruned_zip(ctx: Context, mask, folder: str, measured: dict) -> bytes:
     return _pruned_zip(ctx.fingerprint, mask.digest(), folder, key, ctx.adapter, mask, measured)
 
 
+@st.cache_data(show_spinner="exporting to ONNX...", max_entries=2)
+def _onnx_zip(fingerprint: str, digest: str, task: str, folder: str, _adapter, _mask) -> bytes:
+    from mtprune.export import zip_onnx
+    from mtprune.pruning import hard_prune
+
+    with _model_lock(fingerprint):  # no spinner: this runs outside the script
+        small = hard_prune(_adapter, _mask)
+    return zip_onnx(small, task, folder, measure=False)
+
+
+def onnx_zip(ctx: Context, mask, folder: str) -> bytes:
+    """The hard-pruned model and the task's head as an ONNX directory in a zip (``folder/``),
+    exported once per model, mask and task, then served from memory."""
+    return _onnx_zip(ctx.fingerprint, mask.digest(), ctx.task.name, folder, ctx.adapter, mask)
+
+
 def method_label(name: str) -> str:
     from mtprune.methods import all_methods
 

@@ -1,5 +1,6 @@
 """``mtprune budget``: one mask for several tasks under a parameter budget, against one mask per task."""
 
+from mtprune.distributed import is_main
 import sys
 
 from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
@@ -47,6 +48,8 @@ def run(args):
     total = prunable_params(adapter, cfg.kinds)
     cfg.resolved_budgets(total)  # a budget larger than the model: one line before any work
     df = run_budget(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(f"wrote {args.out}", file=sys.stderr)
     print(f"accuracy ({cfg.kinds} budget of {total:,} prunable parameters):")
     print(budget_table(df).round(3).to_string())

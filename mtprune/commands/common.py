@@ -110,13 +110,19 @@ def eval_settings(args):
 
 
 def load_model(args):
+    """The model of ``--model`` on ``--device``; under torchrun, this rank joins the process group
+    first and takes its own device (cuda:LOCAL_RANK, or the CPU)."""
+    from mtprune import distributed
     from mtprune.checkpoints import load_adapter
 
-    return load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    device = distributed.init_from_env(args.device)  # a no-op without torchrun
+    return load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code)
 
 
 def logger(args):
-    if getattr(args, "quiet", False):
+    from mtprune import distributed
+
+    if getattr(args, "quiet", False) or not distributed.is_main():
         return lambda msg: None
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 

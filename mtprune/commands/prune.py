@@ -48,6 +48,8 @@ def register(sub):
                    help="do not measure the pruned model (by default it is evaluated on the task's validation "
                         "split and the accuracy, with its interval, is stored with it)")
     p.add_argument("--eval-limit", type=int, default=None, help="measure on the first N validation rows only")
+    p.add_argument("--onnx", action="store_true",
+                   help="also export the pruned model and the task's head to OUT/onnx/ (see mtprune export)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -119,6 +121,12 @@ def run(args):
     dtype = source_dtype(adapter) if args.dtype == "auto" else args.dtype
     save_model(small.to("cpu"), out, mask=mask, dtype=dtype, overwrite=args.overwrite, measured=measured)
     size = sum(f.stat().st_size for f in out.iterdir() if f.suffix == ".safetensors")
+    if args.onnx:  # from the directory just written: the weights as stored
+        from mtprune.export import export_onnx
+
+        onnx_dir = export_onnx(load_adapter(str(out)), task, out / "onnx", measure=not args.no_eval,
+                               evaluate_limit=args.eval_limit, log=(lambda m: None) if args.json else print)
+        info["onnx"] = str(onnx_dir)
     info.update(
         out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
         budget=mask.meta.get("budget"), flops_kept=_flops_kept(adapter, task, mask),

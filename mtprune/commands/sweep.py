@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
                                      logger, method_help, write_chart)
+from mtprune.distributed import is_main
 from mtprune.errors import MtpruneError
 
 DEFAULT_OUT = "results/sweep.csv"
@@ -131,6 +132,8 @@ def run(args):
     adapter = load_model(args)
     t0 = time.perf_counter()
     df = run_sweep(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(f"wrote {len(df)} rows to {args.out} ({fmt_seconds(time.perf_counter() - t0)})", file=sys.stderr)
     d = df.dropna(subset=[args.metric])
     if d.empty:

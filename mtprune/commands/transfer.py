@@ -1,6 +1,7 @@
 """``mtprune transfer``: every task's mask evaluated on every task, next to the dense model and a
 random mask of the same size, with 95% intervals."""
 
+from mtprune.distributed import is_main
 import sys
 
 from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
@@ -43,6 +44,8 @@ def run(args):
                          random=not args.no_random)
     adapter = load_model(args)
     df = run_transfer(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     matrix = transfer_matrix(df)
     print(f"accuracy of each task (columns) with each task's mask (rows; {cfg.describe()}), 95% intervals:")

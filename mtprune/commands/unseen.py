@@ -1,5 +1,6 @@
 """``mtprune unseen``: masks built on one task's data, evaluated on other sets through the same head."""
 
+from mtprune.distributed import is_main
 import sys
 
 from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
@@ -43,6 +44,8 @@ def run(args):
                        scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=args.calib)
     adapter = load_model(args)
     df = run_unseen(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
     lo = min((s for s in cfg.sparsities if s > 0), default=0.0)
     hi = max(cfg.sparsities)

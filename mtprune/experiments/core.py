@@ -538,35 +538,84 @@ def run_points(runner: Runner, table: ResultTable, experiment: str, groups: Sequ
     """Make, key, reuse or evaluate every point of ``groups``; returns their keys in order.
 
     The table is saved after every group that computed something; each such group logs one line
-    with its accuracies, its time and the time so far.
+    with its accuracies, its time and the time so far. Under ``torchrun`` (a process group of two
+    or more) the groups left to compute are dealt out round by round, one per rank, each rank
+    evaluating its own alone (:func:`mtprune.distributed.local`); after every round the new rows
+    reach every rank and rank 0 saves the table, so the rows of finished rounds survive a process
+    that dies, and a rerun resumes. The rows are those of one process, row for row.
     """
+    from mtprune import distributed
+
     total = sum(len(g.points) for g in groups)
     done = 0
     keys: list[str] = []
     t_start = time.perf_counter()
+    todo: list[tuple[Group, list[str]]] = []
     for group in groups:
         gkeys = [point_key(runner, experiment, p) for p in group.points]
         keys += gkeys
         if all(k in table for k in gkeys):
             done += len(gkeys)
-            if progress:
-                progress(done, total)
-            continue
-        t0 = time.perf_counter()
-        accs = []
+        else:
+            todo.append((group, gkeys))
+    if progress and done:
+        progress(done, total)
+
+    def compute(group: Group, gkeys: list[str]) -> list[dict]:
+        rows = []
         for p, k in zip(group.points, gkeys):
-            row = table.get(k)
-            if row is None:
-                row = _row(runner, p, k)
-                table.put(row)
-            accs.append(row.get("accuracy"))
-            done += 1
-            if progress:
-                progress(done, total)
-        table.save()
+            if k not in table:
+                rows.append(_row(runner, p, k))
+        return rows
+
+    def logged(group: Group, gkeys: list[str], t0: float) -> None:
+        accs = [table.get(k).get("accuracy") for k in gkeys]
         runner.log(f"  {group.label}: " + " ".join(f"{a:.3f}" for a in accs)
                    + f"  ({fmt_seconds(time.perf_counter() - t0)}; {done}/{total} rows, "
                    f"{fmt_seconds(time.perf_counter() - t_start)} so far)")
+
+    if not distributed.group_active():
+        for group, gkeys in todo:
+            t0 = time.perf_counter()
+            for p, k in zip(group.points, gkeys):
+                if k not in table:
+                    table.put(_row(runner, p, k))
+                done += 1
+                if progress:
+                    progress(done, total)
+            table.save()
+            logged(group, gkeys, t0)
+        return keys
+
+    world, me = distributed.group_size(), distributed.group_rank()
+    for start in range(0, len(todo), world):
+        t0 = time.perf_counter()
+        mine = todo[start + me] if start + me < len(todo) else None
+        rows, error = [], None
+        if mine is not None:
+            try:
+                with distributed.local():
+                    rows = compute(*mine)
+            except MtpruneError as exc:  # said by every rank, not left to hang the others
+                error = str(exc)
+        try:
+            shared = distributed.gather_json({"rows": rows, "error": error})
+        except Exception as exc:  # a process died or left: what finished is saved
+            raise MtpruneError(f"a process of the run stopped ({type(exc).__name__}); the rows finished before "
+                               f"it are in {table.path or 'memory'}: run the same command again to resume") from None
+        errors = [x["error"] for x in shared if x["error"]]
+        for part in shared:
+            for row in part["rows"]:
+                table.put(row)
+        if distributed.group_rank() == 0:
+            table.save()
+        if errors:
+            raise MtpruneError(errors[0])
+        for group, gkeys in todo[start:start + world]:
+            done += len(gkeys)
+            logged(group, gkeys, t0)
+        if progress:
+            progress(done, total)
     return keys
 
 

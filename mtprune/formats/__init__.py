@@ -4,6 +4,7 @@
     t5         T5 text-to-text, label words scored
     seqcls     any AutoModelForSequenceClassification
     causal     decoder-only LMs, label words scored
+    onnx       an exported ONNX graph of one task (mtprune export), run by onnxruntime; evaluation only
 
 A new format is one module here with a :class:`ModelAdapter` subclass decorated with
 :func:`register_format` (every module of this package is imported; ``detect_order`` decides which

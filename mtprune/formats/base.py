@@ -62,6 +62,14 @@ def detect_format(cfg: dict, files: set[str]) -> type["ModelAdapter"] | None:
     return None
 
 
+def format_owning(path: Path) -> type["ModelAdapter"] | None:
+    """The registered format that loads the directory ``path`` by itself, if any."""
+    for cls in _in_detect_order():
+        if cls.owns_directory(path):
+            return cls
+    return None
+
+
 def format_for_module(model: nn.Module) -> type["ModelAdapter"] | None:
     """The first registered format that can wrap an in-memory model."""
     for cls in _in_detect_order():
@@ -126,6 +134,16 @@ class ModelAdapter:
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         """Whether an in-memory model is of this format."""
+        raise NotImplementedError
+
+    @classmethod
+    def owns_directory(cls, path: Path) -> bool:
+        """Whether this format loads a directory all by itself (:meth:`load_directory`), without
+        a transformers ``config.json`` (an exported ONNX model)."""
+        return False
+
+    @classmethod
+    def load_directory(cls, path: Path, source: str, device: str = "cpu", max_length: int | None = None):
         raise NotImplementedError
 
     @classmethod

@@ -1,0 +1,236 @@
+"""Ship a model to where it runs without mtprune: ONNX.
+
+:func:`export_onnx` turns an adapter (dense, hard-pruned or repaired; the multi-task and
+sequence-classifier formats) and one task into a directory that any ONNX runtime reads:
+
+* ``model.onnx``: the encoder and the task's head, inputs ``input_ids``, ``attention_mask`` (and
+  ``token_type_ids`` where the model has them) with dynamic batch and sequence axes, one output,
+  the task's logits. A pruned model exports as it is: every layer's own sizes are constants of the
+  graph. (``torch.onnx.export(..., dynamo=True)``.)
+* the tokenizer files;
+* ``mtprune_onnx.json``: the task, its fields and labels, the graph's inputs, the source model and
+  its fingerprint, the mask's settings and repair (a pruned model), the largest difference of the
+  graph's logits from PyTorch's on real rows, and the accuracy measured on the exported graph.
+
+Optional and never silent: ``optimize`` (onnxruntime's transformer optimizer, BERT fusions; it
+reads each layer's head count from the graph) and ``quantize="int8"`` (dynamic int8 weights); both
+are recorded in the JSON and measured like the rest.
+
+The directory is built beside ``out`` and renamed into place: a failure leaves nothing behind.
+(:mod:`mtprune.formats.onnxrt` loads it back.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtprune.errors import MtpruneError
+from mtprune.formats.onnxrt import META_FILE, META_FORMAT, MODEL_FILE
+from mtprune.tasks import TaskSpec, get_task
+
+FORMATS = ("onnx",)
+QUANTIZE = (None, "int8")
+CHECK_ROWS = 16
+TOLERANCE = 1e-3  # the largest logit difference from PyTorch an export may have
+
+
+class _TaskLogits(nn.Module):
+    """The adapter's logits for one task as a module of the token tensors (what is exported)."""
+
+    def __init__(self, adapter, task: TaskSpec, names: list[str]):
+        super().__init__()
+        self.adapter, self.task, self.names = adapter, task, names
+        self.model = adapter.model  # registered, so that its weights are the graph's parameters
+        heads = getattr(adapter, "task_heads", None)
+        if heads is not None:
+            self.heads = heads
+
+    def forward(self, *tensors):
+        return self.adapter.logits(dict(zip(self.names, tensors)), self.task)
+
+
+def check_exportable(adapter, task: TaskSpec) -> None:
+    from mtprune.formats import ClassifierAdapter
+
+    if getattr(adapter, "format", "") == "onnx":
+        raise MtpruneError("this model is already an ONNX export")
+    if not isinstance(adapter, ClassifierAdapter):
+        raise MtpruneError(f"ONNX export supports the multi-task and sequence-classifier formats; a {adapter.format} "
+                           "model scores label words, which the export does not put in the graph yet")
+    adapter.head_for(task)
+
+
+def _sample_rows(task: TaskSpec) -> list[dict]:
+    """Two rows of different lengths (so that no axis is taken for a constant)."""
+    short = {f: "a fine film" for f in task.fields}
+    long = {f: "the plot of this long film is told again and again, slowly, without care" for f in task.fields}
+    return [short, long]
+
+
+def _check_rows(task: TaskSpec, n: int = CHECK_ROWS) -> list[dict]:
+    from mtprune.evaluation import eval_rows
+
+    try:
+        return eval_rows(task, None, n)
+    except Exception:  # no local data: the sample rows still check the graph
+        return _sample_rows(task)
+
+
+def _pytorch_logits(adapter, task: TaskSpec, rows: list[dict]) -> np.ndarray:
+    with torch.inference_mode():
+        return adapter.logits(adapter.encode(rows, task), task).float().cpu().numpy()
+
+
+def _onnx_logits(session, adapter, task: TaskSpec, rows: list[dict]) -> np.ndarray:
+    batch = adapter.encode(rows, task)
+    feed = {i.name: batch[i.name].cpu().numpy().astype(np.int64) for i in session.get_inputs()}
+    return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+
+
+def _optimize(path: Path, adapter) -> dict:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    cfg = adapter.model.config
+    kind = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "electra": "bert"}.get(
+        getattr(cfg, "model_type", ""), "bert")
+    # num_heads=0 / hidden_size=0: read from the graph, layer by layer (pruned layers differ)
+    opt = optimize_model(str(path), model_type=kind, num_heads=0, hidden_size=0, opt_level=1)
+    opt.save_model_to_file(str(path))
+    return {k: int(v) for k, v in (opt.get_fused_operator_statistics() or {}).items() if v}
+
+
+def _quantize(path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_name("model.int8.onnx")
+    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(path)
+
+
+def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, optimize: bool = False,
+                quantize: str | None = None, evaluate_limit: int | None = None, evaluate_split: str | None = None,
+                measure: bool = True, opset: int | None = None, log=None) -> Path:
+    """Write ``out`` (see the module's description); returns its path.
+
+    ``measure`` evaluates the exported graph on the task's ``evaluate_split`` (default: its
+    validation split; ``evaluate_limit`` rows, default all) and records the accuracy with its
+    interval. The graph's logits are checked against PyTorch's on real rows first: a difference
+    over 1e-3 (without quantisation) is an error and nothing is written.
+    """
+    from mtprune import io
+    from mtprune.checkpoints import check_out_dir
+    from mtprune.formats.onnxrt import onnxruntime
+
+    ort = onnxruntime()
+    from mtprune.pruning import PRUNED_KEY
+
+    log = log or (lambda msg: None)
+    task = get_task(task) if isinstance(task, str) else task
+    if quantize not in QUANTIZE:
+        raise MtpruneError(f"--quantize takes int8, not {quantize!r}")
+    check_exportable(adapter, task)
+    out = check_out_dir(Path(out), overwrite)
+    model = adapter.model
+    device = adapter.device
+    adapter.to("cpu")
+    try:
+        sample = adapter.encode(_sample_rows(task), task)
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        wrapper = _TaskLogits(adapter, task, names).eval()
+        args = tuple(sample[n] for n in names)
+        longest = min(int(adapter.max_length), int(getattr(model.config, "max_position_embeddings", 0) or 10**6))
+        batch_dim, seq_dim = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=longest)
+        dynamic = (tuple({0: batch_dim, 1: seq_dim} for _ in names),)  # forward(*tensors): one varargs entry
+        with io.staging_dir(out) as tmp:
+            t0 = time.perf_counter()
+            import logging
+            import warnings
+
+            quiet = logging.getLogger("torch.onnx")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # its notes on optional torchvision ops are not the user's business
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                try:
+                    torch.onnx.export(wrapper, args, str(tmp / MODEL_FILE), dynamo=True, input_names=names,
+                                      output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
+                                      external_data=False, verbose=False, report=False)
+                except Exception as exc:
+                    raise MtpruneError(f"torch.onnx.export failed: {type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0][:300]}") from None
+                finally:
+                    quiet.setLevel(level)
+            seconds = time.perf_counter() - t0
+            log(f"exported {MODEL_FILE} in {seconds:.1f} s")
+            fused = _optimize(tmp / MODEL_FILE, adapter) if optimize else None
+            if quantize:
+                _quantize(tmp / MODEL_FILE)
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(str(tmp / MODEL_FILE), sess_options=opts, providers=["CPUExecutionProvider"])
+            rows = _check_rows(task)
+            ref = _pytorch_logits(adapter, task, rows)
+            got = _onnx_logits(session, adapter, task, rows)
+            diff = float(np.abs(ref - got).max())
+            if not quantize and diff > TOLERANCE:
+                raise MtpruneError(f"the exported graph's logits differ from PyTorch's by {diff:.2e} (over "
+                                   f"{TOLERANCE:g}): not written")
+            log(f"logits within {diff:.2e} of PyTorch on {len(rows)} rows")
+            if adapter.tokenizer is not None:
+                adapter.tokenizer.save_pretrained(str(tmp))
+            cfg = model.config
+            pruned = getattr(cfg, PRUNED_KEY, None) or {}
+            mask = pruned.get("mask_meta") or {}
+            meta = {
+                "format": META_FORMAT, "task": task.name, "head": adapter.head_for(task), "fields": list(task.fields),
+                "labels": list(task.labels), "inputs": names, "output": "logits", "max_length": int(adapter.max_length),
+                "layers": int(getattr(cfg, "num_hidden_layers", 0) or 0),
+                "source": {"model": adapter.display_name, "format": adapter.format,
+                           "fingerprint": adapter.fingerprint(), "parameters": int(adapter.num_parameters())},
+                "pruned": ({"sizes": pruned.get("sizes"), "mask": {k: mask.get(k) for k in
+                                                                    ("sparsity", "scope", "kinds", "stack", "meta")},
+                            "repair": pruned.get("repair"), "source": pruned.get("source")} if pruned else None),
+                "optimized": fused if optimize else None, "quantized": quantize,
+                "check": {"rows": len(rows), "max_logit_difference": diff},
+                "export_seconds": round(seconds, 2), "torch": torch.__version__, "onnxruntime": ort.__version__,
+                "measured": None,
+            }
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+            if measure:
+                from mtprune.evaluation import evaluate
+                from mtprune.formats.onnxrt import OnnxAdapter
+
+                exported = OnnxAdapter.load_directory(tmp, str(out), "cpu")
+                res = evaluate(exported, task, evaluate_split, limit=evaluate_limit, batch_size=32)
+                meta["measured"] = {"split": res.split, "rows": res.n,
+                                    **{m: round(v, 6) for m, v in res.metrics.items()},
+                                    "intervals": {m: [round(x, 6) for x in iv] for m, iv in res.intervals.items()},
+                                    "seconds": round(res.seconds, 2)}
+                log(f"measured on the exported graph: {task.name}/{res.split} accuracy {res.describe()}")
+                (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+            io.publish_dir(tmp, out)
+    finally:
+        adapter.to(device)
+    return out
+
+
+def zip_onnx(adapter, task, folder: str, **kw) -> bytes:
+    """The bytes of a zip holding the export in ``folder/`` (the dashboard's download)."""
+    import io as _io
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = export_onnx(adapter, task, Path(d) / folder, **kw)
+        buf = _io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    z.write(f, f"{folder}/{f.relative_to(out)}")
+        return buf.getvalue()

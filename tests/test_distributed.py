@@ -1,0 +1,72 @@
+"""Experiments under torchrun (mtprune.distributed + experiments.core.run_points): two CPU
+processes give the rows of one process, row for row; a run killed mid-way keeps its finished rows
+and a rerun resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = ["sweep", "--model", "default", "--methods", "ap,random", "--sparsities", "0,0.5", "--examples", "8",
+         "--limit", "16", "--trials", "1", "--no-plot", "--device", "cpu"]
+VOLATILE = ["eval_seconds", "model"]  # timings; the model column names the same model either way
+
+
+def _torchrun(args, **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mtprune",
+           *map(str, args)]
+    return cmd, dict(cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), **kw)
+
+
+def _rows(path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    return df.drop(columns=[c for c in VOLATILE if c in df.columns]).sort_values("key").reset_index(drop=True)
+
+
+def test_a_sweep_over_two_processes_equals_one(shared_home, tmp_path, capsys):
+    from mtprune.cli import main
+
+    ddp, one = tmp_path / "ddp.csv", tmp_path / "one.csv"
+    cmd, kw = _torchrun([*SWEEP, "--tasks", "rte,cb", "--out", ddp])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("mean accuracy over sparsities") == 1  # rank 0 alone reports
+    assert main([*SWEEP, "--tasks", "rte,cb", "--out", str(one)]) == 0
+    capsys.readouterr()
+    a, b = _rows(ddp), _rows(one)
+    assert len(a) == 2 * 2 * 2  # 2 tasks x 2 methods x 2 sparsities
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_a_killed_run_keeps_its_rows_and_resumes(shared_home, tmp_path, capsys):
+    from mtprune.cli import main
+
+    out = tmp_path / "killed.csv"
+    args = [*SWEEP, "--tasks", "rte,cb,mrpc,sst2", "--out", out]
+    cmd, kw = _torchrun(args)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not out.exists():
+        time.sleep(0.2)
+    killed = proc.poll() is None
+    if killed:  # the first round is saved: kill every process of the run
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    if not killed:
+        pytest.skip("the run finished before it could be killed")
+    saved = pd.read_csv(out)
+    assert 0 < len(saved) < 16  # the finished rounds, not the rest
+    assert not list(tmp_path.glob(".*tmp"))  # nothing half-written
+    assert main([str(a) for a in args]) == 0  # a rerun (one process) resumes
+    err = capsys.readouterr().err
+    done = _rows(out)
+    assert len(done) == 4 * 2 * 2
+    assert set(saved["key"]) <= set(done["key"]) and "rows" in err
