@@ -29,8 +29,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench_pruning import random_scores  # noqa: E402  (the same random masks as the pruning benchmark)
 
 
 def make_batch(adapter, batch: int, tokens: int, seed: int = 0) -> dict:
@@ -39,14 +40,6 @@ def make_batch(adapter, batch: int, tokens: int, seed: int = 0) -> dict:
     ids[:, 0] = adapter.tokenizer.cls_token_id or 101
     ids[:, -1] = adapter.tokenizer.sep_token_id or 102
     return {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
-
-
-def random_scores(adapter, seed=0):
-    n = {}
-    for s in adapter.unit_sites():
-        n.setdefault(s.group, []).append(s.n_units)
-    rng = np.random.default_rng(seed)
-    return {"arrays": {g: rng.random((len(v), max(v))).astype(np.float32) for g, v in n.items()}, "n_units": n}
 
 
 def main(argv=None) -> int:

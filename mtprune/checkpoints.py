@@ -17,11 +17,9 @@ Weights load from safetensors only, and ``trust_remote_code`` stays off unless a
 
 from __future__ import annotations
 
-import io as _io
 import json
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -356,10 +354,4 @@ def zip_model(adapter, mask: Mask | None = None, folder: str = "pruned", dtype=N
               measured: dict | None = None) -> bytes:
     """The bytes of a zip holding the model directory :func:`save_model` writes, in ``folder/``."""
     with tempfile.TemporaryDirectory() as d:
-        out = save_model(adapter, Path(d) / folder, mask, dtype=dtype, measured=measured)
-        buf = _io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(out.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"{folder}/{f.relative_to(out)}")
-        return buf.getvalue()
+        return io.zip_directory(save_model(adapter, Path(d) / folder, mask, dtype=dtype, measured=measured), folder)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtprune import io
 from mtprune.errors import MtpruneError
 from mtprune.formats.onnxrt import META_FILE, META_FORMAT, MODEL_FILE
 from mtprune.tasks import TaskSpec, get_task
@@ -123,7 +124,6 @@ def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, 
     interval. The graph's logits are checked against PyTorch's on real rows first: a difference
     over 1e-3 (without quantisation) is an error and nothing is written.
     """
-    from mtprune import io
     from mtprune.checkpoints import check_out_dir
     from mtprune.formats.onnxrt import onnxruntime
 
@@ -222,15 +222,7 @@ def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, 
 
 def zip_onnx(adapter, task, folder: str, **kw) -> bytes:
     """The bytes of a zip holding the export in ``folder/`` (the dashboard's download)."""
-    import io as _io
     import tempfile
-    import zipfile
 
     with tempfile.TemporaryDirectory() as d:
-        out = export_onnx(adapter, task, Path(d) / folder, **kw)
-        buf = _io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(out.rglob("*")):
-                if f.is_file():
-                    z.write(f, f"{folder}/{f.relative_to(out)}")
-        return buf.getvalue()
+        return io.zip_directory(export_onnx(adapter, task, Path(d) / folder, **kw), folder)

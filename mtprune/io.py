@@ -145,3 +145,17 @@ def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     fsync_dir(out.parent)
     return out
+
+
+def zip_directory(path: str | os.PathLike, folder: str) -> bytes:
+    """The bytes of a zip of every file under ``path``, stored under ``folder/``."""
+    import io as _io
+    import zipfile
+
+    root = Path(path)
+    buf = _io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                z.write(f, f"{folder}/{f.relative_to(root)}")
+    return buf.getvalue()

@@ -189,3 +189,22 @@ def test_cli_export_optimized_and_quantized(capsys, default_adapter, tmp_path):
     assert (q8 / "model.onnx").stat().st_size < 0.5 * (plain / "model.onnx").stat().st_size
     for meta in m.values():
         assert meta["measured"]["rows"] == 32 and 0 <= meta["measured"]["accuracy"] <= 1
+
+
+def test_the_dashboard_zip_unpacks_to_a_model_that_loads(tiny_multitask, sst2_rows, tmp_path):
+    """zip_onnx (the Export page's download): one folder named by the caller, which loads back
+    through load_adapter and gives the PyTorch logits."""
+    import io
+    import zipfile
+
+    from mtprune.export import zip_onnx
+
+    data = zip_onnx(tiny_multitask, "sst2", "sst2-dense-onnx", measure=False)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = set(z.namelist())
+        assert {"sst2-dense-onnx/model.onnx", "sst2-dense-onnx/mtprune_onnx.json"} <= names
+        assert all(n.startswith("sst2-dense-onnx/") for n in names)
+        z.extractall(tmp_path)
+    back = load_adapter(str(tmp_path / "sst2-dense-onnx"))
+    sst2 = get_task("sst2")
+    assert np.abs(_logits(back, sst2, sst2_rows) - _logits(tiny_multitask, sst2, sst2_rows)).max() < 1e-4
