@@ -132,6 +132,22 @@ def kept_cost(mask: Mask, costs: dict[str, np.ndarray]) -> float:
     return float(sum((mask.keep[g].sum(1) * costs[g]).sum() for g in mask.groups if g in costs))
 
 
+def kept_share(mask: Mask | None, costs: dict[str, np.ndarray], n_units: dict[str, list[int]]) -> float:
+    """The share of the cost of all the model's prunable units (``n_units``: its layout) that
+    ``mask`` keeps. Groups the mask does not cover (the heads of an FFN-only mask) count as kept
+    whole: an FFN mask at 50% keeps more than half the model's prunable FLOPs."""
+    total = total_cost(costs, n_units)
+    if mask is None or total <= 0:
+        return 1.0
+    kept = 0.0
+    for g, n in n_units.items():
+        if g not in costs:
+            continue
+        per_layer = mask.keep[g].sum(1) if g in mask.groups else np.asarray(n, dtype=np.float64)
+        kept += float((per_layer * costs[g]).sum())
+    return kept / total
+
+
 # ----------------------------------------------------------------------------------------------
 # sequence length and FLOP counting
 

@@ -4,8 +4,8 @@ budgeted mask search on hand-made scores."""
 import numpy as np
 import pytest
 
-from mtprune.costs import (Budget, count_flops, kept_cost, latency_table, search_mask, total_cost, unit_costs,
-                           unit_flops)
+from mtprune.costs import (Budget, count_flops, kept_cost, kept_share, latency_table, search_mask, total_cost,
+                           unit_costs, unit_flops)
 from mtprune.errors import MtpruneError
 from mtprune.masks import mask_from_scores
 from mtprune.pruning import count_parameters, hard_prune
@@ -44,6 +44,27 @@ def test_params_costs_match_count_parameters(tiny_multitask):
     mask = mask_from_scores(random_scores(a), {"ffn": 0.3, "heads": 0.5})
     assert a.num_parameters() - count_parameters(a, mask) == \
         total_cost(costs, mask.n_units) - kept_cost(mask, costs)
+
+
+def test_kept_share_counts_the_kinds_a_mask_leaves_alone(tiny_multitask):
+    """An FFN-only mask at 50% keeps every head: its share of the prunable FLOPs is more than half,
+    and equals what counting the FLOPs of the hard-pruned model says."""
+    from mtprune.units import layout
+
+    a = tiny_multitask
+    costs = unit_flops(a, 20)
+    _, n_units = layout(a.unit_sites())
+    total = total_cost(costs, n_units)
+    heads, ffn = total_cost(costs, n_units, "heads"), total_cost(costs, n_units, "ffn")
+    ffn_scores = random_scores(a)
+    ffn_scores = {k: {g: v for g, v in d.items() if g.endswith("ffn")} for k, d in ffn_scores.items()}
+    mask = mask_from_scores(ffn_scores, 0.5, kinds="ffn")  # scores of the FFN alone (attribute --kinds ffn)
+    assert set(mask.groups) == {"encoder.ffn"}
+    assert kept_share(mask, costs, n_units) == pytest.approx((heads + ffn / 2) / total, abs=1e-12)
+    assert kept_share(mask, costs, n_units) > 0.5
+    both = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    assert kept_share(both, costs, n_units) == pytest.approx(0.5, abs=1e-12)
+    assert kept_share(None, costs, n_units) == 1.0
 
 
 def _scores(heads, ffn):

@@ -438,10 +438,11 @@ def flops_costs(ctx: Context, task: str | None = None) -> tuple[dict, float]:
 
 
 def flops_kept(ctx: Context, mask) -> float:
-    from mtprune.costs import kept_cost, total_cost
+    from mtprune.costs import kept_share
+    from mtprune.units import layout
 
     costs, _ = flops_costs(ctx)
-    return kept_cost(mask, costs) / total_cost(costs, mask.n_units)
+    return kept_share(mask, costs, layout(ctx.adapter.unit_sites())[1])
 
 
 def mask_for_settings(ctx: Context, scores, settings: dict):

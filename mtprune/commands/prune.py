@@ -160,8 +160,10 @@ def _budget_mask(adapter, task, scores, budget, kinds, normalise, meta):
 
 
 def _flops_kept(adapter, task, mask) -> float:
-    """The share of the prunable FLOPs (at the task's average length) the mask keeps."""
-    from mtprune.costs import average_length, kept_cost, total_cost, unit_costs
+    """The share of the model's prunable FLOPs (heads and FFN neurons, at the task's average
+    length) the mask keeps; kinds it leaves alone count as kept."""
+    from mtprune.costs import average_length, kept_share, unit_costs
+    from mtprune.units import layout
 
     costs = unit_costs(adapter, "flops", average_length(adapter, task))
-    return kept_cost(mask, costs) / total_cost(costs, mask.n_units)
+    return kept_share(mask, costs, layout(adapter.unit_sites())[1])

@@ -203,10 +203,11 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
     repairs = [Repair(r, (task.name,), cfg.calib, run.seed) for r in cfg.repairs]  # trial t: calibration sample t
 
     def extra(mask):
-        from mtprune.costs import kept_cost, total_cost
+        from mtprune.costs import kept_share
+        from mtprune.units import layout
 
         costs = runner.costs(task, "flops")
-        out = {"flops_kept": kept_cost(mask, costs) / total_cost(costs, mask.n_units) if mask is not None else 1.0}
+        out = {"flops_kept": kept_share(mask, costs, layout(runner.adapter.unit_sites())[1])}
         if stand_in is not None:
             from mtprune.svd import plan_svd
 
