@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         tab = pts[pts.task == task].groupby(["series", "target"])["accuracy"].mean().unstack("target")
         tab = tab[[b for b in budgets if b in tab.columns]]
         print(f"\n## {task} (dense {dense[task]:.4f}): accuracy at each share of the FLOPs kept\n")
-        print(tab.round(4).to_markdown() if hasattr(tab, "to_markdown") else tab.round(4).to_string())
+        print(tab.round(4).to_string())
     mean = per_trial.mean(axis=1)  # over the tasks, per trial
     summary = mean.groupby(["series", "target"]).agg(["mean", "std", "count"]).reset_index()
     print("\n## mean over the tasks (± standard deviation over trials)\n")
@@ -178,7 +178,14 @@ def main(argv=None) -> int:
         except KeyError:
             continue
         se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        print(f"{b}: {d.mean():+.4f}" + (f" ± {se:.4f} (SE, {len(d)} trials)" if len(d) > 1 else " (one trial)"))
+        # the evaluation rows' own noise: the two accuracies' binomial variances, as if the rows were
+        # independent samples (a paired test on the same rows would be tighter), per task, averaged
+        acc = pts.groupby(["series", "target", "task"])["accuracy"].mean()
+        var = [sum(a * (1 - a) / rows_of[t] for a in (acc[(best, b, t)], acc[(kwon, b, t)]))
+               for t in acc.xs((best, b), level=("series", "target")).index if (kwon, b, t) in acc.index]
+        rows_se = np.sqrt(sum(var)) / len(var) if var else float("nan")
+        print(f"{b}: {d.mean():+.4f}" + (f" ± {se:.4f} (SE over {len(d)} trials)" if len(d) > 1 else " (one trial)")
+              + f"; evaluation-row noise ± {rows_se:.4f} (SE)")
     if timing:
         print("\n## seconds to prune and repair one task at flops:0.6 (attribution, search, repair)\n")
         print(json.dumps(timing, indent=1))

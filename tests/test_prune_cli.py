@@ -53,8 +53,9 @@ def test_prune_bad_input(capsys, tiny_multitask, tiny_dir, tmp_path):
     for p in ("1.5", "-0.1", "nan", "half"):
         code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", p, "--out", out)
         one_line_error(code, err, "sparsity")
-    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--out", out)
-    one_line_error(code, err, "--sparsity or --budget is required")
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5",
+                       "--mask", tmp_path / "m.json", "--out", out)
+    one_line_error(code, err, "one of --sparsity, --budget and --mask")
     (tmp_path / "bad.json").write_text("{oops")
     code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", tmp_path / "bad.json",
                        "--out", out)
@@ -100,7 +101,7 @@ def test_prune_default_model_and_eval(capsys, default_adapter, tmp_path):
     mfile = save_mask(mask, tmp_path / "m.json")
     out = tmp_path / "sst2-50"
     code, stdout, err = run(capsys, "prune", "--model", "default", "--task", "sst2", "--mask", mfile,
-                            "--out", out, "--device", "cpu")
+                            "--repair", "none", "--out", out, "--device", "cpu")
     assert code == 0, err
     assert "mtprune eval --model" in stdout
     cfg = json.loads((out / "config.json").read_text())
@@ -137,6 +138,62 @@ def test_prune_with_a_flops_budget_and_repair(capsys, tiny_dir, tmp_path, shared
     code, stdout, err = run(capsys, "eval", "--model", out, "--task", "sst2", "--limit", "8", "--json",
                             "--device", "cpu")
     assert code == 0, err
+
+
+def test_prune_defaults_to_a_flops_budget_and_lsq_repair(capsys, tiny_dir, tmp_path, shared_home):
+    """With neither --sparsity nor --budget nor --mask, prune spends flops:0.5 over heads and
+    neurons and repairs by least squares (the defaults bench_frontier.py chose)."""
+    out = tmp_path / "d"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--examples", "8", "--calib", "24",
+                            "--eval-limit", "8", "--out", out, "--json", "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["budget"] == "flops:0.5" and 0.4 < info["flops_kept"] <= 0.5 and info["kinds"] == "all"
+    assert info["repair"]["method"] == "lsq" and info["repair"]["calibration_rows"] == 24 and info["notes"] == []
+    cfg = json.loads((out / "config.json").read_text())["mtprune_pruned"]
+    assert cfg["repair"]["method"] == "lsq" and cfg["mask_meta"]["meta"]["budget"] == "flops:0.5"
+
+
+def test_prune_without_calibration_rows_says_it_did_not_repair(capsys, tiny_multitask, tiny_dir, tmp_path,
+                                                                 monkeypatch, shared_home):
+    """No rows to calibrate on (a home whose sst2 has its validation split and no train split): the
+    default repair steps aside in one printed line; an explicit --repair lsq stops with one line and
+    writes nothing."""
+    home = tmp_path / "home"
+    (home / "data" / "sst2").mkdir(parents=True)
+    (home / "data" / "sst2" / "validation.jsonl").symlink_to(shared_home / "data" / "sst2" / "validation.jsonl")
+    if (shared_home / "data" / "manifest.json").exists():
+        (home / "data" / "manifest.json").symlink_to(shared_home / "data" / "manifest.json")
+    monkeypatch.setenv("MTPRUNE_HOME", str(home))
+    mfile = save_mask(mask_from_scores(random_scores(tiny_multitask), 0.5), tmp_path / "m.json")
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile, "--no-eval",
+                            "--out", tmp_path / "a", "--device", "cpu")
+    assert code == 0, err
+    assert re.search(r"^not repaired: .*--calib-file", stdout, re.M), stdout
+    assert "repair" not in json.loads((tmp_path / "a" / "config.json").read_text())["mtprune_pruned"]
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile, "--no-eval",
+                       "--repair", "lsq", "--out", tmp_path / "b", "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_prune_does_not_calibrate_on_the_rows_it_is_measured_on(capsys, tiny_multitask, tiny_dir, tmp_path,
+                                                                 shared_home):
+    """imdb (an unseen domain) has only its validation split: the default repair would fit the rows
+    the model is then measured on, so it steps aside and says why; asking for it still works."""
+    mfile = save_mask(mask_from_scores(random_scores(tiny_multitask), 0.5), tmp_path / "m.json")
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "imdb", "--mask", mfile,
+                            "--eval-limit", "8", "--out", tmp_path / "a", "--json", "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["repair"]["method"] == "none"
+    assert info["notes"] and "no split apart from validation" in info["notes"][0]
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "imdb", "--mask", mfile, "--repair",
+                            "bias", "--calib", "16", "--eval-limit", "8", "--out", tmp_path / "b", "--json",
+                            "--device", "cpu")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["repair"]["method"] == "bias" and info["repair"]["calibration_rows"] == 16 and info["notes"] == []
 
 
 @pytest.mark.parametrize("extra, pattern", [

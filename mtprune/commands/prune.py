@@ -7,6 +7,12 @@ from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_
 from mtprune.errors import MtpruneError
 
 
+# The defaults chosen by benchmarks/bench_frontier.py (README, "Budgets and repair"): one FLOPs
+# budget over heads and neurons, then a least-squares repair.
+DEFAULT_BUDGET = "flops:0.5"
+DEFAULT_REPAIR = "lsq"
+
+
 def register(sub):
     p = sub.add_parser(
         "prune",
@@ -18,16 +24,18 @@ def register(sub):
     p.add_argument("--method", default="ap", help=f"attribution method (default ap). {method_help()}")
     p.add_argument("--variant", default=None, help="the method's variant (default: the method's own)")
     p.add_argument("--sparsity", default=None,
-                   help="fraction of units to prune in every layer, in [0, 1] (or --budget, or --mask)")
+                   help="fraction of units to prune in every layer, in [0, 1] (instead of --budget)")
     p.add_argument("--budget", default=None,
-                   help="spend one budget over heads and FFN neurons of all layers instead: flops:0.6 (keep 60%% of "
-                        "the prunable FLOPs at the task's average length), params:0.5, latency:0.6 (measured here)")
+                   help=f"spend one budget over heads and FFN neurons of all layers: flops:0.6 (keep 60%% of the "
+                        f"prunable FLOPs at the task's average length), params:0.5, latency:0.6 (measured here); "
+                        f"default {DEFAULT_BUDGET} when neither --sparsity nor --mask is given")
     p.add_argument("--normalise", default="sum", choices=("sum", "none"),
                    help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
-    p.add_argument("--repair", default="none", choices=("none", "bias", "scale", "lsq"),
-                   help="refit each pruned block's output projection on calibration rows so its output matches "
-                        "the dense model's: lsq (least squares), scale (one scale per unit), bias (mean "
-                        "contribution of the pruned units); default none")
+    p.add_argument("--repair", default=None, choices=("none", "bias", "scale", "lsq"),
+                   help=f"refit each pruned block's output projection on calibration rows so its output matches "
+                        f"the dense model's: lsq (least squares), scale (one scale per unit), bias (mean "
+                        f"contribution of the pruned units), none; default {DEFAULT_REPAIR} (none, said so, when "
+                        f"the task has no rows to calibrate on)")
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for --repair (default 1024)")
     p.add_argument("--calib-split", default=None, help="the split calibration rows come from (default: train)")
     p.add_argument("--calib-file", default=None,
@@ -66,8 +74,8 @@ def run(args):
 
     task = get_task(args.task)
     given_ways = [w for w in ("sparsity", "budget", "mask") if getattr(args, w) is not None]
-    if not given_ways:
-        raise MtpruneError("--sparsity or --budget is required (or pass --mask FILE)")
+    if not given_ways:  # the defaults the frontier benchmark chose (README: Budgets and repair)
+        args.budget = DEFAULT_BUDGET
     if len(given_ways) > 1:
         raise MtpruneError(f"give one of --sparsity, --budget and --mask, not {' and '.join('--' + w for w in given_ways)}")
     p = check_sparsity(args.sparsity) if args.sparsity is not None else None
@@ -89,9 +97,22 @@ def run(args):
         spec = AttributionSpec(task=task.name, method=args.method, examples=args.examples, seed=args.seed,
                                split=args.split, kinds="all" if budget is not None else kinds,
                                **({"variant": args.variant} if args.variant else {}))
+    notes, calib = [], []
+    chosen, args.repair = args.repair, args.repair or DEFAULT_REPAIR
+    if chosen is None and args.calib_file is None and (args.calib_split or task.train_split) == task.default_split:
+        # an unseen-domain task has one split: calibrating on it would fit the rows it is measured on
+        notes.append(f"not repaired: {task.name} has no split apart from {task.default_split}, which it is "
+                     f"measured on (pass --calib-file ROWS.jsonl, or --repair lsq to calibrate on it anyway)")
+        args.repair = "none"
+    if args.repair != "none":
+        try:
+            calib = calibration_rows(task, args.calib, split=args.calib_split, data_file=args.calib_file)
+        except MtpruneError as exc:
+            if chosen is not None or "--calib must" in str(exc):
+                raise
+            notes.append(f"not repaired: {exc} (pass --calib-file ROWS.jsonl to repair, or --repair none)")
+            args.repair = "none"
     settings = RepairSettings(method=args.repair, batch_size=args.batch_size)
-    calib = calibration_rows(task, args.calib, split=args.calib_split, data_file=args.calib_file) \
-        if args.repair != "none" else []
 
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     adapter.head_for(task)
@@ -128,7 +149,7 @@ def run(args):
                                evaluate_limit=args.eval_limit, log=(lambda m: None) if args.json else print)
         info["onnx"] = str(onnx_dir)
     info.update(
-        out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
+        notes=notes, out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
         budget=mask.meta.get("budget"), flops_kept=_flops_kept(adapter, task, mask),
         params_dense=dense_params, params_pruned=small.num_parameters(),
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
@@ -142,6 +163,8 @@ def run(args):
         how = f"budget {mask.meta['budget']}" if mask.scope == "budget" else f"{mask.sparsity:g} ({mask.kinds}, {mask.scope})"
         print(f"pruned {task.name} at {how}: {dense_params:,} -> {info['params_pruned']:,} parameters, "
               f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
+        for n in notes:
+            print(n)
         if args.repair != "none":
             print(report.summary())
         for t, r in measured.items():

@@ -122,7 +122,9 @@ class ModelAdapter:
             p.requires_grad_(False)
         self.tokenizer = tokenizer
         self.source = source
-        self.max_length = max_length
+        # never longer than the model's position table (a small model cannot read 256 tokens)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        self.max_length = min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
         self._fingerprint: str | None = None
 
     # -- the format: detect, build, load, save --------------------------------------------------
