@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     from mtprune.checkpoints import load_adapter
     from mtprune.costs import count_flops, search_mask, unit_costs, average_length
     from mtprune.export import export_onnx
+    from mtprune.formats.onnxrt import open_session
     from mtprune.masks import mask_from_scores
     from mtprune.pruning import hard_prune
     from mtprune.tasks import get_task
@@ -91,11 +92,7 @@ def main(argv=None) -> int:
                 variants.append(("onnx int8", {"quantize": "int8"}))
             for kind, kw in variants:
                 out = export_onnx(ad, task, Path(d) / f"{name}-{kind.replace(' ', '-')}", measure=False, **kw)
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.log_severity_level = 3
-                sess = ort.InferenceSession(str(out / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+                sess = open_session(out, threads=threads)
                 inputs = [i.name for i in sess.get_inputs()]
                 runners[f"{kind} {name}"] = (kind, name, lambda b, s=sess, n=inputs: s.run(
                     None, {k: b[k].numpy() for k in n}))

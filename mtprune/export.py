@@ -32,7 +32,7 @@ from torch import nn
 
 from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.formats.onnxrt import META_FILE, META_FORMAT, MODEL_FILE
+from mtprune.formats.onnxrt import META_FILE, META_FORMAT, MODEL_FILE, open_session
 from mtprune.tasks import TaskSpec, get_task
 
 FORMATS = ("onnx",)
@@ -171,9 +171,7 @@ def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, 
             fused = _optimize(tmp / MODEL_FILE, adapter) if optimize else None
             if quantize:
                 _quantize(tmp / MODEL_FILE)
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            session = ort.InferenceSession(str(tmp / MODEL_FILE), sess_options=opts, providers=["CPUExecutionProvider"])
+            session = open_session(tmp)
             rows = _check_rows(task)
             ref = _pytorch_logits(adapter, task, rows)
             got = _onnx_logits(session, adapter, task, rows)

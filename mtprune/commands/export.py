@@ -27,14 +27,14 @@ def run(args):
     import json
 
     from mtprune.checkpoints import load_adapter
-    from mtprune.errors import MtpruneError
+    from mtprune.experiments.core import check_at_least
     from mtprune.export import export_onnx
     from mtprune.formats.onnxrt import META_FILE
     from mtprune.tasks import get_task
 
     task = get_task(args.task)
-    if args.eval_limit is not None and args.eval_limit < 1:
-        raise MtpruneError(f"--eval-limit must be at least 1, not {args.eval_limit}")
+    if args.eval_limit is not None:
+        check_at_least(args.eval_limit, "--eval-limit")
     adapter = load_adapter(args.model, device="cpu", trust_remote_code=args.trust_remote_code)
     log = (lambda m: None) if args.json else print
     out = export_onnx(adapter, task, args.out, overwrite=args.overwrite, optimize=args.optimize,

@@ -67,6 +67,7 @@ def run(args):
     from mtprune.attribution import AttributionSpec, attribute_cached
     from mtprune.checkpoints import check_out_dir, load_adapter, save_model, source_dtype
     from mtprune.costs import Budget
+    from mtprune.experiments.core import check_at_least
     from mtprune.masks import check_sparsity, load_mask, mask_from_scores
     from mtprune.pruning import count_parameters
     from mtprune.repair import RepairSettings, calibration_rows, repair
@@ -74,16 +75,18 @@ def run(args):
 
     task = get_task(args.task)
     given_ways = [w for w in ("sparsity", "budget", "mask") if getattr(args, w) is not None]
-    if not given_ways:  # the defaults the frontier benchmark chose (README: Budgets and repair)
-        args.budget = DEFAULT_BUDGET
     if len(given_ways) > 1:
         raise MtpruneError(f"give one of --sparsity, --budget and --mask, not {' and '.join('--' + w for w in given_ways)}")
     p = check_sparsity(args.sparsity) if args.sparsity is not None else None
-    budget = Budget.parse(args.budget) if args.budget is not None else None
-    if args.batch_size < 1:
-        raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
-    if args.eval_limit is not None and args.eval_limit < 1:
-        raise MtpruneError(f"--eval-limit must be at least 1, not {args.eval_limit}")
+    # with none of the three, the defaults the frontier benchmark chose (README: Budgets and repair)
+    budget_text = args.budget if given_ways else DEFAULT_BUDGET
+    budget = Budget.parse(budget_text) if budget_text is not None else None
+    how = args.repair or DEFAULT_REPAIR
+    check_at_least(args.batch_size, "--batch-size")
+    if args.eval_limit is not None:
+        check_at_least(args.eval_limit, "--eval-limit")
+    if how != "none":
+        check_at_least(args.calib, "--calib")
     try:
         out = check_out_dir(Path(args.out), args.overwrite)
     except MtpruneError:
@@ -98,21 +101,20 @@ def run(args):
                                split=args.split, kinds="all" if budget is not None else kinds,
                                **({"variant": args.variant} if args.variant else {}))
     notes, calib = [], []
-    chosen, args.repair = args.repair, args.repair or DEFAULT_REPAIR
-    if chosen is None and args.calib_file is None and (args.calib_split or task.train_split) == task.default_split:
+    if args.repair is None and args.calib_file is None and (args.calib_split or task.train_split) == task.default_split:
         # an unseen-domain task has one split: calibrating on it would fit the rows it is measured on
         notes.append(f"not repaired: {task.name} has no split apart from {task.default_split}, which it is "
                      f"measured on (pass --calib-file ROWS.jsonl, or --repair lsq to calibrate on it anyway)")
-        args.repair = "none"
-    if args.repair != "none":
+        how = "none"
+    if how != "none":
         try:
             calib = calibration_rows(task, args.calib, split=args.calib_split, data_file=args.calib_file)
         except MtpruneError as exc:
-            if chosen is not None or "--calib must" in str(exc):
+            if args.repair is not None:
                 raise
             notes.append(f"not repaired: {exc} (pass --calib-file ROWS.jsonl to repair, or --repair none)")
-            args.repair = "none"
-    settings = RepairSettings(method=args.repair, batch_size=args.batch_size)
+            how = "none"
+    settings = RepairSettings(method=how, batch_size=args.batch_size)
 
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     adapter.head_for(task)
@@ -131,7 +133,7 @@ def run(args):
             mask = mask_from_scores(scores, p, scope=args.scope, kinds=kinds, stack=args.stack, meta=meta)
         info.update(scores_cache=str(path) if path else None, cache_hit=bool(hit))
     dense_params = adapter.num_parameters()
-    with progress_bar(f"repair ({args.repair})", unit="layer", enabled=not args.json and args.repair != "none") as pr:
+    with progress_bar(f"repair ({how})", unit="layer", enabled=not args.json and how != "none") as pr:
         small, report = repair(adapter, mask, calib, task, settings, progress=pr)
     measured = {}
     if not args.no_eval:
@@ -165,7 +167,7 @@ def run(args):
               f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
         for n in notes:
             print(n)
-        if args.repair != "none":
+        if how != "none":
             print(report.summary())
         for t, r in measured.items():
             print(f"measured on {t}/{r.split}: accuracy {r.describe()}")

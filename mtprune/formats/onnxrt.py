@@ -50,6 +50,23 @@ def providers_for(device: str = "auto") -> list[str]:
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []) + ["CPUExecutionProvider"]
 
 
+def open_session(path: Path, providers=("CPUExecutionProvider",), threads: int | None = None):
+    """An onnxruntime session of ``path/model.onnx``, its log quiet (``threads``: intra-op threads,
+    one inter-op); a graph that does not load is one line."""
+    ort = onnxruntime()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    f = Path(path) / MODEL_FILE
+    try:
+        return ort.InferenceSession(str(f), sess_options=opts, providers=list(providers))
+    except Exception as exc:  # a corrupt or truncated graph
+        raise MtpruneError(f"{f} does not load in onnxruntime: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]}") from None
+
+
 def read_meta(path: Path) -> dict:
     f = Path(path) / META_FILE
     try:
@@ -97,19 +114,11 @@ class OnnxAdapter(ClassifierAdapter):
 
     @classmethod
     def load_directory(cls, path: Path, source: str, device: str = "cpu", max_length: int | None = None):
-        ort = onnxruntime()
-
         from mtprune.checkpoints import load_tokenizer
 
         meta = read_meta(path)
         providers = providers_for(device)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(Path(path) / MODEL_FILE), sess_options=opts, providers=providers)
-        except Exception as exc:  # a corrupt or truncated graph
-            raise MtpruneError(f"{Path(path) / MODEL_FILE} does not load in onnxruntime: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        session = open_session(path, providers)
         names = {i.name for i in session.get_inputs()}
         if "input_ids" not in names or len(session.get_outputs()) != 1:
             raise MtpruneError(f"{Path(path) / MODEL_FILE} is not an mtprune export (inputs {sorted(names)})")
