@@ -9,6 +9,7 @@ from mtprune import plots
 from mtprune.errors import MtpruneError
 from mtprune.experiments.overlap import OverlapConfig, run_overlap
 from mtprune.tasks import BENCHMARK
+from mtprune.units import KINDS
 from ui import common as C
 from ui import state
 from ui import views as V
@@ -24,8 +25,9 @@ benchmark = [t for t in served if t in BENCHMARK]
 default = list(dict.fromkeys(([ctx.task.name] if ctx.task.name in benchmark else []) + benchmark))[:3]
 c = st.columns([3, 1.3, 1.2])
 tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session", bind=C.URL)
-kind = c[1].radio("Units", ["ffn", "heads"], key="overlap.kind", persist_state="session", horizontal=True, bind=C.URL,
-                  format_func={"ffn": "FFN neurons", "heads": "heads"}.get)
+unit_kinds = [k for k in KINDS if any(g.endswith("." + k) for g in ctx.facts["units"])]
+kind = c[1].radio("Units", unit_kinds, key="overlap.kind", persist_state="session", horizontal=True, bind=C.URL,
+                  format_func={"ffn": "FFN neurons", "heads": "heads", "groups": "key/value groups"}.get)
 pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session",
                   bind=C.URL)
 scope = state.prune_settings([kind])["scope"]

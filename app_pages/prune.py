@@ -24,6 +24,9 @@ st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()
 scores, note = C.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)
 heads_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("heads")), default=0)
+groups_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("groups")), default=0)
+PER_LAYER = {"heads": ("Attention heads", heads_per_layer, "heads"),
+             "groups": ("Key/value groups", groups_per_layer, "key/value groups")}
 REPAIRS = {"none": "none", "lsq": "least squares (lsq)", "scale": "one scale per unit", "bias": "bias only"}
 
 
@@ -74,12 +77,16 @@ def mask_and_evaluation():
         cols = st.columns(len(kinds) + 1)
         sparsity = {}
         for col, kind in zip(cols, kinds):
-            if kind == "heads" and heads_per_layer:
-                n = col.slider("Attention heads pruned per layer", 0, heads_per_layer, 0, key="prune.heads",
+            if kind in PER_LAYER and PER_LAYER[kind][1]:
+                label, per_layer, word = PER_LAYER[kind]
+                n = col.slider(f"{label} pruned per layer", 0, per_layer, 0, key=f"prune.{kind}",
                                persist_state="session", bind=C.URL,
-                               help=f"how many of each layer's {heads_per_layer} heads to remove")
-                sparsity[kind] = n / heads_per_layer
-                col.caption(V.heads_label(n, heads_per_layer))
+                               help=f"how many of each layer's {per_layer} {word} to remove")
+                sparsity[kind] = n / per_layer
+                col.caption(V.per_layer_label(n, per_layer, word))
+                if kind == "heads" and groups_per_layer:
+                    col.caption("Masked only: query heads share their key/value head, so single heads cannot "
+                                "be removed from the model (Export needs them at 0); key/value groups can.")
             else:
                 pct = col.slider("FFN neurons pruned", 0, 100, 50, step=5, format="%d%%", key=f"prune.{kind}",
                                  persist_state="session", bind=C.URL, help="the share of this kind of unit to remove")

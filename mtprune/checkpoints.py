@@ -107,9 +107,33 @@ def model_format(path: Path, cfg: dict | None = None) -> type[ModelAdapter]:
     return fmt
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def compute_dtype(precision: str, device, cfg: dict | None = None) -> str:
+    """The dtype the model computes in: ``auto`` is float32 on the CPU and, on a GPU, the dtype the
+    checkpoint declares when it is a half-precision one (bf16/fp16), else float32."""
+    if precision not in PRECISIONS:
+        raise MtpruneError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    declared = (cfg or {}).get("dtype") or (cfg or {}).get("torch_dtype")
+    on_gpu = torch.device(device).type == "cuda"
+    return declared if on_gpu and declared in ("bfloat16", "float16") else "float32"
+
+
 def load_adapter(name: str = "default", device: str = "cpu", trust_remote_code: bool = False,
-                 max_length: int | None = None) -> ModelAdapter:
-    """Load a model by name (``default``), local directory or hub id, behind its format's adapter."""
+                 max_length: int | None = None, precision: str = "float32",
+                 device_map: str | None = None) -> ModelAdapter:
+    """Load a model by name (``default``), local directory or hub id, behind its format's adapter.
+
+    ``precision`` is the dtype the model computes in (``auto``: :func:`compute_dtype`). Before any
+    weight is read, a model that does not fit in the device's free memory stops with one line
+    saying what it needs and what there is (:func:`mtprune.memory.check_fits`). ``device_map="auto"``
+    spreads a dense model too large for one GPU over all of them (transformers' placement).
+    """
+    from mtprune import memory
+
     _quiet_transformers()
     resolved, path = local_path(name)
     owner = format_owning(path) if path.is_dir() else None
@@ -119,15 +143,22 @@ def load_adapter(name: str = "default", device: str = "cpu", trust_remote_code: 
     fmt = model_format(path, cfg)
     if not any(f.suffix == ".safetensors" for f in path.iterdir()):
         raise MtpruneError(f"{path} has no .safetensors weights (mtprune loads no pickled weights)")
+    target = resolve_device(device)
+    dtype = compute_dtype(precision, target, cfg)
+    if device_map is None:
+        memory.check_fits(path, target, dtype, name=Path(resolved).name)
     tok = load_tokenizer(path, trust_remote_code)
     fmt.prepare_tokenizer(tok)
     entry = cfg.get(PRUNED_KEY)
     try:
         if entry is None:
-            model = fmt.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                        trust_remote_code=trust_remote_code)
+            model = fmt.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=True,
+                                        trust_remote_code=trust_remote_code,
+                                        **({"device_map": device_map} if device_map else {}))
+            if device_map:
+                return fmt.open(model, tok, path, resolved, max_length)
         else:
-            model = _load_pruned_model(path, fmt, entry, trust_remote_code)
+            model = _load_pruned_model(path, fmt, entry, trust_remote_code).to(DTYPES[dtype])
             max_length = max_length or (int(entry["max_length"]) if entry.get("max_length") else None)
         adapter = fmt.open(model, tok, path, resolved, max_length)
     except MtpruneError:
@@ -135,7 +166,7 @@ def load_adapter(name: str = "default", device: str = "cpu", trust_remote_code: 
     except Exception as exc:
         what = "pruned model" if entry is not None else "model"
         raise MtpruneError(f"could not load the {what} in {path}: {type(exc).__name__}: {exc}") from None
-    return adapter.to(resolve_device(device))
+    return adapter.to(target)
 
 
 def _load_pruned_model(path: Path, fmt: type[ModelAdapter], entry: dict, trust_remote_code: bool) -> nn.Module:
@@ -158,8 +189,13 @@ def _load_pruned_model(path: Path, fmt: type[ModelAdapter], entry: dict, trust_r
         s = sites[name]
         if n > s.n_units or n < 0:
             raise MtpruneError(f"{path}: site {name} stored with {n} units, the config allows {s.n_units}")
-        if n != s.n_units:
+        if n != s.n_units and not s.view_of:  # a view shrinks with the site it is a view of
             shrink_site(model, s, torch.arange(n))
+    now = {s.name: s.n_units for s in fmt.model_sites(model)}
+    wrong = [k for k, n in sizes.items() if now[k] != n]
+    if wrong:
+        raise MtpruneError(f"{path}: stored sizes do not fit together: {wrong[0]} has {now[wrong[0]]} units, "
+                           f"the config says {sizes[wrong[0]]}")
     tied = _tied_names(model)
     state = load_file(str(path / WEIGHTS_FILE))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}

@@ -32,7 +32,7 @@ import numpy as np
 
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask, check_choices, rank_order, scores_parts
-from mtprune.units import KINDS, group_parts, group_sites, selected, unit_cost
+from mtprune.units import KINDS, chosen_groups, group_parts, group_sites, unit_cost, view_groups
 
 MEASURES = ("flops", "params", "latency")
 NORMALISATIONS = ("sum", "none")
@@ -82,7 +82,11 @@ class Budget:
 
 
 def _per_group(adapter, fn) -> dict[str, np.ndarray]:
-    return {g: np.array([fn(s) for s in ss], dtype=np.float64) for g, ss in group_sites(adapter.unit_sites()).items()}
+    """``{group: [fn(site) per layer]}``; view groups (the query heads of grouped attention, whose
+    parameters their key/value groups hold) have no cost of their own and are left out."""
+    groups = group_sites(adapter.unit_sites())
+    views = view_groups(groups)
+    return {g: np.array([fn(s) for s in ss], dtype=np.float64) for g, ss in groups.items() if g not in views}
 
 
 def unit_flops(adapter, seq_len: float) -> dict[str, np.ndarray]:
@@ -91,8 +95,8 @@ def unit_flops(adapter, seq_len: float) -> dict[str, np.ndarray]:
 
     def flops(site):
         macs = seq_len * (unit_cost(model, site) - _bias_rows(model, site))  # weights only
-        if site.kind == "heads":
-            macs += 2 * seq_len * seq_len * site.width  # QK^T and AV
+        if site.kind != "ffn":
+            macs += 2 * seq_len * seq_len * site.width  # QK^T and AV of its query heads
         return 2.0 * macs
 
     return _per_group(adapter, flops)
@@ -101,7 +105,7 @@ def unit_flops(adapter, seq_len: float) -> dict[str, np.ndarray]:
 def _bias_rows(model, site) -> int:
     from mtprune import layers
 
-    return sum(site.width * ip.chunks for ip in site.in_proj if layers.has_bias(model.get_submodule(ip.path)))
+    return sum(ip.rows(site) * ip.chunks for ip in site.in_proj if layers.has_bias(model.get_submodule(ip.path)))
 
 
 def unit_costs(adapter, measure: str = "params", seq_len: float | None = None,
@@ -123,8 +127,9 @@ def unit_costs(adapter, measure: str = "params", seq_len: float | None = None,
 def total_cost(costs: dict[str, np.ndarray], n_units: dict[str, list[int]], kinds: str = "all",
                stack: str = "all") -> float:
     """The cost of every unit of the selected groups."""
+    chosen = chosen_groups(n_units, kinds, stack)
     return float(sum((costs[g] * np.asarray(n, dtype=np.float64)).sum()
-                     for g, n in n_units.items() if g in costs and selected(g, kinds, stack)))
+                     for g, n in n_units.items() if g in costs and g in chosen))
 
 
 def kept_cost(mask: Mask, costs: dict[str, np.ndarray]) -> float:
@@ -196,7 +201,8 @@ def count_flops(adapter, batch: dict, task) -> int:
 def attention_flops(adapter, batch: dict) -> int:
     """FLOPs of QK^T and AV for a batch of ``input_ids``: ``4 B T^2 w`` per head."""
     b, t = batch["input_ids"].shape
-    return sum(4 * b * t * t * s.n_units * s.width for s in adapter.unit_sites() if s.kind == "heads")
+    return sum(4 * b * t * t * s.n_units * s.width for s in adapter.unit_sites()
+               if s.kind == "heads")  # every query head once (a grouped model's groups hold the same heads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,8 +243,10 @@ def latency_table(adapter, task, seq_len: int, batch_size: int = 32, repeats: in
     models = {"dense": adapter}
     removed = {}
     for kind in KINDS:
+        if kind not in [group_parts(g)[1] for g in shapes]:
+            continue
         mask = mask_from_scores(scores, 0.5, kinds=kind)
-        if kind not in [group_parts(g)[1] for g in shapes] or hard_prune_problem(adapter, mask):
+        if hard_prune_problem(adapter, mask):
             continue
         models[kind] = hard_prune(adapter, mask)
         removed[kind] = mask.total() - mask.kept()
@@ -292,12 +300,16 @@ def search_mask(scores, budget: Budget | str, costs: dict[str, np.ndarray], kind
     budget = Budget.parse(budget)
     check_choices("global", kinds, stack)
     arrays, n_units, smeta = scores_parts(scores)
-    missing = [g for g in arrays if g not in costs]
-    if missing:
-        raise MtpruneError(f"no costs for the unit group(s) {', '.join(missing)}")
-    chosen = [g for g in arrays if selected(g, kinds, stack)]
+    chosen = chosen_groups(arrays, kinds, stack)
     if not chosen:
         raise MtpruneError(f"the scores have no {kinds} units to prune")
+    views = [g for g in chosen if g in view_groups(arrays)]
+    if views:
+        raise MtpruneError(f"a budget cannot be spent on single query heads of grouped attention ({', '.join(views)}): "
+                           "they cost nothing apart from their key/value groups; budget --kinds groups or all")
+    missing = [g for g in chosen if g not in costs]
+    if missing:
+        raise MtpruneError(f"no costs for the unit group(s) {', '.join(missing)}")
     total = total_cost(costs, n_units)
     fixed = total - total_cost(costs, n_units, kinds, stack)
     limit = budget.fraction * total
@@ -326,8 +338,11 @@ def search_mask(scores, budget: Budget | str, costs: dict[str, np.ndarray], kind
     kinds_here = list(lists)
     if len(kinds_here) == 1:
         best = {kinds_here[0]: int(np.searchsorted(lists[kinds_here[0]]["cum_cost"], room * (1 + 1e-12), "right") - 1)}
+    elif len(kinds_here) > 2 or "ffn" not in lists:
+        raise MtpruneError(f"a budget is spent over FFN neurons and one kind of attention unit, not {', '.join(kinds_here)}")
     else:
-        a, b = lists["heads"], lists["ffn"]
+        attn = next(k for k in kinds_here if k != "ffn")  # heads, or key/value groups
+        a, b = lists[attn], lists["ffn"]
         best, best_score = None, -np.inf
         for h in range(len(a["cum_cost"])):
             rest = room - a["cum_cost"][h]
@@ -336,7 +351,7 @@ def search_mask(scores, budget: Budget | str, costs: dict[str, np.ndarray], kind
             n = int(np.searchsorted(b["cum_cost"], rest * (1 + 1e-12), "right") - 1)
             score = a["cum_score"][h] + b["cum_score"][n]
             if score > best_score:
-                best, best_score = {"heads": h, "ffn": n}, score
+                best, best_score = {attn: h, "ffn": n}, score
     keep = {g: np.zeros((len(n), max(n, default=0)), dtype=bool) for g, n in n_units.items()}
     for g, n in n_units.items():
         if g not in chosen:
@@ -348,7 +363,7 @@ def search_mask(scores, budget: Budget | str, costs: dict[str, np.ndarray], kind
             keep[lst["gs"][gi]][li, ui] = True
     n_chosen = sum(int(sum(n_units[g])) for g in chosen)
     n_kept = sum(int(keep[g].sum()) for g in chosen)
-    kept = float(sum((keep[g].sum(1) * costs[g]).sum() for g in keep))
+    kept = float(sum((keep[g].sum(1) * costs[g]).sum() for g in keep if g in costs))
     return Mask(keep=keep, n_units=n_units, sparsity=1.0 - n_kept / n_chosen if n_chosen else 0.0, scope="budget",
                 kinds=kinds, stack=stack,
                 meta={**smeta, **(meta or {}), "budget": str(budget), "normalise": normalise, "cost_kept": kept,

@@ -18,7 +18,10 @@ is kept first. A NaN score inside a layer counts as the lowest score. At sparsit
 the selected kind goes; a layer may keep zero FFN neurons or zero heads (its output is then the out
 projection's bias, in soft and hard pruning alike).
 
-Groups present in the scores but not selected (``kinds``/``stack``) are kept whole.
+Groups present in the scores but not selected (``kinds``/``stack``) are kept whole. On a model
+with grouped-query attention ``decoder.groups`` holds its key/value groups and ``decoder.heads``
+its query heads, a view of the groups: ``kinds="all"`` prunes neurons and groups, and a mask
+always prunes the query heads of the groups it prunes.
 
 A mask saves as JSON (kept unit indices per layer, readable) or safetensors (bool arrays, the
 rest as JSON metadata), chosen by the file's suffix, and loads back equal.
@@ -41,7 +44,7 @@ import numpy as np
 
 from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.units import KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, group_parts, selected
+from mtprune.units import KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, chosen_groups, group_parts, view_groups
 
 SCOPES = ("layer", "global", "budget")  # budget: one cost budget over kinds and layers (mtprune.costs)
 MASK_FORMAT = "mtprune mask v1"
@@ -76,7 +79,7 @@ def check_choices(scope: str = "layer", kinds: str = "all", stack: str = "all") 
     if scope not in SCOPES:
         raise MtpruneError(f"scope must be layer or global, not {scope!r}")
     if kinds not in KIND_CHOICES:
-        raise MtpruneError(f"kinds must be ffn, heads or all, not {kinds!r}")
+        raise MtpruneError(f"kinds must be one of {', '.join(KIND_CHOICES)}, not {kinds!r}")
     if stack not in STACK_CHOICES:
         raise MtpruneError(f"stack must be encoder, decoder or all, not {stack!r}")
 
@@ -125,9 +128,10 @@ class Mask:
             for layer, c in enumerate(n):
                 if k[layer, c:].any():
                     raise MtpruneError(f"mask group {g}: layer {layer} keeps units past its {c} units")
-            k = k.copy()
+            keep[g], n_units[g] = k.copy(), n
+        _prune_views(keep, n_units)
+        for k in keep.values():
             k.setflags(write=False)
-            keep[g], n_units[g] = k, n
         object.__setattr__(self, "keep", keep)
         object.__setattr__(self, "n_units", n_units)
         object.__setattr__(self, "meta", dict(self.meta or {}))
@@ -138,7 +142,7 @@ class Mask:
         return list(self.keep)
 
     def kinds_present(self) -> list[str]:
-        """The kinds the mask has units of (``ffn`` before ``heads``)."""
+        """The kinds the mask has units of (in the order of :data:`mtprune.units.KINDS`)."""
         have = {group_parts(g)[1] for g in self.groups}
         return [k for k in KINDS if k in have]
 
@@ -165,7 +169,7 @@ class Mask:
         return 1.0 - sum(self.kept(g) for g in gs) / tot if tot else 0.0
 
     def selected_groups(self) -> list[str]:
-        return [g for g in self.groups if selected(g, self.kinds, self.stack)]
+        return chosen_groups(self.groups, self.kinds, self.stack)
 
     def keeps_all(self) -> bool:
         return all(self.kept(g) == self.total(g) for g in self.groups)
@@ -273,6 +277,21 @@ class Mask:
             raise MtpruneError(f"the mask is malformed: {type(exc).__name__}: {exc}") from None
 
 
+def _prune_views(keep: dict, n_units: dict) -> None:
+    """Query heads inside a pruned key/value group are pruned with it (in place): a mask says what
+    the model loses, and a group takes its heads along."""
+    for view in view_groups(keep):
+        owner = view.rsplit(".", 1)[0] + ".groups"
+        if len(n_units[view]) != len(n_units[owner]):
+            raise MtpruneError(f"mask groups {view} and {owner} have different layer counts")
+        for layer, (nh, ng) in enumerate(zip(n_units[view], n_units[owner])):
+            if ng == 0:
+                continue
+            if nh % ng:
+                raise MtpruneError(f"mask layer {layer}: {nh} query heads do not split into {ng} key/value groups")
+            keep[view][layer, :nh] &= np.repeat(keep[owner][layer, :ng], nh // ng)
+
+
 def _short(v: list[int]) -> str:
     s = str(list(v))
     return s if len(s) <= 60 else s[:57] + "...]"
@@ -347,7 +366,7 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
     arrays, n_units, smeta = scores_parts(scores)
     if set(arrays) != set(n_units):
         raise MtpruneError(f"scores groups differ: arrays {sorted(arrays)}, n_units {sorted(n_units)}")
-    chosen = [g for g in arrays if selected(g, kinds, stack)]
+    chosen = chosen_groups(arrays, kinds, stack)
     if not chosen:
         raise MtpruneError(
             f"the scores have no {kinds if kinds != 'all' else ''} units"
@@ -386,7 +405,7 @@ def _per_kind_mask(scores, sparsity: Mapping, scope: str, stack: str, meta: dict
         raise MtpruneError(f"unknown unit kind {unknown[0]!r}; kinds: {', '.join(KINDS)}")
     per = {k: check_sparsity(sparsity[k]) for k in KINDS if k in sparsity and k in have}
     if not per:
-        raise MtpruneError("no unit kind to prune: the scores have neither FFN neurons nor heads")
+        raise MtpruneError(f"no unit kind to prune: the scores have none of {', '.join(sparsity)}")
     extra = {**(meta or {}), "sparsity_per_kind": per}
     parts = {k: mask_from_scores(scores, p, scope=scope, kinds=k, stack=stack, meta=extra) for k, p in per.items()}
     if len(parts) == 1:
@@ -414,7 +433,7 @@ def full_mask(sites: Iterable[UnitSite], meta: dict | None = None) -> Mask:
 
 
 def kinds_in(scores_or_mask) -> list[str]:
-    """The kinds (``ffn``, ``heads``) scores or a mask have units of, FFN first."""
+    """The kinds (``ffn``, ``heads``, ``groups``) scores or a mask have units of, FFN first."""
     if isinstance(scores_or_mask, Mask):
         groups = scores_or_mask.groups
     else:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-KIND_LABELS = {"ffn": "FFN neurons", "heads": "attention heads"}
+from mtprune.units import KIND_LABELS  # one vocabulary for every chart
 KEPT_COLOR = "#2a9d8f"
 PRUNED_COLOR = "#e9c46a"
 DENSE_COLOR = "#264653"
@@ -31,7 +31,7 @@ def group_label(group: str) -> str:
 
 
 def unit_word(group: str) -> str:
-    return "head" if group.endswith("heads") else "neuron"
+    return "head" if group.endswith("heads") else "group" if group.endswith("groups") else "neuron"
 
 
 def _as_array(array) -> np.ndarray:

@@ -12,9 +12,12 @@
   the attention module is then replaced by :class:`NoHeadsAttention`, which keeps the module's
   (now empty) children, so parameter names do not change, and returns the out projection's bias.
 
-Sites whose heads cannot be removed one by one (T5's shared relative position bias, grouped
-key/value heads) make :func:`hard_prune` stop with one line (:func:`hard_prune_problem` says why
-beforehand).
+* T5's heads go through its format's rewrite (:mod:`mtprune.formats.t5`): each layer keeps the
+  indices of its heads and slices the stack's shared relative position bias to them.
+* Grouped-query attention loses whole key/value groups (``groups`` sites: a group's rows of Q, K
+  and V and columns of O); the query heads of a removed group go with it. Single query heads
+  (a ``heads`` view) can only be masked: a mask that prunes some of a kept group's heads makes
+  :func:`hard_prune` stop with one line (:func:`hard_prune_problem` says why beforehand).
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from torch import nn
 from mtprune.errors import MtpruneError
 from mtprune.layers import set_module, slice_linear
 from mtprune.masks import Mask
-from mtprune.units import UnitSite, soft_mask, unit_cost
+from mtprune.units import HEAD_REWRITES, UnitSite, soft_mask, unit_cost
 
 PRUNED_KEY = "mtprune_pruned"
 # attributes of attention modules that count heads, and that hold heads x head size
 _HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
 _HEAD_SIZE_ATTRS = ("all_head_size", "split_size", "inner_dim")
+_KV_COUNT_ATTRS = ("num_key_value_heads", "num_kv_heads")
 
 
 class NoHeadsAttention(nn.Module):
@@ -87,9 +91,12 @@ def shrink_site(model: nn.Module, site: UnitSite, keep_units: torch.Tensor) -> N
     out_cols = _unit_index(keep_units, site.width, site.n_units)
     set_module(model, site.out_proj, slice_linear(model.get_submodule(site.out_proj), out_cols, dim=1))
     for ip in site.in_proj:
-        rows = _unit_index(keep_units, site.width, site.n_units, ip.chunks)
+        rows = _unit_index(keep_units, ip.rows(site), site.n_units, ip.chunks)
         set_module(model, ip.path, slice_linear(model.get_submodule(ip.path), rows, dim=0))
-    if site.kind != "heads" or not site.attn_module:
+    if site.kind == "ffn" or not site.attn_module:
+        return
+    if site.head_rewrite:  # the format removes the heads from its attention module
+        HEAD_REWRITES[site.head_rewrite](model, site, keep_units)
         return
     attn = model.get_submodule(site.attn_module)
     if n_keep == 0:
@@ -98,17 +105,33 @@ def shrink_site(model: nn.Module, site: UnitSite, keep_units: torch.Tensor) -> N
         return
     for a in _HEAD_COUNT_ATTRS:
         if isinstance(getattr(attn, a, None), int):
-            setattr(attn, a, n_keep)
+            setattr(attn, a, n_keep * site.heads_per_unit)
     for a in _HEAD_SIZE_ATTRS:
         if isinstance(getattr(attn, a, None), int):
             setattr(attn, a, n_keep * site.width)
+    if site.kind == "groups":
+        for a in _KV_COUNT_ATTRS:
+            if isinstance(getattr(attn, a, None), int):
+                setattr(attn, a, n_keep)
 
 
 def _sites_to_cut(adapter, mask: Mask) -> tuple[list[UnitSite], dict[str, torch.Tensor]]:
+    """The sites ``mask`` removes units of, and every site's keep vector. A view site (the query
+    heads of grouped attention) is left out when its pruned units are exactly those inside the
+    pruned units of the site it is a view of (removing the groups removes them)."""
     sites = adapter.unit_sites()
     keep = mask.keep_for_sites(sites)
     cut = [s for s in sites if s.name in keep and not bool(keep[s.name].all())]
-    return cut, keep
+    by_place = {(s.stack, s.layer, s.kind): s for s in sites}
+    out = []
+    for s in cut:
+        owner = by_place.get((s.stack, s.layer, s.view_of)) if s.view_of else None
+        if owner is not None and owner.name in keep and owner.n_units:
+            covered = keep[owner.name].repeat_interleave(owner.width // s.width)
+            if torch.equal(covered, keep[s.name]):
+                continue
+        out.append(s)
+    return out, keep
 
 
 @contextmanager
@@ -150,11 +173,16 @@ def hard_prune_problem(adapter, mask: Mask) -> str | None:
     """Why ``mask`` cannot be applied by slicing this model (heads of T5 or of grouped key/value
     attention can only be masked), or None when it can."""
     cut, _ = _sites_to_cut(adapter, mask)
-    bad = [s.name for s in cut if not s.hard_prunable]
+    bad = [s for s in cut if not s.hard_prunable]
     if not bad:
         return None
-    return (f"{type(adapter.model).__name__} heads cannot be removed physically ({', '.join(bad[:3])}"
-            f"{'...' if len(bad) > 3 else ''}: shared position bias or grouped key/value heads); "
+    names = ", ".join(s.name for s in bad[:3]) + ("..." if len(bad) > 3 else "")
+    model = type(adapter.model).__name__
+    if any(s.view_of == "groups" for s in bad):
+        return (f"{model} cannot lose single query heads physically ({names}): {bad[0].soft_reason}; "
+                "prune whole key/value groups (--kinds groups), or keep the heads as a soft mask "
+                "(experiments' --prune soft, the dashboard's preview)")
+    return (f"{model} heads cannot be removed physically ({names}): {bad[0].soft_reason or 'not supported'}; "
             "prune its FFN neurons, or use a soft mask for heads")
 
 

@@ -52,7 +52,7 @@ METHODS = ("none", "bias", "scale", "lsq")
 DAMPINGS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 MAX_SCALE = 10.0  # Kwon et al. stop rescaling when a scale leaves [-10, 10]
 STACK_ORDER = ("encoder", "decoder")
-KIND_ORDER = ("heads", "ffn")  # in a layer, attention comes first
+KIND_ORDER = ("heads", "groups", "ffn")  # in a layer, attention comes first
 
 
 @dataclass(frozen=True)
@@ -485,7 +485,8 @@ def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings
     if n_rows == 0:
         raise MtpruneError("the calibration set is empty")
     dense_sizes = site_sizes(adapter)
-    cut = [s for s in pruned.unit_sites() if s.n_units < dense_sizes[s.name]]
+    # a view (the query heads of removed key/value groups) shares its out projection with its owner
+    cut = [s for s in pruned.unit_sites() if s.n_units < dense_sizes[s.name] and not s.view_of]
     if not cut:
         return pruned, RepairReport(settings.method, n_rows, 0, time.perf_counter() - t0)
     dense_sites = {s.name: s for s in adapter.unit_sites()}
@@ -501,7 +502,7 @@ def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings
         k = settings.holdout_every
         for held_out in (False, True):
             part = [r for i, r in enumerate(rows) if (i % k == k - 1) == held_out]
-            queues.append([(t, b, held_out) for b in batches_for(t, part, settings.batch_size)])
+            queues.append([(t, b, held_out) for b in batches_for(t, part, settings.batch_size, adapter=adapter)])
     queues = [q for q in queues if q]
     batches = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
     was = adapter.model.training

@@ -21,9 +21,12 @@ if TYPE_CHECKING:  # torch loads when a model does, not when the CLI builds its 
     import torch
     from torch import nn
 
-KINDS = ("ffn", "heads")
+# ``groups``: key/value groups of grouped-query attention (one key/value head and the query heads
+# that share it), the unit such attention loses physically; its query heads stay a soft ``heads`` view
+KINDS = ("ffn", "heads", "groups")
 STACKS = ("encoder", "decoder")
-KIND_CHOICES = ("ffn", "heads", "all")  # what to prune: one kind or both
+KIND_CHOICES = ("ffn", "heads", "groups", "all")  # what to prune: one kind or all of them
+KIND_LABELS = {"ffn": "FFN neurons", "heads": "attention heads", "groups": "key/value groups"}
 STACK_CHOICES = ("encoder", "decoder", "all")
 GROUPS = tuple(f"{s}.{k}" for s in STACKS for k in KINDS)  # display order: encoder first, FFN first
 
@@ -35,6 +38,10 @@ class InProj:
 
     path: str
     chunks: int = 1
+    width: int = 0  # rows per unit when not the site's width (a key/value group's K and V: one head)
+
+    def rows(self, site: "UnitSite") -> int:
+        return self.width or site.width
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,14 @@ class UnitSite:
     # FFN sites that end their layer: the layer's output is output_norm(out_proj output + residual),
     # "" for no norm (pre-LN models), None when the layer does more after its FFN or nobody said
     output_norm: str | None = None
+    heads_per_unit: int = 1  # query heads in one unit (a key/value group: the heads sharing it)
+    soft_reason: str = ""  # why the units cannot be removed physically (hard_prunable False)
+    # the kind of another site of the layer whose units hold this site's parameters (the query heads
+    # of grouped attention are parts of the key/value groups): removing those removes these
+    view_of: str = ""
+    # a named rewrite (:func:`register_head_rewrite`) that removes heads from ``attn_module`` in
+    # place of the generic slicing (T5: the stack's shared position bias is sliced per layer)
+    head_rewrite: str = ""
 
     def __post_init__(self):
         if self.stack not in STACKS or self.kind not in KINDS:
@@ -70,6 +85,16 @@ class UnitSite:
         return f"{self.stack}.{self.kind}"
 
 
+# name -> fn(model, site, keep_units): removes heads from the site's attention module (after its
+# in and out projections are sliced); registered by the formats that need one
+HEAD_REWRITES: dict[str, Callable] = {}
+
+
+def register_head_rewrite(name: str, fn: Callable) -> Callable:
+    HEAD_REWRITES[name] = fn
+    return fn
+
+
 def group_sites(sites: Iterable[UnitSite]) -> dict[str, list[UnitSite]]:
     """Sites by group, each list ordered by layer."""
     out: dict[str, list[UnitSite]] = {}
@@ -78,6 +103,21 @@ def group_sites(sites: Iterable[UnitSite]) -> dict[str, list[UnitSite]]:
     for v in out.values():
         v.sort(key=lambda s: s.layer)
     return out
+
+
+def view_groups(groups: Iterable[str]) -> set[str]:
+    """Groups whose units are parts of another group's (``decoder.heads`` when ``decoder.groups``
+    is there: the query heads of grouped attention live inside their key/value groups)."""
+    have = set(groups)
+    return {f"{s}.heads" for s in STACKS if f"{s}.groups" in have and f"{s}.heads" in have}
+
+
+def chosen_groups(groups: Iterable[str], kinds: str = "all", stack: str = "all") -> list[str]:
+    """The groups a kind and stack filter prune. ``all`` leaves out view groups: on a grouped-query
+    model it means FFN neurons and key/value groups; its query heads are pruned only by name."""
+    groups = list(groups)
+    views = view_groups(groups) if kinds == "all" else set()
+    return [g for g in groups if selected(g, kinds, stack) and g not in views]
 
 
 def group_parts(group: str) -> tuple[str, str]:
@@ -103,7 +143,7 @@ def ordered_groups(groups: Iterable[str]) -> list[str]:
 def select_sites(sites: Iterable[UnitSite], kinds: str = "all", stack: str = "all") -> list[UnitSite]:
     """Filter by kind (``ffn``, ``heads`` or ``all``) and stack (``encoder``, ``decoder``, ``all``)."""
     if kinds not in KIND_CHOICES:
-        raise ValueError(f"kinds must be ffn, heads or all, not {kinds!r}")
+        raise ValueError(f"kinds must be one of {', '.join(KIND_CHOICES)}, not {kinds!r}")
     return [s for s in sites if (kinds == "all" or s.kind == kinds) and (stack == "all" or s.stack == stack)]
 
 
@@ -129,12 +169,13 @@ def unit_cost(model: nn.Module, site: UnitSite) -> int:
     cost = site.width * layers.out_features(model.get_submodule(site.out_proj))
     for ip in site.in_proj:
         m = model.get_submodule(ip.path)
-        cost += site.width * ip.chunks * (layers.in_features(m) + (1 if layers.has_bias(m) else 0))
+        cost += ip.rows(site) * ip.chunks * (layers.in_features(m) + (1 if layers.has_bias(m) else 0))
     return cost
 
 
 def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], ffn, heads, head_dim: int,
-                     hard_heads: bool = True) -> list[UnitSite]:
+                     hard_heads: bool = True, kv_groups: tuple[str, str, str, int] | None = None,
+                     soft_reason: str = "", head_rewrite: str = "") -> list[UnitSite]:
     """Sites from per-layer relative module names, for a format to describe its architecture.
 
     ``ffn = (in_names, out_name, residual_name[, output_norm])``; ``heads = (in_names, out_name,
@@ -142,6 +183,11 @@ def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], f
     either may be None. An in name ending in ``*3`` is a fused q|k|v projection. The residual module
     is the one whose first input is the residual stream the site's output is added to; an FFN that
     ends its layer names the norm applied to its output plus residual (``""``: none). Repair reads both.
+
+    ``kv_groups = (q_name, k_name, v_name, heads_per_group)`` describes grouped-query attention
+    (more than one query head per key/value head): every layer then has a ``groups`` site (a group
+    is ``heads_per_group`` heads of Q and O and one head of K and V, removable as a whole) and a
+    ``heads`` site of its query heads, a soft view of the groups' parameters.
     """
     from mtprune import layers
 
@@ -159,10 +205,23 @@ def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], f
         if heads is not None:
             ins, out, attn, res = heads
             n_in = layers.in_features(model.get_submodule(f"{lp}.{out}"))
+            common = dict(attn_module=f"{lp}.{attn}", layer_path=lp, residual=path(lp, res))
+            if kv_groups is not None and kv_groups[3] > 1:
+                q, k, v, ratio = kv_groups
+                n_kv = layers.out_features(model.get_submodule(f"{lp}.{k}")) // head_dim
+                sites.append(UnitSite(
+                    stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", (InProj(f"{lp}.{q}"),),
+                    hard_prunable=False, view_of="groups",
+                    soft_reason=f"each key/value head is shared by {ratio} query heads", **common))
+                sites.append(UnitSite(
+                    stack, i, "groups", n_kv, ratio * head_dim, f"{lp}.{out}",
+                    (InProj(f"{lp}.{q}"), InProj(f"{lp}.{k}", width=head_dim), InProj(f"{lp}.{v}", width=head_dim)),
+                    heads_per_unit=ratio, **common))
+                continue
             in_proj = tuple(InProj(f"{lp}.{x[:-2]}", 3) if x.endswith("*3") else InProj(f"{lp}.{x}") for x in ins)
             sites.append(UnitSite(stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", in_proj,
-                                  attn_module=f"{lp}.{attn}", hard_prunable=hard_heads, layer_path=lp,
-                                  residual=path(lp, res)))
+                                  hard_prunable=hard_heads, soft_reason="" if hard_heads else soft_reason,
+                                  head_rewrite=head_rewrite, **common))
     return sites
 
 

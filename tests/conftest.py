@@ -117,6 +117,30 @@ def tiny_causal(request, tokenizer):
     return adapter_for(model, tokenizer, f"tiny-{request.param}")
 
 
+def make_grouped(kind: str, tokenizer, seed: int = 4):
+    """A 2-layer grouped-query decoder built in code: ``llama`` (8 query heads over 2 key/value
+    heads) or ``qwen2`` (8 over 4, with q/k/v biases)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from mtprune.checkpoints import adapter_for
+
+    _seed(seed)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=8, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, **common))
+    elif kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=4, **common))
+    else:
+        raise ValueError(kind)
+    return adapter_for(model, tokenizer, f"tiny-{kind}-gqa")
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def tiny_grouped(request, tokenizer):
+    return make_grouped(request.param, tokenizer)
+
+
 SST2_ROWS = [
     {"sentence": "a very good movie", "label": 1},
     {"sentence": "an awful boring film", "label": 0},

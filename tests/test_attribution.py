@@ -311,14 +311,22 @@ def test_magnitude_with_grouped_key_value_heads(tokenizer):
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id)
     a = adapter_for(LlamaForCausalLM(cfg), tokenizer)
-    s = attribute(a, _spec(method="magnitude", kinds="heads"))
+    s = attribute(a, _spec(method="magnitude", kinds="all"))
     att = a.model.model.layers[0].self_attn
-    h, kv = 3, 1  # query head 3 reads key/value head 1
+    h, kv = 3, 1  # query head 3 reads key/value head 1, which query heads 2 and 3 share
     q, o = slice(h * 8, (h + 1) * 8), slice(kv * 8, (kv + 1) * 8)
-    sq = (att.q_proj.weight[q].pow(2).sum() + att.k_proj.weight[o].pow(2).sum() + att.v_proj.weight[o].pow(2).sum()
-          + att.o_proj.weight[:, q].pow(2).sum())
+    sq = att.q_proj.weight[q].pow(2).sum() + att.o_proj.weight[:, q].pow(2).sum()
     assert s.arrays["decoder.heads"][0, h] == pytest.approx(sq.sqrt().item(), rel=1e-5)
-    assert np.isfinite(_run(a, kinds="heads").arrays["decoder.heads"]).all()
+    g = slice(2 * 8, 4 * 8)  # the group: query heads 2 and 3, key/value head 1
+    sq = (att.q_proj.weight[g].pow(2).sum() + att.k_proj.weight[o].pow(2).sum() + att.v_proj.weight[o].pow(2).sum()
+          + att.o_proj.weight[:, g].pow(2).sum())
+    assert s.arrays["decoder.groups"][0, kv] == pytest.approx(sq.sqrt().item(), rel=1e-5)
+    ap = _run(a, kinds="all")
+    assert np.isfinite(ap.arrays["decoder.heads"]).all() and ap.arrays["decoder.groups"].shape == (2, 2)
+    # a group's gate scales its heads together: signed, its attribution is the sum of theirs
+    signed = _run(a, kinds="all", variant="signed")
+    heads = signed.arrays["decoder.heads"]
+    assert np.allclose(signed.arrays["decoder.groups"], heads[:, 0::2] + heads[:, 1::2], rtol=1e-4, atol=1e-7)
 
 
 def test_activation_is_mean_abs_over_real_tokens(tiny_multitask):

@@ -223,3 +223,32 @@ def test_prune_calibration_file_needs_the_fields(capsys, tiny_dir, tmp_path, sha
                        "bias", "--calib-file", bad, "--out", out, "--device", "cpu")
     one_line_error(code, err, "lack the field")
     assert not out.exists()
+
+
+def test_prune_grouped_model_by_key_value_group(capsys, tokenizer, tmp_path, shared_home):
+    """A grouped-query decoder as the CLI takes it: the groups go physically (budget and sparsity),
+    single query heads are refused in one line that offers the group or a soft mask."""
+    from tests.conftest import make_grouped
+
+    model = save_model(make_grouped("llama", tokenizer), tmp_path / "gqa")
+    common = ("--model", model, "--task", "sst2", "--examples", "6", "--no-eval", "--device", "cpu",
+              "--repair", "none", "--json")
+    out = tmp_path / "heads"
+    code, _, err = run(capsys, "prune", *common, "--kinds", "heads", "--sparsity", "0.5", "--out", out)
+    one_line_error(code, err, r"cannot lose single query heads physically .*prune whole key/value groups "
+                              r"\(--kinds groups\), or keep the heads as a soft mask")
+    assert not out.exists()
+    code, stdout, err = run(capsys, "prune", *common, "--kinds", "groups", "--sparsity", "0.5", "--out",
+                            tmp_path / "groups")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["kept"]["decoder.groups"] == [1, 1]
+    assert info["params_pruned"] == info["params_expected"] < info["params_dense"]
+    code, stdout, err = run(capsys, "prune", *common, "--budget", "flops:0.6", "--out", tmp_path / "budget")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert abs(info["flops_kept"] - 0.6) < 0.05 and "decoder.groups" in info["kept"]
+    code, stdout, err = run(capsys, "attribute", "--model", model, "--task", "sst2", "--examples", "6",
+                            "--device", "cpu", "--kinds", "groups", "--out-csv", tmp_path / "s.csv")
+    assert code == 0, err
+    assert "decoder.groups" in (tmp_path / "s.csv").read_text()

@@ -130,17 +130,72 @@ def test_seqcls_hard_equals_soft(tiny_seqcls, sst2_rows):
     check_hard_equals_soft(tiny_seqcls, mask, sst2_rows)
 
 
-def test_t5_ffn_hard_and_heads_soft_only(tiny_t5, sst2_rows):
+def test_t5_heads_removed_physically(tiny_t5, sst2_rows):
+    """Every layer keeps other heads; the shared relative position bias is sliced per layer."""
     scores = random_scores(tiny_t5)
     mask = mask_from_scores(scores, 0.5, kinds="ffn", scope="global")
     small, _ = check_hard_equals_soft(tiny_t5, mask, sst2_rows)
     assert sum(site_sizes(small)[f"decoder.{i}.ffn"] for i in range(2)) + \
         sum(site_sizes(small)[f"encoder.{i}.ffn"] for i in range(2)) == 96
-    heads = mask_from_scores(scores, 0.5, kinds="heads")
-    with soft_prune(tiny_t5, heads):
-        logits(tiny_t5, sst2_rows)
-    with pytest.raises(MtpruneError, match="heads cannot be removed physically.*soft mask"):
-        hard_prune(tiny_t5, heads)
+    heads = mask_from_scores(scores, 0.5, kinds="heads", scope="global")
+    assert len({tuple(map(tuple, heads.keep[g].nonzero())) for g in heads.groups}) > 1
+    small, _ = check_hard_equals_soft(tiny_t5, heads, sst2_rows)
+    kept = {n: b.tolist() for n, b in small.model.named_buffers() if n.endswith("kept_heads")}
+    assert kept["encoder.block.0.layer.0.SelfAttention.kept_heads"] == \
+        [int(i) for i in heads.keep["encoder.heads"][0].nonzero()[0]]
+    attn = small.model.get_submodule("encoder.block.0.layer.0.SelfAttention")
+    n0 = heads.kept_per_layer("encoder.heads")[0]
+    assert attn.n_heads == n0 and attn.q.out_features == 8 * n0 and attn.relative_attention_bias.weight.shape[1] == 4
+    # a layer with no head left, and the first layer (which owns the bias table) among them
+    for g in scores["arrays"]:
+        scores["arrays"][g][1] += 10
+    empty = mask_from_scores(scores, 0.5, kinds="all", scope="global")
+    assert empty.kept_per_layer("encoder.heads") == [0, 4] and empty.kept_per_layer("decoder.heads") == [0, 4]
+    small, _ = check_hard_equals_soft(tiny_t5, empty, sst2_rows)
+    # and pruned again: the kept heads are indices among the stack's original heads
+    again_mask = mask_from_scores(random_scores(small, seed=4), 0.5, kinds="heads")
+    with soft_prune(small, again_mask):
+        soft = logits(small, sst2_rows)
+    again = hard_prune(small, again_mask)
+    assert (logits(again, sst2_rows) - soft).abs().max().item() < TOL
+    assert again.model.get_submodule("encoder.block.1.layer.0.SelfAttention").kept_heads.numel() == 2
+
+
+def test_grouped_attention_loses_whole_groups(tiny_grouped, sst2_rows):
+    a = tiny_grouped
+    sites = {s.name: s for s in a.unit_sites()}
+    g, h = sites["decoder.0.groups"], sites["decoder.0.heads"]
+    ratio = 8 // g.n_units
+    assert (g.heads_per_unit, g.width, h.width, h.n_units) == (ratio, ratio * 4, 4, 8)
+    assert g.hard_prunable and not h.hard_prunable and h.view_of == "groups"
+    scores = random_scores(a, seed=1)
+    for kinds in ("groups", "all"):
+        mask = mask_from_scores(scores, 0.5, kinds=kinds, scope="global")
+        # the query heads of a pruned group go with it
+        for layer in range(2):
+            want = mask.keep["decoder.groups"][layer, : g.n_units].repeat(ratio)
+            assert (mask.keep["decoder.heads"][layer, :8] == want).all()
+        small, _ = check_hard_equals_soft(a, mask, sst2_rows)
+        sizes = site_sizes(small)
+        for layer in range(2):
+            kept = mask.kept_per_layer("decoder.groups")[layer]
+            assert sizes[f"decoder.{layer}.groups"] == kept and sizes[f"decoder.{layer}.heads"] == kept * ratio
+            attn = small.model.get_submodule(f"model.layers.{layer}.self_attn")
+            if kept:
+                assert attn.k_proj.out_features == 4 * kept and attn.q_proj.out_features == 4 * kept * ratio
+        if kinds == "all":
+            assert mask.kept("decoder.ffn") == 48
+    check_hard_equals_soft(a, mask_from_scores(scores, 1.0, kinds="all"), sst2_rows)
+
+
+def test_grouped_single_heads_are_soft_only(tiny_grouped, sst2_rows):
+    a = tiny_grouped
+    heads = mask_from_scores(random_scores(a), 0.5, kinds="heads")
+    with soft_prune(a, heads):
+        logits(a, sst2_rows)
+    with pytest.raises(MtpruneError, match="cannot lose single query heads physically.*shared by .* query heads; "
+                                           "prune whole key/value groups \\(--kinds groups\\), or .* soft mask"):
+        hard_prune(a, heads)
 
 
 @pytest.mark.parametrize("units", ["ffn", "heads", "all"])
@@ -149,20 +204,6 @@ def test_causal_hard_equals_soft(tiny_causal, sst2_rows, units):
     check_hard_equals_soft(tiny_causal, mask, sst2_rows)
     full = mask_from_scores(random_scores(tiny_causal), 1.0, kinds=units)
     check_hard_equals_soft(tiny_causal, full, sst2_rows)
-
-
-def test_gqa_heads_soft_only(tokenizer, sst2_rows):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=tokenizer.pad_token_id)
-    a = adapter_for(LlamaForCausalLM(cfg), tokenizer, "tiny-gqa")
-    scores = random_scores(a)
-    with pytest.raises(MtpruneError, match="grouped key/value"):
-        hard_prune(a, mask_from_scores(scores, 0.5, kinds="heads"))
-    check_hard_equals_soft(a, mask_from_scores(scores, 0.5, kinds="ffn"), sst2_rows)
 
 
 def test_soft_prune_is_reversible_after_error(tiny_multitask, sst2_rows):
@@ -210,15 +251,15 @@ def test_default_model_hard_equals_soft_and_reloads(default_adapter, tmp_path):
     check_hard_equals_soft(a, both, rows)
 
 
-def test_hard_prune_problem_names_t5_heads(tiny_t5):
+def test_hard_prune_problem_names_the_sites(tiny_grouped):
     from mtprune.masks import Mask, full_mask
     from mtprune.pruning import hard_prune_problem
 
-    full = full_mask(tiny_t5.unit_sites())
-    assert hard_prune_problem(tiny_t5, full) is None
+    full = full_mask(tiny_grouped.unit_sites())
+    assert hard_prune_problem(tiny_grouped, full) is None
     keep = {g: k.copy() for g, k in full.keep.items()}
-    keep["encoder.heads"][0, 1] = False
+    keep["decoder.heads"][1, 1] = False
     m = Mask(keep=keep, n_units=full.n_units, sparsity=0.1, kinds="all")
-    assert "encoder.0.heads" in hard_prune_problem(tiny_t5, m)
-    with pytest.raises(MtpruneError, match="cannot be removed physically"):
-        hard_prune(tiny_t5, m)
+    assert "decoder.1.heads" in hard_prune_problem(tiny_grouped, m)
+    with pytest.raises(MtpruneError, match="cannot lose single query heads"):
+        hard_prune(tiny_grouped, m)

@@ -206,7 +206,23 @@ def test_a_shared_model_is_repaired_on_several_tasks(tiny_multitask, cb_rows):
     assert rep.calibration_rows == 60 and len(rep.sites) == 2
 
 
-def test_bad_input_is_one_line(tiny_multitask, tiny_t5, tmp_path, shared_home):
+def test_repair_groups_of_grouped_attention(tokenizer):
+    from tests.conftest import make_grouped
+
+    for a, kinds in ((make_grouped("llama", tokenizer), "groups"), (make_grouped("qwen2", tokenizer), "all")):
+        mask = mask_from_scores(random_scores(a, seed=3), 0.5, kinds=kinds)
+        plain = hard_prune(a, mask)
+        fixed, report = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+        names = {s.site for s in report.sites}
+        want = {s.name for s in a.unit_sites() if s.kind in (("groups", "ffn") if kinds == "all" else (kinds,))}
+        assert names == want, (names, want)  # the query heads' view is not refit a second time
+        assert report.changed > 0 and report.kl_after < report.kl_before, report.summary()
+        assert [s.n_units for s in fixed.unit_sites()] == [s.n_units for s in plain.unit_sites()]
+
+
+def test_bad_input_is_one_line(tiny_multitask, tokenizer, tmp_path, shared_home):
+    from tests.conftest import make_grouped
+
     mask = mask_from_scores(random_scores(tiny_multitask), 0.5)
     with pytest.raises(MtpruneError, match="calibration set is empty"):
         repair(tiny_multitask, mask, [], SST2, RepairSettings("lsq"))
@@ -214,9 +230,10 @@ def test_bad_input_is_one_line(tiny_multitask, tiny_t5, tmp_path, shared_home):
         repair(tiny_multitask, mask, [{"text": "a"}], SST2, RepairSettings("lsq"))
     with pytest.raises(MtpruneError, match="unknown repair 'magic'"):
         RepairSettings("magic")
-    heads = mask_from_scores(random_scores(tiny_t5), 0.5, kinds="heads")
-    with pytest.raises(MtpruneError, match="cannot be removed physically"):
-        repair(tiny_t5, heads, ROWS, SST2, RepairSettings("lsq"))
+    grouped = make_grouped("llama", tokenizer)
+    heads = mask_from_scores(random_scores(grouped), 0.5, kinds="heads")
+    with pytest.raises(MtpruneError, match="cannot lose single query heads physically"):
+        repair(grouped, heads, ROWS, SST2, RepairSettings("lsq"))
     (tmp_path / "c.jsonl").write_text('{"text": "no sentence here"}\n')
     with pytest.raises(MtpruneError, match="lack the field"):
         calibration_rows("sst2", 4, data_file=tmp_path / "c.jsonl")

@@ -201,7 +201,7 @@ def mask_slug(settings: dict, heads_per_layer: int | None = None) -> str:
         return f"flops{round(100 * float(str(settings['budget']).split(':')[1]))}"
     parts = []
     for kind, p in settings["sparsity"].items():
-        if kind == "heads" and not p:
+        if kind in ("heads", "groups") and not p:
             continue
         parts.append(f"{kind}{round(100 * float(p))}")
     return "-".join(parts) or "dense"
@@ -218,8 +218,8 @@ def export_stem(task: str, settings: dict, method: str = "ap", repair: str = "no
     return stem
 
 
-def heads_label(n_pruned: int, per_layer: int) -> str:
-    return f"{n_pruned} of {per_layer} heads per layer pruned ({n_pruned / per_layer:.0%})" if per_layer else ""
+def per_layer_label(n_pruned: int, per_layer: int, what: str = "heads") -> str:
+    return f"{n_pruned} of {per_layer} {what} per layer pruned ({n_pruned / per_layer:.0%})" if per_layer else ""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def register(sub):
     p.add_argument("--steps", type=int, default=20, help="Integrated Gradients steps (ig only; default 20)")
     p.add_argument("--unsupervised", action="store_true",
                    help="use no labels: sum |A| over every candidate label (ap, ig)")
-    p.add_argument("--kinds", "--units", dest="kinds", default="all", choices=("all", "ffn", "heads"),
+    p.add_argument("--kinds", "--units", dest="kinds", default="all", choices=("all", "ffn", "heads", "groups"),
                    help="score FFN neurons, heads or all (default all; --units is the old spelling)")
     p.add_argument("--batch-size", type=int, default=32)
     add_threads_arg(p)
@@ -91,7 +91,8 @@ def _run(args, device):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    adapter = load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    adapter = load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code,
+                           precision=args.precision)
     check_supported(adapter, spec)  # a task the model has no labels for
     # too many samples for the split is found while drawing them, before any compute or write
 

@@ -30,6 +30,9 @@ def add_model_args(p, task: bool = True) -> None:
     if task:
         p.add_argument("--task", required=True, help="a task name (see `mtprune tasks`)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="the dtype the model computes in (scores are summed in float32 or better whatever "
+                        "it is); auto: float32 on the CPU, the checkpoint's half precision on a GPU")
     p.add_argument("--trust-remote-code", action="store_true", help="allow code shipped with a hub model")
 
 
@@ -45,9 +48,13 @@ def add_examples_arg(p, default: int | str | None = 256, text: str = "examples f
 
 
 def add_kinds_arg(p, default: str | None = "ffn", default_text: str | None = None) -> None:
-    p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=("ffn", "heads", "all"),
-                   help=f"which kind of unit to prune: FFN neurons, attention heads or both (default "
-                        f"{default_text or default}; --units is the old spelling)")
+    from mtprune.units import KIND_CHOICES
+
+    p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=KIND_CHOICES,
+                   help=f"which kind of unit to prune: FFN neurons, attention heads, key/value groups (grouped-"
+                        f"query attention) or all (on a grouped model: neurons and groups; its single query "
+                        f"heads only by name, as a soft mask) (default {default_text or default}; --units is "
+                        f"the old spelling)")
 
 
 def method_help(scores: bool | None = True) -> str:
@@ -116,7 +123,8 @@ def load_model(args):
     from mtprune.checkpoints import load_adapter
 
     device = distributed.init_from_env(args.device)  # a no-op without torchrun
-    return load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code)
+    return load_adapter(args.model, device=device, trust_remote_code=args.trust_remote_code,
+                        precision=getattr(args, "precision", "float32"))
 
 
 def logger(args):

@@ -25,7 +25,8 @@ def run(args):
         raise MtpruneError(f"--limit must be at least 1, not {args.limit}")
     split = args.split or task.default_split
     ds = load_rows(task, split, data_file=args.data_file)
-    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                           precision=args.precision)
     adapter.head_for(task)
     rows = rows_as_list(ds, args.limit)
     with progress_bar(f"eval {task.name}/{split}", total=len(rows)) as progress:

@@ -116,7 +116,8 @@ def run(args):
             how = "none"
     settings = RepairSettings(method=how, batch_size=args.batch_size)
 
-    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                           precision=args.precision)
     adapter.head_for(task)
     info = {"task": task.name, "model": adapter.source}
     if given is not None:

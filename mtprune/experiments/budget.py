@@ -35,7 +35,7 @@ from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, Result
 from mtprune.masks import check_choices, mask_from_scores
 from mtprune.tasks import get_task
 from mtprune.text import human_count
-from mtprune.units import group_sites, selected, unit_cost
+from mtprune.units import chosen_groups, group_sites, unit_cost
 
 NORMALISERS = ("sum", "max", "rank")
 COMBINERS = ("mean", "max")
@@ -59,14 +59,16 @@ def unit_costs(adapter) -> dict[str, np.ndarray]:
 def kept_params(mask, costs: dict[str, np.ndarray], kinds: str | None = None, stack: str = "all") -> int:
     """Parameters of the kept units of the selected groups (all of the mask's pruned groups by default)."""
     kinds = kinds or getattr(mask, "kinds", "all")
+    chosen = chosen_groups(mask.keep, kinds, stack)
     return int(sum((np.asarray(k, dtype=bool).sum(1) * costs[g]).sum()
-                   for g, k in mask.keep.items() if g in costs and selected(g, kinds, stack)))
+                   for g, k in mask.keep.items() if g in costs and g in chosen))
 
 
 def prunable_params(adapter, kinds: str = "ffn", stack: str = "all", costs=None) -> int:
     costs = costs if costs is not None else unit_costs(adapter)
-    total = sum(int(costs[g][s.layer]) * s.n_units for g, ss in group_sites(adapter.unit_sites()).items()
-                if selected(g, kinds, stack) for s in ss)
+    groups = group_sites(adapter.unit_sites())
+    chosen = chosen_groups(groups, kinds, stack)
+    total = sum(int(costs[g][s.layer]) * s.n_units for g, ss in groups.items() if g in chosen for s in ss)
     if total == 0:
         raise MtpruneError(f"the model has no {kinds} units to budget")
     return total

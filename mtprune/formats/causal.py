@@ -23,12 +23,12 @@ def causal_sites(model) -> list:
         layers = [f"model.layers.{i}" for i in range(len(base.layers))]
         mlp = model.get_submodule("model.layers.0.mlp")
         ffn_in = tuple(n for n in ("gate_proj", "up_proj") if hasattr(mlp, n))
-        # with grouped key/value heads, query heads share k/v: they can be masked, not removed
+        # grouped-query attention: key/value groups are removed physically, single query heads masked
         return sites_for_layers(
             model, "decoder", layers,
             (tuple(f"mlp.{n}" for n in ffn_in), "mlp.down_proj", "post_attention_layernorm", ""),
             (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj", "self_attn", ""),
-            head_dim, hard_heads=(kv == n_heads),
+            head_dim, kv_groups=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", n_heads // kv),
         )
     tr = getattr(model, "transformer", None)
     if tr is not None and hasattr(tr, "h"):  # GPT-2
@@ -94,11 +94,32 @@ class CausalLMAdapter(LabelWordAdapter):
             att[i, : len(s)] = 1
             tgt[i, len(p) - 1 : len(s) - 1] = torch.tensor(c)  # position j predicts token j+1
         ids, att, tgt = ids.to(self.device), att.to(self.device), tgt.to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=att).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
         mask = tgt != -100
-        tok = logp.gather(2, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (tok * mask).sum(1)
+        head = self._plain_lm_head()
+        if head is None:
+            logits = self.model(input_ids=ids, attention_mask=att).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            tok = logp.gather(2, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            return (tok * mask).sum(1)
+        # the vocabulary's logits only where a continuation token is predicted: a batch x length x
+        # vocabulary tensor (8 GB in float32 for 8k tokens of a 128k vocabulary) is never formed
+        hidden = self.model.base_model(input_ids=ids, attention_mask=att).last_hidden_state
+        rows, cols = mask.nonzero(as_tuple=True)
+        logp = torch.log_softmax(head(hidden[rows, cols]).float(), dim=-1)
+        tok = logp.gather(1, tgt[rows, cols].unsqueeze(-1)).squeeze(-1)
+        return torch.zeros(len(seqs), dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+
+    def _plain_lm_head(self):
+        """The output layer when logits are just it applied to the last hidden states (no scaling or
+        soft-capping of the logits, a base model apart), else None."""
+        cfg = self.model.config
+        if any(getattr(cfg, a, None) not in (None, 1, 1.0) for a in ("final_logit_softcapping", "logit_scale")):
+            return None
+        head = self.model.get_output_embeddings()
+        base = getattr(self.model, "base_model", None)
+        if head is None or base is None or base is self.model or not isinstance(head, torch.nn.Linear):
+            return None
+        return head
 
     def logits(self, batch, task):
         prompts = batch["prompt_ids"]

@@ -6,9 +6,64 @@ import torch
 
 from mtprune.formats.base import LabelWordAdapter, fields_text, register_format
 from mtprune.tasks import TaskSpec
-from mtprune.units import sites_for_layers
+from mtprune.units import register_head_rewrite, sites_for_layers
 
 T5_TYPES = ("t5", "mt5", "umt5")
+HEAD_REWRITE = "t5-shared-bias"
+
+
+class _KeptHeads:
+    """A T5 self-attention that lost heads. ``kept_heads`` (a saved buffer) are the stack's original
+    heads it still has. T5 computes one relative position bias for all heads in the stack's first
+    layer and passes it from layer to layer; this module takes its kept heads' slice of that bias
+    and passes the whole bias on, so every layer may keep different heads. With no head left it
+    adds nothing (its out projection of an empty input) and still passes the bias on."""
+
+    def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None, **kwargs):
+        full = position_bias if position_bias is not None else self._full_bias(hidden_states, key_value_states, cache)
+        if self.kept_heads.numel() == 0:
+            return self.o(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), full, None
+        out, _, weights = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
+                                          position_bias=full.index_select(1, self.kept_heads), cache=cache, **kwargs)
+        return out, full, weights
+
+    def _full_bias(self, hidden_states, key_value_states, cache):
+        """The bias of every head of the stack, as the unpruned module computes it."""
+        q_len = hidden_states.shape[1]
+        past = cache.get_seq_length(self.layer_idx) if cache is not None else 0
+        k_len = key_value_states.shape[1] if key_value_states is not None else q_len + past
+        if not self.has_relative_attention_bias:
+            return torch.zeros((1, self.config.num_heads, q_len, k_len), device=hidden_states.device,
+                               dtype=hidden_states.dtype)
+        return self.compute_bias(q_len, k_len, device=hidden_states.device, past_seen_tokens=past)
+
+
+_KEPT_CLASSES: dict[type, type] = {}
+
+
+def _kept_class(base: type) -> type:
+    if base not in _KEPT_CLASSES:
+        _KEPT_CLASSES[base] = type(f"{base.__name__}KeptHeads", (_KeptHeads, base), {"__module__": __name__})
+    return _KEPT_CLASSES[base]
+
+
+def remove_heads(model, site, keep_units: torch.Tensor) -> None:
+    """Keep ``keep_units`` (indices among the site's current heads) of a T5 self-attention whose
+    projections :func:`mtprune.pruning.shrink_site` has sliced: the module becomes a
+    :class:`_KeptHeads` one that slices the shared position bias to the heads it keeps."""
+    attn = model.get_submodule(site.attn_module)
+    if isinstance(attn, _KeptHeads):
+        before = attn.kept_heads.cpu()
+    else:
+        before = torch.arange(site.n_units)
+        attn.__class__ = _kept_class(type(attn))
+    kept = before[keep_units.to(torch.long).cpu()].clone().to(attn.o.weight.device)
+    attn.register_buffer("kept_heads", kept, persistent=True)
+    attn.n_heads = int(kept.numel())
+    attn.inner_dim = attn.n_heads * attn.key_value_proj_dim
+
+
+register_head_rewrite(HEAD_REWRITE, remove_heads)
 
 
 def t5_sites(model) -> list:
@@ -25,9 +80,10 @@ def t5_sites(model) -> list:
             (tuple(f"layer.0.SelfAttention.{n}" for n in "qkv"), "layer.0.SelfAttention.o", "layer.0.SelfAttention",
              "layer.0"),
             cfg.d_kv,
-            # T5 shares one relative position bias across layers: whole heads can be masked and
-            # attributed, but not physically removed per layer.
-            hard_heads=False,
+            # T5 shares one relative position bias across a stack's layers: removing heads slices it
+            # per layer (remove_heads). UMT5 has a table per layer and a forward of its own: masked only.
+            hard_heads=cfg.model_type != "umt5", head_rewrite=HEAD_REWRITE,
+            soft_reason="UMT5's per-layer position bias tables are not sliced by mtprune",
         )
     return sites
 

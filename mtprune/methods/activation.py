@@ -35,7 +35,7 @@ class MeanActivation(Method):
                     counts[site.name] += flat.shape[0]
                 return None
 
-            mine = batches_for(task, rows, batch_size)
+            mine = batches_for(task, rows, batch_size, adapter=adapter)
             total = sum(len(b) for b in mine)
             done = 0
             with torch.no_grad(), site_hooks(adapter.model, sites, fn):

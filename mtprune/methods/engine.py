@@ -39,11 +39,53 @@ def _row_len(task: TaskSpec, row: dict) -> int:
     return sum(len(str(row.get(f, ""))) for f in task.fields)
 
 
-def batches_for(task: TaskSpec, rows: Sequence[dict], batch_size: int) -> list[list[dict]]:
-    """This process's batches: rows sorted by length, cut into batches, every N-th batch for
-    rank r of N (all of them in one process)."""
+# Tokens (rows x padded length) one forward and backward pass may hold, whatever the batch size:
+# activations kept for the backward pass grow with them, not with the number of examples. On the
+# CPU the default never binds at batch 32 (32 x 256 tokens); a GPU takes larger passes.
+PASS_TOKENS = {"cpu": 8192, "cuda": 32768}
+
+
+def pass_tokens(adapter) -> int:
+    return PASS_TOKENS.get(adapter.device.type, PASS_TOKENS["cpu"])
+
+
+def token_lengths(adapter, task: TaskSpec, rows: Sequence[dict], chunk: int = 256) -> list[int]:
+    """The number of tokens the adapter feeds its model for each row (padding left out)."""
+    out: list[int] = []
+    for s in range(0, len(rows), chunk):
+        batch = adapter.encode(list(rows[s: s + chunk]), task)
+        if isinstance(batch.get("attention_mask"), torch.Tensor):
+            out += [int(x) for x in batch["attention_mask"].sum(1).tolist()]
+        elif isinstance(batch.get("prompt_ids"), list):
+            out += [len(p) for p in batch["prompt_ids"]]
+        else:
+            out += [_batch_tokens(batch) // max(1, batch_len(batch))] * batch_len(batch)
+    return out
+
+
+def batches_for(task: TaskSpec, rows: Sequence[dict], batch_size: int, adapter=None,
+                max_tokens: int | None = None) -> list[list[dict]]:
+    """This process's batches: rows sorted by length, cut into batches of at most ``batch_size``
+    rows and, given the ``adapter``, at most ``max_tokens`` (default :data:`PASS_TOKENS`) tokens
+    (rows x the longest row; a longer row goes alone); every N-th batch for rank r of N (all of
+    them in one process)."""
     order = sorted(range(len(rows)), key=lambda i: (_row_len(task, rows[i]), i))
-    batches = [[rows[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    budget = max_tokens or (pass_tokens(adapter) if adapter is not None else None)
+    if budget is None or budget >= batch_size * getattr(adapter, "max_length", budget + 1):
+        # the budget cannot bind: batch_size rows of the longest input fit in it
+        batches = [[rows[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+        return distributed.shard(batches)
+    lengths = token_lengths(adapter, task, rows)
+    batches, cur, longest = [], [], 0
+    for i in order:
+        n = max(longest, lengths[i])
+        if cur and (len(cur) + 1 > batch_size or (len(cur) + 1) * n > budget):
+            batches.append(cur)
+            cur, n = [], lengths[i]
+        cur.append(rows[i])
+        longest = n
+    if cur:
+        batches.append(cur)
     return distributed.shard(batches)
 
 
@@ -106,8 +148,9 @@ def token_masks(adapter, sites):
             targets["encoder"] = model.get_encoder()
         if "decoder" in stacks:
             targets["decoder"] = model.get_decoder()
-    else:
-        targets = {st: model for st in stacks}
+    else:  # the base model (a causal LM's adapter may run it without its output layer)
+        base = getattr(model, "base_model", None)
+        targets = {st: base if isinstance(base, torch.nn.Module) else model for st in stacks}
     handles = []
 
     def hook_for(stack):
@@ -203,7 +246,7 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
     alphas_t = torch.tensor(list(alphas), dtype=torch.float32)
     m = len(alphas_t)
     acc: dict[str, torch.Tensor] = {}
-    mine = batches_for(task, rows, batch_size)
+    mine = batches_for(task, rows, batch_size, adapter=adapter)
     total = sum(len(b) for b in mine)
     done = 0
     for chunk_rows in mine:

@@ -10,21 +10,17 @@ from mtprune.units import UnitSite
 
 def unit_weight_norms(model, site: UnitSite):
     """L2 norm of each unit's weights: its ``width`` input columns of the out projection and its
-    output rows of every in projection (grouped key/value heads count for each query head)."""
+    output rows of every in projection (a key/value group: its query heads' rows of Q and its one
+    head of K and V; a query head of grouped attention: its rows of Q and columns of O)."""
     from mtprune import layers
 
     n, w = site.n_units, site.width
     total = layers.col_sq_norms(model.get_submodule(site.out_proj)).view(n, w).sum(1)
     for ip in site.in_proj:
         rows = layers.row_sq_norms(model.get_submodule(ip.path))
+        r = ip.rows(site)
         for chunk in rows.view(ip.chunks, -1):
-            if chunk.numel() % w:
-                continue
-            per = chunk.view(-1, w).sum(1)
-            if per.numel() == n:
-                total = total + per
-            elif per.numel() and n % per.numel() == 0:  # grouped k/v shared by n/kv query heads
-                total = total + per.repeat_interleave(n // per.numel())
+            total = total + chunk.view(n, r).sum(1)
     return total.sqrt()
 
 
