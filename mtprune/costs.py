@@ -163,6 +163,7 @@ _LENGTHS: dict[tuple, float] = {}
 def average_length(adapter, task, split: str | None = None, n: int = 512) -> float:
     """The mean number of tokens the adapter feeds its model for ``n`` seeded rows of a split (the
     task's validation split by default): the length FLOPs are counted at."""
+    from mtprune.methods.engine import token_lengths
     from mtprune.tasks import get_task, load_rows, sample_rows
 
     task = get_task(task) if isinstance(task, str) else task
@@ -171,13 +172,7 @@ def average_length(adapter, task, split: str | None = None, n: int = 512) -> flo
     if key not in _LENGTHS:
         ds = load_rows(task, split)
         rows = sample_rows(ds, min(n, len(ds)), seed=0, balanced=False)
-        lengths = []
-        for i in range(0, len(rows), 64):
-            batch = adapter.encode(rows[i: i + 64], task)
-            if "attention_mask" in batch:
-                lengths += batch["attention_mask"].sum(1).tolist()
-            else:  # label-word models: prompt ids
-                lengths += [len(p) for p in batch.get("prompt_ids", [])]
+        lengths = token_lengths(adapter, task, rows, chunk=64)
         _LENGTHS[key] = float(np.mean(lengths)) if lengths else 1.0
     return _LENGTHS[key]
 
