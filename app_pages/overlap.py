@@ -9,6 +9,7 @@ from mtprune import plots
 from mtprune.errors import MtpruneError
 from mtprune.experiments.overlap import OverlapConfig, run_overlap
 from mtprune.tasks import BENCHMARK
+from mtprune.solvers import all_solvers
 from mtprune.units import KINDS
 from ui import common as C
 from ui import state
@@ -74,8 +75,10 @@ st.caption("Overlap says how much two masks share, not whether one works for the
 t1, t2, t3 = st.columns([1, 1, 1.4])
 limit = t1.number_input("Examples per task", min_value=1, max_value=100000, value=200, step=50, key="overlap.limit",
                         persist_state="session", bind=C.URL, help="the first N labeled rows of each task's split")
-repair = t2.selectbox("Repair", ["none", "lsq", "scale", "bias"], key="overlap.repair", persist_state="session",
-                      bind=C.URL, help="repair every pruned model on its mask source's training rows first (slower)")
+SOLVERS = all_solvers()
+repair = t2.selectbox("Repair", list(SOLVERS), key="overlap.repair", persist_state="session", bind=C.URL,
+                      format_func=lambda n: SOLVERS[n].label,
+                      help="repair every pruned model on its mask source's training rows first (slower)")
 n_points = len(tasks) * (len(tasks) + 2)
 t3.write("")
 run = t3.button(f"Compute the transfer matrix ({n_points} evaluations)", key="overlap.transfer", type="primary")

@@ -60,12 +60,13 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from mtprune.checkpoints import load_adapter
-    from mtprune.costs import count_flops, search_mask, unit_costs, average_length
+    from mtprune.costs import search_mask, unit_costs, average_length
     from mtprune.export import export_onnx
     from mtprune.formats.onnxrt import open_session
     from mtprune.masks import mask_from_scores
     from mtprune.pruning import hard_prune
     from mtprune.tasks import get_task
+    from mtprune_dev.flops import count_flops
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
             if args.quantize:
                 variants.append(("onnx int8", {"quantize": "int8"}))
             for kind, kw in variants:
-                out = export_onnx(ad, task, Path(d) / f"{name}-{kind.replace(' ', '-')}", measure=False, **kw)
+                out = export_onnx(ad, task, Path(d) / f"{name}-{kind.replace(' ', '-')}", evaluate=False, **kw)
                 sess = open_session(out, threads=threads)
                 inputs = [i.name for i in sess.get_inputs()]
                 runners[f"{kind} {name}"] = (kind, name, lambda b, s=sess, n=inputs: s.run(

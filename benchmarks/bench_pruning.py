@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtprune.masks import mask_from_scores  # noqa: E402
 from mtprune.checkpoints import load_adapter, save_model, source_dtype  # noqa: E402
-from mtprune.costs import attention_flops, count_flops  # noqa: E402  (the FLOP counter budgets use too)
+from mtprune_dev.flops import attention_flops, count_flops  # noqa: E402  (torch's FLOP counter)
 from mtprune.pruning import count_parameters, hard_prune  # noqa: E402
 from mtprune.tasks import get_task  # noqa: E402
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def parse(argv=None):
-    from mtprune.synthetic import SHAPES
+    from mtprune_dev.synthetic import SHAPES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="tiny", help=f"the decoder's shape: {', '.join(SHAPES)}")
@@ -61,11 +61,12 @@ def run(args) -> dict:
     from mtprune.costs import search_mask, unit_costs
     from mtprune.errors import MtpruneError
     from mtprune.formats import resolve_device
-    from mtprune.memory import GB, PeakMemory, available_bytes, human_bytes
-    from mtprune.methods import engine
+    from mtprune import batching
+    from mtprune.memory import GB, available_bytes, human_bytes
     from mtprune.pruning import hard_prune
     from mtprune.repair import RepairSettings, repair
-    from mtprune.synthetic import build_decoder, parameter_count, random_rows, shape_config
+    from mtprune_dev.memory import PeakMemory
+    from mtprune_dev.synthetic import build_decoder, parameter_count, random_rows, shape_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,7 +83,7 @@ def run(args) -> dict:
         raise MtpruneError(f"{args.config} needs about {human_bytes(need)} for its {n_params / 1e9:.2f}B parameters in "
                            f"{dtype} (more to attribute), and {device} has {human_bytes(have)} free")
     if args.pass_tokens:
-        engine.PASS_TOKENS[device.type] = args.pass_tokens
+        batching.PASS_TOKENS[device.type] = args.pass_tokens
     peak = (lambda: contextlib.nullcontext(type("P", (), {"peak": None})())) if args.no_peak else \
         (lambda: PeakMemory(device))
 
@@ -101,7 +102,7 @@ def run(args) -> dict:
            "mlp_neurons": sum(s.n_units for s in sites if s.kind == "ffn"),
            "kv_groups": sum(s.n_units for s in sites if s.kind == "groups"),
            "query_heads": sum(s.n_units for s in sites if s.kind == "heads"),
-           "examples": args.examples, "length": args.length, "pass_tokens": engine.pass_tokens(adapter),
+           "examples": args.examples, "length": args.length, "pass_tokens": batching.pass_tokens(adapter),
            "build_s": round(build_s, 2)}
     spec = AttributionSpec(task="sst2", method="ap", examples=args.examples, kinds="all")
     attribute(adapter, spec, rows=rows[: min(8, len(rows))], batch_size=args.batch_size)  # warm-up

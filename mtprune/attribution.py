@@ -12,7 +12,7 @@ the scores depend on: the model's fingerprint, the spec (settings the method ign
 the data file and the library's version.
 
 Distributed runs (torchrun): every rank computes its share of the batches and the partial sums
-are all-reduced (:mod:`mtprune.methods.engine`); rank 0 alone reads and writes the cache.
+are all-reduced (:mod:`mtprune.batching`, :mod:`mtprune.methods.engine`); rank 0 alone reads and writes the cache.
 """
 
 from __future__ import annotations

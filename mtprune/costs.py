@@ -1,16 +1,8 @@
 """What a unit costs, and masks that spend one budget over the units of every layer and both kinds.
 
-A unit's cost is measured in
-
-* ``params``: the parameters its removal saves (:func:`mtprune.units.unit_cost`: its columns of
-  the out projection, its rows and biases of the in projections);
-* ``flops``: the multiply-adds of one forward pass at a sequence length ``T``, times two: an FFN
-  neuron ``2 T (d_in + d_out)`` (a row of the up/gate projections, a column of the down one); a
-  head ``2 T w (3 d + d) + 4 T^2 w`` (its rows of Q, K, V, its columns of O, and its share of
-  QK^T and AV), as Kwon et al. count them and as ``torch.utils.flop_counter`` does;
-* ``latency``: seconds per example, from a table measured on this machine
-  (:func:`latency_table`: the dense model against copies with half the FFN neurons or half the
-  heads removed, at batch 32 and length ``T``).
+A unit's cost is measured in a registered budget measure (:mod:`mtprune.measures`: ``flops``,
+``params``, ``latency``, one module each); :func:`prepare_costs` is the one place a model's unit
+costs for a task are prepared.
 
 A budget (:class:`Budget`, ``flops:0.6``, ``params:0.5``, ``latency:0.6``) is the share of the
 prunable units' total cost (heads and FFN neurons of every layer: "encoder FLOPs" for an
@@ -22,20 +14,19 @@ neurons; the split with the highest total score wins.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask, check_choices, rank_order, scores_parts
-from mtprune.units import KINDS, chosen_groups, group_parts, group_sites, unit_cost, view_groups
+from mtprune.measures import get_measure, measure_names
+from mtprune.units import KINDS, chosen_groups, group_parts, view_groups
 
-MEASURES = ("flops", "params", "latency")
-NORMALISATIONS = ("sum", "none")
+# how the budget search makes kinds comparable: each kind's scores divided by their sum, or as they are
+KIND_NORMALISATIONS = ("sum", "none")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,8 +41,9 @@ class Budget:
     fraction: float
 
     def __post_init__(self):
-        if self.measure not in MEASURES:
-            raise MtpruneError(f"unknown budget {self.measure!r}: use {', '.join(m + ':0.6' for m in MEASURES)}")
+        names = measure_names()
+        if self.measure not in names:
+            raise MtpruneError(f"unknown budget {self.measure!r}: use {', '.join(m + ':0.6' for m in names)}")
         f = float(self.fraction)
         if not math.isfinite(f) or not 0.0 < f <= 1.0:
             raise MtpruneError(f"a budget is a fraction in (0, 1], not {self.fraction!r}")
@@ -63,7 +55,8 @@ class Budget:
             return text
         m = re.fullmatch(r"\s*([a-z]+)\s*:\s*([^\s]+)\s*", str(text))
         if not m:
-            raise MtpruneError(f"a budget reads measure:fraction (flops:0.6, params:0.5, latency:0.6), not {text!r}")
+            raise MtpruneError(f"a budget reads measure:fraction ({', '.join(m + ':0.6' for m in measure_names())}), "
+                               f"not {text!r}")
         try:
             value = float(m.group(2).rstrip("%")) / (100.0 if m.group(2).endswith("%") else 1.0)
         except ValueError:
@@ -73,55 +66,75 @@ class Budget:
     def __str__(self) -> str:
         return f"{self.measure}:{self.fraction:g}"
 
+    @property
+    def percent(self) -> int:
+        """The fraction kept in whole percent (``flops:0.6`` -> 60), as sliders and file names show it."""
+        return int(round(100 * self.fraction))
+
     def to_dict(self) -> dict:
         return {"measure": self.measure, "fraction": self.fraction}
+
+
+def parse_budgets(value) -> tuple[Budget, ...]:
+    """Budgets from ``flops:0.8,0.7,0.6`` (a measure, then fractions; ``params:0.5,flops:0.6`` mixes
+    measures) or a list of budgets or their strings; de-duplicated in order."""
+    if not value:
+        return ()
+    items = [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else list(value)
+    out, measure = [], None
+    for item in items:
+        if isinstance(item, Budget) or ":" in str(item):
+            b = Budget.parse(item)
+            measure = b.measure
+        elif measure is None:
+            raise MtpruneError(f"--budgets starts with a measure, as flops:{item}, not {item!r}")
+        else:
+            b = Budget.parse(f"{measure}:{item}")
+        out.append(b)
+    return tuple(dict.fromkeys(out))
 
 
 # ----------------------------------------------------------------------------------------------
 # costs per unit
 
 
-def _per_group(adapter, fn) -> dict[str, np.ndarray]:
-    """``{group: [fn(site) per layer]}``; view groups (the query heads of grouped attention, whose
-    parameters their key/value groups hold) have no cost of their own and are left out."""
-    groups = group_sites(adapter.unit_sites())
-    views = view_groups(groups)
-    return {g: np.array([fn(s) for s in ss], dtype=np.float64) for g, ss in groups.items() if g not in views}
-
-
-def unit_flops(adapter, seq_len: float) -> dict[str, np.ndarray]:
-    """``{group: [layers]}`` FLOPs of one unit for one sequence of ``seq_len`` tokens."""
-    model = adapter.model
-
-    def flops(site):
-        macs = seq_len * (unit_cost(model, site) - _bias_rows(model, site))  # weights only
-        if site.kind != "ffn":
-            macs += 2 * seq_len * seq_len * site.width  # QK^T and AV of its query heads
-        return 2.0 * macs
-
-    return _per_group(adapter, flops)
-
-
-def _bias_rows(model, site) -> int:
-    from mtprune import layers
-
-    return sum(ip.rows(site) * ip.chunks for ip in site.in_proj if layers.has_bias(model.get_submodule(ip.path)))
-
-
-def unit_costs(adapter, measure: str = "params", seq_len: float | None = None,
-               latency: dict | None = None) -> dict[str, np.ndarray]:
-    """``{group: [layers]}``: what one unit of each layer costs in ``measure``."""
-    if measure == "params":
-        return _per_group(adapter, lambda s: unit_cost(adapter.model, s))
-    if seq_len is None or seq_len <= 0:
+def unit_costs(adapter, measure: str = "params", seq_len: float | None = None, task=None,
+               **options) -> dict[str, np.ndarray]:
+    """``{group: [layers]}``: what one unit of each layer costs in ``measure`` (a registered
+    :class:`mtprune.measures.Measure`; those per length need ``seq_len``)."""
+    m = get_measure(measure)
+    if m.per_length and (seq_len is None or seq_len <= 0):
         raise ValueError(f"{measure} costs need a sequence length")
-    if measure == "flops":
-        return unit_flops(adapter, seq_len)
-    if measure == "latency":
-        if latency is None:
-            raise ValueError("latency costs need a latency table")
-        return _per_group(adapter, lambda s: latency["per_unit"][s.kind])
-    raise MtpruneError(f"unknown cost measure {measure!r}; measures: {', '.join(MEASURES)}")
+    return m.costs(adapter, seq_len, task, **options)
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """A model's unit costs for a task in one measure: ``costs`` ``{group: [layers]}``, at
+    ``seq_len`` tokens (the task's average length; None when the measure does not depend on it)."""
+
+    measure: str
+    costs: dict
+    seq_len: float | None
+
+
+_PREPARED: dict[tuple, UnitCosts] = {}
+
+
+def prepare_costs(adapter, task, measure: str | Budget = "flops") -> UnitCosts:
+    """The one place a model's unit costs for a task are prepared: the measure's costs at the
+    task's average length (:func:`average_length`), computed once per model, task and measure in a
+    process (a measured measure's table is kept on disk too)."""
+    from mtprune.tasks import get_task
+
+    name = measure.measure if isinstance(measure, Budget) else measure
+    m = get_measure(name)
+    task = get_task(task) if isinstance(task, str) else task
+    key = (adapter.fingerprint(), task.name, name)
+    if key not in _PREPARED:
+        seq = average_length(adapter, task) if m.per_length else None
+        _PREPARED[key] = UnitCosts(name, m.costs(adapter, seq, task), seq)
+    return _PREPARED[key]
 
 
 def total_cost(costs: dict[str, np.ndarray], n_units: dict[str, list[int]], kinds: str = "all",
@@ -154,7 +167,7 @@ def kept_share(mask: Mask | None, costs: dict[str, np.ndarray], n_units: dict[st
 
 
 # ----------------------------------------------------------------------------------------------
-# sequence length and FLOP counting
+# sequence length: the length FLOPs are counted at
 
 
 _LENGTHS: dict[tuple, float] = {}
@@ -163,7 +176,7 @@ _LENGTHS: dict[tuple, float] = {}
 def average_length(adapter, task, split: str | None = None, n: int = 512) -> float:
     """The mean number of tokens the adapter feeds its model for ``n`` seeded rows of a split (the
     task's validation split by default): the length FLOPs are counted at."""
-    from mtprune.methods.engine import token_lengths
+    from mtprune.batching import token_lengths
     from mtprune.tasks import get_task, load_rows, sample_rows
 
     task = get_task(task) if isinstance(task, str) else task
@@ -177,104 +190,14 @@ def average_length(adapter, task, split: str | None = None, n: int = 512) -> flo
     return _LENGTHS[key]
 
 
-def count_flops(adapter, batch: dict, task) -> int:
-    """Matmul FLOPs of one forward pass of ``batch`` (``torch.utils.flop_counter`` for Linear layers
-    and whatever matmuls it sees; attention's QK^T and AV added from the head counts when the CPU's
-    fused attention hides them from the counter)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-        adapter.logits(batch, task)
-    counted = int(fc.get_total_flops())
-    ops = {str(k) for k in fc.get_flop_counts().get("Global", {})}
-    if not any("attention" in o or "bmm" in o for o in ops):
-        counted += attention_flops(adapter, batch)
-    return counted
-
-
-def attention_flops(adapter, batch: dict) -> int:
-    """FLOPs of QK^T and AV for a batch of ``input_ids``: ``4 B T^2 w`` per head."""
-    b, t = batch["input_ids"].shape
-    return sum(4 * b * t * t * s.n_units * s.width for s in adapter.unit_sites()
-               if s.kind == "heads")  # every query head once (a grouped model's groups hold the same heads)
-
-
-# ----------------------------------------------------------------------------------------------
-# latency, measured
-
-
-def latency_table(adapter, task, seq_len: int, batch_size: int = 32, repeats: int = 5, cache: bool = True) -> dict:
-    """Seconds per example of each unit kind on this machine: the dense model timed against copies
-    with half of every layer's FFN neurons or heads removed (random masks, hard pruning), at
-    ``batch_size`` x ``seq_len`` tokens, medians of interleaved runs. Stored in the cache folder
-    per model, length and thread count, so it is measured once."""
-    import os
-    import platform
-
-    import torch
-
-    from mtprune.assets import cache_dir
-    from mtprune.io import atomic_write_text, stable_hash
-    from mtprune.masks import mask_from_scores
-    from mtprune.pruning import hard_prune, hard_prune_problem
-
-    ident = {"model": adapter.fingerprint(), "seq_len": int(seq_len), "batch": batch_size,
-             "threads": torch.get_num_threads(), "device": str(adapter.device), "machine": platform.machine(),
-             "cpus": os.cpu_count()}
-    path = cache_dir() / "latency" / f"{stable_hash(ident, 24)}.json"
-    if cache and path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            pass
-    rng = np.random.default_rng(0)
-    shapes = {g: (len(ss), max(s.n_units for s in ss)) for g, ss in group_sites(adapter.unit_sites()).items()}
-    scores = {"arrays": {g: rng.random(sh) for g, sh in shapes.items()},
-              "n_units": {g: [s.n_units for s in ss] for g, ss in group_sites(adapter.unit_sites()).items()}}
-    rows = [{f: " ".join(["word"] * max(1, int(seq_len) - 2)) for f in task.fields} | {"label": 0}
-            for _ in range(batch_size)]
-    batch = adapter.encode(rows, task)
-    models = {"dense": adapter}
-    removed = {}
-    for kind in KINDS:
-        if kind not in [group_parts(g)[1] for g in shapes]:
-            continue
-        mask = mask_from_scores(scores, 0.5, kinds=kind)
-        if hard_prune_problem(adapter, mask):
-            continue
-        models[kind] = hard_prune(adapter, mask)
-        removed[kind] = mask.total() - mask.kept()
-    times = {k: [] for k in models}
-
-    def once(a):
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            a.logits(batch, task)
-            return time.perf_counter() - t0
-
-    for a in models.values():
-        once(a)  # warm-up
-    for _ in range(repeats):
-        for k, a in models.items():
-            times[k].append(once(a))
-    med = {k: float(np.median(v)) / batch_size for k, v in times.items()}
-    per_unit = {k: max(med["dense"] - med[k], 0.0) / removed[k] for k in removed}
-    table = {"seconds_per_example": med, "per_unit": per_unit, **ident}
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(table, indent=1))
-    return table
-
-
 # ----------------------------------------------------------------------------------------------
 # the search
 
 
 def _normalised(arrays: dict, n_units: dict, groups: list[str], how: str) -> dict[str, np.ndarray]:
     """Scores of the chosen groups, each kind divided by its total (``sum``) or as they are."""
-    if how not in NORMALISATIONS:
-        raise MtpruneError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, not {how!r}")
+    if how not in KIND_NORMALISATIONS:
+        raise MtpruneError(f"normalisation must be one of {', '.join(KIND_NORMALISATIONS)}, not {how!r}")
     out = {}
     for kind in KINDS:
         gs = [g for g in groups if group_parts(g)[1] == kind]

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from mtprune.batching import length_order
 from mtprune.errors import MtpruneError
 from mtprune.tasks import TaskSpec, get_task, load_rows, rows_as_list
 
@@ -227,7 +228,7 @@ def predict_logits(adapter, task: TaskSpec, rows: Sequence[dict], batch_size: in
     """
     if batch_size < 1:
         raise MtpruneError(f"batch size must be at least 1, not {batch_size}")
-    order = sorted(range(len(rows)), key=lambda i: sum(len(str(rows[i].get(f, ""))) for f in task.fields))
+    order = length_order(task, rows)
     out = [None] * len(rows)
     done = 0
     from contextlib import nullcontext

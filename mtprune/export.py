@@ -114,12 +114,100 @@ def _quantize(path: Path) -> None:
     tmp.replace(path)
 
 
+def _graph_inputs(adapter, task: TaskSpec) -> tuple[nn.Module, tuple, list[str], tuple]:
+    """What is exported: the module of the task's logits, sample inputs, their names, and their
+    dynamic axes (batch and sequence)."""
+    sample = adapter.encode(_sample_rows(task), task)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    wrapper = _TaskLogits(adapter, task, names).eval()
+    args = tuple(sample[n] for n in names)
+    longest = min(int(adapter.max_length), int(getattr(adapter.model.config, "max_position_embeddings", 0) or 10**6))
+    batch_dim, seq_dim = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=longest)
+    dynamic = (tuple({0: batch_dim, 1: seq_dim} for _ in names),)  # forward(*tensors): one varargs entry
+    return wrapper, args, names, dynamic
+
+
+def _torch_export(wrapper: nn.Module, args: tuple, names: list[str], dynamic: tuple, path: Path,
+                  opset: int | None) -> None:
+    """Write the graph to ``path``; an exporter failure is one line."""
+    import logging
+    import warnings
+
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its notes on optional torchvision ops are not the user's business
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(wrapper, args, str(path), dynamo=True, input_names=names,
+                              output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
+                              external_data=False, verbose=False, report=False)
+        except Exception as exc:
+            raise MtpruneError(f"torch.onnx.export failed: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:300]}") from None
+        finally:
+            quiet.setLevel(level)
+
+
+def _check_logits(adapter, task: TaskSpec, folder: Path, quantize: str | None) -> tuple[int, float]:
+    """The exported graph's logits against PyTorch's on real rows: ``(rows, largest difference)``;
+    over :data:`TOLERANCE` without quantisation is an error."""
+    session = open_session(folder)
+    rows = _check_rows(task)
+    ref = _pytorch_logits(adapter, task, rows)
+    got = _onnx_logits(session, adapter, task, rows)
+    diff = float(np.abs(ref - got).max())
+    if not quantize and diff > TOLERANCE:
+        raise MtpruneError(f"the exported graph's logits differ from PyTorch's by {diff:.2e} (over "
+                           f"{TOLERANCE:g}): not written")
+    return len(rows), diff
+
+
+def _description(adapter, task: TaskSpec, names: list[str], fused: dict | None, quantize: str | None,
+                 checked: int, diff: float, seconds: float, ort) -> dict:
+    """What ``mtprune_onnx.json`` says (``measured`` is filled in by :func:`_evaluate_export`)."""
+    from mtprune.pruning import PRUNED_KEY
+
+    cfg = adapter.model.config
+    pruned = getattr(cfg, PRUNED_KEY, None) or {}
+    mask = pruned.get("mask_meta") or {}
+    return {
+        "format": META_FORMAT, "task": task.name, "head": adapter.head_for(task), "fields": list(task.fields),
+        "labels": list(task.labels), "inputs": names, "output": "logits", "max_length": int(adapter.max_length),
+        "layers": int(getattr(cfg, "num_hidden_layers", 0) or 0),
+        "source": {"model": adapter.display_name, "format": adapter.format,
+                   "fingerprint": adapter.fingerprint(), "parameters": int(adapter.num_parameters())},
+        "pruned": ({"sizes": pruned.get("sizes"), "mask": {k: mask.get(k) for k in
+                                                            ("sparsity", "scope", "kinds", "stack", "meta")},
+                    "repair": pruned.get("repair"), "source": pruned.get("source")} if pruned else None),
+        "optimized": fused, "quantized": quantize,
+        "check": {"rows": checked, "max_logit_difference": diff},
+        "export_seconds": round(seconds, 2), "torch": torch.__version__, "onnxruntime": ort.__version__,
+        "measured": None,
+    }
+
+
+def _evaluate_export(folder: Path, out: Path, task: TaskSpec, meta: dict, split: str | None,
+                     limit: int | None, log) -> None:
+    """Evaluate the exported graph (onnxruntime) and record the result as ``meta["measured"]``."""
+    from mtprune.evaluation import evaluate
+    from mtprune.formats.onnxrt import OnnxAdapter
+
+    exported = OnnxAdapter.load_directory(folder, str(out), "cpu")
+    res = evaluate(exported, task, split, limit=limit, batch_size=32)
+    meta["measured"] = {"split": res.split, "rows": res.n,
+                        **{m: round(v, 6) for m, v in res.metrics.items()},
+                        "intervals": {m: [round(x, 6) for x in iv] for m, iv in res.intervals.items()},
+                        "seconds": round(res.seconds, 2)}
+    log(f"measured on the exported graph: {task.name}/{res.split} accuracy {res.describe()}")
+
+
 def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, optimize: bool = False,
                 quantize: str | None = None, evaluate_limit: int | None = None, evaluate_split: str | None = None,
-                measure: bool = True, opset: int | None = None, log=None) -> Path:
+                evaluate: bool = True, opset: int | None = None, log=None) -> Path:
     """Write ``out`` (see the module's description); returns its path.
 
-    ``measure`` evaluates the exported graph on the task's ``evaluate_split`` (default: its
+    ``evaluate`` evaluates the exported graph on the task's ``evaluate_split`` (default: its
     validation split; ``evaluate_limit`` rows, default all) and records the accuracy with its
     interval. The graph's logits are checked against PyTorch's on real rows first: a difference
     over 1e-3 (without quantisation) is an error and nothing is written.
@@ -128,89 +216,32 @@ def export_onnx(adapter, task: TaskSpec | str, out, *, overwrite: bool = False, 
     from mtprune.formats.onnxrt import onnxruntime
 
     ort = onnxruntime()
-    from mtprune.pruning import PRUNED_KEY
-
     log = log or (lambda msg: None)
     task = get_task(task) if isinstance(task, str) else task
     if quantize not in QUANTIZE:
         raise MtpruneError(f"--quantize takes int8, not {quantize!r}")
     check_exportable(adapter, task)
     out = check_out_dir(Path(out), overwrite)
-    model = adapter.model
     device = adapter.device
     adapter.to("cpu")
     try:
-        sample = adapter.encode(_sample_rows(task), task)
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-        wrapper = _TaskLogits(adapter, task, names).eval()
-        args = tuple(sample[n] for n in names)
-        longest = min(int(adapter.max_length), int(getattr(model.config, "max_position_embeddings", 0) or 10**6))
-        batch_dim, seq_dim = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=longest)
-        dynamic = (tuple({0: batch_dim, 1: seq_dim} for _ in names),)  # forward(*tensors): one varargs entry
+        wrapper, args, names, dynamic = _graph_inputs(adapter, task)
         with io.staging_dir(out) as tmp:
             t0 = time.perf_counter()
-            import logging
-            import warnings
-
-            quiet = logging.getLogger("torch.onnx")
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)  # its notes on optional torchvision ops are not the user's business
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-                warnings.simplefilter("ignore")
-                try:
-                    torch.onnx.export(wrapper, args, str(tmp / MODEL_FILE), dynamo=True, input_names=names,
-                                      output_names=["logits"], dynamic_shapes=dynamic, opset_version=opset,
-                                      external_data=False, verbose=False, report=False)
-                except Exception as exc:
-                    raise MtpruneError(f"torch.onnx.export failed: {type(exc).__name__}: "
-                                       f"{str(exc).splitlines()[0][:300]}") from None
-                finally:
-                    quiet.setLevel(level)
+            _torch_export(wrapper, args, names, dynamic, tmp / MODEL_FILE, opset)
             seconds = time.perf_counter() - t0
             log(f"exported {MODEL_FILE} in {seconds:.1f} s")
             fused = _optimize(tmp / MODEL_FILE, adapter) if optimize else None
             if quantize:
                 _quantize(tmp / MODEL_FILE)
-            session = open_session(tmp)
-            rows = _check_rows(task)
-            ref = _pytorch_logits(adapter, task, rows)
-            got = _onnx_logits(session, adapter, task, rows)
-            diff = float(np.abs(ref - got).max())
-            if not quantize and diff > TOLERANCE:
-                raise MtpruneError(f"the exported graph's logits differ from PyTorch's by {diff:.2e} (over "
-                                   f"{TOLERANCE:g}): not written")
-            log(f"logits within {diff:.2e} of PyTorch on {len(rows)} rows")
+            checked, diff = _check_logits(adapter, task, tmp, quantize)
+            log(f"logits within {diff:.2e} of PyTorch on {checked} rows")
             if adapter.tokenizer is not None:
                 adapter.tokenizer.save_pretrained(str(tmp))
-            cfg = model.config
-            pruned = getattr(cfg, PRUNED_KEY, None) or {}
-            mask = pruned.get("mask_meta") or {}
-            meta = {
-                "format": META_FORMAT, "task": task.name, "head": adapter.head_for(task), "fields": list(task.fields),
-                "labels": list(task.labels), "inputs": names, "output": "logits", "max_length": int(adapter.max_length),
-                "layers": int(getattr(cfg, "num_hidden_layers", 0) or 0),
-                "source": {"model": adapter.display_name, "format": adapter.format,
-                           "fingerprint": adapter.fingerprint(), "parameters": int(adapter.num_parameters())},
-                "pruned": ({"sizes": pruned.get("sizes"), "mask": {k: mask.get(k) for k in
-                                                                    ("sparsity", "scope", "kinds", "stack", "meta")},
-                            "repair": pruned.get("repair"), "source": pruned.get("source")} if pruned else None),
-                "optimized": fused if optimize else None, "quantized": quantize,
-                "check": {"rows": len(rows), "max_logit_difference": diff},
-                "export_seconds": round(seconds, 2), "torch": torch.__version__, "onnxruntime": ort.__version__,
-                "measured": None,
-            }
+            meta = _description(adapter, task, names, fused, quantize, checked, diff, seconds, ort)
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-            if measure:
-                from mtprune.evaluation import evaluate
-                from mtprune.formats.onnxrt import OnnxAdapter
-
-                exported = OnnxAdapter.load_directory(tmp, str(out), "cpu")
-                res = evaluate(exported, task, evaluate_split, limit=evaluate_limit, batch_size=32)
-                meta["measured"] = {"split": res.split, "rows": res.n,
-                                    **{m: round(v, 6) for m, v in res.metrics.items()},
-                                    "intervals": {m: [round(x, 6) for x in iv] for m, iv in res.intervals.items()},
-                                    "seconds": round(res.seconds, 2)}
-                log(f"measured on the exported graph: {task.name}/{res.split} accuracy {res.describe()}")
+            if evaluate:
+                _evaluate_export(tmp, out, task, meta, evaluate_split, evaluate_limit, log)
                 (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
             io.publish_dir(tmp, out)
     finally:

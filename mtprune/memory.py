@@ -1,12 +1,9 @@
-"""Memory: what a model needs before it loads, what the machine has, and the peak a block of work
-reached.
+"""Memory: what a model needs before it loads, and what the machine has.
 
-* :func:`checkpoint_parameters` counts a directory's parameters from its safetensors headers (no
-  weight is read), :func:`check_fits` compares what they need in the compute dtype with the
-  memory free on the device and stops with one line *before* loading when they do not fit.
-  ``MTPRUNE_MEMORY_LIMIT`` (``8GB``, ``512MB``, bytes) caps what mtprune believes it has.
-* :class:`PeakMemory` measures the peak bytes allocated by torch inside a ``with`` block: CUDA's
-  own counters on a GPU, torch's profiler (``profile_memory``) on the CPU.
+:func:`checkpoint_parameters` counts a directory's parameters from its safetensors headers (no
+weight is read), :func:`check_fits` compares what they need in the compute dtype with the memory
+free on the device and stops with one line *before* loading when they do not fit.
+``MTPRUNE_MEMORY_LIMIT`` (``8GB``, ``512MB``, bytes) caps what mtprune believes it has.
 """
 
 from __future__ import annotations
@@ -108,46 +105,3 @@ def check_fits(path, device, dtype: str, name: str | None = None) -> int:
             f"{dtype}){smaller}, and {device} has {human_bytes(have)} free: use a machine with more memory, "
             f"a GPU, or a smaller model")
     return need
-
-
-class PeakMemory:
-    """``with PeakMemory(device) as pm: ...`` then ``pm.peak``: the most bytes torch held at once in
-    the block beyond what it held when the block began (a GPU: ``max_memory_allocated``; the CPU:
-    the allocations and frees torch's profiler records, in order)."""
-
-    def __init__(self, device="cpu"):
-        import torch
-
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
-        self.peak = 0
-        self._prof = None
-
-    def __enter__(self):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            from torch.profiler import ProfilerActivity, profile
-
-            self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self._prof.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = int(torch.cuda.max_memory_allocated(self.device) - self._start)
-            return False
-        self._prof.__exit__(*exc)
-        events = sorted(self._prof.events(), key=lambda e: e.time_range.start)
-        now = peak = 0
-        for e in events:
-            now += int(getattr(e, "self_cpu_memory_usage", 0) or 0)
-            peak = max(peak, now)
-        self.peak = peak
-        return False

@@ -61,7 +61,7 @@ class Firing:
 def unit_activations(adapter, task, rows, ref: UnitRef, batch_size: int = 32) -> list[Firing]:
     """The unit's activation at every (non-padding) token of every row (label-word models: of the
     prompt the model reads first)."""
-    from mtprune.methods.engine import token_masks
+    from mtprune.batching import token_masks
     from mtprune.tasks import get_task
 
     task = get_task(task) if isinstance(task, str) else task

@@ -25,14 +25,9 @@ How it runs (after Kwon et al. 2022's mask tuning):
    reconstruction error wins and is refit on all batches, unless none beats the unrepaired
    projection on the held-out batches: then the site is left as it was.
 
-Solvers (``method``):
-
-* ``lsq``: ridge least squares over the kept columns and the bias, damped towards the unrepaired
-  weights by ``damping`` times the Gram diagonal (damping 0 is plain least squares);
-* ``scale``: one scale per kept unit (Kwon's mask tuning), damped towards 1, scales outside
-  [-10, 10] refused as Kwon's code does;
-* ``bias``: only the bias: the mean over tokens of ``t - W x`` (FLAP's mean contribution of the
-  pruned units, plus whatever drift the earlier layers left).
+Solvers (``RepairSettings.solver``) are registered objects, one module each in
+:mod:`mtprune.solvers` (``none``, ``bias``, ``scale``, ``lsq``); every verb, config and page reads
+that registry.
 """
 
 from __future__ import annotations
@@ -47,27 +42,25 @@ import torch
 
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask
+from mtprune.solvers import get_solver
 
-METHODS = ("none", "bias", "scale", "lsq")
 DAMPINGS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-MAX_SCALE = 10.0  # Kwon et al. stop rescaling when a scale leaves [-10, 10]
 STACK_ORDER = ("encoder", "decoder")
 KIND_ORDER = ("heads", "groups", "ffn")  # in a layer, attention comes first
 
 
 @dataclass(frozen=True)
 class RepairSettings:
-    """How to repair: the solver, the dampings tried, the share of held-out rows."""
+    """How to repair: the solver (a name in :mod:`mtprune.solvers`), the dampings tried, the share
+    of held-out rows."""
 
-    method: str = "lsq"
+    solver: str = "lsq"
     dampings: tuple[float, ...] = DAMPINGS
     holdout_every: int = 5  # every n-th calibration row is held out (dampings, and the final check)
     batch_size: int = 32
-    max_scale: float = MAX_SCALE
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise MtpruneError(f"unknown repair {self.method!r}; repairs: {', '.join(METHODS)}")
+        get_solver(self.solver)  # one line naming the registered solvers when unknown
         if not self.dampings or any(d < 0 for d in self.dampings):
             raise MtpruneError(f"dampings must be 0 or more, not {self.dampings}")
         if self.holdout_every < 2:
@@ -78,6 +71,11 @@ class RepairSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def refits(self) -> bool:
+        """False for ``none``: the model is only hard-pruned."""
+        return get_solver(self.solver).refits
+
 
 @dataclass(frozen=True)
 class SiteRepair:
@@ -85,17 +83,21 @@ class SiteRepair:
     (``why``); errors are held-out squared errors relative to the target's energy."""
 
     site: str
-    method: str
+    solver: str
     changed: bool
     damping: float | None
     error_before: float
     error_after: float
     why: str = ""
 
+    def to_dict(self) -> dict:
+        return {"site": self.site, "method": self.solver, **{k: v for k, v in asdict(self).items()
+                                                            if k not in ("site", "solver")}}
+
 
 @dataclass(frozen=True)
 class RepairReport:
-    method: str
+    solver: str
     calibration_rows: int
     tokens: int
     seconds: float
@@ -108,15 +110,16 @@ class RepairReport:
         return sum(s.changed for s in self.sites)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "calibration_rows": self.calibration_rows, "tokens": self.tokens,
+        # files say "method", as they did before solvers had a name of their own
+        return {"method": self.solver, "calibration_rows": self.calibration_rows, "tokens": self.tokens,
                 "seconds": round(self.seconds, 3), "changed": self.changed, "kl_before": self.kl_before,
-                "kl_after": self.kl_after, "sites": [asdict(s) for s in self.sites]}
+                "kl_after": self.kl_after, "sites": [s.to_dict() for s in self.sites]}
 
     def summary(self) -> str:
-        if self.method == "none":
+        if not get_solver(self.solver).refits:
             return "no repair"
         gain = [s.error_before - s.error_after for s in self.sites if s.changed]
-        text = (f"repair {self.method}: {self.changed} of {len(self.sites)} sites refit on {self.calibration_rows} "
+        text = (f"repair {self.solver}: {self.changed} of {len(self.sites)} sites refit on {self.calibration_rows} "
                 f"rows ({self.tokens} tokens) in {self.seconds:.1f} s")
         if gain:
             text += f"; held-out reconstruction error down by {np.mean(gain):.3f} on average"
@@ -221,7 +224,7 @@ def _record_calls(adapter, batches, layer_paths: dict[str, list[str]], sites) ->
     residuals: dict[str, torch.Tensor] = {}
 
     def res_pre(site):
-        from mtprune.methods.engine import first_tensor
+        from mtprune.units import first_tensor
 
         def hook(mod, args, kwargs):
             residuals[site.name] = first_tensor(args, kwargs)
@@ -317,80 +320,34 @@ def _error(W: torch.Tensor, G: torch.Tensor, C: torch.Tensor, tt: float) -> floa
     return float((W @ G * W).sum() - 2 * (W * C.T).sum() + tt)
 
 
-def _solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
-    try:
-        return torch.linalg.solve(A, B)
-    except RuntimeError:  # singular
-        sol = torch.linalg.lstsq(A, B)
-        return sol.solution if torch.isfinite(sol.solution).all() else None
-
-
-def _lsq(G, C, W0, damping):
-    D = torch.diag(G).clamp(min=1e-12)
-    A = G + damping * torch.diag(D)
-    X = _solve(A, C + damping * D[:, None] * W0.T)
-    return None if X is None else X.T
-
-
-def _scale(G, C, W0, width, damping, max_scale):
-    """Per-unit scales of the kept columns (bias fixed): ``W = W0 * s``, damped towards s = 1."""
-    k = G.shape[0] - 1
-    if k == 0:
-        return None
-    Wk, b = W0[:, :k], W0[:, k]
-    n_units = k // width
-    WtW = (Wk.T @ Wk).view(n_units, width, n_units, width)
-    A = (G[:k, :k].view(n_units, width, n_units, width) * WtW).sum((1, 3))
-    # sum over tokens of (W_u x_u) . (t - b)
-    Ct = C[:k] - G[:k, k:k + 1] * b[None, :]
-    c = (Wk.T * Ct).sum(1).view(n_units, width).sum(1)
-    D = torch.diag(A).clamp(min=1e-12)
-    s = _solve(A + damping * torch.diag(D), c + damping * D)
-    if s is None or not torch.isfinite(s).all() or s.abs().max() > max_scale:
-        return None
-    W = W0.clone()
-    W[:, :k] = Wk * s.repeat_interleave(width)[None, :]
-    return W
-
-
-def _bias(G, C, W0):
-    k = G.shape[0] - 1
-    n = G[k, k]
-    W = W0.clone()
-    W[:, k] = (C[k] - W0[:, :k] @ G[:k, k]) / n
-    return W
-
-
 def _fit(stats: _Stats, W0: torch.Tensor, settings: RepairSettings, width: int, name: str) -> tuple[torch.Tensor, SiteRepair]:
-    """The chosen weights [d, k + 1] (W0 when nothing beats it on the held-out batches)."""
+    """The chosen weights [d, k + 1] (W0 when nothing beats it on the held-out batches): the solver
+    proposes weights for each damping on the fitting batches, the held-out error picks one, and the
+    winner is refit on all batches."""
+    solver = get_solver(settings.solver)
     Gf, Cf = stats.G[0], stats.C[0]
     Gh, Ch, tth = stats.G[1], stats.C[1], stats.tt[1]
     energy = max(tth, 1e-30)
     base = _error(W0, Gh, Ch, tth) / energy
+    kept = lambda lam, why: (W0, SiteRepair(name, solver.name, False, lam, base, base, why))  # noqa: E731
     if stats.n[1] == 0 or stats.n[0] == 0:
-        return W0, SiteRepair(name, settings.method, False, None, base, base, "too few calibration rows")
+        return kept(None, "too few calibration rows")
     candidates = []
-    if settings.method == "bias":
-        candidates.append((None, _bias(Gf, Cf, W0)))
-    else:
-        for lam in settings.dampings:
-            W = (_lsq(Gf, Cf, W0, lam) if settings.method == "lsq"
-                 else _scale(Gf, Cf, W0, width, lam, settings.max_scale))
-            if W is not None and torch.isfinite(W).all():
-                candidates.append((lam, W))
+    for lam in (settings.dampings if solver.damped else (None,)):
+        W = solver.fit(Gf, Cf, W0, width=width, damping=lam)
+        if W is not None and torch.isfinite(W).all():
+            candidates.append((lam, W))
     scored = [(_error(W, Gh, Ch, tth) / energy, lam) for lam, W in candidates]
     if not scored:
-        return W0, SiteRepair(name, settings.method, False, None, base, base, "no stable solution")
+        return kept(None, "no stable solution")
     err, lam = min(scored, key=lambda e: e[0])
     if not err < base:
-        return W0, SiteRepair(name, settings.method, False, lam, base, base,
-                              "the held-out error did not improve")
+        return kept(lam, "the held-out error did not improve")
     G, C = stats.all()
-    W = (_bias(G, C, W0) if settings.method == "bias" else _lsq(G, C, W0, lam) if settings.method == "lsq"
-         else _scale(G, C, W0, width, lam, settings.max_scale))
+    W = solver.fit(G, C, W0, width=width, damping=lam)
     if W is None or not torch.isfinite(W).all():
-        return W0, SiteRepair(name, settings.method, False, lam, base, base, "the refit on all batches failed")
-    return W, SiteRepair(name, settings.method, True, lam, base, err)
+        return kept(lam, "the refit on all batches failed")
+    return W, SiteRepair(name, solver.name, True, lam, base, err)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +358,7 @@ def _fit(stats: _Stats, W0: torch.Tensor, settings: RepairSettings, width: int, 
 def _capture(model, site, store: dict, want_output: bool):
     """Hooks that record the out projection's input (and output) and the residual's input of the
     pruned model's layer."""
-    from mtprune.methods.engine import first_tensor
+    from mtprune.units import first_tensor
 
     handles = []
 
@@ -458,53 +415,33 @@ def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings
     pruned sites' out projections refit (see the module's docstring).
 
     ``calibration`` is a list of rows of ``task`` (their fields are read, not their labels), or
-    ``{task: rows}`` for a model several tasks share. ``method="none"`` only prunes. A mask that
+    ``{task: rows}`` for a model several tasks share. The solver ``none`` only prunes. A mask that
     prunes heads the model cannot remove physically (T5, grouped key/value heads) is an error, as
     in :func:`mtprune.pruning.hard_prune`: prune and repair their FFN neurons.
     """
-    from mtprune.methods.engine import batches_for
     from mtprune.pruning import hard_prune, site_sizes
-    from mtprune.tasks import get_task
 
     settings = settings or RepairSettings()
-    if not isinstance(calibration, dict):
-        if task is None:
-            raise ValueError("calibration rows need their task")
-        calibration = {task.name if hasattr(task, "name") else task: calibration}
-    per_task = {get_task(t): [dict(r) for r in rows] for t, rows in calibration.items()}
-    for t, rows in per_task.items():
-        adapter.head_for(t)
-        missing = sorted({f for r in rows for f in t.fields if f not in r})
-        if missing:
-            raise MtpruneError(f"the calibration rows lack the field(s) {', '.join(missing)} that task {t.name} needs")
+    per_task = _calibration_by_task(adapter, calibration, task)
     n_rows = sum(len(r) for r in per_task.values())
     t0 = time.perf_counter()
     pruned = hard_prune(adapter, mask)
-    if settings.method == "none":
-        return pruned, RepairReport("none", n_rows, 0, time.perf_counter() - t0)
+    if not settings.refits:
+        return pruned, RepairReport(settings.solver, n_rows, 0, time.perf_counter() - t0)
     if n_rows == 0:
         raise MtpruneError("the calibration set is empty")
     dense_sizes = site_sizes(adapter)
     # a view (the query heads of removed key/value groups) shares its out projection with its owner
     cut = [s for s in pruned.unit_sites() if s.n_units < dense_sizes[s.name] and not s.view_of]
     if not cut:
-        return pruned, RepairReport(settings.method, n_rows, 0, time.perf_counter() - t0)
+        return pruned, RepairReport(settings.solver, n_rows, 0, time.perf_counter() - t0)
     dense_sites = {s.name: s for s in adapter.unit_sites()}
     layer_paths: dict[str, list[str]] = {}
     for s in sorted(adapter.unit_sites(), key=lambda s: (STACK_ORDER.index(s.stack), s.layer)):
         paths = layer_paths.setdefault(s.stack, [])
         if s.layer_path not in paths:
             paths.append(s.layer_path)
-    # every n-th row of every task is held out; the tasks' batches are dealt in turn
-    queues = []
-    for t, rows in per_task.items():
-        rows = [{f: r[f] for f in t.fields} for r in rows]
-        k = settings.holdout_every
-        for held_out in (False, True):
-            part = [r for i, r in enumerate(rows) if (i % k == k - 1) == held_out]
-            queues.append([(t, b, held_out) for b in batches_for(t, part, settings.batch_size, adapter=adapter)])
-    queues = [q for q in queues if q]
-    batches = [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
+    batches = _calibration_batches(adapter, per_task, settings)
     was = adapter.model.training
     adapter.model.eval()
     try:
@@ -529,10 +466,44 @@ def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings
                     log(f"  repair reverted: held-out KL to the dense outputs {after:.4g} with it, {before:.4g} without")
     finally:
         adapter.model.train(was)
-    report = RepairReport(settings.method, n_rows, tokens, time.perf_counter() - t0, tuple(reports),
+    report = RepairReport(settings.solver, n_rows, tokens, time.perf_counter() - t0, tuple(reports),
                           kl_before=fidelity[0], kl_after=fidelity[1])
     _record(pruned, report)
     return pruned, report
+
+
+def _calibration_by_task(adapter, calibration, task) -> dict:
+    """``{TaskSpec: rows}`` from a list of ``task``'s rows or ``{task: rows}``, each row checked
+    for the task's fields (their labels are not read)."""
+    from mtprune.tasks import get_task
+
+    if not isinstance(calibration, dict):
+        if task is None:
+            raise ValueError("calibration rows need their task")
+        calibration = {task.name if hasattr(task, "name") else task: calibration}
+    per_task = {get_task(t): [dict(r) for r in rows] for t, rows in calibration.items()}
+    for t, rows in per_task.items():
+        adapter.head_for(t)
+        missing = sorted({f for r in rows for f in t.fields if f not in r})
+        if missing:
+            raise MtpruneError(f"the calibration rows lack the field(s) {', '.join(missing)} that task {t.name} needs")
+    return per_task
+
+
+def _calibration_batches(adapter, per_task: dict, settings: RepairSettings) -> list[tuple]:
+    """``(task, batch, held_out)`` in order: every n-th row of every task is held out; the tasks'
+    batches are dealt in turn."""
+    from mtprune.batching import batches_for
+
+    queues = []
+    for t, rows in per_task.items():
+        rows = [{f: r[f] for f in t.fields} for r in rows]
+        k = settings.holdout_every
+        for held_out in (False, True):
+            part = [r for i, r in enumerate(rows) if (i % k == k - 1) == held_out]
+            queues.append([(t, b, held_out) for b in batches_for(t, part, settings.batch_size, adapter=adapter)])
+    queues = [q for q in queues if q]
+    return [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
 
 
 def _record(pruned, report: RepairReport) -> None:
@@ -540,7 +511,7 @@ def _record(pruned, report: RepairReport) -> None:
     from mtprune.pruning import PRUNED_KEY
 
     entry = dict(getattr(pruned.model.config, PRUNED_KEY, None) or {})
-    entry["repair"] = {"method": report.method, "calibration_rows": report.calibration_rows,
+    entry["repair"] = {"method": report.solver, "calibration_rows": report.calibration_rows,
                        "sites_refit": report.changed, "sites": len(report.sites)}
     setattr(pruned.model.config, PRUNED_KEY, entry)
     pruned._fingerprint = None

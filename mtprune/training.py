@@ -539,6 +539,41 @@ def _probe_logits(model: MultiTaskModel, tokenizer, specs, probe: dict, cfg: Tra
                 for t in specs}
 
 
+def _check_request(cfg: TrainConfig, base: str, tasks: Sequence[str | TaskSpec], out: str | Path, overwrite: bool,
+                   eval_limit: int | None) -> tuple[list[TaskSpec], torch.device, Path, Path]:
+    """Everything about a training request that can be wrong, checked before any work:
+    ``(tasks, device, out, the base model's directory)``."""
+    cfg.check()
+    if eval_limit is not None and eval_limit < 1:
+        raise MtpruneError(f"--eval-limit must be at least 1, not {eval_limit}")
+    specs = check_tasks(tasks)
+    device = resolve_device(cfg.device)
+    out = Path(out).expanduser()
+    if not out.name:
+        raise MtpruneError("--out needs a directory name")
+    check_out(out, overwrite)  # fail before any work
+    base_path = resolve_base(base)
+    check_out(out, overwrite, base_path)
+    return specs, device, out, base_path
+
+
+def _evaluate_trained(adapter, specs: list[TaskSpec], results: list[TaskResult], eval_limit: int | None,
+                      eval_batch_size: int, eval_progress: EvalProgress | None) -> None:
+    """Evaluate the saved model on each task's validation split into its :class:`TaskResult`."""
+    from mtprune.evaluation import evaluate
+
+    for r in results:
+        task = next(t for t in specs if t.name == r.task)
+
+        def cb(done, total, _t=task.name):
+            if eval_progress:
+                eval_progress(_t, done, total)
+
+        ev = evaluate(adapter, task, task.default_split, limit=eval_limit, batch_size=eval_batch_size,
+                      progress=cb)
+        r.split, r.n, r.accuracy, r.metrics = ev.split, ev.n, ev.accuracy, dict(ev.metrics)
+
+
 def train_multitask(
     base: str,
     tasks: Sequence[str | TaskSpec],
@@ -564,20 +599,9 @@ def train_multitask(
     then renamed to ``out``.
     """
     from mtprune.checkpoints import load_adapter
-    from mtprune.evaluation import evaluate
 
     cfg = config or TrainConfig()
-    cfg.check()
-    if eval_limit is not None and eval_limit < 1:
-        raise MtpruneError(f"--eval-limit must be at least 1, not {eval_limit}")
-    specs = check_tasks(tasks)
-    device = resolve_device(cfg.device)
-    out = Path(out).expanduser()
-    if not out.name:
-        raise MtpruneError("--out needs a directory name")
-    check_out(out, overwrite)  # fail before any work
-    base_path = resolve_base(base)
-    check_out(out, overwrite, base_path)
+    specs, device, out, base_path = _check_request(cfg, base, tasks, out, overwrite, eval_limit)
     say = log or (lambda msg: None)
     train = _training_rows(specs, rows, evaluate_after)  # data first: a missing split fails before the model loads
     sizes = {t: len(r) for t, r in train.items()}
@@ -609,16 +633,7 @@ def train_multitask(
         adapter = load_adapter(str(tmp), device=str(device))
         _roundtrip_check(adapter, specs, probe, expected)
         if evaluate_after:
-            for r in results:
-                task = next(t for t in specs if t.name == r.task)
-
-                def cb(done, total, _t=task.name):
-                    if eval_progress:
-                        eval_progress(_t, done, total)
-
-                ev = evaluate(adapter, task, task.default_split, limit=eval_limit, batch_size=eval_batch_size,
-                              progress=cb)
-                r.split, r.n, r.accuracy, r.metrics = ev.split, ev.n, ev.accuracy, dict(ev.metrics)
+            _evaluate_trained(adapter, specs, results, eval_limit, eval_batch_size, eval_progress)
             (tmp / "tasks.json").write_text(json.dumps(tasks_json(), indent=1) + "\n")
         check_out(out, overwrite)
         io.publish_dir(tmp, out)

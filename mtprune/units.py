@@ -273,6 +273,19 @@ def active_hooks(model: nn.Module) -> list[str]:
     return found
 
 
+def first_tensor(args, kwargs):
+    """The hidden states a module is called with (what a forward pre-hook sees): its first
+    positional argument, else the usual keyword (``hidden_states``, ``query``, ``x``, ``input``)."""
+    import torch
+
+    if args:
+        return args[0]
+    for k in ("hidden_states", "query", "x", "input"):
+        if isinstance(kwargs.get(k), torch.Tensor):
+            return kwargs[k]
+    raise RuntimeError(f"no hidden states among the arguments {sorted(kwargs)}")
+
+
 @contextmanager
 def soft_mask(model: nn.Module, sites: Iterable[UnitSite], keep: dict[str, torch.Tensor]):
     """Zero the pruned units (``keep[site.name]`` is a bool vector over the site's units).

@@ -376,7 +376,8 @@ def test_prune_with_a_flops_budget_and_repair(app):
     compute_scores(at, "prune")
     at.segmented_control(key="prune.mode").set_value("budget").run()
     ok(at)
-    at.slider(key="prune.flops").set_value(60).run()
+    assert at.selectbox(key="prune.measure").options == ["FLOPs", "parameters", "latency"]  # the registry
+    at.slider(key="prune.kept").set_value(60).run()
     ok(at)
     assert int(metric(at, "FLOPs kept").rstrip("%")) <= 60
     heads = metric(at, "encoder attention heads kept")  # a budget spends over both kinds

@@ -4,12 +4,14 @@ budgeted mask search on hand-made scores."""
 import numpy as np
 import pytest
 
-from mtprune.costs import (Budget, count_flops, kept_cost, kept_share, latency_table, search_mask, total_cost,
-                           unit_costs, unit_flops)
+from mtprune.costs import Budget, kept_cost, kept_share, search_mask, total_cost, unit_costs
 from mtprune.errors import MtpruneError
 from mtprune.masks import mask_from_scores
+from mtprune.measures.flops import unit_flops
+from mtprune.measures.latency import latency_table
 from mtprune.pruning import count_parameters, hard_prune
 from mtprune.tasks import get_task
+from mtprune_dev.flops import count_flops
 from tests.conftest import random_scores
 
 SST2 = get_task("sst2")
@@ -122,5 +124,5 @@ def test_latency_table_is_measured_once(tiny_multitask, tmp_path, monkeypatch):
     files = list((tmp_path / "latency").glob("*.json"))
     assert len(files) == 1
     assert latency_table(tiny_multitask, SST2, 8, batch_size=4, repeats=2) == t  # read back, not measured
-    costs = unit_costs(tiny_multitask, "latency", 8, t)
+    costs = unit_costs(tiny_multitask, "latency", 8, table=t)
     assert costs["encoder.ffn"][0] == t["per_unit"]["ffn"]

@@ -523,8 +523,10 @@ def test_frontier_sweep_budgets_and_repairs(tiny_multitask, sst2_rows, tmp_path,
     a.max_length = 64
     calib = [dict(r) for r in sst2_rows] * 5
     monkeypatch.setattr(core.Runner, "calibration", lambda self, task, n, seed=0: calib)
-    monkeypatch.setattr(core.Runner, "costs", lambda self, task, measure: __import__("mtprune.costs").costs.unit_costs(
-        self.adapter, measure, 12))
+    from mtprune import costs
+
+    monkeypatch.setattr(costs, "average_length", lambda adapter, task, split=None, n=512: 12.0)
+    monkeypatch.setattr(costs, "_PREPARED", {})
     cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random"), sparsities=(0.0,), budgets=("flops:0.7", "flops:0.4"),
                       repairs=("none", "lsq"), kinds="all", trials=1, examples=(4,), calib=30)
     out = tmp_path / "f.csv"

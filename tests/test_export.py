@@ -20,7 +20,8 @@ pytest.importorskip("onnxruntime")
 def _ragged(adapter, seed=0):
     """Hard-pruned with a different number of neurons and heads in every layer (layer 0 keeps 40
     neurons and 3 heads, layer 1 keeps 20 neurons and 1 head, chosen at random)."""
-    from mtprune.masks import Mask, full_mask
+    from mtprune.masks import Mask
+    from mtprune_dev.masks import full_mask
 
     full = full_mask(adapter.unit_sites())
     rng = np.random.default_rng(seed)
@@ -43,7 +44,7 @@ def test_a_ragged_multitask_model_exports_and_runs(tiny_multitask, sst2_rows, tm
 
     small = _ragged(tiny_multitask)
     assert [s.n_units for s in small.unit_sites()] == [40, 3, 20, 1]  # every layer its own sizes
-    out = export_onnx(small, "sst2", tmp_path / "onnx", measure=False)
+    out = export_onnx(small, "sst2", tmp_path / "onnx", evaluate=False)
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".onnx", ".json"))[:2] == ["model.onnx",
                                                                                         "mtprune_onnx.json"]
     meta = json.loads((out / "mtprune_onnx.json").read_text())
@@ -68,7 +69,7 @@ def test_a_sequence_classifier_exports(tiny_seqcls, sst2_rows, tmp_path):
     from mtprune.export import export_onnx
 
     small = _ragged(tiny_seqcls, seed=1)
-    out = export_onnx(small, "sst2", tmp_path / "seqcls-onnx", measure=False)
+    out = export_onnx(small, "sst2", tmp_path / "seqcls-onnx", evaluate=False)
     exported = load_adapter(str(out))
     t = get_task("sst2")
     np.testing.assert_allclose(_logits(exported, t, sst2_rows), _logits(small, t, sst2_rows), atol=1e-4)
@@ -88,13 +89,13 @@ def test_bad_input(tiny_multitask, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("mine")
     with pytest.raises(MtpruneError, match="exists and is not empty"):
-        export_onnx(tiny_multitask, "sst2", tmp_path / "taken", measure=False)
+        export_onnx(tiny_multitask, "sst2", tmp_path / "taken", evaluate=False)
     assert (tmp_path / "taken" / "x").read_text() == "mine"
     with pytest.raises(MtpruneError, match="no head for task qnli"):
-        export_onnx(tiny_multitask, "qnli", tmp_path / "q", measure=False)
+        export_onnx(tiny_multitask, "qnli", tmp_path / "q", evaluate=False)
     with pytest.raises(MtpruneError, match="int8"):
         export_onnx(tiny_multitask, "sst2", tmp_path / "q", quantize="int4")
-    out = export_onnx(tiny_multitask, "sst2", tmp_path / "ok", measure=False)
+    out = export_onnx(tiny_multitask, "sst2", tmp_path / "ok", evaluate=False)
     (out / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(MtpruneError, match="does not load in onnxruntime"):
         load_adapter(str(out))
@@ -199,7 +200,7 @@ def test_the_dashboard_zip_unpacks_to_a_model_that_loads(tiny_multitask, sst2_ro
 
     from mtprune.export import zip_onnx
 
-    data = zip_onnx(tiny_multitask, "sst2", "sst2-dense-onnx", measure=False)
+    data = zip_onnx(tiny_multitask, "sst2", "sst2-dense-onnx", evaluate=False)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         names = set(z.namelist())
         assert {"sst2-dense-onnx/model.onnx", "sst2-dense-onnx/mtprune_onnx.json"} <= names

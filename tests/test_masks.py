@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.masks import (Mask, full_mask, kinds_in, load_mask, mask_from_bytes, mask_from_scores, mask_to_bytes,
+from mtprune.masks import (Mask, kinds_in, load_mask, mask_from_bytes, mask_from_scores, mask_to_bytes,
                            n_pruned, save_mask)
+from mtprune_dev.masks import full_mask
 
 
 def _scores():

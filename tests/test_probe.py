@@ -7,9 +7,10 @@ import torch
 
 from mtprune.errors import MtpruneError
 from mtprune.evaluation import evaluate
-from mtprune.masks import Mask, full_mask
+from mtprune.masks import Mask
 from mtprune.tasks import get_task
 from mtprune.probe import UnitRef, ablate_unit, top_activating, unit_activations
+from mtprune_dev.masks import full_mask
 
 
 def _ffn_input(adapter, rows, layer, unit):

@@ -252,7 +252,8 @@ def test_default_model_hard_equals_soft_and_reloads(default_adapter, tmp_path):
 
 
 def test_hard_prune_problem_names_the_sites(tiny_grouped):
-    from mtprune.masks import Mask, full_mask
+    from mtprune.masks import Mask
+    from mtprune_dev.masks import full_mask
     from mtprune.pruning import hard_prune_problem
 
     full = full_mask(tiny_grouped.unit_sites())

@@ -1,4 +1,4 @@
-"""Repair: the solvers against numpy on synthetic sums, exact reconstruction where it is possible
+"""Repair: the held-out guards on synthetic sums, exact reconstruction where it is possible
 (duplicated units) on every family, the held-out guards, saving, and bad input."""
 
 import json
@@ -10,10 +10,12 @@ import torch
 from mtprune import layers
 from mtprune.checkpoints import load_adapter, save_model
 from mtprune.errors import MtpruneError
-from mtprune.masks import Mask, full_mask, mask_from_scores
+from mtprune.masks import Mask, mask_from_scores
 from mtprune.pruning import hard_prune
-from mtprune.repair import (RepairSettings, _bias, _error, _fit, _lsq, _scale, _Stats, calibration_rows, repair)
+from mtprune.repair import RepairSettings, _fit, _Stats, calibration_rows, repair
+from mtprune.solvers import get_solver
 from mtprune.tasks import get_task
+from mtprune_dev.masks import full_mask
 from tests.conftest import SST2_ROWS, random_scores
 
 SST2 = get_task("sst2")
@@ -26,10 +28,10 @@ def logits(adapter, rows=SST2_ROWS):
 
 
 # ----------------------------------------------------------------------------------------------
-# the solvers, on sums of a synthetic problem
+# the guards, on sums of a synthetic problem
 
 
-def _synthetic(n=400, k=5, d=3, seed=0, noise=0.1):
+def synthetic(n=400, k=5, d=3, seed=0, noise=0.1):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, k))
     W = rng.normal(size=(d, k))
@@ -41,49 +43,10 @@ def _synthetic(n=400, k=5, d=3, seed=0, noise=0.1):
     return X, T, stats
 
 
-def test_lsq_is_least_squares_and_damping_pulls_to_the_old_weights():
-    X, T, st = _synthetic()
-    G, C = st.all()
-    X1 = np.hstack([X, np.ones((len(X), 1))])
-    want = np.linalg.lstsq(X1, T, rcond=None)[0].T
-    W0 = torch.zeros(3, 6, dtype=torch.float64)
-    np.testing.assert_allclose(_lsq(G, C, W0, 0.0).numpy(), want, atol=1e-5)  # sums in float32 per batch
-    far = _lsq(G, C, W0, 1e6).numpy()
-    assert np.abs(far).max() < 1e-3  # a huge damping keeps the unrepaired (zero) weights
-    # the error from the sums is the error of the predictions
-    W = torch.tensor(want)
-    direct = float(((X1 @ want.T - T) ** 2).sum())
-    assert _error(W, G, C, float((T ** 2).sum())) == pytest.approx(direct, rel=1e-4)
-
-
-def test_scale_and_bias_solve_their_own_problems():
-    rng = np.random.default_rng(1)
-    n, k, d = 300, 4, 3
-    X = rng.normal(size=(n, k))
-    W0 = rng.normal(size=(d, k))
-    s_true = np.array([1.5, 0.5, -1.0, 2.0])
-    b0 = rng.normal(size=d)
-    T = X @ (W0 * s_true).T + b0
-    st = _Stats(k, d)
-    st.add(torch.tensor(X), torch.tensor(T), held_out=False)
-    G, C = st.all()
-    W0b = torch.tensor(np.hstack([W0, b0[:, None]]))
-    W = _scale(G, C, W0b, 1, 0.0, 10.0)
-    np.testing.assert_allclose(W[:, :k].numpy(), W0 * s_true, atol=1e-5)
-    np.testing.assert_allclose(W[:, k].numpy(), b0)  # the bias stays
-    assert _scale(G, C, W0b, 1, 0.0, 1.9) is None  # a scale of 2 is outside the bound
-    # heads: a scale per block of `width` columns
-    Wh = _scale(G, C, W0b, 2, 0.0, 10.0)
-    assert torch.allclose(Wh[:, 0] / W0b[:, 0], Wh[:, 1] / W0b[:, 1])
-    # bias: the mean of t - W x
-    Wb = _bias(G, C, W0b)
-    np.testing.assert_allclose(Wb[:, k].numpy(), (T - X @ W0.T).mean(0), atol=1e-5)
-
-
 def test_fit_keeps_the_old_weights_when_nothing_beats_them():
-    X, T, st = _synthetic(noise=0.0)
+    X, T, st = synthetic(noise=0.0)
     G, C = st.all()
-    best = _lsq(G, C, torch.zeros(3, 6, dtype=torch.float64), 0.0)
+    best = get_solver("lsq").fit(G, C, torch.zeros(3, 6, dtype=torch.float64), width=1, damping=0.0)
     W, rep = _fit(st, best, RepairSettings("lsq"), 1, "encoder.0.ffn")
     # the old weights are already the exact solution: a refit cannot lower the held-out error
     assert not rep.changed and rep.why == "the held-out error did not improve" and torch.equal(W, best)
@@ -174,7 +137,7 @@ def test_lsq_reconstructs_exactly_when_it_can(family, tiny_multitask, tokenizer)
 def test_repair_none_is_hard_pruning(tiny_multitask):
     mask = mask_from_scores(random_scores(tiny_multitask), {"ffn": 0.5, "heads": 0.5})
     small, rep = repair(tiny_multitask, mask, ROWS, SST2, RepairSettings("none"))
-    assert rep.method == "none" and not rep.sites
+    assert rep.solver == "none" and not rep.sites
     assert torch.equal(logits(small), logits(hard_prune(tiny_multitask, mask)))
 
 

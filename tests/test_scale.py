@@ -13,9 +13,10 @@ from scipy.stats import spearmanr
 
 from mtprune.attribution import AttributionSpec, attribute
 from mtprune.errors import MtpruneError
-from mtprune.memory import PeakMemory, check_fits, checkpoint_parameters, parse_bytes
-from mtprune.methods import engine
-from mtprune.synthetic import build_decoder, parameter_count, random_rows, shape_config
+from mtprune import batching
+from mtprune.memory import check_fits, checkpoint_parameters, parse_bytes
+from mtprune_dev.memory import PeakMemory
+from mtprune_dev.synthetic import build_decoder, parameter_count, random_rows, shape_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = AttributionSpec(task="sst2", method="ap", examples=64, kinds="all")
@@ -45,7 +46,7 @@ def test_shapes_are_the_released_models():
 def test_attribution_memory_is_bounded_by_the_token_budget(tiny_decoder, monkeypatch):
     a = tiny_decoder
     model = _model_bytes(a)
-    monkeypatch.setitem(engine.PASS_TOKENS, "cpu", 512)
+    monkeypatch.setitem(batching.PASS_TOKENS, "cpu", 512)
     peaks = {}
     for n in (48, 192):
         rows = random_rows("sst2", n, 32, 2000, seed=n)
@@ -56,7 +57,7 @@ def test_attribution_memory_is_bounded_by_the_token_budget(tiny_decoder, monkeyp
     assert 0 < peaks[192] <= PEAK_MULTIPLE * model, (peaks, model)
     assert peaks[192] < 1.15 * peaks[48]  # four times the examples, the same memory
     # without the budget, one pass of every row: the profiler sees the activations grow
-    monkeypatch.setitem(engine.PASS_TOKENS, "cpu", 10**9)
+    monkeypatch.setitem(batching.PASS_TOKENS, "cpu", 10**9)
     with PeakMemory("cpu") as pm:
         attribute(a, SPEC, rows=random_rows("sst2", 192, 32, 2000, seed=192), batch_size=1024)
     assert pm.peak > 3 * peaks[192]
@@ -67,11 +68,11 @@ def test_token_budget_batches(tiny_decoder):
 
     rows = random_rows("sst2", 40, 30, 2000)
     task = get_task("sst2")
-    lengths = engine.token_lengths(tiny_decoder, task, rows)
+    lengths = batching.token_lengths(tiny_decoder, task, rows)
     assert min(lengths) > 30  # the prompt's words come on top of the row's 30
-    batches = engine.batches_for(task, rows, 1024, adapter=tiny_decoder, max_tokens=4 * max(lengths))
+    batches = batching.batches_for(task, rows, 1024, adapter=tiny_decoder, max_tokens=4 * max(lengths))
     assert sum(len(b) for b in batches) == 40 and max(len(b) for b in batches) == 4
-    assert len(engine.batches_for(task, rows, 16, adapter=tiny_decoder, max_tokens=10**9)) == 3
+    assert len(batching.batches_for(task, rows, 16, adapter=tiny_decoder, max_tokens=10**9)) == 3
 
 
 def test_bf16_scores_rank_units_like_fp32(tiny_decoder, tokenizer):

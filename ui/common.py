@@ -424,54 +424,49 @@ def record_run(ctx: Context, record: dict) -> None:
         st.warning(h.notice, icon=":material/warning:")
 
 
-@st.cache_data(show_spinner="measuring the task's average length...", max_entries=16)
-def _flops_costs(fingerprint: str, task: str, _adapter) -> tuple[dict, float]:
-    from mtprune.costs import average_length, unit_costs
+def costs(ctx: Context, measure: str = "flops"):
+    """The model's unit costs for the task in ``measure`` (:func:`mtprune.costs.prepare_costs`: once
+    per model, task and measure in the process, shared by every session)."""
+    from mtprune.costs import prepare_costs
 
-    seq = average_length(_adapter, task)
-    return unit_costs(_adapter, "flops", seq), seq
-
-
-def flops_costs(ctx: Context, task: str | None = None) -> tuple[dict, float]:
-    """Per-unit FLOPs at the task's average length (and that length), computed once per model and task."""
-    return _flops_costs(ctx.fingerprint, task or ctx.task.name, ctx.adapter)
+    with st.spinner("measuring the task's average length..."):
+        return prepare_costs(ctx.adapter, ctx.task, measure)
 
 
 def flops_kept(ctx: Context, mask) -> float:
-    from mtprune.costs import kept_share
-    from mtprune.units import layout
+    from mtprune.pipeline import flops_kept as kept
 
-    costs, _ = flops_costs(ctx)
-    return kept_share(mask, costs, layout(ctx.adapter.unit_sites())[1])
+    costs(ctx, "flops")  # under the spinner the first time
+    return kept(ctx.adapter, ctx.task, mask)
 
 
 def mask_for_settings(ctx: Context, scores, settings: dict):
     """The mask Prune and evaluate shows for its settings (``ui.state.prune_settings``)."""
-    from mtprune.costs import search_mask
-    from mtprune.masks import mask_from_scores
+    from mtprune.pipeline import choose_mask
 
     if settings.get("mode") == "budget":
-        costs, seq = flops_costs(ctx)
-        return search_mask(scores, settings["budget"], costs, kinds="all", meta={"seq_len": seq})
-    return mask_from_scores(scores, settings["sparsity"], scope=settings["scope"])
+        costs(ctx, settings["budget"].measure)
+        return choose_mask(ctx.adapter, ctx.task, scores, budget=settings["budget"], kinds="all")
+    return choose_mask(ctx.adapter, ctx.task, scores, sparsity=settings["sparsity"], scope=settings["scope"])
 
 
-def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, method: str, calib: int, progress=None):
-    """The hard-pruned model repaired on ``calib`` train rows, evaluated; (EvalResult, RepairReport),
-    remembered for the session."""
+def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, solver: str, calib: int, progress=None):
+    """The hard-pruned model repaired by ``solver`` on ``calib`` train rows, evaluated;
+    (EvalResult, RepairReport), remembered for the session."""
     from mtprune.evaluation import evaluate as run_eval
-    from mtprune.repair import RepairSettings, calibration_rows, repair
+    from mtprune.pipeline import prune
+    from mtprune.repair import calibration_rows
 
-    key = (ctx.fingerprint, task, split, limit, mask.digest(), method, int(calib))
+    key = (ctx.fingerprint, task, split, limit, mask.digest(), solver, int(calib))
     store = state.store("repaired")
     if key in store:
         return store[key]
     rows = calibration_rows(task, int(calib))
     with model_busy(ctx):
-        fixed, report = repair(ctx.adapter, mask, rows, task, RepairSettings(method=method))
-    res = run_eval(fixed, task, split, limit=limit, progress=progress)
-    store[key] = (res, report)
-    return res, report
+        done = prune(ctx.adapter, task, mask=mask, repair_with=solver, calibration=rows)
+    res = run_eval(done.adapter, task, split, limit=limit, progress=progress)
+    store[key] = (res, done.report)
+    return res, done.report
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -568,7 +563,7 @@ def _onnx_zip(fingerprint: str, digest: str, task: str, folder: str, _adapter, _
 
     with _model_lock(fingerprint):  # no spinner: this runs outside the script
         small = hard_prune(_adapter, _mask)
-    return zip_onnx(small, task, folder, measure=False)
+    return zip_onnx(small, task, folder, evaluate=False)
 
 
 def onnx_zip(ctx: Context, mask, folder: str) -> bytes:

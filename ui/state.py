@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from mtprune.costs import Budget
+
 _PRUNE = "_state.prune_settings"
 _HEATMAP = "_state.heatmap_view"
 _STORES = "_state.stores"
@@ -21,21 +23,25 @@ _SEEN = "_state.seen_selections"
 STORES = ("scores", "evals", "sweeps", "unseen", "repaired", "probe", "transfer")
 
 
+DEFAULT_BUDGET = Budget("flops", 0.6)
+
+
 def prune_settings(kinds) -> dict:
     """How Prune and evaluate last chose units: ``mode`` ``sparsity`` (a share per kind, the same in
     every layer or global: ``sparsity``, ``scope``; defaults FFN 50 %, heads 0 %, per layer) or
-    ``budget`` (``budget``, a FLOPs budget over heads and neurons of all layers, default flops:0.6)."""
+    ``budget`` (``budget``, a :class:`mtprune.costs.Budget` over heads and neurons of all layers,
+    default flops:0.6)."""
     s = st.session_state.get(_PRUNE) or {}
     per = s.get("sparsity", {})
     return {"mode": s.get("mode", "sparsity"),
             "sparsity": {k: per.get(k, 0.5 if k == "ffn" else 0.0) for k in kinds},
-            "scope": s.get("scope", "layer"), "budget": s.get("budget", "flops:0.6")}
+            "scope": s.get("scope", "layer"), "budget": s.get("budget") or DEFAULT_BUDGET}
 
 
-def remember_prune_settings(sparsity: dict, scope: str, mode: str = "sparsity", budget: str | None = None) -> None:
+def remember_prune_settings(sparsity: dict, scope: str, mode: str = "sparsity", budget=None) -> None:
     old = st.session_state.get(_PRUNE) or {}
     st.session_state[_PRUNE] = {"mode": mode, "sparsity": dict(sparsity), "scope": scope,
-                                "budget": budget or old.get("budget", "flops:0.6")}
+                                "budget": budget or old.get("budget") or DEFAULT_BUDGET}
 
 
 def heatmap_view() -> dict:

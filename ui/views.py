@@ -196,9 +196,9 @@ def parse_percentages(text: str) -> tuple[float, ...]:
 
 def mask_slug(settings: dict, heads_per_layer: int | None = None) -> str:
     """How a mask is named in file and folder names: ``ffn70-heads25`` (percent pruned; heads as
-    the share of each layer's heads), ``flops60`` (a FLOPs budget, percent kept)."""
+    the share of each layer's heads), ``flops60`` (a budget: its measure and the percent kept)."""
     if settings.get("mode") == "budget":
-        return f"flops{round(100 * float(str(settings['budget']).split(':')[1]))}"
+        return f"{settings['budget'].measure}{settings['budget'].percent}"
     parts = []
     for kind, p in settings["sparsity"].items():
         if kind in ("heads", "groups") and not p:

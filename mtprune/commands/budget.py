@@ -3,7 +3,8 @@
 from mtprune.distributed import is_main
 import sys
 
-from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
+from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, add_repair_arg, eval_settings,
+                                     load_model,
                                      logger, write_chart)
 
 DEFAULT_OUT = "results/budget.csv"
@@ -29,9 +30,8 @@ def register(sub):
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="evaluation split (default: each task's validation)")
-    p.add_argument("--repair", default="none", choices=("none", "bias", "scale", "lsq"),
-                   help="repair every mask: the joint one on every task's train rows, each ensemble member on its "
-                        "own task's (default none)")
+    add_repair_arg(p, "none", "repair every mask: the joint one on every task's train rows, each ensemble member on "
+                              "its own task's")
     p.add_argument("--calib", type=int, default=1024, help="calibration rows per task for repair (default 1024)")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)

@@ -64,6 +64,29 @@ def method_help(scores: bool | None = True) -> str:
     return "; ".join(f"{m.name}: {m.help}" for m in all_methods().values() if scores is None or m.scores == scores)
 
 
+REPAIR_WHAT = "refit each pruned block's output projection on calibration rows so its output matches the dense model's"
+
+
+def add_repair_arg(p, default: str | None = "none", what: str = "", many: bool = False,
+                   default_text: str | None = None) -> None:
+    """``--repair``: a registered solver (:mod:`mtprune.solvers`), or with ``many`` a comma-separated
+    list of them; the choices and help come from the registry."""
+    from mtprune.solvers import all_solvers
+
+    solvers = all_solvers()
+    listed = "; ".join(f"{s.name}: {s.help}" for s in solvers.values())
+    p.add_argument("--repair", default=default, choices=None if many else list(solvers),
+                   help=f"{what or REPAIR_WHAT}{', comma-separated' if many else ''} ({listed}); default "
+                        f"{default_text or default}")
+
+
+def measure_help() -> str:
+    """``flops:0.6 (multiply-adds ...), params:0.6 (...)``: the registered budget measures."""
+    from mtprune.measures import all_measures
+
+    return ", ".join(f"{m.name}:0.6 ({m.help})" for m in all_measures().values())
+
+
 def add_experiment_args(p, out_default: str) -> None:
     """What every experiment verb shares: model, evaluation size, output, resume, chart."""
     add_model_args(p, task=False)

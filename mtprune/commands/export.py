@@ -38,7 +38,7 @@ def run(args):
     adapter = load_adapter(args.model, device="cpu", trust_remote_code=args.trust_remote_code)
     log = (lambda m: None) if args.json else print
     out = export_onnx(adapter, task, args.out, overwrite=args.overwrite, optimize=args.optimize,
-                      quantize=args.quantize, measure=not args.no_eval, evaluate_limit=args.eval_limit, log=log)
+                      quantize=args.quantize, evaluate=not args.no_eval, evaluate_limit=args.eval_limit, log=log)
     meta = json.loads((out / META_FILE).read_text())
     if args.json:
         print_json({"out": str(out), **meta})

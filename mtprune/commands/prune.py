@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_args, method_help, print_json,
-                                     progress_bar)
+from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_args, add_repair_arg, measure_help,
+                                     method_help, print_json, progress_bar)
+from mtprune.costs import KIND_NORMALISATIONS
 from mtprune.errors import MtpruneError
 
 
@@ -26,16 +27,12 @@ def register(sub):
     p.add_argument("--sparsity", default=None,
                    help="fraction of units to prune in every layer, in [0, 1] (instead of --budget)")
     p.add_argument("--budget", default=None,
-                   help=f"spend one budget over heads and FFN neurons of all layers: flops:0.6 (keep 60%% of the "
-                        f"prunable FLOPs at the task's average length), params:0.5, latency:0.6 (measured here); "
-                        f"default {DEFAULT_BUDGET} when neither --sparsity nor --mask is given")
-    p.add_argument("--normalise", default="sum", choices=("sum", "none"),
+                   help=f"spend one budget over heads and FFN neurons of all layers, a measure and the share of it "
+                        f"kept: {measure_help()}; default {DEFAULT_BUDGET} when neither --sparsity nor --mask is "
+                        f"given".replace("%", "%%"))
+    p.add_argument("--normalise", default="sum", choices=KIND_NORMALISATIONS,
                    help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
-    p.add_argument("--repair", default=None, choices=("none", "bias", "scale", "lsq"),
-                   help=f"refit each pruned block's output projection on calibration rows so its output matches "
-                        f"the dense model's: lsq (least squares), scale (one scale per unit), bias (mean "
-                        f"contribution of the pruned units), none; default {DEFAULT_REPAIR} (none, said so, when "
-                        f"the task has no rows to calibrate on)")
+    add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)")
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for --repair (default 1024)")
     p.add_argument("--calib-split", default=None, help="the split calibration rows come from (default: train)")
     p.add_argument("--calib-file", default=None,
@@ -64,13 +61,40 @@ def register(sub):
 
 
 def run(args):
-    from mtprune.attribution import AttributionSpec, attribute_cached
-    from mtprune.checkpoints import check_out_dir, load_adapter, save_model, source_dtype
+    from mtprune.checkpoints import load_adapter
+    from mtprune.pipeline import prune
+
+    task, settings, spec, given = _read_args(args)
+    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                           precision=args.precision)
+    adapter.head_for(task)
+    info = {"task": task.name, "model": adapter.source}
+    scores = None
+    if given is not None:
+        given.check_matches(adapter)
+        info.update(mask_source=str(args.mask))
+    else:
+        scores, info["scores_cache"], info["cache_hit"] = _scores(adapter, spec, args)
+    with progress_bar(f"repair ({settings['repair'].solver})", unit="layer",
+                      enabled=not args.json and settings["repair"].solver != "none") as pr:
+        done = prune(adapter, task, scores=scores, mask=given, sparsity=settings["sparsity"], budget=settings["budget"],
+                     kinds=settings["kinds"], scope=args.scope, stack=args.stack, normalise=args.normalise,
+                     repair_with=settings["repair"], calibration=settings["calibration"],
+                     meta={"task": task.name, "model": adapter.source}, progress=pr)
+    measured = _save_and_measure(adapter, done, task, settings["out"], args, info)
+    _print(info, done, measured, task, args)
+    return 0
+
+
+def _read_args(args):
+    """Everything checked before the model loads: ``(task, settings, attribution spec, given mask)``."""
+    from mtprune.attribution import AttributionSpec
+    from mtprune.checkpoints import check_out_dir
     from mtprune.costs import Budget
     from mtprune.experiments.core import check_at_least
-    from mtprune.masks import check_sparsity, load_mask, mask_from_scores
-    from mtprune.pruning import count_parameters
-    from mtprune.repair import RepairSettings, calibration_rows, repair
+    from mtprune.masks import check_sparsity, load_mask
+    from mtprune.pipeline import plan_calibration
+    from mtprune.repair import RepairSettings
     from mtprune.tasks import get_task
 
     task = get_task(args.task)
@@ -81,11 +105,10 @@ def run(args):
     # with none of the three, the defaults the frontier benchmark chose (README: Budgets and repair)
     budget_text = args.budget if given_ways else DEFAULT_BUDGET
     budget = Budget.parse(budget_text) if budget_text is not None else None
-    how = args.repair or DEFAULT_REPAIR
     check_at_least(args.batch_size, "--batch-size")
     if args.eval_limit is not None:
         check_at_least(args.eval_limit, "--eval-limit")
-    if how != "none":
+    if (args.repair or DEFAULT_REPAIR) != "none":
         check_at_least(args.calib, "--calib")
     try:
         out = check_out_dir(Path(args.out), args.overwrite)
@@ -94,48 +117,33 @@ def run(args):
             from None
     # bad files and settings fail before the model loads
     given = load_mask(args.mask) if args.mask else None
-    spec = None
     kinds = args.kinds or ("all" if budget is not None else "ffn")
-    if given is None:
-        spec = AttributionSpec(task=task.name, method=args.method, examples=args.examples, seed=args.seed,
-                               split=args.split, kinds="all" if budget is not None else kinds,
-                               **({"variant": args.variant} if args.variant else {}))
-    notes, calib = [], []
-    if args.repair is None and args.calib_file is None and (args.calib_split or task.train_split) == task.default_split:
-        # an unseen-domain task has one split: calibrating on it would fit the rows it is measured on
-        notes.append(f"not repaired: {task.name} has no split apart from {task.default_split}, which it is "
-                     f"measured on (pass --calib-file ROWS.jsonl, or --repair lsq to calibrate on it anyway)")
-        how = "none"
-    if how != "none":
-        try:
-            calib = calibration_rows(task, args.calib, split=args.calib_split, data_file=args.calib_file)
-        except MtpruneError as exc:
-            if args.repair is not None:
-                raise
-            notes.append(f"not repaired: {exc} (pass --calib-file ROWS.jsonl to repair, or --repair none)")
-            how = "none"
-    settings = RepairSettings(method=how, batch_size=args.batch_size)
+    spec = None if given is not None else AttributionSpec(
+        task=task.name, method=args.method, examples=args.examples, seed=args.seed, split=args.split,
+        kinds="all" if budget is not None else kinds, **({"variant": args.variant} if args.variant else {}))
+    calib = plan_calibration(task, args.repair, DEFAULT_REPAIR, args.calib, args.calib_split, args.calib_file)
+    settings = {"sparsity": p if given is None and budget is None else None,
+                "budget": budget if given is None else None, "kinds": kinds, "out": out, "calibration": calib,
+                "repair": RepairSettings(solver=calib.solver, batch_size=args.batch_size)}
+    return task, settings, spec, given
 
-    adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
-                           precision=args.precision)
-    adapter.head_for(task)
-    info = {"task": task.name, "model": adapter.source}
-    if given is not None:
-        mask = given
-        mask.check_matches(adapter)
-        info.update(mask_source=str(args.mask))
-    else:
-        with progress_bar(f"attribute {spec.task} ({spec.method})", enabled=not args.json) as progress:
-            scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size)
-        meta = {"task": task.name, "model": adapter.source}
-        if budget is not None:
-            mask = _budget_mask(adapter, task, scores, budget, kinds, args.normalise, meta)
-        else:
-            mask = mask_from_scores(scores, p, scope=args.scope, kinds=kinds, stack=args.stack, meta=meta)
-        info.update(scores_cache=str(path) if path else None, cache_hit=bool(hit))
-    dense_params = adapter.num_parameters()
-    with progress_bar(f"repair ({how})", unit="layer", enabled=not args.json and how != "none") as pr:
-        small, report = repair(adapter, mask, calib, task, settings, progress=pr)
+
+def _scores(adapter, spec, args):
+    from mtprune.attribution import attribute_cached
+
+    with progress_bar(f"attribute {spec.task} ({spec.method})", enabled=not args.json) as progress:
+        scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size)
+    return scores, str(path) if path else None, bool(hit)
+
+
+def _save_and_measure(adapter, done, task, out, args, info: dict) -> dict:
+    """The pruned model measured on the task (unless --no-eval; ``{task: EvalResult}`` returned),
+    saved to ``out`` (and exported to ONNX with --onnx); ``info`` gets what --json says of it."""
+    from mtprune.checkpoints import load_adapter, save_model, source_dtype
+    from mtprune.pipeline import flops_kept
+    from mtprune.pruning import count_parameters
+
+    small, mask = done.adapter, done.mask
     measured = {}
     if not args.no_eval:
         from mtprune.evaluation import evaluate
@@ -148,48 +156,34 @@ def run(args):
     if args.onnx:  # from the directory just written: the weights as stored
         from mtprune.export import export_onnx
 
-        onnx_dir = export_onnx(load_adapter(str(out)), task, out / "onnx", measure=not args.no_eval,
+        onnx_dir = export_onnx(load_adapter(str(out)), task, out / "onnx", evaluate=not args.no_eval,
                                evaluate_limit=args.eval_limit, log=(lambda m: None) if args.json else print)
         info["onnx"] = str(onnx_dir)
     info.update(
-        notes=notes, out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds, stack=mask.stack,
-        budget=mask.meta.get("budget"), flops_kept=_flops_kept(adapter, task, mask),
-        params_dense=dense_params, params_pruned=small.num_parameters(),
+        notes=list(done.notes), out=str(out), sparsity=mask.sparsity, scope=mask.scope, kinds=mask.kinds,
+        stack=mask.stack, budget=mask.meta.get("budget"), flops_kept=flops_kept(adapter, task, mask),
+        params_dense=done.params_dense, params_pruned=done.params_pruned,
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
-        kept={g: mask.kept_per_layer(g) for g in mask.groups}, repair=report.to_dict(),
+        kept={g: mask.kept_per_layer(g) for g in mask.groups}, repair=done.report.to_dict(),
         measured={t: r.to_dict() for t, r in measured.items()},
     )
+    return measured
+
+
+def _print(info: dict, done, measured: dict, task, args) -> None:
     if args.json:
         print_json(info)
-    else:
-        kept = "; ".join(f"{g} {'/'.join(map(str, v))}" for g, v in info["kept"].items())
-        how = f"budget {mask.meta['budget']}" if mask.scope == "budget" else f"{mask.sparsity:g} ({mask.kinds}, {mask.scope})"
-        print(f"pruned {task.name} at {how}: {dense_params:,} -> {info['params_pruned']:,} parameters, "
-              f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
-        for n in notes:
-            print(n)
-        if how != "none":
-            print(report.summary())
-        for t, r in measured.items():
-            print(f"measured on {t}/{r.split}: accuracy {r.describe()}")
-        print(f"wrote {out} ({size / 1e6:.1f} MB of weights); evaluate: mtprune eval --model {out} --task {task.name}")
-    return 0
-
-
-def _budget_mask(adapter, task, scores, budget, kinds, normalise, meta):
-    from mtprune.costs import average_length, latency_table, search_mask, unit_costs
-
-    seq = average_length(adapter, task)
-    table = latency_table(adapter, task, int(round(seq))) if budget.measure == "latency" else None
-    costs = unit_costs(adapter, budget.measure, seq, table)
-    return search_mask(scores, budget, costs, kinds=kinds, normalise=normalise, meta={**meta, "seq_len": seq})
-
-
-def _flops_kept(adapter, task, mask) -> float:
-    """The share of the model's prunable FLOPs (heads and FFN neurons, at the task's average
-    length) the mask keeps; kinds it leaves alone count as kept."""
-    from mtprune.costs import average_length, kept_share, unit_costs
-    from mtprune.units import layout
-
-    costs = unit_costs(adapter, "flops", average_length(adapter, task))
-    return kept_share(mask, costs, layout(adapter.unit_sites())[1])
+        return
+    mask = done.mask
+    kept = "; ".join(f"{g} {'/'.join(map(str, v))}" for g, v in info["kept"].items())
+    how = f"budget {mask.meta['budget']}" if mask.scope == "budget" else f"{mask.sparsity:g} ({mask.kinds}, {mask.scope})"
+    print(f"pruned {task.name} at {how}: {done.params_dense:,} -> {info['params_pruned']:,} parameters, "
+          f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
+    for n in info["notes"]:
+        print(n)
+    print(done.report.summary())
+    for t, r in measured.items():
+        print(f"measured on {t}/{r.split}: accuracy {r.describe()}")
+    out = info["out"]
+    print(f"wrote {out} ({info['bytes_safetensors'] / 1e6:.1f} MB of weights); evaluate: mtprune eval --model {out} "
+          f"--task {task.name}")

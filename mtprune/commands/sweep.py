@@ -4,9 +4,11 @@ import sys
 import time
 from pathlib import Path
 
-from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
+from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, add_repair_arg, eval_settings,
+                                     load_model,
                                      logger, method_help, write_chart)
 from mtprune.distributed import is_main
+from mtprune.costs import KIND_NORMALISATIONS
 from mtprune.errors import MtpruneError
 
 DEFAULT_OUT = "results/sweep.csv"
@@ -28,10 +30,9 @@ def register(sub):
                    help="the accuracy/cost frontier: budgets spent over heads and FFN neurons of every layer, e.g. "
                         "flops:0.8,0.7,0.6 (a measure, then fractions of the prunable FLOPs / params / latency); "
                         "use with --kinds all to prune both kinds")
-    p.add_argument("--repair", default="none",
-                   help="repairs to evaluate every mask with, comma-separated: none, bias, scale, lsq (default none)")
+    add_repair_arg(p, "none", "repairs to evaluate every mask with", many=True)
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
-    p.add_argument("--normalise", default="sum", choices=("sum", "none"),
+    p.add_argument("--normalise", default="sum", choices=KIND_NORMALISATIONS,
                    help="budget search: divide each kind's scores by their sum (default) or compare them as they are")
     p.add_argument("--latency", action="store_true",
                    help="time every evaluated model on 32 rows (column latency_ms; physically pruned copies)")
@@ -63,40 +64,23 @@ def register(sub):
 
 
 def build_config(args):
+    from mtprune.costs import parse_budgets
+    from mtprune.solvers import check_solvers
     from mtprune.experiments.core import parse_ints, parse_list
     from mtprune.experiments.sweep import SweepConfig, setting_config
 
-    budgets = parse_budgets(args.budgets)
+    budgets = parse_budgets(args.budgets)  # parsed once, here: Budget objects from now on
     sparsities = args.sparsities if args.sparsities is not None else ("0" if budgets else "0:1:0.1")
     base = SweepConfig(tasks=tuple(parse_list(args.tasks, "tasks")), methods=tuple(parse_list(args.methods, "methods")),
                        sparsities=sparsities, kinds=args.kinds, scope=args.scope, stack=args.stack,
                        trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps,
                        sample_trials=args.sample_trials, budgets=budgets,
-                       repairs=tuple(parse_list(args.repair, "repairs")), calib=args.calib, normalise=args.normalise,
+                       repairs=check_solvers(args.repair), calib=args.calib, normalise=args.normalise,
                        latency=args.latency)
     overrides = {}
     if args.examples is not None:
         overrides["examples"] = tuple(parse_ints(args.examples, "--examples"))
     return setting_config(args.setting, base, **overrides)
-
-
-def parse_budgets(text: str | None) -> tuple[str, ...]:
-    """``flops:0.8,0.7,0.6`` (a measure, then fractions; ``params:0.5,flops:0.6`` mixes measures)."""
-    from mtprune.costs import Budget
-
-    if not text:
-        return ()
-    out, measure = [], None
-    for item in [x.strip() for x in text.split(",") if x.strip()]:
-        if ":" in item:
-            b = Budget.parse(item)
-            measure = b.measure
-        elif measure is None:
-            raise MtpruneError(f"--budgets starts with a measure, as flops:{item}, not {item!r}")
-        else:
-            b = Budget.parse(f"{measure}:{item}")
-        out.append(str(b))
-    return tuple(dict.fromkeys(out))
 
 
 def parse_compare(text: str | None) -> list[tuple[str, str]]:

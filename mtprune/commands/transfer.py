@@ -4,7 +4,8 @@ random mask of the same size, with 95% intervals."""
 from mtprune.distributed import is_main
 import sys
 
-from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
+from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, add_repair_arg, eval_settings,
+                                     load_model,
                                      logger, write_chart)
 
 DEFAULT_OUT = "results/transfer.csv"
@@ -26,8 +27,7 @@ def register(sub):
     add_examples_arg(p, 256)
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repair", default="none", choices=("none", "bias", "scale", "lsq"),
-                   help="repair every pruned model on its mask source's train rows (default none)")
+    add_repair_arg(p, "none", "repair every pruned model on its mask source's train rows")
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
     p.add_argument("--no-random", action="store_true", help="leave out the random mask of the same size")
     add_experiment_args(p, DEFAULT_OUT)

@@ -3,7 +3,8 @@
 from mtprune.distributed import is_main
 import sys
 
-from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, eval_settings, load_model,
+from mtprune.commands.common import (add_examples_arg, add_experiment_args, add_kinds_arg, add_repair_arg, eval_settings,
+                                     load_model,
                                      logger, write_chart)
 
 DEFAULT_OUT = "results/unseen.csv"
@@ -26,9 +27,7 @@ def register(sub):
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repair", default="none",
-                   help="repairs to evaluate every mask with (none, bias, scale, lsq; comma-separated), on the "
-                        "source task's train rows (default none)")
+    add_repair_arg(p, "none", "repairs to evaluate every mask with, on the source task's train rows", many=True)
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)

@@ -33,6 +33,7 @@ from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
                                       parse_list, parse_methods, run_points, stderr_log)
 from mtprune.masks import check_choices, mask_from_scores
+from mtprune.solvers import get_solver
 from mtprune.tasks import get_task
 from mtprune.text import human_count
 from mtprune.units import chosen_groups, group_sites, unit_cost
@@ -231,10 +232,7 @@ class BudgetConfig:
             raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISERS)}, not {self.normalise!r}")
         if self.combine not in COMBINERS:
             raise MtpruneError(f"--combine must be one of {', '.join(COMBINERS)}, not {self.combine!r}")
-        from mtprune.repair import METHODS as REPAIRS
-
-        if self.repair not in REPAIRS:
-            raise MtpruneError(f"unknown repair {self.repair!r}; repairs: {', '.join(REPAIRS)}")
+        get_solver(self.repair)
         check_at_least(self.calib, "--calib")
 
     def to_dict(self) -> dict:

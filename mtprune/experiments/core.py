@@ -30,6 +30,7 @@ from mtprune import io
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask, check_sparsity, mask_from_scores
 from mtprune.methods import Method, get_method, method_names
+from mtprune.solvers import get_solver
 from mtprune.tasks import TaskSpec, data_path, get_task
 from mtprune.text import fmt_seconds
 
@@ -287,7 +288,6 @@ class Runner:
         self._evals: dict[tuple, EvalOutcome] = {}
         self._scores: dict[str, object] = {}
         self._calib: dict[tuple, list[dict]] = {}
-        self._costs: dict[tuple, dict] = {}
         self._repaired: dict[tuple, object] = {}
         self._capped: set = set()
         self._stand_in_state: dict[str, dict] = {}
@@ -357,17 +357,6 @@ class Runner:
             self._calib[key] = calibration_rows(task, n, seed=seed)
         return self._calib[key]
 
-    def costs(self, task: TaskSpec, measure: str) -> dict:
-        """Per-unit costs in ``measure`` (FLOPs and latency at the task's average length)."""
-        from mtprune.costs import average_length, latency_table, unit_costs
-
-        key = (task.name, measure)
-        if key not in self._costs:
-            seq = average_length(self.adapter, task) if measure != "params" else None
-            table = latency_table(self.adapter, task, int(round(seq))) if measure == "latency" else None
-            self._costs[key] = unit_costs(self.adapter, measure, seq, table)
-        return self._costs[key]
-
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, task: TaskSpec, mask: Mask | None = None, method: Method | None = None,
                  repair: "Repair | None" = None) -> EvalOutcome:
@@ -381,7 +370,7 @@ class Runner:
         split = self.eval_split(task)
         rows = self.eval_rows(task)
         stand_in = method is not None and not method.scores and mask is not None
-        repairing = repair is not None and repair.method != "none" and mask is not None and not mask.keeps_all()
+        repairing = repair is not None and repair.refits and mask is not None and not mask.keeps_all()
         memo = (task.name, head, split, len(rows), mask.digest() if mask is not None else "dense",
                 method.name if stand_in else None, repair if repairing else None)
         if memo in self._evals:
@@ -429,17 +418,17 @@ class Runner:
     def repaired(self, mask: Mask, repair: "Repair"):
         """The hard-pruned model of ``mask``, repaired on ``repair``'s calibration rows (the last
         two are kept: a shared mask is evaluated on several tasks)."""
-        from mtprune.repair import RepairSettings
-        from mtprune.repair import repair as run_repair
+        from mtprune.pipeline import prune
 
         key = (mask.digest(), repair)
         if key in self._repaired:
             return self._repaired[key]
         t0 = time.perf_counter()
         calib = {t: self.calibration(t, repair.calib, repair.seed) for t in repair.tasks}
-        model, report = run_repair(self.adapter, mask, calib, settings=RepairSettings(method=repair.method))
+        done = prune(self.adapter, repair.tasks[0], mask=mask, repair_with=repair.solver, calibration=calib)
+        model = done.adapter
         self.stats["repair_seconds"] = self.stats.get("repair_seconds", 0.0) + time.perf_counter() - t0
-        self.log(f"  {report.summary()}")
+        self.log(f"  {done.report.summary()}")
         if len(self._repaired) >= 2:
             self._repaired.pop(next(iter(self._repaired)))
         self._repaired[key] = model
@@ -460,14 +449,21 @@ class Repair:
     """How a row's pruned model is repaired: the solver and its calibration rows (``calib`` rows of
     each of ``tasks``' train splits, drawn with ``seed``)."""
 
-    method: str
+    solver: str  # a registered solver (mtprune.solvers)
     tasks: tuple[str, ...]
     calib: int = 1024
     seed: int = 0
 
+    def __post_init__(self):
+        get_solver(self.solver)
+
+    @property
+    def refits(self) -> bool:
+        return get_solver(self.solver).refits
+
     def key(self) -> dict:
-        return {"repair": self.method} if self.method == "none" else \
-            {"repair": self.method, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
+        return {"repair": self.solver} if not self.refits else \
+            {"repair": self.solver, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
 
 
 @dataclass
@@ -503,7 +499,7 @@ def point_key(runner: Runner, experiment: str, point: Point) -> str:
     parts = {"experiment": experiment, "model": runner.fingerprint, "target": point.target.name,
              "head": runner.adapter.head_for(point.target), "split": runner.eval_split(point.target),
              "n_eval": runner.eval_size(point.target), **point.key}
-    if point.repair is not None and point.repair.method != "none":  # rows without repair keep their keys
+    if point.repair is not None and point.repair.refits:  # rows without repair keep their keys
         parts.update(point.repair.key())
     return row_key(parts)
 
@@ -513,7 +509,7 @@ def _row(runner: Runner, point: Point, key: str) -> dict:
     res = runner.evaluate(point.target, mask, point.method, point.repair)
     row = dict(point.fields)
     if point.repair is not None:
-        row["repair"] = point.repair.method
+        row["repair"] = point.repair.solver
     for m in METRICS:
         row[m] = res.metrics.get(m, np.nan)
         lo, hi = res.intervals.get(m, (np.nan, np.nan))
@@ -533,89 +529,123 @@ def _row(runner: Runner, point: Point, key: str) -> dict:
     return row
 
 
-def run_points(runner: Runner, table: ResultTable, experiment: str, groups: Sequence[Group],
-               progress: Progress | None = None) -> list[str]:
-    """Make, key, reuse or evaluate every point of ``groups``; returns their keys in order.
+@dataclass
+class _Tally:
+    """How far :func:`run_points` is: rows done of all, since when, and who hears of it."""
 
-    The table is saved after every group that computed something; each such group logs one line
-    with its accuracies, its time and the time so far. Under ``torchrun`` (a process group of two
-    or more) the groups left to compute are dealt out round by round, one per rank, each rank
-    evaluating its own alone (:func:`mtprune.distributed.local`); after every round the new rows
-    reach every rank and rank 0 saves the table, so the rows of finished rounds survive a process
-    that dies, and a rerun resumes. The rows are those of one process, row for row.
-    """
-    from mtprune import distributed
+    total: int
+    progress: Progress | None = None
+    done: int = 0
+    t_start: float = field(default_factory=time.perf_counter)
 
-    total = sum(len(g.points) for g in groups)
-    done = 0
+    def report(self) -> None:
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def _plan(runner: Runner, table: ResultTable, experiment: str, groups: Sequence[Group],
+          tally: _Tally) -> tuple[list[str], list[tuple[Group, list[str]]]]:
+    """Every point's key, and the groups with a point the table lacks (those done are counted)."""
     keys: list[str] = []
-    t_start = time.perf_counter()
     todo: list[tuple[Group, list[str]]] = []
     for group in groups:
         gkeys = [point_key(runner, experiment, p) for p in group.points]
         keys += gkeys
         if all(k in table for k in gkeys):
-            done += len(gkeys)
+            tally.done += len(gkeys)
         else:
             todo.append((group, gkeys))
-    if progress and done:
-        progress(done, total)
+    return keys, todo
 
-    def compute(group: Group, gkeys: list[str]) -> list[dict]:
-        rows = []
-        for p, k in zip(group.points, gkeys):
-            if k not in table:
-                rows.append(_row(runner, p, k))
-        return rows
 
-    def logged(group: Group, gkeys: list[str], t0: float) -> None:
-        accs = [table.get(k).get("accuracy") for k in gkeys]
-        runner.log(f"  {group.label}: " + " ".join(f"{a:.3f}" for a in accs)
-                   + f"  ({fmt_seconds(time.perf_counter() - t0)}; {done}/{total} rows, "
-                   f"{fmt_seconds(time.perf_counter() - t_start)} so far)")
+def _compute(runner: Runner, table: ResultTable, mine: tuple[Group, list[str]] | None, alone: bool,
+             tally: _Tally) -> tuple[list[dict], str | None]:
+    """This rank's group of a round: ``(new rows, error)``. In a world of one (``alone``) each row
+    goes into the table as it is made and is reported to the progress callback, and an
+    :class:`MtpruneError` goes up as it is; among several ranks the rows wait for the gather and an
+    error is said to every rank, not left to hang the others."""
+    from mtprune import distributed
 
-    if not distributed.group_active():
-        for group, gkeys in todo:
-            t0 = time.perf_counter()
+    rows: list[dict] = []
+    if mine is None:
+        return rows, None
+    try:
+        with distributed.local():
+            group, gkeys = mine
             for p, k in zip(group.points, gkeys):
                 if k not in table:
-                    table.put(_row(runner, p, k))
-                done += 1
-                if progress:
-                    progress(done, total)
-            table.save()
-            logged(group, gkeys, t0)
-        return keys
+                    (table.put if alone else rows.append)(_row(runner, p, k))
+                if alone:
+                    tally.done += 1
+                    tally.report()
+    except MtpruneError as exc:
+        if alone:
+            raise
+        return [], str(exc)
+    return rows, None
 
-    world, me = distributed.group_size(), distributed.group_rank()
-    for start in range(0, len(todo), world):
-        t0 = time.perf_counter()
-        mine = todo[start + me] if start + me < len(todo) else None
-        rows, error = [], None
-        if mine is not None:
-            try:
-                with distributed.local():
-                    rows = compute(*mine)
-            except MtpruneError as exc:  # said by every rank, not left to hang the others
-                error = str(exc)
+
+def _share(table: ResultTable, rows: list[dict], error: str | None, world: int) -> list[str]:
+    """Every rank's new rows of a round into every rank's table (in a world of one the gather is
+    the identity), the table saved by rank 0; returns the ranks' errors."""
+    from mtprune import distributed
+
+    shared = [{"rows": rows, "error": error}]
+    if world > 1:
         try:
-            shared = distributed.gather_json({"rows": rows, "error": error})
+            shared = distributed.gather_json(shared[0])
         except Exception as exc:  # a process died or left: what finished is saved
             raise MtpruneError(f"a process of the run stopped ({type(exc).__name__}); the rows finished before "
                                f"it are in {table.path or 'memory'}: run the same command again to resume") from None
-        errors = [x["error"] for x in shared if x["error"]]
-        for part in shared:
-            for row in part["rows"]:
-                table.put(row)
-        if distributed.group_rank() == 0:
-            table.save()
+    for part in shared:
+        for row in part["rows"]:
+            table.put(row)
+    if distributed.group_rank() == 0:
+        table.save()
+    return [x["error"] for x in shared if x["error"]]
+
+
+def _log_group(runner: Runner, table: ResultTable, group: Group, gkeys: list[str], t0: float,
+               tally: _Tally) -> None:
+    accs = [table.get(k).get("accuracy") for k in gkeys]
+    runner.log(f"  {group.label}: " + " ".join(f"{a:.3f}" for a in accs)
+               + f"  ({fmt_seconds(time.perf_counter() - t0)}; {tally.done}/{tally.total} rows, "
+               f"{fmt_seconds(time.perf_counter() - tally.t_start)} so far)")
+
+
+def run_points(runner: Runner, table: ResultTable, experiment: str, groups: Sequence[Group],
+               progress: Progress | None = None) -> list[str]:
+    """Make, key, reuse or evaluate every point of ``groups``; returns their keys in order.
+
+    The table is saved after every group that computed something; each such group logs one line
+    with its accuracies, its time and the time so far. The groups left to compute are dealt out
+    round by round, one per rank: one process is a world of one, whose rounds are its groups
+    (progress reported point by point). Under ``torchrun`` (a process group of two or more) each
+    rank evaluates its own group alone (:func:`mtprune.distributed.local`); after every round the
+    new rows reach every rank and rank 0 saves the table, so the rows of finished rounds survive a
+    process that dies, and a rerun resumes. The rows are those of one process, row for row.
+    """
+    from mtprune import distributed
+
+    tally = _Tally(sum(len(g.points) for g in groups), progress)
+    keys, todo = _plan(runner, table, experiment, groups, tally)
+    if tally.done:
+        tally.report()
+    world = distributed.group_size()
+    me = distributed.group_rank()
+    for start in range(0, len(todo), world):
+        t0 = time.perf_counter()
+        done = tally.done
+        mine = todo[start + me] if start + me < len(todo) else None
+        errors = _share(table, *_compute(runner, table, mine, world == 1, tally), world)
         if errors:
             raise MtpruneError(errors[0])
         for group, gkeys in todo[start:start + world]:
             done += len(gkeys)
-            logged(group, gkeys, t0)
-        if progress:
-            progress(done, total)
+            tally.done = done
+            _log_group(runner, table, group, gkeys, t0, tally)
+        if world > 1:
+            tally.report()
     return keys
 
 
@@ -625,14 +655,13 @@ def mask_maker(runner: Runner, scores: Callable[[], object], sparsity, scope: st
     return lambda: mask_from_scores(scores(), sparsity, scope=scope, kinds=kinds, stack=stack)
 
 
-def budget_mask_maker(runner: Runner, scores: Callable[[], object], task: TaskSpec, budget: str, kinds: str = "all",
+def budget_mask_maker(runner: Runner, scores: Callable[[], object], task: TaskSpec, budget, kinds: str = "all",
                       stack: str = "all", normalise: str = "sum") -> Callable[[], Mask]:
-    """A :attr:`Point.mask` builder: the mask of ``scores()`` that spends ``budget`` (``flops:0.6``)
-    over both kinds and every layer (:func:`mtprune.costs.search_mask`)."""
-    from mtprune.costs import Budget, search_mask
+    """A :attr:`Point.mask` builder: the mask of ``scores()`` that spends ``budget`` (a
+    :class:`mtprune.costs.Budget`) over both kinds and every layer (:func:`mtprune.pipeline.choose_mask`)."""
+    from mtprune.pipeline import choose_mask
 
-    b = Budget.parse(budget)
-    return lambda: search_mask(scores(), b, runner.costs(task, b.measure), kinds=kinds, stack=stack,
+    return lambda: choose_mask(runner.adapter, task, scores(), budget=budget, kinds=kinds, stack=stack,
                                normalise=normalise)
 
 

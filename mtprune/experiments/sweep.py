@@ -28,12 +28,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mtprune.costs import KIND_NORMALISATIONS, Budget, parse_budgets
 from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, budget_mask_maker,
                                       check_at_least, finish, mask_maker, parse_ints, parse_list, parse_methods,
                                       parse_sparsities, run_points, split_size, stderr_log)
 from mtprune.masks import check_choices
 from mtprune.methods import get_method
+from mtprune.solvers import check_solvers
 from mtprune.tasks import BENCHMARK, get_task
 
 DEFAULT_METHODS = ("ap", "activation", "random-label", "random", "svd")
@@ -79,8 +81,8 @@ class SweepConfig:
     steps: int = 20
     # the accuracy / cost frontier: budgets spent over both kinds and every layer (mtprune.costs),
     # each mask evaluated as pruned and as repaired (mtprune.repair)
-    budgets: tuple[str, ...] = ()
-    repairs: tuple[str, ...] = ("none",)
+    budgets: tuple[Budget, ...] = ()  # Budget objects (strings are parsed once, here)
+    repairs: tuple[str, ...] = ("none",)  # registered solvers (mtprune.solvers)
     calib: int = 1024
     normalise: str = "sum"
     latency: bool = False  # measure every row's pruned model (seconds per example)
@@ -106,22 +108,16 @@ class SweepConfig:
         if self.setting not in SETTINGS:
             raise MtpruneError(f"unknown setting {self.setting!r}; settings: {', '.join(SETTINGS)}")
         get_method(self.reference, scores=True)
-        from mtprune.costs import NORMALISATIONS, Budget
-        from mtprune.repair import METHODS as REPAIRS
-
-        set_("budgets", tuple(str(Budget.parse(b)) for b in _tuple(self.budgets)) if self.budgets else ())
-        set_("repairs", tuple(dict.fromkeys(_tuple(self.repairs))) or ("none",))
-        bad = [r for r in self.repairs if r not in REPAIRS]
-        if bad:
-            raise MtpruneError(f"unknown repair {bad[0]!r}; repairs: {', '.join(REPAIRS)}")
+        set_("budgets", parse_budgets(self.budgets))
+        set_("repairs", check_solvers(self.repairs or ("none",)))
         check_at_least(self.calib, "--calib")
-        if self.normalise not in NORMALISATIONS:
-            raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISATIONS)}, not {self.normalise!r}")
+        if self.normalise not in KIND_NORMALISATIONS:
+            raise MtpruneError(f"--normalise must be one of {', '.join(KIND_NORMALISATIONS)}, not {self.normalise!r}")
         if not self.sparsities and not self.budgets:
             raise MtpruneError("no sparsities and no budgets given")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "budgets": [str(b) for b in self.budgets]}
 
 
 def setting_config(setting: str, base: SweepConfig | None = None, **overrides) -> SweepConfig:
@@ -203,11 +199,9 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
     repairs = [Repair(r, (task.name,), cfg.calib, run.seed) for r in cfg.repairs]  # trial t: calibration sample t
 
     def extra(mask):
-        from mtprune.costs import kept_share
-        from mtprune.units import layout
+        from mtprune.pipeline import flops_kept
 
-        costs = runner.costs(task, "flops")
-        out = {"flops_kept": kept_share(mask, costs, layout(runner.adapter.unit_sites())[1])}
+        out = {"flops_kept": flops_kept(runner.adapter, task, mask)}
         if stand_in is not None:
             from mtprune.svd import plan_svd
 
@@ -219,15 +213,15 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
               "examples_used": examples_used, "unsupervised": run.unsupervised, "seed": run.seed,
               "kinds": cfg.kinds, "variant": variant, "stand_in_params": np.nan}
     for rep in repairs:
-        repair = rep if rep.method != "none" else None
+        repair = rep if rep.refits else None
         for p in cfg.sparsities:
             fields = {**common, "sparsity": p, "scope": cfg.scope, "budget": ""}
             points.append(Point(task, {**key, "sparsity": p}, fields,
                                 mask_maker(runner, scores, p, cfg.scope, cfg.kinds, cfg.stack), stand_in, extra,
                                 repair or rep))
-        for b in cfg.budgets:
-            fields = {**common, "sparsity": np.nan, "scope": "budget", "budget": b, "normalise": cfg.normalise}
-            points.append(Point(task, {**key, "scope": "budget", "budget": b, "normalise": cfg.normalise}, fields,
+        for b in cfg.budgets:  # Budget objects; their string form in keys and columns
+            fields = {**common, "sparsity": np.nan, "scope": "budget", "budget": str(b), "normalise": cfg.normalise}
+            points.append(Point(task, {**key, "scope": "budget", "budget": str(b), "normalise": cfg.normalise}, fields,
                                 budget_mask_maker(runner, scores, task, b, cfg.kinds, cfg.stack, cfg.normalise),
                                 stand_in, extra, repair or rep))
     label = (f"{task.name} {run.method}{' unsup' if run.unsupervised else ''}"

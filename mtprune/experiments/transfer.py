@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from mtprune.costs import Budget
 from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, budget_mask_maker,
                                       check_at_least, finish, mask_maker, parse_list, parse_methods, parse_sparsity,
                                       run_points, stderr_log)
 from mtprune.masks import check_choices
+from mtprune.solvers import get_solver
 from mtprune.tasks import get_task
 
 DENSE, RANDOM = "dense", "random mask"
@@ -35,7 +37,7 @@ class TransferConfig:
 
     tasks: tuple[str, ...]
     sparsity: float | None = 0.5
-    budget: str | None = None  # flops:0.6 instead of a sparsity (both kinds, all layers)
+    budget: Budget | None = None  # flops:0.6 instead of a sparsity (both kinds, all layers); strings are parsed
     method: str = "ap"
     kinds: str = "ffn"
     scope: str = "layer"
@@ -53,9 +55,7 @@ class TransferConfig:
             raise MtpruneError("a transfer matrix needs at least two tasks")
         object.__setattr__(self, "tasks", tasks)
         if self.budget is not None:
-            from mtprune.costs import Budget
-
-            object.__setattr__(self, "budget", str(Budget.parse(self.budget)))
+            object.__setattr__(self, "budget", Budget.parse(self.budget))
             object.__setattr__(self, "sparsity", None)
         elif self.sparsity is None:
             raise MtpruneError("give a sparsity or a budget")
@@ -64,14 +64,11 @@ class TransferConfig:
         parse_methods([self.method], scores=True)
         check_choices(self.scope, self.kinds)
         check_at_least(self.examples, "--examples")
-        from mtprune.repair import METHODS as REPAIRS
-
-        if self.repair not in REPAIRS:
-            raise MtpruneError(f"unknown repair {self.repair!r}; repairs: {', '.join(REPAIRS)}")
+        get_solver(self.repair)
         check_at_least(self.calib, "--calib")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "budget": str(self.budget) if self.budget else None}
 
     def describe(self) -> str:
         what = f"budget {self.budget}" if self.budget else f"{self.sparsity:.0%} of the {self.kinds} units pruned"
@@ -99,10 +96,11 @@ def run_transfer(adapter, cfg: TransferConfig, evals: EvalSettings | None = None
             return budget_mask_maker(runner, scores, get_task(source), cfg.budget, kinds)
         return mask_maker(runner, scores, cfg.sparsity, cfg.scope, kinds)
 
-    common_key = {"method": cfg.method, "sparsity": cfg.sparsity, "budget": cfg.budget, "kinds": kinds,
+    budget = str(cfg.budget) if cfg.budget else None  # a Budget; its string form in keys and columns
+    common_key = {"method": cfg.method, "sparsity": cfg.sparsity, "budget": budget, "kinds": kinds,
                   "scope": "budget" if cfg.budget else cfg.scope, "examples": cfg.examples, "variant": cfg.variant,
                   "seed": cfg.seed}
-    fields = {"sparsity": cfg.sparsity if cfg.sparsity is not None else np.nan, "budget": cfg.budget or "",
+    fields = {"sparsity": cfg.sparsity if cfg.sparsity is not None else np.nan, "budget": budget or "",
               "kinds": kinds, "scope": common_key["scope"], "examples": cfg.examples}
     groups = []
     for target in tasks:

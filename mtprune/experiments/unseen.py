@@ -24,6 +24,7 @@ from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
                                       mask_maker, parse_list, parse_methods, parse_sparsities, run_points, stderr_log)
 from mtprune.masks import check_choices
+from mtprune.solvers import check_solvers
 from mtprune.methods import get_method
 from mtprune.tasks import TaskSpec, get_task
 
@@ -128,13 +129,7 @@ class UnseenConfig:
         check_at_least(self.examples, "--examples")
         check_at_least(self.trials, "--trials")
         check_choices(self.scope, self.kinds)
-        from mtprune.repair import METHODS as REPAIRS
-
-        repairs = tuple(dict.fromkeys(parse_list(self.repairs) if isinstance(self.repairs, str) else self.repairs))
-        bad = [r for r in repairs if r not in REPAIRS]
-        if bad or not repairs:
-            raise MtpruneError(f"unknown repair {(bad or [''])[0]!r}; repairs: {', '.join(REPAIRS)}")
-        object.__setattr__(self, "repairs", repairs)
+        object.__setattr__(self, "repairs", check_solvers(self.repairs))
         check_at_least(self.calib, "--calib")
 
     def to_dict(self) -> dict:

@@ -15,7 +15,7 @@ class MeanActivation(Method):
         import torch
 
         from mtprune import distributed
-        from mtprune.methods.engine import batches_for, token_masks
+        from mtprune.batching import batches_for, token_masks
         from mtprune.units import site_hooks
 
         sums = {s.name: torch.zeros(s.n_units, dtype=torch.float64) for s in sites}

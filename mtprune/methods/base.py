@@ -13,7 +13,7 @@ A method is a :class:`Method` (a frozen dataclass) registered with :func:`regist
 
 ``attribute`` returns ``{site.name: scores [n_units]}`` over *all* examples (higher = the task
 needs the unit more). A method that reads examples gets the full list, takes this process's share
-with :func:`mtprune.methods.engine.batches_for` and adds the ranks' partial sums with
+with :func:`mtprune.batching.batches_for` and adds the ranks' partial sums with
 :func:`mtprune.distributed.all_reduce_sum`, so it runs under torchrun unchanged.
 
 Put such a module on ``MTPRUNE_PLUGINS`` (see :mod:`mtprune.plugins`) and ``mtprune attribute
