@@ -15,15 +15,15 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task("Export")
-scores, note = C.scores_or_button(ctx, key="export.compute")
+ctx = S.need_task("Export")
+scores, note = E.scores_or_button(ctx, key="export.compute")
 kinds = kinds_in(scores)
 settings = state.prune_settings(kinds)
 sparsity, scope = settings["sparsity"], settings["scope"]
 try:
-    mask = C.mask_for_settings(ctx, scores, settings)
+    mask = E.mask_for_settings(ctx, scores, settings)
 except Exception as exc:
-    C.error(exc)
+    W.error(exc)
     st.stop()
 stem = V.export_stem(ctx.task.name, settings, ctx.spec.method)
 if settings["mode"] == "budget":
@@ -52,11 +52,11 @@ st.caption("The model with the pruned units removed (smaller weight matrices), a
 problem = hard_prune_problem(ctx.adapter, mask)
 if problem:
     st.caption(f":orange[{problem}. Set the heads slider to 0 to download a hard-pruned model.]")
-measured = C.measured_with(ctx, mask)
+measured = E.measured_with(ctx, mask)
 st.caption(f"Its tasks.json records {ctx.task.name}'s accuracy measured with this mask: "
            + (f"{measured[ctx.task.name].describe()}." if measured else "not measured yet (evaluate it on **Prune and "
                                                                          "evaluate** first), so it says not measured."))
-st.download_button("Hard-pruned model (zip)", lambda: C.pruned_zip(ctx, mask, stem, measured),
+st.download_button("Hard-pruned model (zip)", lambda: D.pruned_zip(ctx, mask, stem, measured),
                    file_name=f"{stem}.zip", mime="application/zip", key="export.model", icon=":material/folder_zip:",
                    on_click="ignore", disabled=bool(problem),
                    help=f"unzips to a folder {stem}/; built on the first click (a few seconds), then kept for this mask")
@@ -64,7 +64,7 @@ from mtprune.formats import ClassifierAdapter  # noqa: E402
 
 onnx_problem = problem or (None if isinstance(ctx.adapter, ClassifierAdapter) else
                            f"a {ctx.adapter.format} model scores label words: ONNX export takes classifier models")
-st.download_button("Pruned model as ONNX (zip)", lambda: C.onnx_zip(ctx, mask, f"{stem}-onnx"),
+st.download_button("Pruned model as ONNX (zip)", lambda: D.onnx_zip(ctx, mask, f"{stem}-onnx"),
                    file_name=f"{stem}-onnx.zip", mime="application/zip", key="export.onnx", icon=":material/rocket_launch:",
                    on_click="ignore", disabled=bool(onnx_problem),
                    help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer "
@@ -86,7 +86,7 @@ for g in groups:
         lambda g=g: plots.score_distribution(scores.arrays[g], group=g))
 which = st.selectbox("Chart", list(charts), key="export.chart", persist_state="session")
 fig = charts[which]()
-C.show_figure(fig, key="export.preview")
+W.show_figure(fig, key="export.preview")
 slug = which.replace(",", "").replace(" ", "-")
 d1, d2 = st.columns(2)
 d1.download_button("PNG", lambda: plots.figure_png(fig), file_name=f"{stem}.{slug}.png", mime="image/png",
@@ -104,7 +104,7 @@ if up is not None:
         loaded = mask_from_bytes(up.name, up.getvalue())
         loaded.check_matches(ctx.adapter)
     except MtpruneError as exc:
-        C.error(exc)
+        W.error(exc)
     else:
         meta = loaded.meta or {}
         st.success(f"{up.name}: sparsity {loaded.sparsity:.0%}, {loaded.scope} scope, kinds {loaded.kinds}"
@@ -115,29 +115,29 @@ if up is not None:
         st.dataframe(V.mask_table(loaded))
         for g in ordered_groups(loaded.groups):
             if loaded.kept(g) < loaded.total(g):
-                C.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
+                W.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
                               key=f"export.loaded.{g}")
         st.markdown(f"**Evaluate this mask on {ctx.task.name}/{ctx.split}**")
         if meta.get("task") and meta["task"] != ctx.task.name:
             st.caption(f":orange[This mask was made for {meta['task']}; it is evaluated on {ctx.task.name}, the "
                        "sidebar's task.]")
-        limit = C.rows_input("Evaluation examples", "export.limit", 200, help="the first N labeled rows of the split")
+        limit = W.rows_input("Evaluation examples", "export.limit", 200, help="the first N labeled rows of the split")
         if st.button("Evaluate the uploaded mask", key="export.evaluate", type="primary"):
             from mtprune.evaluation import compare
 
             try:
-                dense, res = C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, loaded)
-                C.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res),
+                dense, res = E.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, loaded)
+                E.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res),
                                                    method=str(meta.get("method", "uploaded")),
                                                    how=f"uploaded {up.name}", params=p))
             except MtpruneError as exc:
-                C.error(exc)
-        dense = C.find_eval(ctx, ctx.task.name, ctx.split, limit)
-        res = C.find_eval(ctx, ctx.task.name, ctx.split, limit, loaded.digest())
+                W.error(exc)
+        dense = E.find_eval(ctx, ctx.task.name, ctx.split, limit)
+        res = E.find_eval(ctx, ctx.task.name, ctx.split, limit, loaded.digest())
         if dense is not None and res is not None:
             from mtprune.evaluation import compare
 
             r = st.columns(2)
-            C.show_metric(r[0], "Dense accuracy", dense)
-            C.show_metric(r[1], "Accuracy with the uploaded mask", res, dense)
-            C.show_verdict(compare(dense, res), "dense", "the uploaded mask")
+            W.show_metric(r[0], "Dense accuracy", dense)
+            W.show_metric(r[1], "Accuracy with the uploaded mask", res, dense)
+            W.show_verdict(compare(dense, res), "dense", "the uploaded mask")

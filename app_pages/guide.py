@@ -14,7 +14,7 @@ from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import common as C
 
-ctx = C.need_task("Learn the method")
+ctx = S.need_task("Learn the method")
 t = ctx.task
 st.markdown(
     f"A multi-task model serves many tasks with one shared network. A single task, here **{t.name}** "
@@ -36,11 +36,11 @@ split = ctx.spec.split or t.train_split
 st.markdown(f"We take **{ctx.spec.examples}** labelled examples from {t.name}/{split}, the same number of "
             "each label. Here are three:")
 try:
-    ex = C.example_rows(t.name, split, ctx.spec.seed, 3)
+    ex = E.example_rows(t.name, split, ctx.spec.seed, 3)
     st.dataframe([{**{k: r[k] for k in t.fields}, "label": t.labels[int(r["label"])]} for r in ex],
                  hide_index=True)
 except Exception as exc:
-    C.error(exc)
+    W.error(exc)
 
 st.header("3. Score every unit: how much does the task need it?")
 st.markdown(
@@ -50,10 +50,10 @@ st.markdown(
     "with respect to it. Adding up its size over the examples gives one score per unit: high means "
     "the task relies on it."
 )
-scores, note = C.scores_or_button(ctx, key="guide.compute")
+scores, note = E.scores_or_button(ctx, key="guide.compute")
 g = ordered_groups(scores.arrays)[0]
 word = plots.unit_word(g)
-C.show_figure(plots.score_heatmap(scores.arrays[g], group=g, scale="log",
+W.show_figure(plots.score_heatmap(scores.arrays[g], group=g, scale="log",
                                   title=f"{plots.group_label(g)}: score of every unit (log colour scale)"),
               key="guide.heatmap")
 top = plots.top_units(scores.arrays[g], 1, group=g).iloc[0]
@@ -68,7 +68,7 @@ st.markdown(
     "counted the same). The curve below shows this for every share: the further it bulges above the "
     "dotted line, the more a few units matter, and the more can be removed safely."
 )
-C.show_figure(plots.score_concentration(scores.arrays[g], group=g), key="guide.shares")
+W.show_figure(plots.score_concentration(scores.arrays[g], group=g), key="guide.shares")
 
 st.header("4. Keep the units the task needs, remove the rest")
 pct = st.slider(f"Share of {plots.KIND_LABELS.get(g.split('.')[1])} to remove", 0, 95, 50, step=5,
@@ -81,7 +81,7 @@ st.markdown(
     f"**{human_count(f['parameters'])}** to **{human_count(params)}** parameters "
     f"({(params - f['parameters']) / f['parameters']:+.0%})."
 )
-C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g),
+W.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g),
               key="guide.mask")
 st.markdown(f"The kept {word}s (green) sit where the bright units of step 3 were: another task would keep "
             "others (see **Task overlap**).")
@@ -91,35 +91,35 @@ st.markdown("A fair check needs a baseline: a **random mask** of the same size, 
             "of each layer, but chosen by chance. If the scores mean something, the attribution mask keeps more "
             "accuracy than the random one.")
 random_spec = replace(ctx.spec, method="random")
-random_scores, _ = C.scores_for(ctx, random_spec, compute=True, label="drawing random scores")
+random_scores, _ = E.scores_for(ctx, random_spec, compute=True, label="drawing random scores")
 random_mask = mask_from_scores(random_scores, {g.split(".")[1]: pct / 100}, scope="layer")
 left, right = st.columns(2)
 with left:
-    C.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], group=g,
+    W.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], group=g,
                                      title=f"attribution mask: {mask.kept(g)} of {mask.total(g)} kept"),
                   key="guide.mask.attr")
 with right:
-    C.show_figure(plots.keep_heatmap(random_mask.keep[g], random_mask.n_units[g], group=g,
+    W.show_figure(plots.keep_heatmap(random_mask.keep[g], random_mask.n_units[g], group=g,
                                      title=f"random mask: {random_mask.kept(g)} of {random_mask.total(g)} kept"),
                   key="guide.mask.random")
 limit = st.number_input("Examples to check", min_value=1, max_value=5000, value=100, step=50,
-                        key="guide.limit", persist_state="session", bind=C.URL)
+                        key="guide.limit", persist_state="session", bind=W.URL)
 if st.button(f"Evaluate dense, pruned and random on {t.name}/{ctx.split}", key="guide.evaluate", type="primary"):
     try:
-        C.evaluate_dense_and_pruned(ctx, t.name, ctx.split, int(limit), mask)
-        C.evaluate(ctx, t.name, ctx.split, int(limit), random_mask)
+        E.evaluate_dense_and_pruned(ctx, t.name, ctx.split, int(limit), mask)
+        E.evaluate(ctx, t.name, ctx.split, int(limit), random_mask)
     except Exception as exc:
-        C.error(exc)
-dense = C.find_eval(ctx, t.name, ctx.split, int(limit))
-pruned = C.find_eval(ctx, t.name, ctx.split, int(limit), mask.digest())
-rand = C.find_eval(ctx, t.name, ctx.split, int(limit), random_mask.digest())
+        W.error(exc)
+dense = E.find_eval(ctx, t.name, ctx.split, int(limit))
+pruned = E.find_eval(ctx, t.name, ctx.split, int(limit), mask.digest())
+rand = E.find_eval(ctx, t.name, ctx.split, int(limit), random_mask.digest())
 if dense is not None and pruned is not None and rand is not None:
     from mtprune.evaluation import compare
 
     series = {"dense": [dense.accuracy], "attribution mask": [pruned.accuracy], "random mask": [rand.accuracy]}
     bands = {k: ([r.interval()[0]], [r.interval()[1]]) for k, r in
              {"dense": dense, "attribution mask": pruned, "random mask": rand}.items()}
-    C.show_figure(plots.grouped_bars([t.name], series, intervals=bands,
+    W.show_figure(plots.grouped_bars([t.name], series, intervals=bands,
                                      title="accuracy: dense, attribution mask, random mask (bars: 95% intervals)"),
                   key="guide.result")
     vs_random = compare(rand, pruned)

@@ -12,26 +12,26 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task("Attribution heatmaps")
+ctx = S.need_task("Attribution heatmaps")
 st.caption(f"{ctx.model_name} · {ctx.spec.describe()}")
 
-scores, note = C.scores_or_button(ctx, key="heat.compute")
+scores, note = E.scores_or_button(ctx, key="heat.compute")
 st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit." if note else "")
 
 groups = ordered_groups(scores.arrays)
 c1, c2, c3, c4 = st.columns([1.2, 1.6, 1, 1])
-sort_units = c1.toggle("Sort units by score", key="heat.sort", persist_state="session", bind=C.URL,
+sort_units = c1.toggle("Sort units by score", key="heat.sort", persist_state="session", bind=W.URL,
                        help="order every layer's units from most to least needed")
 # sorted layers coloured by their own percentile would all look the same: that view is not offered
 scales = ["log", "linear"] + ([] if sort_units else ["percentile"])
-C.reset_if_invalid("heat.scale", scales, "log")
-scale = c2.segmented_control("Colour", scales, default="log", key="heat.scale", persist_state="session", bind=C.URL,
+W.reset_if_invalid("heat.scale", scales, "log")
+scale = c2.segmented_control("Colour", scales, default="log", key="heat.scale", persist_state="session", bind=W.URL,
                              help="log: log10 of the score's magnitude (scores are heavy-tailed); linear: the score; "
                                   "percentile: the rank within the layer (not with sorted units: every layer "
                                   "would show the same gradient)") or "log"
 k = c3.number_input("Top units", min_value=1, max_value=500, value=20, key="heat.k", persist_state="session",
-                    bind=C.URL)
-log_dist = c4.toggle("Log distribution", value=True, key="heat.logdist", persist_state="session", bind=C.URL)
+                    bind=W.URL)
+log_dist = c4.toggle("Log distribution", value=True, key="heat.logdist", persist_state="session", bind=W.URL)
 state.remember_heatmap_view(sort_units, scale)  # Export draws the same
 
 tabs = st.tabs([plots.group_label(g) for g in groups])
@@ -52,7 +52,7 @@ for tab, g in zip(tabs, groups):
             z1, z2 = st.columns([1, 3])
             zoom = z1.selectbox("Zoom into a layer", [None, *range(n_layers)], key=f"heat.zoom_layer.{g}",
                                 format_func=lambda x: "no zoom" if x is None else f"layer {x}",
-                                persist_state="session", bind=C.URL)
+                                persist_state="session", bind=W.URL)
             if zoom is not None:
                 zev = st.plotly_chart(plots.layer_bars(a, zoom, group=g, sort_units=sort_units),
                                       key=f"heat.zoom.{g}", on_select="rerun", selection_mode="points",
@@ -75,7 +75,7 @@ for tab, g in zip(tabs, groups):
                 row = top.iloc[rows[0]]
                 state.select_unit(g, int(row["layer"]), int(row[plots.unit_word(g)]))
         with right:
-            C.show_figure(plots.score_distribution(a, group=g, log=log_dist), key=f"heat.dist.{g}")
+            W.show_figure(plots.score_distribution(a, group=g, log=log_dist), key=f"heat.dist.{g}")
 
 # ----------------------------------------------------------------------------------------------
 # the drill-down
@@ -84,7 +84,7 @@ st.subheader("One unit up close")
 pick = state.selected_unit()
 if pick is not None and (pick["group"] not in scores.arrays or not 0 <= pick["layer"] < scores.arrays[pick["group"]].shape[0]
                          or not 0 <= pick["unit"] < scores.n_units[pick["group"]][pick["layer"]]):
-    C.error(f"this model has no unit {pick['group']} layer {pick['layer']} unit {pick['unit']}: pick another")
+    W.error(f"this model has no unit {pick['group']} layer {pick['layer']} unit {pick['unit']}: pick another")
     state.clear_unit()
     pick = None
 if pick is None:
@@ -106,9 +106,9 @@ left, right = st.columns([2, 3])
 with left:
     st.markdown("**Its score in every task**")
     tasks = list(dict.fromkeys([ctx.task.name] + [t for t in BENCHMARK if ctx.adapter.supports(t)]))
-    have = {t: C.scores_for(ctx, ctx.spec.for_task(t))[0] for t in tasks}
+    have = {t: E.scores_for(ctx, ctx.spec.for_task(t))[0] for t in tasks}
     table = V.unit_task_table(have, g, layer, unit, selected=ctx.task.name)
-    C.show_figure(plots.unit_across_tasks(table, title=f"{ref} in every task (percentile in its layer)"),
+    W.show_figure(plots.unit_across_tasks(table, title=f"{ref} in every task (percentile in its layer)"),
                   key="heat.unit.tasks")
     missing = [t for t, s in have.items() if s is None]
     if missing:
@@ -116,29 +116,29 @@ with left:
         if st.button(f"Score the other {len(missing)} tasks", key="heat.unit.compute"):
             try:
                 for t in missing:
-                    C.scores_for(ctx, ctx.spec.for_task(t), compute=True, label=f"attributing {t}")
+                    E.scores_for(ctx, ctx.spec.for_task(t), compute=True, label=f"attributing {t}")
             except Exception as exc:
-                C.error(exc)
+                W.error(exc)
             st.rerun()
 with right:
     st.markdown(f"**Where it fires in {ctx.task.name}/{ctx.split}**")
     n_rows = st.number_input("Rows to search", min_value=8, max_value=5000, value=100, step=50, key="heat.unit.rows",
-                             persist_state="session", bind=C.URL,
+                             persist_state="session", bind=W.URL,
                              help=f"the first N labeled rows of {ctx.task.name}/{ctx.split}")
     memo = (ctx.fingerprint, ctx.task.name, ctx.split, int(n_rows), str(ref))
     probes = state.store("probe")
     if memo not in probes:
         try:
-            rows = C.eval_rows(ctx.task.name, ctx.split, int(n_rows))
-            with st.spinner(f"running {len(rows)} rows with and without {ref}..."), C.model_busy(ctx):
+            rows = E.eval_rows(ctx.task.name, ctx.split, int(n_rows))
+            with st.spinner(f"running {len(rows)} rows with and without {ref}..."), S.model_busy(ctx):
                 fired = unit_activations(ctx.adapter, ctx.task, rows, ref)
                 effect = ablate_unit(ctx.adapter, ctx.task, rows, ref)
             probes[memo] = (fired, effect)
         except Exception as exc:
-            C.error(exc)
+            W.error(exc)
             st.stop()
     fired, effect = probes[memo]
-    rows = C.eval_rows(ctx.task.name, ctx.split, int(n_rows))
+    rows = E.eval_rows(ctx.task.name, ctx.split, int(n_rows))
     order = sorted(range(len(fired)), key=lambda i: -fired[i].peak)[:5]
     peak = max((fired[i].peak for i in order), default=0.0)
     change = effect["change"]

@@ -12,7 +12,7 @@ st.title("Model and task")
 st.markdown("**mtprune finds which units (FFN neurons, attention heads) each task of a multi-task model needs and "
             "removes the rest, without retraining.** Start with **Attribution heatmaps**, or take the guided tour "
             "in **Learn the method**.")
-ctx = C.need_model()
+ctx = S.need_model()
 f = ctx.facts
 st.caption("Pick the model, the task and the attribution settings in the sidebar; every page uses them.")
 
@@ -35,20 +35,20 @@ with right:
                 f"**Input:** {', '.join(t.fields)}  \n**Labels:** {', '.join(t.labels)}  \n"
                 f"**Splits:** {', '.join(t.splits)} · **metrics:** {', '.join(t.metrics)}")
     if ctx.task_error:
-        C.error(ctx.task_error)
+        W.error(ctx.task_error)
         st.stop()
     st.markdown(f"Served by head **{ctx.adapter.head_for(t)}** of this model.")
     rec, what = V.recorded_accuracy(ctx.adapter, t)
-    limit = C.rows_input("Evaluation examples", "model.limit", 200, help="the first N labeled rows of the split")
+    limit = W.rows_input("Evaluation examples", "model.limit", 200, help="the first N labeled rows of the split")
     if st.button(f"Measure the dense metric on {t.name}/{ctx.split}", key="model.eval"):
         bar = st.progress(0.0, text="evaluating the dense model...")
         try:
-            res = C.evaluate(ctx, t.name, ctx.split, limit, None, C.eta_progress(bar, "evaluating the dense model, rows"))
-            C.record_run(ctx, V.history_record(ctx.model_name, res, method="dense", how="dense"))
+            res = E.evaluate(ctx, t.name, ctx.split, limit, None, W.eta_progress(bar, "evaluating the dense model, rows"))
+            E.record_run(ctx, V.history_record(ctx.model_name, res, method="dense", how="dense"))
         except Exception as exc:  # MtpruneError, or data that does not load
-            C.error(exc)
+            W.error(exc)
         bar.empty()
-    res = C.find_eval(ctx, t.name, ctx.split, limit)
+    res = E.find_eval(ctx, t.name, ctx.split, limit)
     shown = st.columns(2)
     if res is not None:
         lo, hi = res.interval()

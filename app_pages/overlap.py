@@ -15,7 +15,7 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_model("Task overlap")
+ctx = S.need_model("Task overlap")
 st.caption("Each task gets its own mask from its own attribution scores (the sidebar's settings); the "
            "Jaccard similarity |A and B| / |A or B| of two masks' kept units says how much of the pruned "
            "model two tasks share. White is what random masks of the same size would share (chance); blue "
@@ -25,19 +25,19 @@ served = [t for t in V.task_options(ctx.adapter) if ctx.adapter.supports(t)]
 benchmark = [t for t in served if t in BENCHMARK]
 default = list(dict.fromkeys(([ctx.task.name] if ctx.task.name in benchmark else []) + benchmark))[:3]
 c = st.columns([3, 1.3, 1.2])
-tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session", bind=C.URL)
+tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session", bind=W.URL)
 unit_kinds = [k for k in KINDS if any(g.endswith("." + k) for g in ctx.facts["units"])]
-kind = c[1].radio("Units", unit_kinds, key="overlap.kind", persist_state="session", horizontal=True, bind=C.URL,
+kind = c[1].radio("Units", unit_kinds, key="overlap.kind", persist_state="session", horizontal=True, bind=W.URL,
                   format_func={"ffn": "FFN neurons", "heads": "heads", "groups": "key/value groups"}.get)
 pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session",
-                  bind=C.URL)
+                  bind=W.URL)
 scope = state.prune_settings([kind])["scope"]
 if len(tasks) < 2:
     st.info("Choose two tasks or more.", icon=":material/info:")
     st.stop()
 
 specs = {t: ctx.spec.for_task(t) for t in tasks}
-have = {t: C.scores_for(ctx, s)[0] for t, s in specs.items()}
+have = {t: E.scores_for(ctx, s)[0] for t, s in specs.items()}
 missing = [t for t, s in have.items() if s is None]
 if missing:
     st.info(f"Attribution scores are missing for {', '.join(missing)} "
@@ -46,9 +46,9 @@ if missing:
                  type="primary"):
         try:
             for t in missing:
-                have[t] = C.scores_for(ctx, specs[t], compute=True, label=f"attributing {t}")[0]
+                have[t] = E.scores_for(ctx, specs[t], compute=True, label=f"attributing {t}")[0]
         except MtpruneError as exc:
-            C.error(exc)
+            W.error(exc)
             st.stop()
         st.rerun()
     st.stop()
@@ -58,11 +58,11 @@ cfg = OverlapConfig(tasks=tuple(tasks), method=ctx.spec.method, sparsity=pct / 1
 result = run_overlap(ctx.adapter, cfg, scores=have)
 left, right = st.columns(2)
 with left:
-    C.show_figure(plots.overlap_heatmap(result.matrix, chance=result.chance,
+    W.show_figure(plots.overlap_heatmap(result.matrix, chance=result.chance,
                                         title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
                   key="overlap.matrix")
 with right:
-    C.show_figure(plots.overlap_layers_figure(result.per_layer, title="shared kept units per layer"),
+    W.show_figure(plots.overlap_layers_figure(result.per_layer, title="shared kept units per layer"),
                   key="overlap.lines")
 st.caption(f"Random masks keeping as many units would share about {result.chance:.2f} (the dashed line, and "
            "white in the matrix). The diagonal, a mask with itself, is left blank.")
@@ -74,9 +74,9 @@ st.caption("Overlap says how much two masks share, not whether one works for the
            "mask of the same size; every cell carries its 95% interval. Red: lost against dense.")
 t1, t2, t3 = st.columns([1, 1, 1.4])
 limit = t1.number_input("Examples per task", min_value=1, max_value=100000, value=200, step=50, key="overlap.limit",
-                        persist_state="session", bind=C.URL, help="the first N labeled rows of each task's split")
+                        persist_state="session", bind=W.URL, help="the first N labeled rows of each task's split")
 SOLVERS = all_solvers()
-repair = t2.selectbox("Repair", list(SOLVERS), key="overlap.repair", persist_state="session", bind=C.URL,
+repair = t2.selectbox("Repair", list(SOLVERS), key="overlap.repair", persist_state="session", bind=W.URL,
                       format_func=lambda n: SOLVERS[n].label,
                       help="repair every pruned model on its mask source's training rows first (slower)")
 n_points = len(tasks) * (len(tasks) + 2)
@@ -93,12 +93,12 @@ if run:
     try:
         tcfg = TransferConfig(tasks=tuple(tasks), sparsity=pct / 100, method=ctx.spec.method, kinds=kind, scope=scope,
                               examples=ctx.spec.examples, variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair)
-        with C.model_busy(ctx):
+        with S.model_busy(ctx):
             store[memo] = run_transfer(ctx.adapter, tcfg, EvalSettings(limit=int(limit)),
                                        out=str(V.experiment_csv("transfer", ctx.adapter)), log=None,
-                                       progress=C.eta_progress(bar, "transfer, evaluations"))
+                                       progress=W.eta_progress(bar, "transfer, evaluations"))
     except MtpruneError as exc:
-        C.error(exc)
+        W.error(exc)
     bar.empty()
 df = store.get(memo)
 if df is None:
@@ -107,7 +107,7 @@ if df is None:
 from mtprune.experiments.transfer import format_transfer, transfer_matrix  # noqa: E402
 
 matrix = transfer_matrix(df)
-C.show_figure(plots.transfer_heatmap(matrix, title=f"accuracy of each task (columns) with each task's mask (rows), "
+W.show_figure(plots.transfer_heatmap(matrix, title=f"accuracy of each task (columns) with each task's mask (rows), "
                                                    f"{pct}% of the {plots.KIND_LABELS[kind]} pruned"),
               key="overlap.transfer_matrix")
 with st.expander("The matrix as a table (value [95% interval])"):

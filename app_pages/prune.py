@@ -21,10 +21,10 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task("Prune and evaluate")
+ctx = S.need_task("Prune and evaluate")
 st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()}")
 
-scores, note = C.scores_or_button(ctx, key="prune.compute")
+scores, note = E.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)
 heads_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("heads")), default=0)
 groups_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("groups")), default=0)
@@ -37,14 +37,14 @@ MEASURES = all_measures()  # budget measures (mtprune.measures)
 def run_history():
     """The model's run history: every evaluation on this page, with its interval, as a table and a CSV."""
     st.subheader("Run history")
-    runs = C.history_table(ctx)
+    runs = E.history_table(ctx)
     mine = runs[runs["task"] == ctx.task.name] if len(runs) else runs
     if len(mine):
         st.caption(f"Every evaluation of this model on this page ({len(runs)} in all, kept on disk beside the score "
                    "cache: it survives slider moves, reloads and restarts).")
         shown = [c for c in ("time", "task", "split", "rows", "method", "how", "repair", "value", "low", "high", "dense",
                              "verdict", "p_value", "flops_kept", "session") if c in mine.columns]
-        st.dataframe(mine[shown].iloc[::-1].assign(method=lambda d: d["method"].map(C.method_label)), hide_index=True,
+        st.dataframe(mine[shown].iloc[::-1].assign(method=lambda d: d["method"].map(W.method_label)), hide_index=True,
                      column_config={"value": st.column_config.NumberColumn("accuracy", format="%.3f"),
                                     "low": st.column_config.NumberColumn("95% low", format="%.3f"),
                                     "high": st.column_config.NumberColumn("95% high", format="%.3f"),
@@ -64,17 +64,17 @@ def choose_units() -> dict:
     settings = state.prune_settings(kinds)
     mode = st.segmented_control(
         "Choose the units to keep by", ["sparsity", "budget"], default="sparsity", key="prune.mode",
-        persist_state="session", bind=C.URL,
+        persist_state="session", bind=W.URL,
         format_func={"sparsity": "a share of each kind", "budget": "one budget over all layers"}.get,
         help="a share of each kind: the same sparsity in every layer (or one ranking per kind); one budget: the "
              "best-scoring heads and FFN neurons of all layers whose cost fits it (Kwon et al.)") or "sparsity"
     if mode == "budget":
         b1, b2 = st.columns([1, 3])
         measure = b1.selectbox("Budget measure", list(MEASURES), key="prune.measure", persist_state="session",
-                               bind=C.URL, format_func=lambda m: MEASURES[m].label,
+                               bind=W.URL, format_func=lambda m: MEASURES[m].label,
                                help="; ".join(f"{m.label}: {m.help}" for m in MEASURES.values()))
         keep = b2.slider(f"{MEASURES[measure].label} kept", 10, 100, settings["budget"].percent, step=5,
-                         format="%d%%", key="prune.kept", persist_state="session", bind=C.URL,
+                         format="%d%%", key="prune.kept", persist_state="session", bind=W.URL,
                          help="the share of this cost of all heads and FFN neurons the pruned model may keep")
         return {**settings, "mode": "budget", "budget": Budget(measure, keep / 100)}
     cols = st.columns(len(kinds) + 1)
@@ -83,7 +83,7 @@ def choose_units() -> dict:
         if kind in PER_LAYER and PER_LAYER[kind][1]:
             label, per_layer, word = PER_LAYER[kind]
             n = col.slider(f"{label} pruned per layer", 0, per_layer, 0, key=f"prune.{kind}",
-                           persist_state="session", bind=C.URL, help=f"how many of each layer's {per_layer} {word} to remove")
+                           persist_state="session", bind=W.URL, help=f"how many of each layer's {per_layer} {word} to remove")
             sparsity[kind] = n / per_layer
             col.caption(V.per_layer_label(n, per_layer, word))
             if kind == "heads" and groups_per_layer:
@@ -91,9 +91,9 @@ def choose_units() -> dict:
                             "be removed from the model (Export needs them at 0); key/value groups can.")
         else:
             pct = col.slider("FFN neurons pruned", 0, 100, 50, step=5, format="%d%%", key=f"prune.{kind}",
-                             persist_state="session", bind=C.URL, help="the share of this kind of unit to remove")
+                             persist_state="session", bind=W.URL, help="the share of this kind of unit to remove")
             sparsity[kind] = pct / 100
-    scope = cols[-1].radio("Scope", ["layer", "global"], key="prune.scope", persist_state="session", bind=C.URL,
+    scope = cols[-1].radio("Scope", ["layer", "global"], key="prune.scope", persist_state="session", bind=W.URL,
                            format_func={"layer": "per layer (same rate everywhere)",
                                         "global": "global (layers compete)"}.get)
     return {**settings, "mode": "sparsity", "sparsity": sparsity, "scope": scope}
@@ -104,11 +104,11 @@ def show_mask(mask, settings: dict) -> tuple[int, float]:
     (parameters, FLOPs kept)."""
     dense_params = ctx.facts["parameters"]
     params = count_parameters(ctx.adapter, mask)
-    flops = C.flops_kept(ctx, mask)
+    flops = E.flops_kept(ctx, mask)
     m = st.columns(len(kinds) + 2)
     m[0].metric("Parameters", human_count(params), delta=f"{(params - dense_params) / dense_params:+.1%}",
                 delta_color="inverse", help=f"{params:,} of {dense_params:,}")
-    seq = C.costs(ctx, "flops").seq_len
+    seq = E.costs(ctx, "flops").seq_len
     m[1].metric("FLOPs kept", f"{flops:.0%}",
                 help=f"of the FLOPs of all heads and FFN neurons, at {ctx.task.name}'s average length ({seq:.0f} tokens)")
     for col, g in zip(m[2:], [g for g in ordered_groups(mask.groups) if g.split(".")[1] in kinds]):
@@ -118,7 +118,7 @@ def show_mask(mask, settings: dict) -> tuple[int, float]:
                    f"{MEASURES[settings['budget'].measure].label} of all heads and FFN neurons.")
     same_rate = settings["mode"] == "sparsity" and settings["scope"] == "layer"
     show_sorted = st.toggle("Order units by score", value=False, key="prune.sorted", persist_state="session",
-                            bind=C.URL, disabled=same_rate,
+                            bind=W.URL, disabled=same_rate,
                             help="kept units line up on the left of every layer, so layers can be compared; "
                                  "with the same rate in every layer they would all look alike (choose global "
                                  "scope or a budget)") and not same_rate
@@ -126,13 +126,13 @@ def show_mask(mask, settings: dict) -> tuple[int, float]:
         heatmap = plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.arrays[g], group=g,
                                      sort_units=show_sorted)
         if same_rate:
-            C.show_figure(heatmap, key=f"prune.map.{g}")
+            W.show_figure(heatmap, key=f"prune.map.{g}")
             continue
         left, right = st.columns([3, 1.3])  # layers keep different numbers of units: show how many
         with left:
-            C.show_figure(heatmap, key=f"prune.map.{g}")
+            W.show_figure(heatmap, key=f"prune.map.{g}")
         with right:
-            C.show_figure(plots.kept_per_layer(mask.keep[g], mask.n_units[g], group=g), key=f"prune.bars.{g}")
+            W.show_figure(plots.kept_per_layer(mask.keep[g], mask.n_units[g], group=g), key=f"prune.bars.{g}")
     return params, flops
 
 
@@ -140,15 +140,15 @@ def evaluation_settings() -> tuple:
     """The evaluation's widgets: (rows, solver, calibration rows, pressed)."""
     st.subheader("Evaluate the pruned model")
     e1, e2, e3, e4 = st.columns([2, 1, 1, 1.6], vertical_alignment="bottom")
-    limit = C.rows_input("Evaluation examples", "prune.limit", 200, container=e1,
+    limit = W.rows_input("Evaluation examples", "prune.limit", 200, container=e1,
                          help=f"the first N labeled rows of {ctx.task.name}/{ctx.split}")
-    solver = e2.selectbox("Repair", list(SOLVERS), key="prune.repair", persist_state="session", bind=C.URL,
+    solver = e2.selectbox("Repair", list(SOLVERS), key="prune.repair", persist_state="session", bind=W.URL,
                           format_func=lambda n: SOLVERS[n].label,
                           help="refit each pruned block's output projection on unlabeled training rows so that "
                                "its output matches the dense model's (no training): see Learn the method. "
                                + "; ".join(f"{s.label}: fits {s.fits}" for s in SOLVERS.values()))
     calib = e3.number_input("Calibration rows", min_value=16, max_value=8192, value=512, step=128,
-                            key="prune.calib", persist_state="session", bind=C.URL,
+                            key="prune.calib", persist_state="session", bind=W.URL,
                             disabled=not SOLVERS[solver].refits,
                             help=f"{ctx.task.name} training rows the repair reads (their labels are not read)")
     run_eval = e4.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary")
@@ -162,21 +162,21 @@ def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str
     base = dict(method=ctx.spec.method, how=how, params=params, flops_kept=flops,
                 sparsity=settings["sparsity"].get("ffn") if ffn_only else None)
     try:
-        dense, pruned = C.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, mask)
-        C.record_run(ctx, V.history_record(ctx.model_name, pruned, compare(dense, pruned), **base))
+        dense, pruned = E.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, mask)
+        E.record_run(ctx, V.history_record(ctx.model_name, pruned, compare(dense, pruned), **base))
         if SOLVERS[solver].refits:
             with st.spinner(f"repairing on {calib} {ctx.task.name} rows, then evaluating..."):
-                res, _ = C.evaluate_repaired(ctx, ctx.task.name, ctx.split, limit, mask, solver, calib)
-            C.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res), **base, repair=solver))
+                res, _ = E.evaluate_repaired(ctx, ctx.task.name, ctx.split, limit, mask, solver, calib)
+            E.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res), **base, repair=solver))
     except Exception as exc:
-        C.error(exc)
+        W.error(exc)
 
 
 def show_results(mask, limit, solver: str, calib: int) -> None:
     """The last evaluation of this mask: metrics, verdicts, bars with intervals, the examples that changed."""
     digest = mask.digest()
-    dense = C.find_eval(ctx, ctx.task.name, ctx.split, limit)
-    pruned = C.find_eval(ctx, ctx.task.name, ctx.split, limit, digest)
+    dense = E.find_eval(ctx, ctx.task.name, ctx.split, limit)
+    pruned = E.find_eval(ctx, ctx.task.name, ctx.split, limit, digest)
     fixed = state.store("repaired").get((ctx.fingerprint, ctx.task.name, ctx.split, limit, digest, solver,
                                          calib)) if SOLVERS[solver].refits else None
     if dense is None or pruned is None:
@@ -186,27 +186,27 @@ def show_results(mask, limit, solver: str, calib: int) -> None:
                    "and remembered); with a repair, the repaired model too.")
         return
     r = st.columns(4)
-    C.show_metric(r[0], "Dense accuracy", dense)
-    C.show_metric(r[1], "Pruned accuracy", pruned, dense)
+    W.show_metric(r[0], "Dense accuracy", dense)
+    W.show_metric(r[1], "Pruned accuracy", pruned, dense)
     others = {"pruned": pruned}
     if fixed is not None:
         others[f"pruned + {solver}"] = fixed[0]
-        C.show_metric(r[2], f"Repaired accuracy ({solver})", fixed[0], dense, help=fixed[1].summary())
-    r[3].metric("Examples", pruned.n, help=f"{C.rows_words(limit)} of {ctx.task.name}/{ctx.split}")
+        W.show_metric(r[2], f"Repaired accuracy ({solver})", fixed[0], dense, help=fixed[1].summary())
+    r[3].metric("Examples", pruned.n, help=f"{W.rows_words(limit)} of {ctx.task.name}/{ctx.split}")
     for name, res in others.items():
-        C.show_verdict(compare(dense, res), "dense", name)
+        W.show_verdict(compare(dense, res), "dense", name)
     names = list(dense.metrics)
     series = {"dense": [dense.metrics[n] for n in names], **{k: [v.metrics[n] for n in names] for k, v in others.items()}}
     bands = {k: ([v.interval(n)[0] for n in names], [v.interval(n)[1] for n in names])
              for k, v in {"dense": dense, **others}.items()}
     if fixed is not None:
         st.caption(fixed[1].summary())
-    C.show_figure(plots.grouped_bars(names, series, metric="score", intervals=bands,
+    W.show_figure(plots.grouped_bars(names, series, metric="score", intervals=bands,
                                      title=f"{ctx.task.name}/{ctx.split}: dense, pruned and repaired "
                                            "(bars: 95% intervals)"),
                   key="prune.result")
     st.markdown("**Which examples changed**")
-    C.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
+    X.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
 
 
 @st.fragment
@@ -215,9 +215,9 @@ def mask_and_evaluation():
     t0 = time.perf_counter()
     settings = choose_units()
     try:
-        mask = C.mask_for_settings(ctx, scores, settings)
+        mask = E.mask_for_settings(ctx, scores, settings)
     except Exception as exc:
-        C.error(exc)
+        W.error(exc)
         st.stop()
     state.remember_prune_settings(settings["sparsity"], settings["scope"], settings["mode"], settings["budget"])
     params, flops = show_mask(mask, settings)
@@ -234,4 +234,4 @@ def mask_and_evaluation():
 mask_and_evaluation()
 
 st.subheader("Metric against sparsity")
-C.sweep_section(ctx, key="prune.sweep")
+X.sweep_section(ctx, key="prune.sweep")

@@ -11,7 +11,7 @@ from ui import common as C
 from ui import state
 from ui import views as V
 
-ctx = C.need_task("Unseen domains")
+ctx = S.need_task("Unseen domains")
 src = ctx.task.name
 st.caption(f"A mask built from **{src}** examples ({ctx.spec.describe()}), evaluated on sets it never "
            "saw: other domains of the same task, read through the same head, or other tasks, read through "
@@ -26,17 +26,17 @@ if not targets_all:
 prev = state.prune_settings(["ffn", "heads", "groups"])
 c = st.columns([3, 1.4, 1.4, 1])
 targets = c[0].multiselect("Target sets", targets_all, default=(unseen_only or targets_all)[:3],
-                           key="unseen.targets", persist_state="session", bind=C.URL,
+                           key="unseen.targets", persist_state="session", bind=W.URL,
                            format_func=lambda t: t + ("" if t in unseen_only else " (another task)"))
 unit_kinds = [k for k in KINDS if any(g.endswith("." + k) for g in ctx.facts["units"])]
-kinds = c[1].radio("Units", unit_kinds + ["all"], key="unseen.units", persist_state="session", bind=C.URL,
+kinds = c[1].radio("Units", unit_kinds + ["all"], key="unseen.units", persist_state="session", bind=W.URL,
                    format_func={**KIND_LABELS, "all": "all" if "groups" in unit_kinds else "both"}.get)
 pct = c[2].slider("Pruned", 0, 95, round(100 * prev["sparsity"].get("ffn" if kinds == "all" else kinds, 0)) or 50,
-                  step=5, format="%d%%", key="unseen.sparsity", persist_state="session", bind=C.URL)
+                  step=5, format="%d%%", key="unseen.sparsity", persist_state="session", bind=W.URL)
 limit = c[3].number_input("Examples per set", min_value=1, max_value=100000, value=200, step=50,
-                          key="unseen.limit", persist_state="session", bind=C.URL)
+                          key="unseen.limit", persist_state="session", bind=W.URL)
 baseline = st.checkbox("Also a random mask of the same size (the baseline)", value=True, key="unseen.random",
-                       persist_state="session", bind=C.URL)
+                       persist_state="session", bind=W.URL)
 
 methods = (ctx.spec.method,) + (("random",) if baseline and ctx.spec.method != "random" else ())
 settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
@@ -50,13 +50,13 @@ if st.button("Evaluate on the target sets", key="unseen.run", type="primary", di
         cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
                            sparsities=(0.0, pct / 100), examples=ctx.spec.examples, trials=1, kinds=kinds,
                            scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed)
-        with C.model_busy(ctx):
+        with S.model_busy(ctx):
             df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
                             out=str(V.experiment_csv("unseen", ctx.adapter)), log=None,
-                            progress=C.eta_progress(bar, "evaluations"))
+                            progress=W.eta_progress(bar, "evaluations"))
         results[settings] = df
     except MtpruneError as exc:
-        C.error(exc)
+        W.error(exc)
     bar.empty()
 
 df = results.get(settings)
@@ -66,8 +66,8 @@ if df is None:
     st.stop()
 from mtprune.experiments import unseen_bars  # noqa: E402
 
-labels, series, bands = unseen_bars(df, pct / 100, labels=C.method_label, with_intervals=True)
-C.show_figure(plots.grouped_bars(labels, series, metric="accuracy", intervals=bands,
+labels, series, bands = unseen_bars(df, pct / 100, labels=W.method_label, with_intervals=True)
+W.show_figure(plots.grouped_bars(labels, series, metric="accuracy", intervals=bands,
                                  title=f"accuracy with {pct}% of the {'units' if kinds == 'all' else kinds} pruned "
                                        f"by {src}'s mask (bars: 95% intervals)"), key="unseen.bars")
 st.caption("A difference smaller than the bars' overlap is not a measured difference: with 200 rows a 95% interval "

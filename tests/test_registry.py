@@ -119,3 +119,18 @@ def test_a_registry_refuses_strangers_and_twins():
     with pytest.raises(MtpruneError, match="unknown thing 'two'; things: one"):
         r.get("two")
     assert len(r.all()) == 1
+
+
+def test_the_readme_tables_are_written_from_the_registries():
+    """The README's solver and measure tables are what scripts/docs_tables.py writes from the
+    registries: a solver or measure added without them fails here."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "docs_tables.py"
+    spec = importlib.util.spec_from_file_location("docs_tables", path)
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    text = docs.README.read_text()
+    assert docs.render(text) == text
+    assert "| `lsq` | the kept columns and the bias" in text and "| `params:0.6` |" in text

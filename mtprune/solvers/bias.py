@@ -15,5 +15,6 @@ class BiasSolver(Solver):
         return W
 
 
-register_solver(BiasSolver("bias", label="bias only", help="mean contribution of the pruned units", fits="the bias",
+register_solver(BiasSolver("bias", label="bias only", help="mean contribution of the pruned units", fits="the bias only: the mean of what the block misses (FLAP's mean contribution of the "
+                                "pruned units, plus any drift from earlier layers)",
                            damped=False))

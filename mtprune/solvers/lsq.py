@@ -17,4 +17,5 @@ class LeastSquares(Solver):
 
 
 register_solver(LeastSquares("lsq", label="least squares (lsq)", help="least squares",
-                             fits="the kept columns and the bias"))
+                             fits="the kept columns and the bias by ridge least squares, damped towards the unrepaired weights by a "
+                                  "multiple of the Gram diagonal"))

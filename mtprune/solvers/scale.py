@@ -34,4 +34,5 @@ class ScaleSolver(Solver):
 
 
 register_solver(ScaleSolver("scale", label="one scale per unit", help="one scale per unit",
-                            fits="one scale per kept unit"))
+                            fits="one scale per kept unit (Kwon's mask tuning), damped towards 1; scales outside "
+                                 "[-10, 10] refused"))

@@ -1,0 +1,110 @@
+"""Page sections shared by pages: the sweep of a metric against sparsity, and the rows an
+evaluation changed (flips, confusion matrices, every row)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from mtprune.errors import MtpruneError
+from ui import state
+from ui import views as V
+from ui.evaluations import eval_rows, history_table
+from ui.session import Context, model_busy
+from ui.widgets import URL, error, eta_progress, method_label, show_figure
+
+
+def sweep_section(ctx: Context, key: str) -> None:
+    """The metric against sparsity for chosen methods: :func:`mtprune.experiments.run_sweep`, its
+    rows kept in a CSV in the cache (a second run with the same settings reads them back); the
+    model's run history drawn on it as points."""
+    from mtprune import experiments as X
+    from mtprune import plots
+    from mtprune.methods import method_names
+
+    methods_all = method_names()
+    c = st.columns([3, 2, 1, 1])
+    methods = c[0].multiselect("Methods", methods_all, default=[m for m in ("ap", "random") if m in methods_all],
+                               key=f"{key}.methods", persist_state="session", bind=URL, format_func=method_label)
+    text = c[1].text_input("FFN neurons pruned (%)", "0, 20, 40, 60, 80", key=f"{key}.sparsities",
+                           persist_state="session", bind=URL,
+                           help="percentages, as on the sliders, separated by commas")
+    limit = c[2].number_input("Examples", min_value=1, max_value=100000, value=100, step=50,
+                              key=f"{key}.limit", persist_state="session", bind=URL, help="evaluation rows per point")
+    trials = c[3].number_input("Trials", min_value=1, max_value=20, value=1, key=f"{key}.trials",
+                               persist_state="session", bind=URL,
+                               help="repeats of the seeded baselines (random masks): the chart shades their spread")
+    scope = state.prune_settings(["ffn"])["scope"]
+    scope = scope if scope in ("layer", "global") else "layer"
+    try:
+        cfg = V.sweep_config(ctx.spec, methods, V.parse_percentages(text), scope=scope, trials=int(trials))
+    except MtpruneError as exc:
+        error(exc)
+        return
+    memo = (ctx.fingerprint, repr(cfg), int(limit), ctx.split)
+    results = state.store("sweeps")
+    n_points = len(X.plan_runs(cfg, ctx.task.name)) * len(cfg.sparsities)
+    if st.button(f"Run the sweep ({n_points} points; cached points are read back)", key=f"{key}.run",
+                 disabled=not methods):
+        bar = st.progress(0.0, text="sweeping...")
+        try:
+            with model_busy(ctx):
+                df = X.run_sweep(ctx.adapter, cfg, X.EvalSettings(limit=int(limit), split=ctx.split),
+                                 out=str(V.experiment_csv("sweep", ctx.adapter)), log=None,
+                                 progress=eta_progress(bar, "sweep, points"))
+            results[memo] = df
+        except MtpruneError as exc:
+            error(exc)
+        bar.empty()
+    df = results.get(memo)
+    if df is None:
+        st.caption("Pick methods and sparsities, then run the sweep: each point prunes the model with "
+                   "that method's mask and evaluates it.")
+        return
+    metric = st.segmented_control("Metric", list(ctx.task.metrics), default=ctx.task.metrics[0],
+                                  key=f"{key}.metric") or ctx.task.metrics[0]
+    d = df[df["task"] == ctx.task.name].copy()
+    d["series"] = d["method"].map(method_label)
+    runs = V.history_points(history_table(ctx), ctx.task.name, ctx.split, metric)
+    show_figure(plots.sweep_figure(d, metric, points=runs,
+                                   title=f"{ctx.task.name}/{ctx.split}: {metric} against FFN sparsity"),
+                key=f"{key}.chart")
+    st.caption("Lines: the sweep (shaded: the spread over trials, or the 95% interval of one evaluation). "
+               "Diamonds: your evaluations on this page with FFN neurons only, from the run history.")
+    with st.expander("The sweep's rows"):
+        cols = [c for c in ("method", "sparsity", "trial", "accuracy", "accuracy_low", "accuracy_high", "f1", "mcc",
+                            "n_eval", "params", "kept_units") if c in d.columns]
+        st.dataframe(d[cols].assign(method=d["method"].map(method_label)), hide_index=True)
+
+
+def show_examples(ctx: Context, task: str, split: str, limit, reference, others: dict, key: str) -> None:
+    """After an evaluation: the rows whose prediction flipped, each model's confusion matrix and
+    every row sortable by the change in P(gold), with its text (LIT's side-by-side view)."""
+    from mtprune import plots
+
+    rows = eval_rows(task, split, limit)
+    names = list(others)
+    which = names[0]
+    if len(names) > 1:
+        which = st.segmented_control("Compare the dense model with", names, default=names[0], key=f"{key}.which") or names[0]
+    table = V.flips_table(rows, task, reference, others[which], "dense", which)
+    flips, conf, every = st.tabs(["Flipped examples", "Confusion matrices", "Every row"])
+    cfg = {"text": st.column_config.TextColumn(width="large"),
+           "change in P(gold)": st.column_config.NumberColumn(format="%+.3f")}
+    with flips:
+        for kind, note in (("right -> wrong", f"the dense model was right, the {which} model is wrong"),
+                           ("wrong -> right", f"the dense model was wrong, the {which} model is right")):
+            part = table[table["what changed"] == kind].sort_values("change in P(gold)",
+                                                                     ascending=kind == "right -> wrong")
+            st.markdown(f"**{kind}** · {len(part)} rows ({note})")
+            if len(part):
+                st.dataframe(part.drop(columns=["what changed"]), hide_index=True, column_config=cfg,
+                             height=min(38 + 35 * len(part), 300), key=f"{key}.flips.{kind}")
+    with conf:
+        cols = st.columns(1 + len(names))
+        for col, (name, res) in zip(cols, [("dense", reference), *others.items()]):
+            with col:
+                show_figure(plots.confusion_figure(V.confusion_frame(res, task), title=f"{name}: {res.accuracy:.3f}"),
+                            key=f"{key}.confusion.{name}")
+    with every:
+        st.caption("Click a column's header to sort: by *change in P(gold)* to see the rows the pruning hurt most.")
+        st.dataframe(table, hide_index=True, column_config=cfg, height=400, key=f"{key}.every")
