@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import common
+from ui import session as S
 
 _t0 = time.perf_counter()
 
@@ -40,6 +40,6 @@ for p in page_table():
     sections.setdefault(p["section"], []).append(
         st.Page(p["path"], title=p["title"], icon=p["icon"], default=p["default"]))
 page = st.navigation(sections)
-common.sidebar()
+S.sidebar()
 page.run()
 st.session_state["_run_seconds"] = time.perf_counter() - _t0  # server time of this run (benchmark)

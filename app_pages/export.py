@@ -11,9 +11,12 @@ from mtprune.masks import kinds_in, mask_from_bytes, mask_to_bytes
 from mtprune.pruning import count_parameters, hard_prune_problem
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
-from ui import common as C
+from ui import downloads
+from ui import evaluations as E
+from ui import session as S
 from ui import state
 from ui import views as V
+from ui import widgets as W
 
 ctx = S.need_task("Export")
 scores, note = E.scores_or_button(ctx, key="export.compute")
@@ -56,7 +59,7 @@ measured = E.measured_with(ctx, mask)
 st.caption(f"Its tasks.json records {ctx.task.name}'s accuracy measured with this mask: "
            + (f"{measured[ctx.task.name].describe()}." if measured else "not measured yet (evaluate it on **Prune and "
                                                                          "evaluate** first), so it says not measured."))
-st.download_button("Hard-pruned model (zip)", lambda: D.pruned_zip(ctx, mask, stem, measured),
+st.download_button("Hard-pruned model (zip)", lambda: downloads.pruned_zip(ctx, mask, stem, measured),
                    file_name=f"{stem}.zip", mime="application/zip", key="export.model", icon=":material/folder_zip:",
                    on_click="ignore", disabled=bool(problem),
                    help=f"unzips to a folder {stem}/; built on the first click (a few seconds), then kept for this mask")
@@ -64,7 +67,7 @@ from mtprune.formats import ClassifierAdapter  # noqa: E402
 
 onnx_problem = problem or (None if isinstance(ctx.adapter, ClassifierAdapter) else
                            f"a {ctx.adapter.format} model scores label words: ONNX export takes classifier models")
-st.download_button("Pruned model as ONNX (zip)", lambda: D.onnx_zip(ctx, mask, f"{stem}-onnx"),
+st.download_button("Pruned model as ONNX (zip)", lambda: downloads.onnx_zip(ctx, mask, f"{stem}-onnx"),
                    file_name=f"{stem}-onnx.zip", mime="application/zip", key="export.onnx", icon=":material/rocket_launch:",
                    on_click="ignore", disabled=bool(onnx_problem),
                    help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer "

@@ -12,7 +12,9 @@ from mtprune.masks import mask_from_scores
 from mtprune.pruning import count_parameters
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
-from ui import common as C
+from ui import evaluations as E
+from ui import session as S
+from ui import widgets as W
 
 ctx = S.need_task("Learn the method")
 t = ctx.task

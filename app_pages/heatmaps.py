@@ -8,9 +8,11 @@ import streamlit as st
 from mtprune import plots
 from mtprune.tasks import BENCHMARK
 from mtprune.units import ordered_groups
-from ui import common as C
+from ui import evaluations as E
+from ui import session as S
 from ui import state
 from ui import views as V
+from ui import widgets as W
 
 ctx = S.need_task("Attribution heatmaps")
 st.caption(f"{ctx.model_name} · {ctx.spec.describe()}")

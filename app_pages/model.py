@@ -5,8 +5,10 @@ PAGE = {"section": "Explore", "title": "Model and task", "icon": ":material/memo
 import streamlit as st
 
 from mtprune.text import human_count
-from ui import common as C
+from ui import evaluations as E
+from ui import session as S
 from ui import views as V
+from ui import widgets as W
 
 st.title("Model and task")
 st.markdown("**mtprune finds which units (FFN neurons, attention heads) each task of a multi-task model needs and "

@@ -11,9 +11,11 @@ from mtprune.experiments.overlap import OverlapConfig, run_overlap
 from mtprune.tasks import BENCHMARK
 from mtprune.solvers import all_solvers
 from mtprune.units import KINDS
-from ui import common as C
+from ui import evaluations as E
+from ui import session as S
 from ui import state
 from ui import views as V
+from ui import widgets as W
 
 ctx = S.need_model("Task overlap")
 st.caption("Each task gets its own mask from its own attribution scores (the sidebar's settings); the "

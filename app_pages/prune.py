@@ -17,9 +17,12 @@ from mtprune.pruning import count_parameters
 from mtprune.solvers import all_solvers
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
-from ui import common as C
+from ui import evaluations as E
+from ui import sections
+from ui import session as S
 from ui import state
 from ui import views as V
+from ui import widgets as W
 
 ctx = S.need_task("Prune and evaluate")
 st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()}")
@@ -206,7 +209,7 @@ def show_results(mask, limit, solver: str, calib: int) -> None:
                                            "(bars: 95% intervals)"),
                   key="prune.result")
     st.markdown("**Which examples changed**")
-    X.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
+    sections.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
 
 
 @st.fragment
@@ -234,4 +237,4 @@ def mask_and_evaluation():
 mask_and_evaluation()
 
 st.subheader("Metric against sparsity")
-X.sweep_section(ctx, key="prune.sweep")
+sections.sweep_section(ctx, key="prune.sweep")

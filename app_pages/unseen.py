@@ -7,9 +7,10 @@ import streamlit as st
 from mtprune import plots
 from mtprune.errors import MtpruneError
 from mtprune.units import KIND_LABELS, KINDS
-from ui import common as C
+from ui import session as S
 from ui import state
 from ui import views as V
+from ui import widgets as W
 
 ctx = S.need_task("Unseen domains")
 src = ctx.task.name

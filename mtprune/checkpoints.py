@@ -27,12 +27,13 @@ from torch import nn
 
 from mtprune import assets, io
 from mtprune.errors import MtpruneError
-from mtprune.formats import ModelAdapter, detect_format, format_for_module, get_format, resolve_device
-from mtprune.formats.base import format_owning
+from mtprune.formats import (EvalAdapter, ModelAdapter, detect_format, format_for_module, get_format, prunable,
+                             resolve_device)
+from mtprune.formats.base import format_owning, load_tokenizer
 from mtprune.formats.multitask import MultiTaskAdapter
 from mtprune.masks import Mask
 from mtprune.pruning import PRUNED_KEY, pruned_entry, shrink_site
-from mtprune.units import group_sites
+from mtprune.units import canonical_name, group_sites
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WEIGHTS_FILE = "model.safetensors"
@@ -73,15 +74,6 @@ def local_path(name: str) -> tuple[str, Path]:
     return resolved, (path if path.exists() else fetch_hub(resolved))
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise MtpruneError(f"{path} has no usable tokenizer: {type(exc).__name__}: {exc}") from None
-
-
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -97,8 +89,13 @@ def model_format(path: Path, cfg: dict | None = None) -> type[ModelAdapter]:
         if not isinstance(entry, dict) or not isinstance(entry.get("sizes"), dict):
             raise MtpruneError(f"{path / 'config.json'} has a malformed {PRUNED_KEY} entry")
         if entry.get("format"):
-            return get_format(entry["format"])
+            fmt = get_format(entry["format"])
+            if not issubclass(fmt, ModelAdapter):
+                raise MtpruneError(f"{path / 'config.json'} names the {fmt.format} format, which has no torch model")
+            return fmt
     fmt = detect_format(cfg, {f.name for f in path.iterdir()})
+    if fmt is not None and not issubclass(fmt, ModelAdapter):  # read by its own loader (format_owning)
+        fmt = None
     if fmt is None:
         raise MtpruneError(
             f"{path} holds a {cfg.get('model_type', 'unknown')} model with no task head: mtprune "
@@ -124,8 +121,10 @@ def compute_dtype(precision: str, device, cfg: dict | None = None) -> str:
 
 def load_adapter(name: str = "default", device: str = "cpu", trust_remote_code: bool = False,
                  max_length: int | None = None, precision: str = "float32",
-                 device_map: str | None = None) -> ModelAdapter:
-    """Load a model by name (``default``), local directory or hub id, behind its format's adapter.
+                 device_map: str | None = None) -> EvalAdapter:
+    """Load a model by name (``default``), local directory or hub id, behind its format's adapter:
+    a :class:`~mtprune.formats.ModelAdapter` (prunable), or for a directory an evaluate-only format
+    reads by itself (an ONNX export) that format's :class:`~mtprune.formats.EvalAdapter`.
 
     ``precision`` is the dtype the model computes in (``auto``: :func:`compute_dtype`). Before any
     weight is read, a model that does not fit in the device's free memory stops with one line
@@ -181,7 +180,7 @@ def _load_pruned_model(path: Path, fmt: type[ModelAdapter], entry: dict, trust_r
     # (no_init_weights) also skips the tying of embeddings and buffer set-up in transformers 5
     model = fmt.build(config, trust_remote_code).float()
     sites = {s.name: s for s in fmt.model_sites(model)}
-    sizes = {k: int(v) for k, v in entry["sizes"].items()}
+    sizes = {canonical_name(k): int(v) for k, v in entry["sizes"].items()}  # decoder.3.groups: decoder.3.kv
     unknown = set(sizes) - set(sites)
     if unknown:
         raise MtpruneError(f"{path}: stored sizes name sites this model lacks: {sorted(unknown)[:3]}")
@@ -337,6 +336,7 @@ def write_model(adapter, out: Path, mask: Mask | None = None, dtype=None, measur
     from safetensors.torch import save_file
 
     dt = as_dtype(dtype)
+    adapter = prunable(adapter)
     if mask is not None:
         _check_mask_describes(adapter, mask)
     model = adapter.model

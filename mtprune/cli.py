@@ -12,7 +12,7 @@ from mtprune.errors import MtpruneError
 
 # verbs, in the order ``mtprune --help`` lists them
 COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "export", "sweep", "overlap", "transfer", "unseen",
-            "budget"]
+            "quota"]  # quota: also "budget", its old name
 
 
 class _Parser(argparse.ArgumentParser):

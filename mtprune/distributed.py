@@ -1,4 +1,4 @@
-"""More than one process: ``torchrun --nproc_per_node N -m mtprune attribute|sweep|unseen|budget|transfer ...``.
+"""More than one process: ``torchrun --nproc_per_node N -m mtprune attribute|sweep|unseen|quota|transfer ...``.
 
 torchrun starts N copies of the command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous address in the environment. :func:`init_from_env` joins them into one process group

@@ -454,7 +454,7 @@ def figure_png(fig: go.Figure, scale: float = 2.0, width: int = 1100) -> bytes:
 
 # --- experiment charts
 # Figures of mtprune.experiments: metric against sparsity (sweeps, paper settings, unseen
-# domains), task overlap, multi-task budgets; and save_figure (HTML, then PNG).
+# domains), task overlap, multi-task parameter quotas; and save_figure (HTML, then PNG).
 
 _SERIES_COLORS = {
     "ap": "#e76f51", "ig": "#f4a261", "activation": "#2a9d8f", "random-label": "#8338ec",
@@ -789,16 +789,18 @@ def unseen_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
     return fig
 
 
-def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None) -> go.Figure:
-    """Joint mask against ensemble: ``metric`` per task and on average, for every budget (bars
-    for one budget; lines against the budget for several); dotted: the dense model."""
+def quota_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | None = None) -> go.Figure:
+    """Joint mask against ensemble (:mod:`mtprune.experiments.quota`): ``metric`` per task and on
+    average, for every multi-task parameter quota (bars for one quota; lines against the quota for
+    several); dotted: the dense model. The quota is the column ``budget``, and the chart's words are
+    those of before the rename."""
     d = df[df["setting"].isin(["joint", "ensemble"])].copy()
     dense = df[df["setting"] == "dense"].groupby("task")[metric].mean()
     tasks = list(dict.fromkeys(d["task"]))
-    budgets = sorted(d["budget"].unique())
+    quotas = sorted(d["budget"].unique())
     colors = {"joint": PRUNED_MODEL_COLOR, "ensemble": KEPT_COLOR}
     total = float(df["prunable_params"].dropna().iloc[0]) if "prunable_params" in df and df["prunable_params"].notna().any() else None
-    if len(budgets) == 1:
+    if len(quotas) == 1:
         fig = go.Figure()
         for setting in ("joint", "ensemble"):
             s = d[d["setting"] == setting].set_index("task").reindex(tasks)
@@ -810,9 +812,9 @@ def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
                                      mode="markers", name="dense", marker=dict(symbol="line-ew-open", size=28,
                                                                                 color=DENSE_COLOR, line=dict(width=2)),
                                      hovertemplate="%{x} dense: %{y:.4f}<extra></extra>"))
-        b = budgets[0]
-        share = f" ({100 * b / total:.0f}% of the prunable parameters)" if total else ""
-        fig.update_layout(barmode="group", title=title or f"one mask for all tasks against one per task: budget {b:,}{share}",
+        q = quotas[0]
+        share = f" ({100 * q / total:.0f}% of the prunable parameters)" if total else ""
+        fig.update_layout(barmode="group", title=title or f"one mask for all tasks against one per task: budget {q:,}{share}",
                           yaxis_title=metric, yaxis_range=[0, 1.08], height=400, margin=dict(l=60, r=20, t=60, b=40),
                           legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
         return fig
@@ -821,7 +823,7 @@ def budget_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
     rows, cols = _facets(len(tasks), 4)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=tasks, horizontal_spacing=0.05,
                         vertical_spacing=min(0.12, 0.28 / rows))
-    xs = (100 * np.asarray(budgets, dtype=float) / total) if total else np.asarray(budgets, dtype=float)
+    xs = (100 * np.asarray(quotas, dtype=float) / total) if total else np.asarray(quotas, dtype=float)
     for i, task in enumerate(tasks):
         r, c = i // cols + 1, i % cols + 1
         for setting in ("joint", "ensemble"):

@@ -14,7 +14,7 @@
 
 * T5's heads go through its format's rewrite (:mod:`mtprune.formats.t5`): each layer keeps the
   indices of its heads and slices the stack's shared relative position bias to them.
-* Grouped-query attention loses whole key/value groups (``groups`` sites: a group's rows of Q, K
+* Grouped-query attention loses whole key/value groups (``kv`` sites: a group's rows of Q, K
   and V and columns of O); the query heads of a removed group go with it. Single query heads
   (a ``heads`` view) can only be masked: a mask that prunes some of a kept group's heads makes
   :func:`hard_prune` stop with one line (:func:`hard_prune_problem` says why beforehand).
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mtprune.errors import MtpruneError
+from mtprune.formats.base import prunable
 from mtprune.layers import set_module, slice_linear
 from mtprune.masks import Mask
 from mtprune.units import HEAD_REWRITES, UnitSite, soft_mask, unit_cost
@@ -109,7 +110,7 @@ def shrink_site(model: nn.Module, site: UnitSite, keep_units: torch.Tensor) -> N
     for a in _HEAD_SIZE_ATTRS:
         if isinstance(getattr(attn, a, None), int):
             setattr(attn, a, n_keep * site.width)
-    if site.kind == "groups":
+    if site.kind == "kv":
         for a in _KV_COUNT_ATTRS:
             if isinstance(getattr(attn, a, None), int):
                 setattr(attn, a, n_keep)
@@ -119,7 +120,7 @@ def _sites_to_cut(adapter, mask: Mask) -> tuple[list[UnitSite], dict[str, torch.
     """The sites ``mask`` removes units of, and every site's keep vector. A view site (the query
     heads of grouped attention) is left out when its pruned units are exactly those inside the
     pruned units of the site it is a view of (removing the groups removes them)."""
-    sites = adapter.unit_sites()
+    sites = prunable(adapter).unit_sites()
     keep = mask.keep_for_sites(sites)
     cut = [s for s in sites if s.name in keep and not bool(keep[s.name].all())]
     by_place = {(s.stack, s.layer, s.kind): s for s in sites}
@@ -144,7 +145,7 @@ def soft_prune(adapter, mask: Mask):
 
 def site_sizes(adapter) -> dict[str, int]:
     """``{site.name: units}`` of the adapter's model as it is now."""
-    return {s.name: s.n_units for s in adapter.unit_sites()}
+    return {s.name: s.n_units for s in prunable(adapter).unit_sites()}
 
 
 def pruned_entry(prev: dict | None, adapter_format: str, sizes: dict[str, int], mask: Mask | None,
@@ -178,9 +179,9 @@ def hard_prune_problem(adapter, mask: Mask) -> str | None:
         return None
     names = ", ".join(s.name for s in bad[:3]) + ("..." if len(bad) > 3 else "")
     model = type(adapter.model).__name__
-    if any(s.view_of == "groups" for s in bad):
+    if any(s.view_of == "kv" for s in bad):
         return (f"{model} cannot lose single query heads physically ({names}): {bad[0].soft_reason}; "
-                "prune whole key/value groups (--kinds groups), or keep the heads as a soft mask "
+                "prune whole key/value groups (--kinds kv), or keep the heads as a soft mask "
                 "(experiments' --prune soft, the dashboard's preview)")
     return (f"{model} heads cannot be removed physically ({names}): {bad[0].soft_reason or 'not supported'}; "
             "prune its FFN neurons, or use a soft mask for heads")

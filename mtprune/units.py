@@ -5,7 +5,9 @@ attention heads. Every unit is a block of ``width`` input columns of one Linear 
 *out projection* (BERT's ``output.dense``, T5's ``wo``, Llama's ``down_proj``; the attention output
 projection for heads, with ``width`` = head size), and a block of output rows of its *in
 projections* (up/gate, or query/key/value). Attribution, soft masks and physical pruning all work
-through these two facts, so no other module needs to know an architecture's module names.
+through these two facts, so no other module needs to know an architecture's module names. A format
+describes its layers by name (:class:`StackSpec` with an :class:`FFNSpec` and an
+:class:`AttentionSpec`); :func:`build_sites` turns them into sites.
 
 Hooks are named by place, ``encoder.3.ffn``, as TransformerLens names ``blocks.3.mlp.hook_post``;
 they are set in a context manager and removed in ``finally``.
@@ -21,14 +23,29 @@ if TYPE_CHECKING:  # torch loads when a model does, not when the CLI builds its 
     import torch
     from torch import nn
 
-# ``groups``: key/value groups of grouped-query attention (one key/value head and the query heads
-# that share it), the unit such attention loses physically; its query heads stay a soft ``heads`` view
-KINDS = ("ffn", "heads", "groups")
+# ``kv``: key/value groups of grouped-query attention (one key/value head and the query heads that
+# share it), the unit such attention loses physically; its query heads stay a soft ``heads`` view
+KINDS = ("ffn", "heads", "kv")
 STACKS = ("encoder", "decoder")
-KIND_CHOICES = ("ffn", "heads", "groups", "all")  # what to prune: one kind or all of them
-KIND_LABELS = {"ffn": "FFN neurons", "heads": "attention heads", "groups": "key/value groups"}
+KIND_CHOICES = ("ffn", "heads", "kv", "all")  # what to prune: one kind or all of them
+KIND_LABELS = {"ffn": "FFN neurons", "heads": "attention heads", "kv": "key/value groups"}
+# old spellings of a kind, still read: ``--kinds groups``, masks, scores and pruned models that name
+# ``decoder.groups`` (the word collided with a *group*, a [layers x units] array)
+KIND_ALIASES = {"groups": "kv"}
 STACK_CHOICES = ("encoder", "decoder", "all")
 GROUPS = tuple(f"{s}.{k}" for s in STACKS for k in KINDS)  # display order: encoder first, FFN first
+
+
+def canonical_kinds(kinds: str) -> str:
+    """A kind or kind filter in today's spelling (``groups`` -> ``kv``); anything else as it is."""
+    return KIND_ALIASES.get(kinds, kinds) if isinstance(kinds, str) else kinds
+
+
+def canonical_name(name: str) -> str:
+    """A group or site name in today's spelling: ``decoder.groups`` -> ``decoder.kv``,
+    ``decoder.3.groups`` -> ``decoder.3.kv``; anything else as it is."""
+    head, dot, kind = name.rpartition(".")
+    return f"{head}.{KIND_ALIASES[kind]}" if dot and kind in KIND_ALIASES else name
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,10 @@ class InProj:
         return self.width or site.width
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnitSite:
+    """One layer's units of one kind (built by :func:`build_sites` from a format's specs)."""
+
     stack: str
     layer: int
     kind: str
@@ -106,10 +125,10 @@ def group_sites(sites: Iterable[UnitSite]) -> dict[str, list[UnitSite]]:
 
 
 def view_groups(groups: Iterable[str]) -> set[str]:
-    """Groups whose units are parts of another group's (``decoder.heads`` when ``decoder.groups``
-    is there: the query heads of grouped attention live inside their key/value groups)."""
+    """Groups whose units are parts of another group's (``decoder.heads`` when ``decoder.kv`` is
+    there: the query heads of grouped attention live inside their key/value groups)."""
     have = set(groups)
-    return {f"{s}.heads" for s in STACKS if f"{s}.groups" in have and f"{s}.heads" in have}
+    return {f"{s}.heads" for s in STACKS if f"{s}.kv" in have and f"{s}.heads" in have}
 
 
 def chosen_groups(groups: Iterable[str], kinds: str = "all", stack: str = "all") -> list[str]:
@@ -129,8 +148,9 @@ def group_parts(group: str) -> tuple[str, str]:
 
 
 def selected(group: str, kinds: str = "all", stack: str = "all") -> bool:
-    """Whether a unit group is chosen by a kind filter (``ffn``/``heads``/``all``) and a stack filter."""
+    """Whether a unit group is chosen by a kind filter (``ffn``/``heads``/``kv``/``all``) and a stack filter."""
     s, k = group_parts(group)
+    kinds = canonical_kinds(kinds)
     return (kinds == "all" or k == kinds) and (stack == "all" or s == stack)
 
 
@@ -141,7 +161,8 @@ def ordered_groups(groups: Iterable[str]) -> list[str]:
 
 
 def select_sites(sites: Iterable[UnitSite], kinds: str = "all", stack: str = "all") -> list[UnitSite]:
-    """Filter by kind (``ffn``, ``heads`` or ``all``) and stack (``encoder``, ``decoder``, ``all``)."""
+    """Filter by kind (``ffn``, ``heads``, ``kv`` or ``all``) and stack (``encoder``, ``decoder``, ``all``)."""
+    kinds = canonical_kinds(kinds)
     if kinds not in KIND_CHOICES:
         raise ValueError(f"kinds must be one of {', '.join(KIND_CHOICES)}, not {kinds!r}")
     return [s for s in sites if (kinds == "all" or s.kind == kinds) and (stack == "all" or s.stack == stack)]
@@ -173,55 +194,120 @@ def unit_cost(model: nn.Module, site: UnitSite) -> int:
     return cost
 
 
-def sites_for_layers(model: nn.Module, stack: str, layer_paths: Sequence[str], ffn, heads, head_dim: int,
-                     hard_heads: bool = True, kv_groups: tuple[str, str, str, int] | None = None,
-                     soft_reason: str = "", head_rewrite: str = "") -> list[UnitSite]:
-    """Sites from per-layer relative module names, for a format to describe its architecture.
+# ----------------------------------------------------------------------------------------------
+# layer specs: how a format describes its layers, by name
 
-    ``ffn = (in_names, out_name, residual_name[, output_norm])``; ``heads = (in_names, out_name,
-    attn_module, residual_name)``; names relative to each layer path (``""``: the layer itself),
-    either may be None. An in name ending in ``*3`` is a fused q|k|v projection. The residual module
-    is the one whose first input is the residual stream the site's output is added to; an FFN that
-    ends its layer names the norm applied to its output plus residual (``""``: none). Repair reads both.
 
-    ``kv_groups = (q_name, k_name, v_name, heads_per_group)`` describes grouped-query attention
-    (more than one query head per key/value head): every layer then has a ``groups`` site (a group
-    is ``heads_per_group`` heads of Q and O and one head of K and V, removable as a whole) and a
-    ``heads`` site of its query heads, a soft view of the groups' parameters.
-    """
+@dataclass(frozen=True, kw_only=True)
+class FFNSpec:
+    """A layer's feed-forward block, by module names relative to the layer (``""``: the layer).
+
+    Its units are the neurons: output rows of every ``in_proj`` (up, and gate where there is one)
+    and input columns of ``out_proj`` (down). ``residual`` is the module whose first input is the
+    residual stream the block's output is added to. ``output_norm`` is, for a block that ends its
+    layer, the norm applied to its output plus the residual (``""``: none, as in pre-LN models);
+    None when the layer does more after the block or nobody said. Repair reads both."""
+
+    in_proj: tuple[str, ...]
+    out_proj: str
+    residual: str
+    output_norm: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionSpec:
+    """A layer's self-attention, by module names relative to the layer (``""``: the layer).
+
+    Its units are the heads, ``head_dim`` wide: output rows of the query, key and value projections
+    (``q``, ``k``, ``v``, or one ``qkv`` that holds query | key | value, as GPT-2's ``c_attn``) and
+    input columns of the out projection ``o``. ``module`` is the attention module whose head count
+    changes with pruning; ``residual`` as in :class:`FFNSpec`.
+
+    ``query_per_kv`` > 1 is grouped-query attention (that many query heads share one key/value
+    head): the layer then has a ``kv`` site (one key/value group: its query heads' rows of Q and
+    columns of O and one head of K and V, removable as a whole) and a ``heads`` site of its query
+    heads, a soft view of the groups' parameters. ``head_rewrite`` names a
+    :func:`register_head_rewrite` rewrite that removes heads from ``module`` in place of the
+    generic one. ``soft_reason`` says why the heads cannot be removed physically (they are then
+    only masked); ``""``: they can."""
+
+    o: str
+    module: str
+    residual: str
+    head_dim: int
+    q: str = ""
+    k: str = ""
+    v: str = ""
+    qkv: str = ""
+    query_per_kv: int = 1
+    head_rewrite: str = ""
+    soft_reason: str = ""
+
+    def __post_init__(self):
+        if bool(self.qkv) == bool(self.q or self.k or self.v) or not (self.qkv or (self.q and self.k and self.v)):
+            raise ValueError("an attention spec names q, k and v, or one fused qkv")
+        if self.query_per_kv > 1 and self.qkv:
+            raise ValueError("grouped-query attention needs separate q, k and v projections")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackSpec:
+    """The layers of one stack (their module paths, in order) and what each of them has."""
+
+    stack: str
+    layers: tuple[str, ...]
+    ffn: FFNSpec | None = None
+    attention: AttentionSpec | None = None
+
+
+def _at(layer: str, name: str) -> str:
+    return f"{layer}.{name}" if name else layer
+
+
+def _ffn_site(model: nn.Module, stack: str, i: int, lp: str, spec: FFNSpec) -> UnitSite:
     from mtprune import layers
 
-    def path(lp, name):
-        return f"{lp}.{name}" if name else lp
+    out = _at(lp, spec.out_proj)
+    norm = None if spec.output_norm is None else (_at(lp, spec.output_norm) if spec.output_norm else "")
+    return UnitSite(stack=stack, layer=i, kind="ffn", n_units=layers.in_features(model.get_submodule(out)),
+                    width=1, out_proj=out, in_proj=tuple(InProj(_at(lp, x)) for x in spec.in_proj),
+                    layer_path=lp, residual=_at(lp, spec.residual), output_norm=norm)
 
+
+def _attention_sites(model: nn.Module, stack: str, i: int, lp: str, spec: AttentionSpec) -> list[UnitSite]:
+    from mtprune import layers
+
+    out = _at(lp, spec.o)
+    n_heads = layers.in_features(model.get_submodule(out)) // spec.head_dim
+    common = dict(stack=stack, layer=i, out_proj=out, attn_module=_at(lp, spec.module), layer_path=lp,
+                  residual=_at(lp, spec.residual))
+    soft = dict(hard_prunable=not spec.soft_reason, soft_reason=spec.soft_reason)
+    if spec.query_per_kv <= 1:
+        in_proj = ((InProj(_at(lp, spec.qkv), chunks=3),) if spec.qkv else
+                   tuple(InProj(_at(lp, x)) for x in (spec.q, spec.k, spec.v)))
+        return [UnitSite(kind="heads", n_units=n_heads, width=spec.head_dim, in_proj=in_proj,
+                         head_rewrite=spec.head_rewrite, **soft, **common)]
+    ratio, q = spec.query_per_kv, InProj(_at(lp, spec.q))
+    n_kv = layers.out_features(model.get_submodule(_at(lp, spec.k))) // spec.head_dim
+    kv_rows = tuple(InProj(_at(lp, x), width=spec.head_dim) for x in (spec.k, spec.v))
+    return [
+        UnitSite(kind="heads", n_units=n_heads, width=spec.head_dim, in_proj=(q,), hard_prunable=False,
+                 view_of="kv", soft_reason=f"each key/value head is shared by {ratio} query heads", **common),
+        UnitSite(kind="kv", n_units=n_kv, width=ratio * spec.head_dim, in_proj=(q, *kv_rows), heads_per_unit=ratio,
+                 head_rewrite=spec.head_rewrite, **soft, **common),
+    ]
+
+
+def build_sites(model: nn.Module, stacks: Iterable[StackSpec]) -> list[UnitSite]:
+    """The unit sites of ``model`` from its format's specs: per stack, per layer, its FFN neurons
+    then its attention heads (and key/value groups)."""
     sites = []
-    for i, lp in enumerate(layer_paths):
-        if ffn is not None:
-            ins, out, res, *norm = ffn
-            n = layers.in_features(model.get_submodule(f"{lp}.{out}"))
-            sites.append(UnitSite(stack, i, "ffn", n, 1, f"{lp}.{out}", tuple(InProj(f"{lp}.{x}") for x in ins),
-                                  layer_path=lp, residual=path(lp, res),
-                                  output_norm=(f"{lp}.{norm[0]}" if norm[0] else "") if norm else None))
-        if heads is not None:
-            ins, out, attn, res = heads
-            n_in = layers.in_features(model.get_submodule(f"{lp}.{out}"))
-            common = dict(attn_module=f"{lp}.{attn}", layer_path=lp, residual=path(lp, res))
-            if kv_groups is not None and kv_groups[3] > 1:
-                q, k, v, ratio = kv_groups
-                n_kv = layers.out_features(model.get_submodule(f"{lp}.{k}")) // head_dim
-                sites.append(UnitSite(
-                    stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", (InProj(f"{lp}.{q}"),),
-                    hard_prunable=False, view_of="groups",
-                    soft_reason=f"each key/value head is shared by {ratio} query heads", **common))
-                sites.append(UnitSite(
-                    stack, i, "groups", n_kv, ratio * head_dim, f"{lp}.{out}",
-                    (InProj(f"{lp}.{q}"), InProj(f"{lp}.{k}", width=head_dim), InProj(f"{lp}.{v}", width=head_dim)),
-                    heads_per_unit=ratio, **common))
-                continue
-            in_proj = tuple(InProj(f"{lp}.{x[:-2]}", 3) if x.endswith("*3") else InProj(f"{lp}.{x}") for x in ins)
-            sites.append(UnitSite(stack, i, "heads", n_in // head_dim, head_dim, f"{lp}.{out}", in_proj,
-                                  hard_prunable=hard_heads, soft_reason="" if hard_heads else soft_reason,
-                                  head_rewrite=head_rewrite, **common))
+    for spec in stacks:
+        for i, lp in enumerate(spec.layers):
+            if spec.ffn is not None:
+                sites.append(_ffn_site(model, spec.stack, i, lp, spec.ffn))
+            if spec.attention is not None:
+                sites += _attention_sites(model, spec.stack, i, lp, spec.attention)
     return sites
 
 

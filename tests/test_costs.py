@@ -118,11 +118,49 @@ def test_search_on_a_real_layout(tiny_multitask):
 
 
 def test_latency_table_is_measured_once(tiny_multitask, tmp_path, monkeypatch):
+    """Timed on a fake clock that a model's forward pass advances by 1 ns per parameter, the
+    table's numbers follow from the model's shapes. Halving the FFN of the 2-layer, 32-wide BERT
+    removes 2 x 24 neurons of 32 + 1 (in row, bias) + 32 (out column) = 65 parameters each; halving
+    its heads removes 2 x 2 heads of 3 x (8 x 32 + 8) (q, k, v rows and biases) + 8 x 32 (out
+    columns) = 1048 each. Seconds per example are per row of the batch of 4."""
+    import types
+
+    from mtprune.formats.multitask import MultiTaskAdapter
+    from mtprune.measures import latency as latency_module
+
     monkeypatch.setenv("MTPRUNE_CACHE", str(tmp_path))
-    t = latency_table(tiny_multitask, SST2, 8, batch_size=4, repeats=2)
-    assert set(t["per_unit"]) == {"ffn", "heads"} and all(v >= 0 for v in t["per_unit"].values())
+    ns, batch = 1e-9, 4
+    clock, calls = [0.0], []
+    real_logits = MultiTaskAdapter.logits
+    cost = {"fn": lambda a: a.num_parameters() * ns}
+
+    def timed_logits(self, b, task):
+        calls.append(self.num_parameters())
+        clock[0] += cost["fn"](self)
+        return real_logits(self, b, task)
+
+    monkeypatch.setattr(MultiTaskAdapter, "logits", timed_logits)
+    monkeypatch.setattr(latency_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    dense = tiny_multitask.num_parameters()
+    assert dense == 23207
+    t = latency_table(tiny_multitask, SST2, 8, batch_size=batch, repeats=2)
+    assert set(t["per_unit"]) == {"ffn", "heads"}
+    assert sorted(set(calls)) == [dense - 4 * 1048, dense - 48 * 65, dense] and len(calls) == 3 * (1 + 2)
+    assert t["seconds_per_example"] == pytest.approx(
+        {"dense": dense * ns / batch, "ffn": (dense - 48 * 65) * ns / batch, "heads": (dense - 4 * 1048) * ns / batch},
+        rel=1e-9)
+    assert t["per_unit"]["ffn"] == pytest.approx(65 * ns / batch, rel=1e-6)
+    assert t["per_unit"]["heads"] == pytest.approx(1048 * ns / batch, rel=1e-6)
     files = list((tmp_path / "latency").glob("*.json"))
     assert len(files) == 1
-    assert latency_table(tiny_multitask, SST2, 8, batch_size=4, repeats=2) == t  # read back, not measured
+    n_calls = len(calls)
+    assert latency_table(tiny_multitask, SST2, 8, batch_size=batch, repeats=2) == t  # read back, not measured
+    assert len(calls) == n_calls
     costs = unit_costs(tiny_multitask, "latency", 8, table=t)
-    assert costs["encoder.ffn"][0] == t["per_unit"]["ffn"]
+    assert costs["encoder.ffn"].tolist() == [t["per_unit"]["ffn"]] * 2
+    assert costs["encoder.heads"].tolist() == [t["per_unit"]["heads"]] * 2
+    # a pruned copy that runs slower than the dense model (noise): its units cost 0, not less
+    cost["fn"] = lambda a: (2 * dense - a.num_parameters()) * ns
+    slow = latency_table(tiny_multitask, SST2, 8, batch_size=batch, repeats=2, cache=False)
+    assert slow["seconds_per_example"]["ffn"] > slow["seconds_per_example"]["dense"]
+    assert slow["per_unit"] == {"ffn": 0.0, "heads": 0.0}

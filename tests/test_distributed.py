@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["sweep", "--model", "default", "--methods", "ap,random", "--sparsities", "0,0.5", "--examples", "8",
@@ -20,10 +19,40 @@ SWEEP = ["sweep", "--model", "default", "--methods", "ap,random", "--sparsities"
 VOLATILE = ["eval_seconds", "model"]  # timings; the model column names the same model either way
 
 
-def _torchrun(args, **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mtprune",
-           *map(str, args)]
-    return cmd, dict(cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), **kw)
+def _torchrun(args, script=None, **kw):
+    """torchrun over ``python -m mtprune``, or over ``script`` (which runs the CLI itself); the
+    processes import the mtprune this test imported."""
+    import mtprune
+
+    where = str(Path(mtprune.__file__).resolve().parent.parent)
+    path = os.pathsep.join([where, *filter(None, [os.environ.get("PYTHONPATH")])])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *([str(script)] if script else ["-m", "mtprune"]), *map(str, args)]
+    return cmd, dict(cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path), **kw)
+
+
+# the CLI, except that the first time a table is saved (by rank 0, after the first round) the
+# process stops there for good: the run cannot finish before the test kills it
+STOP_AFTER_FIRST_SAVE = """
+import sys
+import threading
+
+from mtprune.experiments import core
+
+_save = core.ResultTable.save
+
+
+def save(self):
+    _save(self)
+    threading.Event().wait()
+
+
+core.ResultTable.save = save
+
+from mtprune.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def _rows(path) -> pd.DataFrame:
@@ -50,20 +79,25 @@ def test_a_killed_run_keeps_its_rows_and_resumes(shared_home, tmp_path, capsys):
     from mtprune.cli import main
 
     out = tmp_path / "killed.csv"
+    script = tmp_path / "stop_after_first_save.py"
+    script.write_text(STOP_AFTER_FIRST_SAVE)
     args = [*SWEEP, "--tasks", "rte,cb,mrpc,sst2", "--out", out]
-    cmd, kw = _torchrun(args)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not out.exists():
-        time.sleep(0.2)
-    killed = proc.poll() is None
-    if killed:  # the first round is saved: kill every process of the run
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    if not killed:
-        pytest.skip("the run finished before it could be killed")
+    cmd, kw = _torchrun(args, script=script)
+    log = tmp_path / "run.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, **kw)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not out.exists():
+            time.sleep(0.2)
+        # rank 0 stops in its first save: the run is still going, with the first round's rows saved
+        assert out.exists() and proc.poll() is None, (proc.poll(), log.read_text()[-3000:])
+    finally:
+        if proc.poll() is None:  # kill every process of the run
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
     saved = pd.read_csv(out)
-    assert 0 < len(saved) < 16  # the finished rounds, not the rest
+    assert len(saved) == 2 * 2  # the first round: one group (a task and method, both sparsities) per rank
     assert not list(tmp_path.glob(".*tmp"))  # nothing half-written
     assert main([str(a) for a in args]) == 0  # a rerun (one process) resumes
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Experiments: parsing, overlap math, budget allocation, sweep tables (resume, atomic writes),
+"""Experiments: parsing, overlap math, multi-task parameter quotas, sweep tables (resume, atomic writes),
 the paper's settings, unseen-domain pairs, charts. Tiny models for logic."""
 
 import math
@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments import (BudgetConfig, ResultTable, SweepConfig, combine_scores, jaccard, kept_params, layer_jaccard,
-                                 mask_for_budget, model_jaccard, normalise_scores, overlap_by_layer,
-                                 overlap_matrix, parse_budget, parse_pairs, parse_sparsities, plan_runs,
-                                 prunable_params, random_jaccard, read_table, resolve_pair, run_budget,
-                                 run_sweep, setting_config, summarize, unit_costs, write_table)
+from mtprune.costs import unit_costs
+from mtprune.experiments import (QuotaConfig, ResultTable, SweepConfig, combine_scores, jaccard, kept_params, layer_jaccard,
+                                 mask_for_quota, model_jaccard, normalise_scores, overlap_by_layer,
+                                 overlap_matrix, parse_quota, parse_pairs, parse_sparsities, plan_runs,
+                                 prunable_params, quota_table, random_jaccard, read_table, resolve_pair, run_quota,
+                                 run_sweep, setting_config, summarize, write_table)
 from mtprune.experiments.core import parse_methods, row_key
 from mtprune.experiments.sweep import format_summary, series_label
 from mtprune.masks import Mask, mask_from_scores
@@ -95,12 +96,31 @@ def test_overlap_rejects_masks_of_other_models():
 
 
 # ----------------------------------------------------------------------------------------------
-# budget
+# multi-task parameter quota
+
+
+def test_quota_costs_are_the_params_measure(tiny_multitask):
+    """The quota counts parameters with the registered params measure: the same numbers as the
+    quota's own per-unit count had (mtprune.units.unit_cost of every site, as integers)."""
+    from mtprune.units import group_sites, unit_cost
+
+    a = tiny_multitask
+    own = {g: np.array([unit_cost(a.model, s) for s in ss], dtype=np.int64)
+           for g, ss in group_sites(a.unit_sites()).items()}
+    costs = unit_costs(a, "params")
+    assert set(costs) == set(own)
+    for g in own:
+        np.testing.assert_array_equal(costs[g], own[g])
+        assert (costs[g] == np.round(costs[g])).all()  # whole parameters, exact as floats
+    for kinds in ("ffn", "heads", "all"):
+        assert prunable_params(a, kinds) == prunable_params(a, kinds, costs=own)
+        m = mask_from_scores(random_scores(a), 0.3, kinds=kinds)
+        assert kept_params(m, costs, kinds) == kept_params(m, own, kinds)
 
 
 def test_unit_costs_match_count_parameters(tiny_multitask):
     a = tiny_multitask
-    costs = unit_costs(a)
+    costs = unit_costs(a, "params")
     assert costs["encoder.ffn"].tolist() == [2 * 32 + 1] * 2  # up row + bias, down column
     assert costs["encoder.heads"].tolist() == [4 * 8 * 32 + 3 * 8] * 2
     for units in ("ffn", "heads", "all"):
@@ -111,17 +131,17 @@ def test_unit_costs_match_count_parameters(tiny_multitask):
     assert prunable_params(a, "ffn") == 2 * 48 * 65
 
 
-def test_parse_budget():
-    assert parse_budget("40%", 1000) == 400
-    assert parse_budget("0.25", 1000) == 250
-    assert parse_budget("1.0", 1000) == 1000
-    assert parse_budget("300", 1000) == 300
-    assert parse_budget("2.5k", 1_000_000) == 2500
-    assert parse_budget("1.5M", 2_000_000) == 1_500_000
+def test_parse_quota():
+    assert parse_quota("40%", 1000) == 400
+    assert parse_quota("0.25", 1000) == 250
+    assert parse_quota("1.0", 1000) == 1000
+    assert parse_quota("300", 1000) == 300
+    assert parse_quota("2.5k", 1_000_000) == 2500
+    assert parse_quota("1.5M", 2_000_000) == 1_500_000
     for bad, msg in [("101%", "larger than the model"), ("2M", "larger than the model"), ("-5", "not a number"),
                      ("lots", "not a number"), ("1001", "larger than the model")]:
         with pytest.raises(MtpruneError, match=msg):
-            parse_budget(bad, 1000)
+            parse_quota(bad, 1000)
 
 
 def test_normalise_and_combine():
@@ -142,41 +162,82 @@ def test_normalise_and_combine():
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
-def test_mask_for_budget_is_tight(tiny_multitask, scope):
+def test_mask_for_quota_is_tight(tiny_multitask, scope):
     a = tiny_multitask
-    costs = unit_costs(a)
+    costs = unit_costs(a, "params")
     sc = random_scores(a)
     total = prunable_params(a, "ffn")
-    for budget in (0, 1000, total // 3, total // 2, total - 1, total):
-        m = mask_for_budget(sc, budget, costs, scope=scope, kinds="ffn")
+    for quota in (0, 1000, total // 3, total // 2, total - 1, total):
+        m = mask_for_quota(sc, quota, costs, scope=scope, kinds="ffn")
         k = kept_params(m, costs, "ffn")
-        assert k <= budget
+        assert k <= quota
         # one more unit per layer (the layer scope's step) would not fit
-        assert budget - k < (costs["encoder.ffn"].sum() if scope == "layer" else 2 * costs["encoder.ffn"].max())
+        assert quota - k < (costs["encoder.ffn"].sum() if scope == "layer" else 2 * costs["encoder.ffn"].max())
 
 
-def test_run_budget_equal_parameters(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
+def test_run_quota_equal_parameters(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
     a = tiny_multitask
     a.max_length = 64
     rows = {"sst2": sst2_rows, "cb": cb_rows, "rte": [
         {"sentence1": "a man plays", "sentence2": "the man plays", "label": 0},
         {"sentence1": "the cat sits", "sentence2": "the dog runs", "label": 1}]}
     total = prunable_params(a, "ffn")
-    df = run_budget(a, BudgetConfig(("sst2", "cb", "rte"), ("40%",), method="random", examples=4), rows=rows, log=None)
-    b = parse_budget("40%", total)
+    df = run_quota(a, QuotaConfig(("sst2", "cb", "rte"), ("40%",), method="random", examples=4), rows=rows, log=None)
+    b = parse_quota("40%", total)
     joint = df[(df.setting == "joint") & (df.task != "mean")]
     ens = df[(df.setting == "ensemble") & (df.task != "mean")]
     assert len(joint) == len(ens) == 3
     assert joint["kept_params"].nunique() == 1
     jk, ek = int(joint["kept_params"].iloc[0]), int(ens["kept_params"].sum())
-    step = int(unit_costs(a)["encoder.ffn"].sum())  # one neuron per layer
+    step = int(unit_costs(a, "params")["encoder.ffn"].sum())  # one neuron per layer
     assert jk <= b and ek <= b
     assert abs(jk - ek) <= 3 * step
     assert set(df[df.task == "mean"].setting) == {"joint", "ensemble", "dense"}
     with pytest.raises(MtpruneError, match="at least two tasks"):
-        BudgetConfig(("sst2",), ("40%",))
+        QuotaConfig(("sst2",), ("40%",))
     with pytest.raises(MtpruneError, match="larger than the model"):
-        run_budget(a, BudgetConfig(("sst2", "cb"), (total + 1,)), rows=rows, log=None)
+        run_quota(a, QuotaConfig(("sst2", "cb"), (total + 1,)), rows=rows, log=None)
+    with pytest.raises(MtpruneError, match="--task-normalise must be one of"):
+        QuotaConfig(("sst2", "cb"), task_normalise="zscore")
+
+
+def test_quota_rows_keep_the_columns_and_keys_of_the_budget_experiment(tiny_multitask, sst2_rows, cb_rows, tmp_path,
+                                                                       monkeypatch):
+    """The rename changed no output: the CSV columns (the quota is the column ``budget``, the task
+    normalisation ``normalise``), and the row keys, whose experiment is still ``budget``, so a file
+    written before the rename resumes."""
+    import mtprune.experiments.core as core
+    from mtprune.experiments.quota import QUOTA_COLUMNS
+
+    a = tiny_multitask
+    a.max_length = 64
+    rows = {"sst2": sst2_rows, "cb": cb_rows}
+    out = tmp_path / "budget.csv"
+    cfg = QuotaConfig(("sst2", "cb"), ("50%",), method="random", examples=4, task_normalise="max")
+    df = run_quota(a, cfg, out=str(out), rows=rows, log=None)
+    written = pd.read_csv(out)
+    assert list(written.columns[:len(QUOTA_COLUMNS)]) == QUOTA_COLUMNS
+    assert {"budget", "normalise"} <= set(QUOTA_COLUMNS) and set(written.normalise) == {"max"}
+    total = prunable_params(a, "ffn")
+    assert set(written.budget) == {parse_quota("50%", total), total}
+    tab = quota_table(df)
+    assert tab.index.names == ["budget", "setting"] and (total, "dense") in tab.index
+    seen = []
+    real_key = core.point_key
+
+    def spy(runner, experiment, point):
+        seen.append((experiment, point.key))
+        return real_key(runner, experiment, point)
+
+    monkeypatch.setattr(core, "point_key", spy)
+    again = run_quota(a, cfg, out=str(out), rows=rows, log=None)
+    assert {e for e, _ in seen} == {"budget"}  # the experiment's name in keys, as before the rename
+    k = next(k for _, k in seen if k["setting"] == "joint")
+    assert k == {"method": "random", "examples": 4, "kinds": "ffn", "scope": "layer", "normalise": "max",
+                 "combine": "mean", "tasks": "sst2,cb", "variant": "abs", "seed": 0, "setting": "joint",
+                 "task": "sst2", "budget": parse_quota("50%", total)}
+    assert again.attrs["stats"]["evaluations"] == 0  # every row reused by key
+    pd.testing.assert_frame_equal(pd.read_csv(out), written)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,8 +497,8 @@ def test_charts_build():
     bd = pd.DataFrame([dict(setting=s, task=t, budget=b, accuracy=0.7, prunable_params=1000, kept_params=b)
                        for s in ("joint", "ensemble") for t in ("sst2", "cb", "mean") for b in (300, 600)]
                       + [dict(setting="dense", task="sst2", budget=1000, accuracy=0.9, prunable_params=1000)])
-    assert len(plots.budget_figure(bd).data) == 2 * 3 + 1  # + the dense line of sst2
-    assert len(plots.budget_figure(bd[bd.budget != 600]).data) == 3  # one budget: bars + dense
+    assert len(plots.quota_figure(bd).data) == 2 * 3 + 1  # + the dense line of sst2
+    assert len(plots.quota_figure(bd[bd.budget != 600]).data) == 3  # one quota: bars + dense
 
 
 def test_save_figure_png_failure_keeps_html(tmp_path, monkeypatch):
@@ -549,9 +610,9 @@ def test_frontier_sweep_budgets_and_repairs(tiny_multitask, sst2_rows, tmp_path,
     assert {t.name for t in fig.data if t.name} == {"ap + none", "ap + lsq", "random + none", "random + lsq"}
 
 
-def test_unseen_and_budget_rows_with_repair(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
+def test_unseen_and_quota_rows_with_repair(tiny_multitask, sst2_rows, cb_rows, monkeypatch):
     """The other experiments evaluate repaired models too: unseen on the source's rows, the joint
-    budget mask on every task's rows (one repaired model for all of them)."""
+    quota mask on every task's rows (one repaired model for all of them)."""
     from mtprune.experiments import core
     from mtprune.experiments.unseen import UnseenConfig, run_unseen
 
@@ -579,13 +640,13 @@ def test_unseen_and_budget_rows_with_repair(tiny_multitask, sst2_rows, cb_rows, 
         return real(self, mask, repair)
 
     monkeypatch.setattr(core.Runner, "repaired", spy)
-    bd = run_budget(a, BudgetConfig(("sst2", "cb"), ("50%",), method="random", examples=4, repair="lsq", calib=30),
+    bd = run_quota(a, QuotaConfig(("sst2", "cb"), ("50%",), method="random", examples=4, repair="lsq", calib=30),
                     rows=rows, log=None)
     assert set(bd[bd.setting != "dense"].repair.dropna()) == {"lsq"}
     joint = [t for _, t in repaired_models if len(t) == 2]
     assert joint and set(joint[0]) == {"sst2", "cb"}  # the shared mask, repaired on both tasks
     with pytest.raises(MtpruneError, match="unknown repair"):
-        BudgetConfig(("sst2", "cb"), repair="magic")
+        QuotaConfig(("sst2", "cb"), repair="magic")
 
 
 def test_transfer_matrix(tiny_multitask, sst2_rows, cb_rows):

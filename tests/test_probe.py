@@ -51,10 +51,33 @@ def test_top_activating_sorts_by_peak(tiny_multitask, sst2_rows):
     assert [f.peak for f in top] == sorted((f.peak for f in every), reverse=True)[:2]
 
 
+def _head_context_norms(adapter, rows, head, width=8):
+    """Layer 0's head ``head`` computed by hand from the embeddings and the q/k/v weights:
+    softmax(q k^T / sqrt(width) + padding mask) v, its norm at every token [B, T]."""
+    task = get_task("sst2")
+    enc = adapter.encode(rows, task)
+    attn = adapter.model.encoder.layer[0].attention.self
+    cols = slice(head * width, (head + 1) * width)
+    with torch.inference_mode():
+        h = adapter.model.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
+        q, k, v = (torch.nn.functional.linear(h, m.weight[cols], m.bias[cols]) for m in (attn.query, attn.key, attn.value))
+        scores = q @ k.transpose(1, 2) / width ** 0.5
+        scores = scores.masked_fill(~enc["attention_mask"].bool()[:, None, :], float("-inf"))
+        return (scores.softmax(-1) @ v).norm(dim=-1), enc["attention_mask"]
+
+
 def test_a_head_fires_with_the_norm_of_its_output(tiny_multitask, sst2_rows):
     ref = UnitRef("encoder.heads", 0, 1)
-    fired = unit_activations(tiny_multitask, "sst2", sst2_rows[:2], ref)
-    assert all((f.values >= 0).all() and f.peak > 0 for f in fired)
+    fired = unit_activations(tiny_multitask, "sst2", sst2_rows, ref, batch_size=4)  # two batches, padded
+    norms, am = _head_context_norms(tiny_multitask, sst2_rows, 1)
+    other, _ = _head_context_norms(tiny_multitask, sst2_rows, 2)
+    assert [f.index for f in fired] == list(range(len(sst2_rows)))
+    for i, f in enumerate(fired):
+        n = int(am[i].sum())
+        assert len(f.values) == n
+        np.testing.assert_allclose(f.values, norms[i, :n].numpy(), rtol=1e-4, atol=1e-6)
+        assert not np.allclose(f.values, other[i, :n].numpy(), rtol=1e-2)  # the head, not its neighbour
+        assert f.peak == pytest.approx(float(norms[i, :n].max()), rel=1e-4)
 
 
 def test_ablating_one_unit_matches_a_one_unit_mask(tiny_multitask, sst2_rows):

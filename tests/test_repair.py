@@ -141,16 +141,89 @@ def test_repair_none_is_hard_pruning(tiny_multitask):
     assert torch.equal(logits(small), logits(hard_prune(tiny_multitask, mask)))
 
 
+HELD_OUT = [r for i, r in enumerate(ROWS) if i % 5 == 4]  # RepairSettings.holdout_every = 5
+
+
+def _decisive(adapter, factor=100.0):
+    """The tiny model's sst2 logits barely move when it is pruned (held-out KL ~1e-9: float noise):
+    a head 100 times larger makes pruning's damage, and repair's, measurable (KL ~1e-4)."""
+    with torch.no_grad():
+        adapter.task_heads["sst2"].weight.mul_(factor)
+    adapter._fingerprint = None
+    return adapter
+
+
+def _held_out_kl(model, dense) -> float:
+    """Mean KL(dense || model) of the label distributions over the held-out rows, computed here."""
+    ld, lp = logits(dense, HELD_OUT).log_softmax(-1), logits(model, HELD_OUT).log_softmax(-1)
+    return float((ld.exp() * (ld - lp)).sum(-1).mean())
+
+
+def _out_weights(adapter, report):
+    sites = {s.name: s for s in adapter.unit_sites()}
+    return {r.site: layers.weight_out_in(adapter.model.get_submodule(sites[r.site].out_proj)).detach().clone()
+            for r in report.sites}
+
+
 @pytest.mark.parametrize("method", ["lsq", "scale", "bias"])
 def test_every_repair_moves_the_outputs_toward_the_dense_model(tiny_multitask, method):
-    mask = mask_from_scores(random_scores(tiny_multitask), {"ffn": 0.5, "heads": 0.5})
-    fixed, rep = repair(tiny_multitask, mask, ROWS, SST2, RepairSettings(method, batch_size=4))
+    a = _decisive(tiny_multitask)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    fixed, rep = repair(a, mask, ROWS, SST2, RepairSettings(method, batch_size=4))
     assert len(rep.sites) == 4 and rep.calibration_rows == 30 and rep.tokens > 30
-    assert rep.kl_after is not None and min(rep.kl_after, rep.kl_before) <= rep.kl_before
-    dense, pruned = logits(tiny_multitask), logits(hard_prune(tiny_multitask, mask))
+    plain = hard_prune(a, mask)
+    # the report's KLs are those of the held-out rows, without the repair and with what it kept
+    assert rep.kl_before == pytest.approx(_held_out_kl(plain, a), rel=1e-3) and rep.kl_before > 1e-5
+    before, after = _out_weights(plain, rep), _out_weights(fixed, rep)
+    if rep.changed:
+        assert rep.kl_after < rep.kl_before and "reverted" not in rep.summary()
+        # (batches of 4 against one of 6: padding moves float32 logits a little)
+        assert _held_out_kl(fixed, a) == pytest.approx(rep.kl_after, rel=1e-2, abs=1e-3 * rep.kl_before)
+    else:  # the refits moved the outputs away from the dense model's: all of them undone
+        assert rep.kl_after >= rep.kl_before and "(repair reverted)" in rep.summary()
+        assert all(s.why.startswith("reverted") for s in rep.sites)
+        assert torch.equal(logits(fixed), logits(plain))
+    for s in rep.sites:  # a site is refit exactly when the report says so
+        assert torch.equal(after[s.site], before[s.site]) != s.changed, s
+    if method == "lsq":  # least squares rebuilds most of what pruning lost
+        assert rep.changed == 4 and rep.kl_after < 0.1 * rep.kl_before, rep.summary()
+    dense, pruned = logits(a), logits(plain)
     assert (logits(fixed) - dense).abs().mean() <= (pruned - dense).abs().mean() + 1e-6
     entry = fixed.model.config.mtprune_pruned
     assert entry["repair"]["method"] == method and entry["repair"]["calibration_rows"] == 30
+    assert entry["repair"]["sites_refit"] == rep.changed
+
+
+def test_a_repair_that_moves_the_outputs_away_is_reverted(tiny_multitask, monkeypatch):
+    """Every site's refit passes its own held-out check but is then spoilt (noise added to its
+    weights): the held-out KL to the dense outputs rises, so every site goes back to its pruned
+    weights and the repaired model is the hard-pruned one."""
+    import mtprune.repair as repair_module
+
+    a = _decisive(tiny_multitask)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    _, honest = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+    assert honest.changed == 4 and honest.kl_after < honest.kl_before
+    real_fit, gen = repair_module._fit, torch.Generator().manual_seed(0)
+
+    def spoilt_fit(stats, W0, settings, width, name):
+        W, rep = real_fit(stats, W0, settings, width, name)
+        assert rep.changed
+        return W + 0.5 * torch.randn(W.shape, generator=gen, dtype=W.dtype), rep
+
+    monkeypatch.setattr(repair_module, "_fit", spoilt_fit)
+    lines = []
+    fixed, rep = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4), log=lines.append)
+    plain = hard_prune(a, mask)
+    assert rep.kl_before == pytest.approx(honest.kl_before, rel=1e-6) and rep.kl_after > rep.kl_before
+    assert rep.changed == 0 and len(rep.sites) == 4
+    assert all(s.why == "reverted: the held-out outputs moved away from the dense model's" for s in rep.sites)
+    assert all(s.error_after < s.error_before for s in rep.sites)  # each site's own check had passed
+    assert "(repair reverted)" in rep.summary() and any("repair reverted" in line for line in lines)
+    before, after = _out_weights(plain, rep), _out_weights(fixed, rep)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert torch.equal(logits(fixed), logits(plain))
+    assert fixed.model.config.mtprune_pruned["repair"]["sites_refit"] == 0
 
 
 def test_repaired_model_saves_and_reloads(tiny_multitask, tmp_path):

@@ -14,7 +14,7 @@ from mtprune.masks import Mask, save_mask
 @pytest.fixture
 def use_default(default_adapter, monkeypatch):
     """The CLI verbs reuse the session's default model instead of loading it again."""
-    import mtprune.commands.budget as B
+    import mtprune.commands.quota as B
     import mtprune.commands.overlap as O
     import mtprune.commands.sweep as S
     import mtprune.commands.unseen as U
@@ -49,14 +49,17 @@ def _err_line(capsys):
     (["unseen", "--pairs", "sst2:nope"], "unknown task 'nope'"),
     (["unseen", "--pairs", "sst2"], "source:target"),
     (["unseen", "--sparsities", "2"], "in [0, 1]"),
-    (["budget", "--tasks", "sst2"], "at least two tasks"),
-    (["budget", "--method", "nope"], "unknown method"),
+    (["quota", "--tasks", "sst2"], "at least two tasks"),
+    (["budget", "--tasks", "sst2"], "at least two tasks"),  # the verb's old name
+    (["quota", "--method", "nope"], "unknown method"),
+    (["quota", "--task-normalise", "zscore"], "invalid choice"),
+    (["budget", "--normalise", "zscore"], "invalid choice"),
     (["sweep", "--budgets", "flops:1.5"], "(0, 1]"),
     (["sweep", "--budgets", "0.6"], "starts with a measure"),
     (["sweep", "--budgets", "flops:0.6", "--repair", "magic"], "unknown repair 'magic'"),
     (["sweep", "--calib", "0", "--repair", "lsq"], "--calib must be at least 1"),
     (["unseen", "--repair", "magic"], "unknown repair"),
-    (["budget", "--repair", "magic"], "invalid choice"),
+    (["quota", "--repair", "magic"], "invalid choice"),
 ])
 def test_bad_input_is_one_line(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -69,12 +72,30 @@ def test_bad_input_is_one_line(argv, msg, capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("budget", ["101%", "1G"])
-def test_budget_larger_than_the_model(use_default, budget, capsys, tmp_path):
+@pytest.mark.parametrize("verb, flag, quota", [("quota", "--quotas", "101%"), ("budget", "--budgets", "1G")])
+def test_quota_larger_than_the_model(use_default, verb, flag, quota, capsys, tmp_path):
     out = tmp_path / "b.csv"
-    assert main(["budget", "--tasks", "sst2,cb", "--budgets", budget, "--out", str(out)]) == 2
+    assert main([verb, "--tasks", "sst2,cb", flag, quota, "--out", str(out)]) == 2
     assert "larger than the model" in _err_line(capsys)
     assert not out.exists()
+
+
+def test_quota_verb_keeps_its_old_names():
+    """``mtprune budget`` is ``mtprune quota``; ``--budgets``/``--budget`` are ``--quotas``,
+    ``--normalise`` is ``--task-normalise``; the default output is the file of before the rename."""
+    from mtprune.cli import build_parser
+    from mtprune.commands import quota
+
+    parser = build_parser()
+    new = parser.parse_args(["quota", "--quotas", "3M", "--task-normalise", "max"])
+    for argv in (["budget", "--budgets", "3M", "--normalise", "max"],
+                 ["budget", "--budget", "3M", "--normalise", "max"],
+                 ["quota", "--budget", "3M", "--task-normalise", "max"]):
+        old = parser.parse_args(argv)
+        assert old.func is new.func is quota.run
+        assert (old.quotas, old.task_normalise) == (new.quotas, new.task_normalise) == ("3M", "max")
+        assert old.out == new.out == "results/budget.csv"
+    assert parser.parse_args(["quota"]).task_normalise == "sum"
 
 
 def test_sweep_cli_writes_csv_chart_and_resumes(use_default, capsys, tmp_path):
@@ -191,21 +212,29 @@ def test_unseen_cli(use_default, capsys, tmp_path):
     np.testing.assert_array_equal(pd.read_csv(hard)["accuracy"], df["accuracy"])
 
 
-def test_budget_cli(use_default, capsys, tmp_path):
+def test_quota_cli(use_default, capsys, tmp_path):
     out = tmp_path / "b.csv"
-    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--samples", "8", "--limit", "16",
-                 "--no-png", "--out", str(out)]) == 0
+    assert main(["quota", "--tasks", "sst2,cb", "--quotas", "50%", "--task-normalise", "max", "--samples", "8",
+                 "--limit", "16", "--no-png", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert set(df["setting"]) == {"joint", "ensemble", "dense"}
     half = df["prunable_params"].iloc[0] // 2
     j = df[df.setting == "joint"]["kept_params"].iloc[0]
     e = df[df.setting == "ensemble"]["kept_params"].sum()
     assert j <= half and e <= half and abs(j - e) <= 2 * 6 * 769  # one neuron per layer per mask
-    assert "joint mask keeps" in capsys.readouterr().out
-    hard = tmp_path / "bh.csv"
-    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--samples", "8", "--limit", "16",
-                 "--no-plot", "--prune", "hard", "--out", str(hard)]) == 0
-    np.testing.assert_array_equal(pd.read_csv(hard)["accuracy"], df["accuracy"])
+    printed = capsys.readouterr().out
+    assert "joint mask keeps" in printed and printed.startswith("accuracy (ffn budget of ")  # the lines of old
+    assert set(df["normalise"]) == {"max"}  # the column keeps its name
+    hard = tmp_path / "bh.csv"  # the verb's and the flags' old names: the same rows, keys included
+    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--normalise", "max", "--samples", "8",
+                 "--limit", "16", "--no-plot", "--prune", "hard", "--out", str(hard)]) == 0
+    same = ["key", "setting", "task", "budget", "normalise", "kept_params", "accuracy"]
+    pd.testing.assert_frame_equal(pd.read_csv(hard)[same], df[same])
+    capsys.readouterr()
+    assert main(["budget", "--tasks", "sst2,cb", "--budgets", "50%", "--normalise", "max", "--samples", "8",
+                 "--limit", "16", "--no-plot", "--out", str(out)]) == 0  # a file of the quota verb resumes
+    assert "rows" not in capsys.readouterr().err  # no group was computed again
+    pd.testing.assert_frame_equal(pd.read_csv(out), df)
 
 
 def test_ap_beats_random_when_pruning_hard(use_default, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 turns (task, method, examples) into scores and a mask into metrics, and :func:`run_points`, the
 one place where a result row is made, keyed, reused or evaluated.
 
-An experiment (sweep, unseen, budget, transfer...) plans its rows as :class:`Point` objects in
+An experiment (sweep, unseen, quota, transfer...) plans its rows as :class:`Point` objects in
 groups (the rows that share one computation of scores) and hands them to :func:`run_points`:
 
 * every point's **key** is the hash of everything its numbers depend on: the experiment, the model's

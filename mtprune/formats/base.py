@@ -1,19 +1,33 @@
 """What every model format offers, and the registry of formats.
 
-A *format* is a :class:`ModelAdapter` subclass registered with :func:`register_format`. It says
+Two contracts, one the other's extension:
 
-* how it is **detected** (:meth:`ModelAdapter.detect`: from a directory's ``config.json`` and file
-  names; :meth:`ModelAdapter.matches`: from a model object in memory),
+* :class:`EvalAdapter`: a model that **evaluates**: a task's rows in (:meth:`EvalAdapter.encode`),
+  logits over its labels out (:meth:`EvalAdapter.logits`), its task heads, a fingerprint and its
+  facts. An exported ONNX graph (:mod:`mtprune.formats.onnxrt`) is this and nothing more.
+* :class:`ModelAdapter`: a **prunable** model: an :class:`EvalAdapter` over a torch module whose
+  units can be scored, masked and sliced (:meth:`ModelAdapter.unit_sites`), copied, moved, saved,
+  with the random-label control (:meth:`ModelAdapter.control_logprob`).
+
+Code that needs the module asks the type (``isinstance(adapter, ModelAdapter)``, or
+:func:`prunable` for one clear line), never for a missing attribute.
+
+A *format* is such a class registered with :func:`register_format`. It says
+
+* how it is **detected** (:meth:`EvalAdapter.detect`: from a directory's ``config.json`` and file
+  names; :meth:`EvalAdapter.matches`: from a model object in memory; :meth:`EvalAdapter.owns_directory`:
+  a directory it reads all by itself),
 * how its model is **built** (:attr:`ModelAdapter.auto_class` with :meth:`ModelAdapter.model_kwargs`:
   ``from_pretrained`` for a dense directory, ``from_config`` for a pruned one),
 * how it is **loaded** (:meth:`ModelAdapter.open`: the adapter over a loaded model, reading any
-  files of its own, as the multi-task format's task heads) and **saved**
-  (:meth:`ModelAdapter.save_extra`),
+  files of its own, as the multi-task format's task heads; :meth:`EvalAdapter.load_directory`)
+  and **saved** (:meth:`ModelAdapter.save_extra`),
 * and, once loaded, how the rest of mtprune runs it: logits over a task's labels
-  (:meth:`ModelAdapter.logits`) and the prunable units per layer (:meth:`ModelAdapter.unit_sites`).
+  (:meth:`EvalAdapter.logits`) and the prunable units per layer (:meth:`ModelAdapter.model_sites`,
+  from named layer specs: :func:`mtprune.units.build_sites`).
 
 Nothing outside ``mtprune/formats`` knows an architecture's module names. Loading and saving
-directories is :mod:`mtprune.checkpoints`'s.
+directories is :mod:`mtprune.checkpoints`'s; nothing here imports it.
 """
 
 from __future__ import annotations
@@ -31,10 +45,10 @@ from mtprune.errors import MtpruneError
 from mtprune.tasks import TASKS, TaskSpec, get_task
 from mtprune.units import UnitSite, group_sites, ordered_groups
 
-FORMATS: dict[str, type["ModelAdapter"]] = {}
+FORMATS: dict[str, type["EvalAdapter"]] = {}
 
 
-def register_format(cls: type["ModelAdapter"]) -> type["ModelAdapter"]:
+def register_format(cls: type["EvalAdapter"]) -> type["EvalAdapter"]:
     """Register a format (a class decorator). Detection tries formats by their ``detect_order``,
     lowest first: give a more specific format a lower number than a more general one."""
     if not cls.format:
@@ -43,18 +57,18 @@ def register_format(cls: type["ModelAdapter"]) -> type["ModelAdapter"]:
     return cls
 
 
-def _in_detect_order() -> list[type["ModelAdapter"]]:
+def _in_detect_order() -> list[type["EvalAdapter"]]:
     return sorted(FORMATS.values(), key=lambda c: c.detect_order)
 
 
-def get_format(name: str) -> type["ModelAdapter"]:
+def get_format(name: str) -> type["EvalAdapter"]:
     try:
         return FORMATS[name]
     except KeyError:
         raise MtpruneError(f"unknown model format {name!r}; formats: {', '.join(FORMATS)}") from None
 
 
-def detect_format(cfg: dict, files: set[str]) -> type["ModelAdapter"] | None:
+def detect_format(cfg: dict, files: set[str]) -> type["EvalAdapter"] | None:
     """The first registered format that recognises a directory (its config and file names)."""
     for cls in _in_detect_order():
         if cls.detect(cfg, files):
@@ -62,7 +76,7 @@ def detect_format(cfg: dict, files: set[str]) -> type["ModelAdapter"] | None:
     return None
 
 
-def format_owning(path: Path) -> type["ModelAdapter"] | None:
+def format_owning(path: Path) -> type["EvalAdapter"] | None:
     """The registered format that loads the directory ``path`` by itself, if any."""
     for cls in _in_detect_order():
         if cls.owns_directory(path):
@@ -104,17 +118,113 @@ def config_attr(cfg, *names, default=None):
     return default
 
 
-class ModelAdapter:
-    """The interface every model format offers. Subclasses fill in the architecture."""
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """The tokenizer saved in a model directory, or one line saying why it does not load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise MtpruneError(f"{path} has no usable tokenizer: {type(exc).__name__}: {exc}") from None
+
+
+class EvalAdapter:
+    """What every model offers: it evaluates. A task's rows in, logits over the task's labels out,
+    the task heads that serve tasks, a fingerprint for cache keys and what the model is (``info``).
+    A format that only evaluates (an ONNX export) subclasses this alone; prunable formats subclass
+    :class:`ModelAdapter`."""
 
     format: str = ""
     description: str = ""
     detect_order: int = 100  # detection tries lower numbers first
-    auto_class: str = "AutoModel"  # the transformers class that builds and loads the model
     default_max_length: int = 256
     # True when ``logits`` are log-probabilities of label words (P(gold) = exp(logit)); False for
     # classifier heads (P(gold) = softmax over the labels).
     logits_are_logprobs: bool = False
+    tokenizer: object  # the tokenizer :meth:`encode` uses
+    source: str  # where the model came from (a directory, a hub id, ``<memory>``)
+    max_length: int  # tokens per row at most
+
+    # -- the format: detect, load -----------------------------------------------------------------
+    @classmethod
+    def detect(cls, cfg: dict, files: set[str]) -> bool:
+        """Whether a directory with this ``config.json`` and these files holds this format."""
+        raise NotImplementedError
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether an in-memory torch model is of this format (never, for a format without one)."""
+        return False
+
+    @classmethod
+    def owns_directory(cls, path: Path) -> bool:
+        """Whether this format loads a directory all by itself (:meth:`load_directory`), without
+        a transformers ``config.json`` (an exported ONNX model)."""
+        return False
+
+    @classmethod
+    def load_directory(cls, path: Path, source: str, device: str = "cpu", max_length: int | None = None):
+        raise NotImplementedError
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def task_names(self) -> list[str]:
+        """The tasks this model can serve directly (task heads, or any task for label-word models)."""
+        raise NotImplementedError
+
+    def head_for(self, task: TaskSpec | str) -> str:
+        """The task head that serves ``task`` (``imdb`` is read through ``sst2``); an error if none."""
+        task = get_task(task) if isinstance(task, str) else task
+        names = self.task_names()
+        for h in task.task_heads:
+            if h in names:
+                return h
+        raise MtpruneError(
+            f"model {self.display_name} has no head for task {task.name} "
+            f"(its tasks: {', '.join(names) or 'none'})"
+        )
+
+    def supports(self, task: TaskSpec | str) -> bool:
+        try:
+            self.head_for(task)
+            return True
+        except MtpruneError:
+            return False
+
+    @property
+    def display_name(self) -> str:
+        return Path(self.source).name if Path(self.source).exists() else self.source
+
+    # -- compute --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where :meth:`encode` puts a batch."""
+        raise NotImplementedError
+
+    def encode(self, rows: Sequence[dict], task: TaskSpec) -> dict:
+        """Tokenise rows of ``task`` into a batch on the model's device (``labels`` when present)."""
+        raise NotImplementedError
+
+    def logits(self, batch: dict, task: TaskSpec) -> torch.Tensor:
+        """[batch, n_labels] scores over the task's label ids."""
+        raise NotImplementedError
+
+    # -- facts ------------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A hash of what the model computes: the cache keys of its results depend on it."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """What the model is: name, source, format, architecture, parameters, layers, tasks, and
+        the units of every layer per group (``{"encoder.ffn": [1536, ...], ...}``; ``{}`` when it
+        has none to prune)."""
+        raise NotImplementedError
+
+
+class ModelAdapter(EvalAdapter):
+    """A prunable model: an :class:`EvalAdapter` over a torch module with unit sites. Subclasses
+    fill in the architecture."""
+
+    auto_class: str = "AutoModel"  # the transformers class that builds and loads the model
 
     def __init__(self, model: nn.Module, tokenizer, source: str, max_length: int = 256):
         self.model = model.eval()
@@ -129,23 +239,7 @@ class ModelAdapter:
 
     # -- the format: detect, build, load, save --------------------------------------------------
     @classmethod
-    def detect(cls, cfg: dict, files: set[str]) -> bool:
-        """Whether a directory with this ``config.json`` and these files holds this format."""
-        raise NotImplementedError
-
-    @classmethod
     def matches(cls, model: nn.Module) -> bool:
-        """Whether an in-memory model is of this format."""
-        raise NotImplementedError
-
-    @classmethod
-    def owns_directory(cls, path: Path) -> bool:
-        """Whether this format loads a directory all by itself (:meth:`load_directory`), without
-        a transformers ``config.json`` (an exported ONNX model)."""
-        return False
-
-    @classmethod
-    def load_directory(cls, path: Path, source: str, device: str = "cpu", max_length: int | None = None):
         raise NotImplementedError
 
     @classmethod
@@ -190,34 +284,6 @@ class ModelAdapter:
         new._fingerprint = None
         return new
 
-    # -- tasks ---------------------------------------------------------------------------------
-    def task_names(self) -> list[str]:
-        """The tasks this model can serve directly (task heads, or any task for label-word models)."""
-        raise NotImplementedError
-
-    def head_for(self, task: TaskSpec | str) -> str:
-        """The task head that serves ``task`` (``imdb`` is read through ``sst2``); an error if none."""
-        task = get_task(task) if isinstance(task, str) else task
-        names = self.task_names()
-        for h in task.task_heads:
-            if h in names:
-                return h
-        raise MtpruneError(
-            f"model {self.display_name} has no head for task {task.name} "
-            f"(its tasks: {', '.join(names) or 'none'})"
-        )
-
-    def supports(self, task: TaskSpec | str) -> bool:
-        try:
-            self.head_for(task)
-            return True
-        except MtpruneError:
-            return False
-
-    @property
-    def display_name(self) -> str:
-        return Path(self.source).name if Path(self.source).exists() else self.source
-
     # -- compute --------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -226,14 +292,6 @@ class ModelAdapter:
     def to(self, device: str | torch.device) -> "ModelAdapter":
         self.model.to(resolve_device(device) if isinstance(device, str) else device)
         return self
-
-    def encode(self, rows: Sequence[dict], task: TaskSpec) -> dict:
-        """Tokenise rows of ``task`` into a batch on the model's device (``labels`` when present)."""
-        raise NotImplementedError
-
-    def logits(self, batch: dict, task: TaskSpec) -> torch.Tensor:
-        """[batch, n_labels] scores over the task's label ids."""
-        raise NotImplementedError
 
     def control_logprob(self, batch: dict, task: TaskSpec, seed: int) -> torch.Tensor:
         """[batch] log-probability of a control target that is not the task's (random-label)."""
@@ -269,8 +327,6 @@ class ModelAdapter:
         pass
 
     def info(self) -> dict:
-        """What the model is: source, format, architecture, parameters, layers, tasks, and the
-        units of every layer per group (``{"encoder.ffn": [1536, ...], ...}``)."""
         groups = group_sites(self.unit_sites())
         units = {g: [s.n_units for s in groups[g]] for g in ordered_groups(groups)}
         return {
@@ -285,6 +341,16 @@ class ModelAdapter:
         }
 
 
+def prunable(adapter: EvalAdapter) -> ModelAdapter:
+    """``adapter`` when it is a prunable model (a :class:`ModelAdapter`), else one line saying
+    that it only evaluates."""
+    if isinstance(adapter, ModelAdapter):
+        return adapter
+    what = adapter.description or f"a {adapter.format} model"
+    raise MtpruneError(f"{adapter.display_name} is {what}: it evaluates only, with no units to score or prune "
+                       "(use the PyTorch model it came from)")
+
+
 # Config entries that say where and with what a model was loaded, not what it is: a model copied
 # to another folder or read by another transformers release keeps its fingerprint (and its cache).
 _PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "_commit_hash")
@@ -294,8 +360,9 @@ def _architecture(config) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _PROVENANCE_KEYS}
 
 
-class ClassifierAdapter(ModelAdapter):
-    """Encoder classifiers: the task's fields in order, as a sentence pair when two or more."""
+class ClassifierInputs:
+    """How encoder classifiers read rows (a mixin of adapters with ``tokenizer``, ``max_length``
+    and ``device``): the task's fields in order, as a sentence pair when two or more."""
 
     def encode(self, rows, task):
         texts = [fields_text(task, r) for r in rows]
@@ -314,6 +381,11 @@ class ClassifierAdapter(ModelAdapter):
     @staticmethod
     def inputs(batch):
         return {k: v for k, v in batch.items() if k != "labels"}
+
+
+class ClassifierAdapter(ClassifierInputs, ModelAdapter):
+    """Encoder classifiers over a torch module: classifier logits, and the random-label control
+    through a seeded random head over the pooled output."""
 
     @staticmethod
     def random_head(hidden: int, n_out: int, seed: int, like: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from mtprune.errors import MtpruneError
 from mtprune.formats.base import LabelWordAdapter, fields_text, register_format
 from mtprune.tasks import TaskSpec
-from mtprune.units import sites_for_layers
+from mtprune.units import AttentionSpec, FFNSpec, StackSpec, build_sites
 
 CAUSAL_PROMPT = "{fields}\nQuestion: which label fits: {labels}?\nAnswer:"
 
@@ -18,25 +18,26 @@ def causal_sites(model) -> list:
     base = getattr(model, "model", None)
     if base is not None and hasattr(base, "layers"):  # Llama, Qwen, Mistral, Gemma...
         n_heads = cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
         kv = getattr(cfg, "num_key_value_heads", None) or n_heads
-        layers = [f"model.layers.{i}" for i in range(len(base.layers))]
         mlp = model.get_submodule("model.layers.0.mlp")
-        ffn_in = tuple(n for n in ("gate_proj", "up_proj") if hasattr(mlp, n))
         # grouped-query attention: key/value groups are removed physically, single query heads masked
-        return sites_for_layers(
-            model, "decoder", layers,
-            (tuple(f"mlp.{n}" for n in ffn_in), "mlp.down_proj", "post_attention_layernorm", ""),
-            (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn.o_proj", "self_attn", ""),
-            head_dim, kv_groups=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", n_heads // kv),
-        )
+        return build_sites(model, [StackSpec(
+            stack="decoder", layers=tuple(f"model.layers.{i}" for i in range(len(base.layers))),
+            ffn=FFNSpec(in_proj=tuple(f"mlp.{n}" for n in ("gate_proj", "up_proj") if hasattr(mlp, n)),
+                        out_proj="mlp.down_proj", residual="post_attention_layernorm", output_norm=""),
+            attention=AttentionSpec(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+                                    o="self_attn.o_proj", module="self_attn", residual="",
+                                    head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads,
+                                    query_per_kv=n_heads // kv),
+        )])
     tr = getattr(model, "transformer", None)
-    if tr is not None and hasattr(tr, "h"):  # GPT-2
-        layers = [f"transformer.h.{i}" for i in range(len(tr.h))]
-        return sites_for_layers(
-            model, "decoder", layers, (("mlp.c_fc",), "mlp.c_proj", "ln_2", ""),
-            (("attn.c_attn*3",), "attn.c_proj", "attn", "ln_1"), cfg.n_embd // cfg.n_head,
-        )
+    if tr is not None and hasattr(tr, "h"):  # GPT-2: one fused q|k|v Conv1D
+        return build_sites(model, [StackSpec(
+            stack="decoder", layers=tuple(f"transformer.h.{i}" for i in range(len(tr.h))),
+            ffn=FFNSpec(in_proj=("mlp.c_fc",), out_proj="mlp.c_proj", residual="ln_2", output_norm=""),
+            attention=AttentionSpec(qkv="attn.c_attn", o="attn.c_proj", module="attn", residual="ln_1",
+                                    head_dim=cfg.n_embd // cfg.n_head),
+        )])
     raise MtpruneError(f"{type(model).__name__} is not a decoder-only LM mtprune knows (Llama/Qwen/GPT-2 style)")
 
 

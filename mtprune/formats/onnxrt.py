@@ -3,8 +3,9 @@
 A directory with ``model.onnx`` (the encoder and one task's head: token ids in, that task's logits
 out), the tokenizer files and ``mtprune_onnx.json`` (the task, its fields and labels, the graph's
 inputs, the mask and what was measured). It evaluates like any model (``mtprune eval --model DIR``,
-the dashboard), through the CPU provider or CUDA when onnxruntime has it; it has no units to score
-or prune: those need the PyTorch model it came from.
+the dashboard), through the CPU provider or CUDA when onnxruntime has it. It is an :class:`~mtprune.formats.base.EvalAdapter` and no
+more: it has no units to score or prune, no control target, nothing to copy or move; those need the
+PyTorch model it came from.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.formats.base import ClassifierAdapter, register_format
+from mtprune.formats.base import ClassifierInputs, EvalAdapter, load_tokenizer, register_format
 
 MODEL_FILE = "model.onnx"
 META_FILE = "mtprune_onnx.json"
@@ -79,7 +80,7 @@ def read_meta(path: Path) -> dict:
 
 
 @register_format
-class OnnxAdapter(ClassifierAdapter):
+class OnnxAdapter(ClassifierInputs, EvalAdapter):
     """One task's classifier as an onnxruntime session (evaluation only)."""
 
     format = "onnx"
@@ -87,8 +88,6 @@ class OnnxAdapter(ClassifierAdapter):
     detect_order = 0
 
     def __init__(self, session, meta: dict, tokenizer, source: str, path: Path, providers: list[str]):
-        # no torch module: the graph is the model
-        self.model = None
         self.session = session
         self.meta = meta
         self.tokenizer = tokenizer
@@ -105,17 +104,11 @@ class OnnxAdapter(ClassifierAdapter):
         return MODEL_FILE in files and META_FILE in files
 
     @classmethod
-    def matches(cls, model):
-        return False
-
-    @classmethod
     def owns_directory(cls, path: Path) -> bool:
         return (Path(path) / MODEL_FILE).is_file() and (Path(path) / META_FILE).is_file()
 
     @classmethod
     def load_directory(cls, path: Path, source: str, device: str = "cpu", max_length: int | None = None):
-        from mtprune.checkpoints import load_tokenizer
-
         meta = read_meta(path)
         providers = providers_for(device)
         session = open_session(path, providers)
@@ -127,9 +120,6 @@ class OnnxAdapter(ClassifierAdapter):
             adapter.max_length = int(max_length)
         return adapter
 
-    def copy(self):
-        raise MtpruneError("an ONNX model cannot be copied or changed: work on the PyTorch model it came from")
-
     # -- tasks -----------------------------------------------------------------------------------
     def task_names(self):
         return [self.meta["head"]]
@@ -138,11 +128,6 @@ class OnnxAdapter(ClassifierAdapter):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")  # batches stay on the CPU; the session moves them
-
-    def to(self, device):
-        if str(device) != "cpu":
-            raise MtpruneError("load an ONNX model with --device cuda to run it on the GPU")
-        return self
 
     def logits(self, batch, task):
         self.head_for(task)  # an error for a task this graph has no head for
@@ -154,15 +139,9 @@ class OnnxAdapter(ClassifierAdapter):
         out = self.session.run(None, feed)[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
-    def control_logprob(self, batch, task, seed):
-        raise MtpruneError("an ONNX model exposes only its logits: the random-label control needs the PyTorch model")
-
-    @classmethod
-    def model_sites(cls, model):
-        raise MtpruneError("an ONNX model has no units to score or prune: use the PyTorch model it was exported from")
-
     # -- facts -----------------------------------------------------------------------------------
     def num_parameters(self) -> int:
+        """The graph's initializer elements (weights and constants)."""
         import onnx
 
         graph = onnx.load(str(self.path / MODEL_FILE), load_external_data=False).graph

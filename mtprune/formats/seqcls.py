@@ -9,7 +9,7 @@ from torch import nn
 from mtprune.errors import MtpruneError
 from mtprune.formats.base import ClassifierAdapter, config_attr, register_format
 from mtprune.tasks import TASKS, get_task
-from mtprune.units import UnitSite, sites_for_layers
+from mtprune.units import AttentionSpec, FFNSpec, StackSpec, UnitSite, build_sites
 
 
 def encoder_sites(model: nn.Module, prefix: str = "") -> list[UnitSite]:
@@ -20,14 +20,14 @@ def encoder_sites(model: nn.Module, prefix: str = "") -> list[UnitSite]:
     head_dim = config_attr(cfg, "hidden_size", "dim") // n_heads
     try:
         n_layers = len(model.get_submodule(f"{p}encoder.layer"))
-        layers = [f"{p}encoder.layer.{i}" for i in range(n_layers)]
-        return sites_for_layers(
-            model, "encoder", layers,
-            (("intermediate.dense",), "output.dense", "intermediate", "output.LayerNorm"),
-            (("attention.self.query", "attention.self.key", "attention.self.value"),
-             "attention.output.dense", "attention.self", "attention.self"),
-            head_dim,
-        )
+        return build_sites(model, [StackSpec(
+            stack="encoder", layers=tuple(f"{p}encoder.layer.{i}" for i in range(n_layers)),
+            ffn=FFNSpec(in_proj=("intermediate.dense",), out_proj="output.dense", residual="intermediate",
+                        output_norm="output.LayerNorm"),
+            attention=AttentionSpec(q="attention.self.query", k="attention.self.key", v="attention.self.value",
+                                    o="attention.output.dense", module="attention.self", residual="attention.self",
+                                    head_dim=head_dim),
+        )])
     except AttributeError:
         pass
     try:
@@ -36,12 +36,12 @@ def encoder_sites(model: nn.Module, prefix: str = "") -> list[UnitSite]:
         raise MtpruneError(
             f"{type(model).__name__} is not an encoder mtprune knows (BERT family or DistilBERT)"
         ) from None
-    layers = [f"{p}transformer.layer.{i}" for i in range(n_layers)]
-    return sites_for_layers(
-        model, "encoder", layers, (("ffn.lin1",), "ffn.lin2", "ffn", "output_layer_norm"),
-        (("attention.q_lin", "attention.k_lin", "attention.v_lin"), "attention.out_lin", "attention", "attention"),
-        head_dim,
-    )
+    return build_sites(model, [StackSpec(
+        stack="encoder", layers=tuple(f"{p}transformer.layer.{i}" for i in range(n_layers)),
+        ffn=FFNSpec(in_proj=("ffn.lin1",), out_proj="ffn.lin2", residual="ffn", output_norm="output_layer_norm"),
+        attention=AttentionSpec(q="attention.q_lin", k="attention.k_lin", v="attention.v_lin", o="attention.out_lin",
+                                module="attention", residual="attention", head_dim=head_dim),
+    )])
 
 
 @register_format

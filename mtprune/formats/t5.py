@@ -6,7 +6,7 @@ import torch
 
 from mtprune.formats.base import LabelWordAdapter, fields_text, register_format
 from mtprune.tasks import TaskSpec
-from mtprune.units import register_head_rewrite, sites_for_layers
+from mtprune.units import AttentionSpec, FFNSpec, StackSpec, build_sites, register_head_rewrite
 
 T5_TYPES = ("t5", "mt5", "umt5")
 HEAD_REWRITE = "t5-shared-bias"
@@ -69,23 +69,22 @@ register_head_rewrite(HEAD_REWRITE, remove_heads)
 def t5_sites(model) -> list:
     cfg = model.config
     ffn_in = ("wi_0", "wi_1") if bool(getattr(cfg, "is_gated_act", False)) else ("wi",)
-    sites = []
+    # T5 shares one relative position bias across a stack's layers: removing heads slices it per
+    # layer (remove_heads). UMT5 has a table per layer and a forward of its own: masked only.
+    soft = "UMT5's per-layer position bias tables are not sliced by mtprune" if cfg.model_type == "umt5" else ""
+    attention = AttentionSpec(q="layer.0.SelfAttention.q", k="layer.0.SelfAttention.k", v="layer.0.SelfAttention.v",
+                              o="layer.0.SelfAttention.o", module="layer.0.SelfAttention", residual="layer.0",
+                              head_dim=cfg.d_kv, head_rewrite=HEAD_REWRITE, soft_reason=soft)
+    stacks = []
     for stack, ffn_layer in (("encoder", 1), ("decoder", 2)):
-        blocks = model.get_submodule(f"{stack}.block")
-        layers = [f"{stack}.block.{i}" for i in range(len(blocks))]
-        sites += sites_for_layers(
-            model, stack, layers,
-            (tuple(f"layer.{ffn_layer}.DenseReluDense.{n}" for n in ffn_in), f"layer.{ffn_layer}.DenseReluDense.wo",
-             f"layer.{ffn_layer}", ""),
-            (tuple(f"layer.0.SelfAttention.{n}" for n in "qkv"), "layer.0.SelfAttention.o", "layer.0.SelfAttention",
-             "layer.0"),
-            cfg.d_kv,
-            # T5 shares one relative position bias across a stack's layers: removing heads slices it
-            # per layer (remove_heads). UMT5 has a table per layer and a forward of its own: masked only.
-            hard_heads=cfg.model_type != "umt5", head_rewrite=HEAD_REWRITE,
-            soft_reason="UMT5's per-layer position bias tables are not sliced by mtprune",
-        )
-    return sites
+        ff = f"layer.{ffn_layer}.DenseReluDense"
+        stacks.append(StackSpec(
+            stack=stack, layers=tuple(f"{stack}.block.{i}" for i in range(len(model.get_submodule(f"{stack}.block")))),
+            ffn=FFNSpec(in_proj=tuple(f"{ff}.{n}" for n in ffn_in), out_proj=f"{ff}.wo", residual=f"layer.{ffn_layer}",
+                        output_norm=""),
+            attention=attention,
+        ))
+    return build_sites(model, stacks)
 
 
 @register_format

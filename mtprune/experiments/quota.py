@@ -1,22 +1,28 @@
-"""Multi-task budgets (after Xia & Shin): one mask shared by several tasks against an ensemble of
-single-task masks, under one parameter budget.
+"""Multi-task parameter quotas (after Xia & Shin): one mask shared by several tasks against an
+ensemble of single-task masks, under one parameter quota (``mtprune quota``).
 
-The budget counts the parameters of the kept units of the pruned kinds (an FFN neuron of the
-default model: its row of the up projection with its bias and its column of the down projection,
-2 x 384 + 1 = 769; a head: its rows of Q, K, V with biases and its columns of O), the parameters
-pruning can remove. It is given as a count (``3M``, ``250k``, ``1200000``), a percentage of the
-prunable parameters (``40%``) or a fraction (``0.4``).
+A quota is not a budget (:class:`mtprune.costs.Budget`, ``flops:0.6``, the share of a cost measure
+one task's mask may keep): it is the parameters several tasks share. It counts the parameters of
+the kept units of the pruned kinds (the registered ``params`` measure, :func:`mtprune.costs.unit_costs`:
+an FFN neuron of the default model is its row of the up projection with its bias and its column of
+the down projection, 2 x 384 + 1 = 769; a head its rows of Q, K, V with biases and its columns of O),
+the parameters pruning can remove. It is given as a count (``3M``, ``250k``, ``1200000``), a
+percentage of the prunable parameters (``40%``) or a fraction (``0.4``).
 
-* **joint**: every task's scores are normalised (per task and unit group: ``sum`` divides by the
-  group's total |score|, ``max`` by its largest, ``rank`` replaces scores by their percentile),
-  combined (``mean`` or ``max`` over tasks), and one mask keeps the best units that fit the budget;
-  every task is evaluated with it.
-* **ensemble**: each of the ``m`` tasks gets its own mask from its own scores with ``budget / m``
+* **joint**: every task's scores are normalised (per task and unit group, :data:`TASK_NORMALISATIONS`:
+  ``sum`` divides by the group's total |score|, ``max`` by its largest, ``rank`` replaces scores by
+  their percentile), combined (``mean`` or ``max`` over tasks), and one mask keeps the best units
+  that fit the quota; every task is evaluated with it.
+* **ensemble**: each of the ``m`` tasks gets its own mask from its own scores with ``quota / m``
   parameters (together the same total), and is evaluated with it.
 
-A mask fits a budget by the smallest sparsity (same rate per layer, or per group for the global
+A mask fits a quota by the smallest sparsity (same rate per layer, or per group for the global
 scope) whose kept parameters do not exceed it, found by bisection; the kept parameters of every
 mask are reported, so the two sides can be checked to spend the same total.
+
+The rows keep the words of the experiment's first name, ``budget``: the CSV column ``budget`` (the
+quota in parameters), the experiment name in row keys and the progress lines, so that result files
+written before the rename resume by key and read the same.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from mtprune.costs import unit_costs
 from mtprune.errors import MtpruneError
 from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
                                       parse_list, parse_methods, run_points, stderr_log)
@@ -36,25 +43,24 @@ from mtprune.masks import check_choices, mask_from_scores
 from mtprune.solvers import get_solver
 from mtprune.tasks import get_task
 from mtprune.text import human_count
-from mtprune.units import chosen_groups, group_sites, unit_cost
+from mtprune.units import chosen_groups, group_sites
 
-NORMALISERS = ("sum", "max", "rank")
+# how the joint mask makes tasks comparable: each task's scores normalised per unit group before they
+# are combined (not mtprune.costs.KIND_NORMALISATIONS, which make kinds comparable in a budget search)
+TASK_NORMALISATIONS = ("sum", "max", "rank")
 COMBINERS = ("mean", "max")
-BUDGET_COLUMNS = ["setting", "task", "budget", "repair", "kept_params", "prunable_params", "kept_units",
-                  "actual_sparsity", "accuracy", "accuracy_low", "accuracy_high", "f1", "mcc", "method", "examples",
-                  "kinds", "scope",
-                  "normalise", "combine", "tasks", "split", "n_eval", "model_fingerprint", "key"]
+# "budget" is the quota in parameters, "normalise" the task normalisation: the columns keep the
+# experiment's first names, so that result files written before the rename resume and read the same
+QUOTA_COLUMNS = ["setting", "task", "budget", "repair", "kept_params", "prunable_params", "kept_units",
+                 "actual_sparsity", "accuracy", "accuracy_low", "accuracy_high", "f1", "mcc", "method", "examples",
+                 "kinds", "scope",
+                 "normalise", "combine", "tasks", "split", "n_eval", "model_fingerprint", "key"]
 
 
 # ----------------------------------------------------------------------------------------------
 # parameter costs
 
-
-def unit_costs(adapter) -> dict[str, np.ndarray]:
-    """``{group: [n_layers]}`` parameters one unit of each layer holds (:func:`mtprune.units.unit_cost`,
-    the count :func:`mtprune.pruning.count_parameters` removes per pruned unit)."""
-    return {g: np.array([unit_cost(adapter.model, s) for s in ss], dtype=np.int64)
-            for g, ss in group_sites(adapter.unit_sites()).items()}
+# a unit's parameters are the registered params measure: mtprune.costs.unit_costs(adapter, "params")
 
 
 def kept_params(mask, costs: dict[str, np.ndarray], kinds: str | None = None, stack: str = "all") -> int:
@@ -66,20 +72,25 @@ def kept_params(mask, costs: dict[str, np.ndarray], kinds: str | None = None, st
 
 
 def prunable_params(adapter, kinds: str = "ffn", stack: str = "all", costs=None) -> int:
-    costs = costs if costs is not None else unit_costs(adapter)
+    """Parameters of all units of the selected kinds: what a quota is a share of."""
+    costs = costs if costs is not None else unit_costs(adapter, "params")
     groups = group_sites(adapter.unit_sites())
     chosen = chosen_groups(groups, kinds, stack)
+    views = [g for g in chosen if g not in costs]
+    if views:  # the params measure leaves out view groups: their parameters are their groups'
+        raise MtpruneError(f"the query heads of grouped attention ({', '.join(views)}) hold no parameters of "
+                           f"their own: share a quota of --kinds groups or all")
     total = sum(int(costs[g][s.layer]) * s.n_units for g, ss in groups.items() if g in chosen for s in ss)
     if total == 0:
-        raise MtpruneError(f"the model has no {kinds} units to budget")
+        raise MtpruneError(f"the model has no {kinds} units to share a quota of")
     return total
 
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
 
 
-def parse_budget(text, total: int) -> int:
-    """A budget in parameters: ``40%``, ``0.4`` (a fraction of ``total``), ``3M``, ``250k``, ``1200000``.
+def parse_quota(text, total: int) -> int:
+    """A quota in parameters: ``40%``, ``0.4`` (a fraction of ``total``), ``3M``, ``250k``, ``1200000``.
 
     A one-line error when it is negative or larger than ``total``.
     """
@@ -87,17 +98,17 @@ def parse_budget(text, total: int) -> int:
     human = human_count(total)
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(%|k|m|g|b)?", s)
     if not m:
-        raise MtpruneError(f"budget {text!r} is not a number of parameters (as 3M, 250k) or a percentage (40%)")
+        raise MtpruneError(f"quota {text!r} is not a number of parameters (as 3M, 250k) or a percentage (40%)")
     v, unit = float(m.group(1)), m.group(2) or ""
     if unit == "%":
         if v > 100:
-            raise MtpruneError(f"budget {text} is larger than the model's {human} prunable parameters (over 100%)")
+            raise MtpruneError(f"quota {text} is larger than the model's {human} prunable parameters (over 100%)")
         return int(math.floor(total * v / 100.0 + 1e-9))
     if unit == "" and "." in m.group(1) and v <= 1.0:
         return int(math.floor(total * v + 1e-9))
     n = int(round(v * _SUFFIX[unit]))
     if n > total:
-        raise MtpruneError(f"budget {text} is larger than the model's {human} prunable parameters")
+        raise MtpruneError(f"quota {text} is larger than the model's {human} prunable parameters")
     return n
 
 
@@ -125,8 +136,8 @@ def normalise_scores(scores, how: str = "sum") -> dict:
     ``max``: divided by the largest |score|; ``rank``: percentile within the group (0 lowest,
     1 highest, ties averaged). NaN padding stays NaN; a NaN score inside a layer counts as 0.
     """
-    if how not in NORMALISERS:
-        raise MtpruneError(f"normalisation must be one of {', '.join(NORMALISERS)}, not {how!r}")
+    if how not in TASK_NORMALISATIONS:
+        raise MtpruneError(f"normalisation must be one of {', '.join(TASK_NORMALISATIONS)}, not {how!r}")
     arrays, n_units = _arrays(scores)
     out = {}
     for g, a in arrays.items():
@@ -165,27 +176,27 @@ def combine_scores(scores_list, how: str = "mean", normalise: str = "sum") -> di
     return {"arrays": arrays, "n_units": normed[0]["n_units"]}
 
 
-def mask_for_budget(scores, budget: int, costs: dict[str, np.ndarray], scope: str = "layer",
-                    kinds: str = "ffn", stack: str = "all", meta: dict | None = None):
-    """The mask with the smallest sparsity whose kept parameters fit ``budget`` (bisection over
-    the sparsity; kept parameters never exceed the budget)."""
-    if budget < 0:
-        raise MtpruneError(f"a budget cannot be negative ({budget})")
+def mask_for_quota(scores, quota: int, costs: dict[str, np.ndarray], scope: str = "layer",
+                   kinds: str = "ffn", stack: str = "all", meta: dict | None = None):
+    """The mask with the smallest sparsity whose kept parameters fit ``quota`` (bisection over
+    the sparsity; kept parameters never exceed the quota)."""
+    if quota < 0:
+        raise MtpruneError(f"a quota cannot be negative ({quota})")
 
     def make(p):
         return mask_from_scores(scores, p, scope=scope, kinds=kinds, stack=stack, meta=meta)
 
     full = make(0.0)
-    if kept_params(full, costs, kinds, stack) <= budget:
+    if kept_params(full, costs, kinds, stack) <= quota:
         return full
-    lo, hi = 0.0, 1.0  # cost(lo) > budget >= cost(hi)
+    lo, hi = 0.0, 1.0  # cost(lo) > quota >= cost(hi)
     best = make(1.0)
-    if kept_params(best, costs, kinds, stack) > budget:
-        raise MtpruneError(f"even pruning every {kinds} unit keeps more than {budget} parameters")
+    if kept_params(best, costs, kinds, stack) > quota:
+        raise MtpruneError(f"even pruning every {kinds} unit keeps more than {quota} parameters")
     for _ in range(60):
         mid = (lo + hi) / 2
         m = make(mid)
-        if kept_params(m, costs, kinds, stack) <= budget:
+        if kept_params(m, costs, kinds, stack) <= quota:
             hi, best = mid, m
         else:
             lo = mid
@@ -199,17 +210,17 @@ def mask_for_budget(scores, budget: int, costs: dict[str, np.ndarray], scope: st
 
 
 @dataclass(frozen=True)
-class BudgetConfig:
-    """Tasks sharing one parameter budget (or several), and how their scores combine."""
+class QuotaConfig:
+    """Tasks sharing one parameter quota (or several), and how their scores combine."""
 
     tasks: tuple[str, ...]
-    budgets: tuple = ("50%",)  # kept unit parameters: 40%, 0.4, 3M, 250k or counts
+    quotas: tuple = ("50%",)  # kept unit parameters: 40%, 0.4, 3M, 250k or counts
     method: str = "ap"
     examples: int = 256
     variant: str = "abs"
     kinds: str = "ffn"
     scope: str = "layer"
-    normalise: str = "sum"
+    task_normalise: str = "sum"  # TASK_NORMALISATIONS: each task's scores, before they are combined
     combine: str = "mean"
     seed: int = 0
     repair: str = "none"  # the joint model repaired on every task's rows, each member on its own task's
@@ -219,17 +230,18 @@ class BudgetConfig:
         tasks = tuple(get_task(t).name for t in (parse_list(self.tasks, "tasks") if isinstance(self.tasks, str)
                                                   else self.tasks))
         if len(set(tasks)) < 2:
-            raise MtpruneError("a multi-task budget needs at least two tasks")
+            raise MtpruneError("a multi-task quota needs at least two tasks")
         object.__setattr__(self, "tasks", tuple(dict.fromkeys(tasks)))
-        budgets = parse_list(self.budgets, "budgets") if isinstance(self.budgets, str) else list(self.budgets)
-        if not budgets:
-            raise MtpruneError("no budgets given")
-        object.__setattr__(self, "budgets", tuple(budgets))
+        quotas = parse_list(self.quotas, "quotas") if isinstance(self.quotas, str) else list(self.quotas)
+        if not quotas:
+            raise MtpruneError("no quotas given")
+        object.__setattr__(self, "quotas", tuple(quotas))
         parse_methods([self.method], scores=True)
         check_at_least(self.examples, "--examples")
         check_choices(self.scope, self.kinds)
-        if self.normalise not in NORMALISERS:
-            raise MtpruneError(f"--normalise must be one of {', '.join(NORMALISERS)}, not {self.normalise!r}")
+        if self.task_normalise not in TASK_NORMALISATIONS:
+            raise MtpruneError(f"--task-normalise must be one of {', '.join(TASK_NORMALISATIONS)}, "
+                               f"not {self.task_normalise!r}")
         if self.combine not in COMBINERS:
             raise MtpruneError(f"--combine must be one of {', '.join(COMBINERS)}, not {self.combine!r}")
         get_solver(self.repair)
@@ -238,32 +250,35 @@ class BudgetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def resolved_budgets(self, total: int) -> list[int]:
-        """The budgets in parameters (sorted, without repeats) for ``total`` prunable parameters."""
+    def resolved_quotas(self, total: int) -> list[int]:
+        """The quotas in parameters (sorted, without repeats) for ``total`` prunable parameters."""
         out = set()
-        for b in self.budgets:
-            n = int(b) if isinstance(b, (int, np.integer)) else parse_budget(b, total)
+        for q in self.quotas:
+            n = int(q) if isinstance(q, (int, np.integer)) else parse_quota(q, total)
             if n > total:
-                raise MtpruneError(f"budget {n} is larger than the model's {human_count(total)} prunable parameters")
+                raise MtpruneError(f"quota {n} is larger than the model's {human_count(total)} prunable parameters")
             if n < 0:
-                raise MtpruneError(f"a budget cannot be negative ({n})")
+                raise MtpruneError(f"a quota cannot be negative ({n})")
             out.add(n)
         return sorted(out)
 
 
-def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *, out: str | None = None,
-               resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
-    """Joint mask against ensemble at each budget: one row per (budget, setting, task), plus a
-    ``mean`` row per (budget, setting) and a ``dense`` reference per task."""
+def run_quota(adapter, cfg: QuotaConfig, evals: EvalSettings | None = None, *, out: str | None = None,
+              resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
+    """Joint mask against ensemble at each quota: one row per (quota, setting, task), plus a
+    ``mean`` row per (quota, setting) and a ``dense`` reference per task.
+
+    The rows, their keys and the progress lines keep the experiment's first name: the quota is the
+    column ``budget``, the experiment ``budget`` in keys (rows written before the rename are reused)."""
     log = log or (lambda msg: None)
     tasks = [get_task(t) for t in cfg.tasks]
     for t in tasks:
         adapter.head_for(t)
-    costs = unit_costs(adapter)
+    costs = unit_costs(adapter, "params")
     total = prunable_params(adapter, cfg.kinds, costs=costs)
-    budgets = cfg.resolved_budgets(total)
+    quotas = cfg.resolved_quotas(total)
     runner = Runner(adapter, evals, log=log, rows=rows)
-    table = ResultTable(out, resume=resume, columns=BUDGET_COLUMNS)
+    table = ResultTable(out, resume=resume, columns=QUOTA_COLUMNS)
     names = [t.name for t in tasks]
     memo: dict = {}
 
@@ -272,21 +287,22 @@ def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *,
 
     def joint_scores():
         if "joint" not in memo:
-            memo["joint"] = combine_scores([scores(n) for n in names], cfg.combine, cfg.normalise)
+            memo["joint"] = combine_scores([scores(n) for n in names], cfg.combine, cfg.task_normalise)
         return memo["joint"]
 
-    def budget_mask(which, b):
+    def quota_mask(which, q):
         def make():
-            if (which, b) not in memo:
+            if (which, q) not in memo:
                 if which == "joint":
-                    memo[(which, b)] = mask_for_budget(joint_scores(), b, costs, cfg.scope, cfg.kinds)
+                    memo[(which, q)] = mask_for_quota(joint_scores(), q, costs, cfg.scope, cfg.kinds)
                 else:
-                    memo[(which, b)] = mask_for_budget(scores(which), b // len(names), costs, cfg.scope, cfg.kinds)
-            return memo[(which, b)]
+                    memo[(which, q)] = mask_for_quota(scores(which), q // len(names), costs, cfg.scope, cfg.kinds)
+            return memo[(which, q)]
         return make
 
+    # the key and column names of before the rename ("normalise", "budget"): old rows resume by key
     common = dict(method=cfg.method, examples=cfg.examples, kinds=cfg.kinds, scope=cfg.scope,
-                  normalise=cfg.normalise, combine=cfg.combine, tasks=",".join(names))
+                  normalise=cfg.task_normalise, combine=cfg.combine, tasks=",".join(names))
     key_common = {**common, "variant": cfg.variant, "seed": cfg.seed}
 
     def extra(mask):
@@ -294,29 +310,29 @@ def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *,
                 "prunable_params": total,
                 "actual_sparsity": round(mask.actual_sparsity(), 6) if mask is not None else 0.0}
 
-    def point(setting, t, b, mask):
+    def point(setting, t, q, mask):
         calib_tasks = tuple(names) if setting == "joint" else (t.name,)
-        return Point(t, {**key_common, "setting": setting, "task": t.name, "budget": b},
-                     {"setting": setting, "task": t.name, "budget": b, **common}, mask, None, extra,
+        return Point(t, {**key_common, "setting": setting, "task": t.name, "budget": q},
+                     {"setting": setting, "task": t.name, "budget": q, **common}, mask, None, extra,
                      Repair(cfg.repair, calib_tasks, cfg.calib))
 
     t_start = time.perf_counter()
     groups = [Group("dense", [point("dense", t, total, None) for t in tasks])]
-    for b in budgets:
-        points = [point("joint", t, b, budget_mask("joint", b)) for t in tasks]
-        points += [point("ensemble", t, b, budget_mask(t.name, b)) for t in tasks]
-        groups.append(Group(f"budget {human_count(b)} (joint, then ensemble)", points))
-    keys = run_points(runner, table, "budget", groups, progress)
-    for b in budgets:
-        if ("joint", b) in memo:
-            jk = kept_params(memo[("joint", b)], costs, cfg.kinds)
-            ek = sum(kept_params(memo[(n, b)], costs, cfg.kinds) for n in names if (n, b) in memo)
-            log(f"  budget {human_count(b)}: joint keeps {human_count(jk)}, ensemble {human_count(ek)} in all")
+    for q in quotas:
+        points = [point("joint", t, q, quota_mask("joint", q)) for t in tasks]
+        points += [point("ensemble", t, q, quota_mask(t.name, q)) for t in tasks]
+        groups.append(Group(f"budget {human_count(q)} (joint, then ensemble)", points))  # the printed line of old
+    keys = run_points(runner, table, "budget", groups, progress)  # "budget": the experiment's name in keys
+    for q in quotas:
+        if ("joint", q) in memo:
+            jk = kept_params(memo[("joint", q)], costs, cfg.kinds)
+            ek = sum(kept_params(memo[(n, q)], costs, cfg.kinds) for n in names if (n, q) in memo)
+            log(f"  budget {human_count(q)}: joint keeps {human_count(jk)}, ensemble {human_count(ek)} in all")
     df = finish(table, keys, runner, t_start)
     means = []
-    for (setting, b), g in df[df["setting"] != "dense"].groupby(["setting", "budget"], sort=False):
+    for (setting, q), g in df[df["setting"] != "dense"].groupby(["setting", "budget"], sort=False):
         kp = g["kept_params"].sum() if setting == "ensemble" else g["kept_params"].iloc[0]
-        means.append({"setting": setting, "task": "mean", "budget": b, "kept_params": kp,
+        means.append({"setting": setting, "task": "mean", "budget": q, "kept_params": kp,
                       "accuracy": g["accuracy"].mean(), **common})
     dense = df[df["setting"] == "dense"]
     if len(dense):
@@ -327,8 +343,9 @@ def run_budget(adapter, cfg: BudgetConfig, evals: EvalSettings | None = None, *,
     return out_df
 
 
-def budget_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """(budget, setting) x task of the metric, the dense model last, for printing."""
+def quota_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """(quota, setting) x task of the metric, the dense model last, for printing (the quota is the
+    column ``budget``)."""
     d = df[df["setting"] != "dense"]
     tab = d.pivot_table(index=["budget", "setting"], columns="task", values=metric, sort=False)
     dense = df[df["setting"] == "dense"]
