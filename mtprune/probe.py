@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from mtprune.errors import MtpruneError
-from mtprune.units import site_hooks, soft_mask
+from mtprune.formats.base import prunable
+from mtprune.units import canonical_name, site_hooks, soft_mask
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class UnitRef:
     group: str
     layer: int
     unit: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "group", canonical_name(self.group))  # decoder.groups: decoder.kv
 
     @property
     def site(self) -> str:
@@ -36,7 +40,7 @@ class UnitRef:
 
 
 def _site(adapter, ref: UnitRef):
-    sites = {s.name: s for s in adapter.unit_sites()}
+    sites = {s.name: s for s in prunable(adapter).unit_sites()}
     s = sites.get(ref.site)
     if s is None:
         raise MtpruneError(f"the model has no unit site {ref.site}")

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from mtprune.errors import MtpruneError
+from mtprune.formats.base import prunable
 from mtprune.layers import has_bias, set_module, weight_out_in
 from mtprune.units import UnitSite
 
@@ -189,7 +190,7 @@ def plan_svd(adapter, mask) -> SVDPlan:
     ``mask`` is a :class:`mtprune.masks.Mask` (or a ``{group: bool [layers, units]}`` mapping);
     only how many units each site keeps matters, not which.
     """
-    sites = adapter.unit_sites()
+    sites = prunable(adapter).unit_sites()
     counts = _keep_counts(mask, sites)
     plans = []
     for s in sites:
