@@ -30,7 +30,7 @@ c = st.columns([3, 1.3, 1.2])
 tasks = c[0].multiselect("Tasks", benchmark, default=default, key="overlap.tasks", persist_state="session", bind=W.URL)
 unit_kinds = [k for k in KINDS if any(g.endswith("." + k) for g in ctx.facts["units"])]
 kind = c[1].radio("Units", unit_kinds, key="overlap.kind", persist_state="session", horizontal=True, bind=W.URL,
-                  format_func={"ffn": "FFN neurons", "heads": "heads", "groups": "key/value groups"}.get)
+                  format_func={"ffn": "FFN neurons", "heads": "heads", "kv": "key/value groups"}.get)
 pct = c[2].slider("Pruned", 5, 95, 50, step=5, format="%d%%", key="overlap.sparsity", persist_state="session",
                   bind=W.URL)
 scope = state.prune_settings([kind])["scope"]

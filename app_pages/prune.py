@@ -30,9 +30,9 @@ st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()
 scores, note = E.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)
 heads_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("heads")), default=0)
-groups_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("groups")), default=0)
+groups_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith(".kv")), default=0)
 PER_LAYER = {"heads": ("Attention heads", heads_per_layer, "heads"),
-             "groups": ("Key/value groups", groups_per_layer, "key/value groups")}
+             "kv": ("Key/value groups", groups_per_layer, "key/value groups")}
 SOLVERS = all_solvers()  # repair solvers (mtprune.solvers): the registry, not a list of names
 MEASURES = all_measures()  # budget measures (mtprune.measures)
 

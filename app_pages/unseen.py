@@ -24,14 +24,14 @@ if not targets_all:
     st.info("No other set can be evaluated with this model.", icon=":material/info:")
     st.stop()
 
-prev = state.prune_settings(["ffn", "heads", "groups"])
+prev = state.prune_settings(["ffn", "heads", "kv"])
 c = st.columns([3, 1.4, 1.4, 1])
 targets = c[0].multiselect("Target sets", targets_all, default=(unseen_only or targets_all)[:3],
                            key="unseen.targets", persist_state="session", bind=W.URL,
                            format_func=lambda t: t + ("" if t in unseen_only else " (another task)"))
 unit_kinds = [k for k in KINDS if any(g.endswith("." + k) for g in ctx.facts["units"])]
 kinds = c[1].radio("Units", unit_kinds + ["all"], key="unseen.units", persist_state="session", bind=W.URL,
-                   format_func={**KIND_LABELS, "all": "all" if "groups" in unit_kinds else "both"}.get)
+                   format_func={**KIND_LABELS, "all": "all" if "kv" in unit_kinds else "both"}.get)
 pct = c[2].slider("Pruned", 0, 95, round(100 * prev["sparsity"].get("ffn" if kinds == "all" else kinds, 0)) or 50,
                   step=5, format="%d%%", key="unseen.sparsity", persist_state="session", bind=W.URL)
 limit = c[3].number_input("Examples per set", min_value=1, max_value=100000, value=200, step=50,

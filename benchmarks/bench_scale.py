@@ -100,7 +100,7 @@ def run(args) -> dict:
     out = {"config": args.config, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "dtype": dtype, "parameters": n_params,
            "mlp_neurons": sum(s.n_units for s in sites if s.kind == "ffn"),
-           "kv_groups": sum(s.n_units for s in sites if s.kind == "groups"),
+           "kv_groups": sum(s.n_units for s in sites if s.kind == "kv"),
            "query_heads": sum(s.n_units for s in sites if s.kind == "heads"),
            "examples": args.examples, "length": args.length, "pass_tokens": batching.pass_tokens(adapter),
            "build_s": round(build_s, 2)}

@@ -30,10 +30,11 @@ import torch
 
 from mtprune import __version__, distributed
 from mtprune.errors import MtpruneError
+from mtprune.formats.base import prunable
 from mtprune.methods import Method, get_method
 from mtprune.methods.engine import Progress, gradient_scores, objective_all, objective_gold
 from mtprune.tasks import TaskSpec, data_path, get_task, load_rows, sample_rows
-from mtprune.units import KIND_CHOICES, UnitSite, layout, select_sites
+from mtprune.units import KIND_CHOICES, UnitSite, canonical_kinds, canonical_name, layout, select_sites
 
 VARIANTS = ("abs", "signed")
 FORMAT = "mtprune.scores"
@@ -56,7 +57,7 @@ class AttributionSpec:
     split: str | None = None  # None: the task's train split (TaskSpec.train_split)
     steps: int = 20
     unsupervised: bool = False
-    kinds: str = "all"  # ffn | heads | all
+    kinds: str = "all"  # ffn | heads | kv | all
 
     def __post_init__(self):
         task = get_task(self.task)  # MtpruneError for an unknown task
@@ -69,6 +70,7 @@ class AttributionSpec:
             raise MtpruneError(f"the seed must be a non-negative integer, not {self.seed}")
         if not _is_int(self.steps) or self.steps < 1:
             raise MtpruneError(f"the number of integration steps (--steps) must be at least 1, not {self.steps}")
+        object.__setattr__(self, "kinds", canonical_kinds(self.kinds))  # groups: the old spelling of kv
         if self.kinds not in KIND_CHOICES:
             raise MtpruneError(f"kinds must be one of {', '.join(KIND_CHOICES)}, not {self.kinds!r}")
         if self.split is not None and self.split not in task.splits:
@@ -269,9 +271,10 @@ class Scores:
         n_units = {g: [int(x) for x in v] for g, v in head["n_units"].items()}
         if set(n_units) != set(arrays):
             raise MtpruneError(f"{path} is damaged: its groups do not match")
-        order = [g for g in n_units]  # keep the written order of groups
-        return cls(_spec_unchecked(head["spec"]), head["model_fingerprint"], {g: arrays[g] for g in order},
-                   n_units, float(head.get("seconds", 0.0)), dict(head.get("meta") or {}))
+        order = [g for g in n_units]  # keep the written order of groups (old spellings: today's names)
+        return cls(_spec_unchecked(head["spec"]), head["model_fingerprint"], {canonical_name(g): arrays[g] for g in order},
+                   {canonical_name(g): n for g, n in n_units.items()}, float(head.get("seconds", 0.0)),
+                   dict(head.get("meta") or {}))
 
 
 def assemble(spec, fingerprint, sites, per_site: dict[str, np.ndarray], seconds=0.0, meta=None) -> Scores:
@@ -385,7 +388,7 @@ def threads_for_load() -> int:
 def check_supported(adapter, spec: AttributionSpec) -> list[UnitSite]:
     """Raise MtpruneError unless the adapter can serve the spec; return the selected sites."""
     adapter.head_for(spec.task_spec)  # no head / wrong label count: one clear line
-    sites = select_sites(adapter.unit_sites(), spec.kinds)
+    sites = select_sites(prunable(adapter).unit_sites(), spec.kinds)  # an evaluate-only model: one line
     if not sites:
         raise MtpruneError(f"model {adapter.display_name} has no {spec.kinds} units to attribute")
     return sites

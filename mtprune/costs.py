@@ -224,7 +224,7 @@ def search_mask(scores, budget: Budget | str, costs: dict[str, np.ndarray], kind
     views = [g for g in chosen if g in view_groups(arrays)]
     if views:
         raise MtpruneError(f"a budget cannot be spent on single query heads of grouped attention ({', '.join(views)}): "
-                           "they cost nothing apart from their key/value groups; budget --kinds groups or all")
+                           "they cost nothing apart from their key/value groups; budget --kinds kv or all")
     missing = [g for g in chosen if g not in costs]
     if missing:
         raise MtpruneError(f"no costs for the unit group(s) {', '.join(missing)}")

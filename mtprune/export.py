@@ -57,9 +57,9 @@ class _TaskLogits(nn.Module):
 
 
 def check_exportable(adapter, task: TaskSpec) -> None:
-    from mtprune.formats import ClassifierAdapter
+    from mtprune.formats import ClassifierAdapter, ModelAdapter
 
-    if getattr(adapter, "format", "") == "onnx":
+    if not isinstance(adapter, ModelAdapter):  # evaluates only (an ONNX export): no torch module to export
         raise MtpruneError("this model is already an ONNX export")
     if not isinstance(adapter, ClassifierAdapter):
         raise MtpruneError(f"ONNX export supports the multi-task and sequence-classifier formats; a {adapter.format} "

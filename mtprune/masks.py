@@ -19,12 +19,13 @@ the selected kind goes; a layer may keep zero FFN neurons or zero heads (its out
 projection's bias, in soft and hard pruning alike).
 
 Groups present in the scores but not selected (``kinds``/``stack``) are kept whole. On a model
-with grouped-query attention ``decoder.groups`` holds its key/value groups and ``decoder.heads``
+with grouped-query attention ``decoder.kv`` holds its key/value groups and ``decoder.heads``
 its query heads, a view of the groups: ``kinds="all"`` prunes neurons and groups, and a mask
 always prunes the query heads of the groups it prunes.
 
 A mask saves as JSON (kept unit indices per layer, readable) or safetensors (bool arrays, the
-rest as JSON metadata), chosen by the file's suffix, and loads back equal.
+rest as JSON metadata), chosen by the file's suffix, and loads back equal. Files that name a kind
+by its old spelling (``decoder.groups``, ``kinds: groups``) load as ``decoder.kv`` / ``kv``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ import numpy as np
 
 from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.units import KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, chosen_groups, group_parts, view_groups
+from mtprune.units import (KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, canonical_kinds, canonical_name, chosen_groups,
+                           group_parts, view_groups)
 
 SCOPES = ("layer", "global", "budget")  # budget: one cost budget over kinds and layers (mtprune.costs)
 MASK_FORMAT = "mtprune mask v1"
@@ -78,7 +80,7 @@ def check_choices(scope: str = "layer", kinds: str = "all", stack: str = "all") 
     """One clear line for a scope, kind filter or stack filter that is not one of the choices."""
     if scope not in SCOPES:
         raise MtpruneError(f"scope must be layer or global, not {scope!r}")
-    if kinds not in KIND_CHOICES:
+    if canonical_kinds(kinds) not in KIND_CHOICES:
         raise MtpruneError(f"kinds must be one of {', '.join(KIND_CHOICES)}, not {kinds!r}")
     if stack not in STACK_CHOICES:
         raise MtpruneError(f"stack must be encoder, decoder or all, not {stack!r}")
@@ -100,6 +102,10 @@ class Mask:
     def __post_init__(self):
         if not isinstance(self.keep, Mapping) or not isinstance(self.n_units, Mapping):
             raise MtpruneError("a mask needs keep and n_units mappings")
+        # old spellings (decoder.groups, kinds "groups") read as today's (decoder.kv, "kv")
+        object.__setattr__(self, "keep", {canonical_name(g): v for g, v in self.keep.items()})
+        object.__setattr__(self, "n_units", {canonical_name(g): v for g, v in self.n_units.items()})
+        object.__setattr__(self, "kinds", canonical_kinds(self.kinds))
         if set(self.keep) != set(self.n_units):
             raise MtpruneError(
                 f"mask groups differ: keep has {sorted(self.keep)}, n_units has {sorted(self.n_units)}"
@@ -281,7 +287,7 @@ def _prune_views(keep: dict, n_units: dict) -> None:
     """Query heads inside a pruned key/value group are pruned with it (in place): a mask says what
     the model loses, and a group takes its heads along."""
     for view in view_groups(keep):
-        owner = view.rsplit(".", 1)[0] + ".groups"
+        owner = view.rsplit(".", 1)[0] + ".kv"
         if len(n_units[view]) != len(n_units[owner]):
             raise MtpruneError(f"mask groups {view} and {owner} have different layer counts")
         for layer, (nh, ng) in enumerate(zip(n_units[view], n_units[owner])):
@@ -327,7 +333,7 @@ def scores_parts(scores) -> tuple[dict, dict, dict]:
         spec, fp = getattr(scores, "spec", None), getattr(scores, "model_fingerprint", None)
     if not isinstance(arrays, Mapping) or not arrays:
         raise MtpruneError("scores need a non-empty 'arrays' mapping of group -> [layers, units]")
-    arrays = {g: np.asarray(a, dtype=np.float64) for g, a in arrays.items()}
+    arrays = {canonical_name(g): np.asarray(a, dtype=np.float64) for g, a in arrays.items()}
     if n_units is None:  # infer from NaN padding
         n_units = {g: [int(np.sum(~np.isnan(row))) for row in a] for g, a in arrays.items()}
     meta = {}
@@ -338,7 +344,7 @@ def scores_parts(scores) -> tuple[dict, dict, dict]:
             meta["task"] = task
     if fp:
         meta["model_fingerprint"] = str(fp)
-    return arrays, {g: [int(x) for x in v] for g, v in n_units.items()}, meta
+    return arrays, {canonical_name(g): [int(x) for x in v] for g, v in n_units.items()}, meta
 
 
 def rank_order(values: np.ndarray) -> np.ndarray:
@@ -360,6 +366,7 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
     if isinstance(sparsity, Mapping):
         return _per_kind_mask(scores, sparsity, scope, stack, meta)
     p = check_sparsity(sparsity)
+    kinds = canonical_kinds(kinds)
     if scope == "budget":
         raise MtpruneError("a budget mask comes from mtprune.costs.search_mask, not from a sparsity")
     check_choices(scope, kinds, stack)
@@ -400,6 +407,7 @@ def mask_from_scores(scores, sparsity, scope: str = "layer", kinds: str = "ffn",
 def _per_kind_mask(scores, sparsity: Mapping, scope: str, stack: str, meta: dict | None) -> Mask:
     arrays, _, _ = scores_parts(scores)
     have = {group_parts(g)[1] for g in arrays}
+    sparsity = {canonical_kinds(k): v for k, v in sparsity.items()}
     unknown = [k for k in sparsity if k not in KINDS]
     if unknown:
         raise MtpruneError(f"unknown unit kind {unknown[0]!r}; kinds: {', '.join(KINDS)}")
@@ -418,7 +426,7 @@ def _per_kind_mask(scores, sparsity: Mapping, scope: str, stack: str, meta: dict
 
 
 def kinds_in(scores_or_mask) -> list[str]:
-    """The kinds (``ffn``, ``heads``, ``groups``) scores or a mask have units of, FFN first."""
+    """The kinds (``ffn``, ``heads``, ``kv``) scores or a mask have units of, FFN first."""
     if isinstance(scores_or_mask, Mask):
         groups = scores_or_mask.groups
     else:

@@ -31,7 +31,7 @@ def group_label(group: str) -> str:
 
 
 def unit_word(group: str) -> str:
-    return "head" if group.endswith("heads") else "group" if group.endswith("groups") else "neuron"
+    return "head" if group.endswith("heads") else "group" if group.endswith(".kv") else "neuron"
 
 
 def _as_array(array) -> np.ndarray:

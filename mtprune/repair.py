@@ -46,7 +46,7 @@ from mtprune.solvers import get_solver
 
 DAMPINGS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 STACK_ORDER = ("encoder", "decoder")
-KIND_ORDER = ("heads", "groups", "ffn")  # in a layer, attention comes first
+KIND_ORDER = ("heads", "kv", "ffn")  # in a layer, attention comes first
 
 
 @dataclass(frozen=True)

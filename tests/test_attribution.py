@@ -320,13 +320,13 @@ def test_magnitude_with_grouped_key_value_heads(tokenizer):
     g = slice(2 * 8, 4 * 8)  # the group: query heads 2 and 3, key/value head 1
     sq = (att.q_proj.weight[g].pow(2).sum() + att.k_proj.weight[o].pow(2).sum() + att.v_proj.weight[o].pow(2).sum()
           + att.o_proj.weight[:, g].pow(2).sum())
-    assert s.arrays["decoder.groups"][0, kv] == pytest.approx(sq.sqrt().item(), rel=1e-5)
+    assert s.arrays["decoder.kv"][0, kv] == pytest.approx(sq.sqrt().item(), rel=1e-5)
     ap = _run(a, kinds="all")
-    assert np.isfinite(ap.arrays["decoder.heads"]).all() and ap.arrays["decoder.groups"].shape == (2, 2)
+    assert np.isfinite(ap.arrays["decoder.heads"]).all() and ap.arrays["decoder.kv"].shape == (2, 2)
     # a group's gate scales its heads together: signed, its attribution is the sum of theirs
     signed = _run(a, kinds="all", variant="signed")
     heads = signed.arrays["decoder.heads"]
-    assert np.allclose(signed.arrays["decoder.groups"], heads[:, 0::2] + heads[:, 1::2], rtol=1e-4, atol=1e-7)
+    assert np.allclose(signed.arrays["decoder.kv"], heads[:, 0::2] + heads[:, 1::2], rtol=1e-4, atol=1e-7)
 
 
 def test_activation_is_mean_abs_over_real_tokens(tiny_multitask):

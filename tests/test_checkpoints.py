@@ -75,7 +75,7 @@ def test_save_load_grouped(tiny_grouped, sst2_rows, tmp_path):
     for g in scores["arrays"]:
         scores["arrays"][g][1] += 10  # layer 0 loses every group and neuron
     mask = mask_from_scores(scores, 0.6, kinds="all", scope="global")
-    assert mask.kept_per_layer("decoder.groups")[0] == 0
+    assert mask.kept_per_layer("decoder.kv")[0] == 0
     small = hard_prune(tiny_grouped, mask)
     out = save_model(small, tmp_path / "pruned", mask)
     back = load_adapter(str(out))
@@ -84,12 +84,54 @@ def test_save_load_grouped(tiny_grouped, sst2_rows, tmp_path):
     assert site_sizes(back) == site_sizes(small)
     assert (logits(back, sst2_rows) - logits(small, sst2_rows)).abs().max().item() < TOL
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["mtprune_pruned"]["sizes"]["decoder.1.groups"] == mask.kept_per_layer("decoder.groups")[1]
+    assert cfg["mtprune_pruned"]["sizes"]["decoder.1.kv"] == mask.kept_per_layer("decoder.kv")[1]
     # sizes that do not fit together (heads not a multiple of the kept groups) are refused
     cfg["mtprune_pruned"]["sizes"]["decoder.1.heads"] -= 1
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(MtpruneError, match="do not fit together"):
         load_adapter(str(out))
+
+
+def _old_spelling(name: str) -> str:
+    """``decoder.kv`` as files before the rename named it: ``decoder.groups``."""
+    return name[: -len(".kv")] + ".groups" if name.endswith(".kv") else name
+
+
+def test_old_spelling_of_key_value_groups_loads(tokenizer, sst2_rows, tmp_path):
+    """Masks (JSON, safetensors) and pruned models that name ``decoder.groups`` / ``kinds: groups``
+    (the kind's old spelling) load as ``decoder.kv`` / ``kv``."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    from mtprune.masks import load_mask
+    from tests.conftest import make_grouped
+
+    a = make_grouped("llama", tokenizer)
+    mask = mask_from_scores(random_scores(a, seed=3), 0.5, kinds="kv")
+    d = mask.to_dict()
+    assert d["kinds"] == "kv" and "decoder.kv" in d["n_units"]
+    old = {**d, "kinds": "groups", "n_units": {_old_spelling(g): v for g, v in d["n_units"].items()},
+           "keep": {_old_spelling(g): v for g, v in d["keep"].items()}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    header = {k: v for k, v in old.items() if k != "keep"}
+    tensors = {f"keep.{_old_spelling(g)}": np.ascontiguousarray(k, dtype=np.uint8) for g, k in mask.keep.items()}
+    (tmp_path / "old.safetensors").write_bytes(save(tensors, metadata={"mtprune_mask": json.dumps(header)}))
+    for f in ("old.json", "old.safetensors"):
+        back = load_mask(tmp_path / f)
+        assert back == mask and back.kinds == "kv" and "decoder.kv" in back.groups
+    assert mask_from_scores(random_scores(a, seed=3), 0.5, kinds="groups") == mask  # the old filter too
+    # a pruned model whose config records its sizes by the old names
+    small = hard_prune(a, mask)
+    out = save_model(small, tmp_path / "pruned", mask)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["mtprune_pruned"]["sizes"] = {_old_spelling(k) if k.endswith(".kv") else k: v
+                                      for k, v in cfg["mtprune_pruned"]["sizes"].items()}
+    assert "decoder.1.groups" in cfg["mtprune_pruned"]["sizes"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    back = load_adapter(str(out))
+    back.tokenizer = a.tokenizer
+    assert site_sizes(back) == site_sizes(small)
+    assert (logits(back, sst2_rows) - logits(small, sst2_rows)).abs().max().item() < TOL
 
 
 def test_save_load_causal(tiny_causal, sst2_rows, tmp_path):

@@ -32,10 +32,27 @@ def _torchrun(args, script=None, **kw):
 
 
 # the CLI, except that the first time a table is saved (by rank 0, after the first round) the
-# process stops there for good: the run cannot finish before the test kills it
+# process stops there for good: the run cannot finish before the test kills it. torchrun starts its
+# workers in sessions of their own, so killing it leaves them running: each one exits when its
+# parent (torchrun) is gone, and leaves its pid for the test to check
 STOP_AFTER_FIRST_SAVE = """
+import os
 import sys
 import threading
+import time
+from pathlib import Path
+
+Path(__file__).with_name("worker." + os.environ["RANK"] + ".pid").write_text(str(os.getpid()))
+PARENT = os.getppid()
+
+
+def die_with_the_run():
+    while os.getppid() == PARENT:
+        time.sleep(0.1)
+    os._exit(1)
+
+
+threading.Thread(target=die_with_the_run, daemon=True).start()
 
 from mtprune.experiments import core
 
@@ -53,6 +70,31 @@ from mtprune.cli import main
 
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (exited, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _end_workers(folder: Path, wait: float = 30.0) -> None:
+    """Wait for the killed run's workers to exit (they watch their parent), then kill any left."""
+    pids = [int(f.read_text()) for f in folder.glob("worker.*.pid")]
+    deadline = time.time() + wait
+    while time.time() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.2)
+    for p in pids:
+        if _running(p):
+            os.kill(p, signal.SIGKILL)
 
 
 def _rows(path) -> pd.DataFrame:
@@ -93,9 +135,10 @@ def test_a_killed_run_keeps_its_rows_and_resumes(shared_home, tmp_path, capsys):
         # rank 0 stops in its first save: the run is still going, with the first round's rows saved
         assert out.exists() and proc.poll() is None, (proc.poll(), log.read_text()[-3000:])
     finally:
-        if proc.poll() is None:  # kill every process of the run
+        if proc.poll() is None:  # kill torchrun (its workers follow)
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        _end_workers(tmp_path)
     saved = pd.read_csv(out)
     assert len(saved) == 2 * 2  # the first round: one group (a task and method, both sparsities) per rank
     assert not list(tmp_path.glob(".*tmp"))  # nothing half-written

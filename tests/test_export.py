@@ -61,8 +61,17 @@ def test_a_ragged_multitask_model_exports_and_runs(tiny_multitask, sst2_rows, tm
     assert a.accuracy == b.accuracy and (a.predictions.pred == b.predictions.pred).all()
     with pytest.raises(MtpruneError, match="no head for task cb"):
         evaluate(exported, "cb", rows=[{"premise": "a", "hypothesis": "b", "label": 0}])
+    # an evaluate-only adapter: no torch module, no units; what needs them says so in one line
+    from mtprune.attribution import AttributionSpec, attribute
+    from mtprune.formats import EvalAdapter, ModelAdapter
+
+    assert isinstance(exported, EvalAdapter) and not isinstance(exported, ModelAdapter)
+    assert not hasattr(exported, "unit_sites") and not hasattr(exported, "model")
     with pytest.raises(MtpruneError, match="no units to score or prune"):
-        exported.unit_sites()
+        attribute(exported, AttributionSpec(task="sst2", method="random"))
+    with pytest.raises(MtpruneError, match="already an ONNX export"):
+        export_onnx(exported, "sst2", tmp_path / "again", evaluate=False)
+    assert exported.info()["units"] == {} and exported.num_parameters() > 0
 
 
 def test_a_sequence_classifier_exports(tiny_seqcls, sst2_rows, tmp_path):

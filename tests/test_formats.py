@@ -209,3 +209,39 @@ def test_single_task_classifier_from_default_model(default_adapter, tmp_path, sh
     assert torch.allclose(_logits(back, rows, SST2), _logits(default_adapter, rows, SST2), atol=1e-5)
     with pytest.raises(MtpruneError, match="no head for task mrpc"):
         back.head_for("mrpc")
+
+
+def test_layer_specs_by_name(tiny_causal, tiny_grouped):
+    """A format describes its layers with named specs; build_sites turns them into sites (GPT-2's
+    fused q|k|v is ``qkv``, grouped-query attention ``query_per_kv``), and a spec that names both
+    or neither of q/k/v and qkv is refused."""
+    from mtprune.units import AttentionSpec, FFNSpec, StackSpec, build_sites
+
+    a = tiny_causal
+    sites = a.unit_sites()
+    if type(a.model).__name__.startswith("GPT2"):
+        heads = next(s for s in sites if s.kind == "heads")
+        assert [(ip.path, ip.chunks) for ip in heads.in_proj] == [("transformer.h.0.attn.c_attn", 3)]
+    spec = StackSpec(stack="decoder", layers=("model.layers.0",),
+                     ffn=FFNSpec(in_proj=("mlp.gate_proj", "mlp.up_proj"), out_proj="mlp.down_proj",
+                                 residual="post_attention_layernorm", output_norm=""),
+                     attention=AttentionSpec(q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+                                             o="self_attn.o_proj", module="self_attn", residual="", head_dim=4,
+                                             query_per_kv=8 // tiny_grouped.unit_sites()[-1].n_units))
+    built = build_sites(tiny_grouped.model, [spec])
+    assert [s.name for s in built] == ["decoder.0.ffn", "decoder.0.heads", "decoder.0.kv"]
+    assert built == [s for s in tiny_grouped.unit_sites() if s.layer == 0]
+    assert built[1].view_of == "kv" and not built[1].hard_prunable and built[2].hard_prunable
+    for bad in (dict(), dict(q="q", k="k", v="v", qkv="qkv"), dict(q="q", k="k")):
+        with pytest.raises(ValueError, match="q, k and v, or one fused qkv"):
+            AttentionSpec(o="o", module="m", residual="", head_dim=4, **bad)
+
+
+def test_onnx_format_stays_registered():
+    """The ONNX format is registered and detected like any other, as an evaluate-only adapter."""
+    from mtprune.formats import FORMATS, EvalAdapter, ModelAdapter, detect_format, get_format
+
+    onnx = get_format("onnx")
+    assert FORMATS["onnx"] is onnx and issubclass(onnx, EvalAdapter) and not issubclass(onnx, ModelAdapter)
+    assert detect_format({}, {"model.onnx", "mtprune_onnx.json"}) is onnx
+    assert all(issubclass(c, ModelAdapter) for n, c in FORMATS.items() if n != "onnx")

@@ -236,19 +236,20 @@ def test_prune_grouped_model_by_key_value_group(capsys, tokenizer, tmp_path, sha
     out = tmp_path / "heads"
     code, _, err = run(capsys, "prune", *common, "--kinds", "heads", "--sparsity", "0.5", "--out", out)
     one_line_error(code, err, r"cannot lose single query heads physically .*prune whole key/value groups "
-                              r"\(--kinds groups\), or keep the heads as a soft mask")
+                              r"\(--kinds kv\), or keep the heads as a soft mask")
     assert not out.exists()
+    # --kinds groups: the old spelling of kv
     code, stdout, err = run(capsys, "prune", *common, "--kinds", "groups", "--sparsity", "0.5", "--out",
                             tmp_path / "groups")
     assert code == 0, err
     info = json.loads(stdout)
-    assert info["kept"]["decoder.groups"] == [1, 1]
+    assert info["kept"]["decoder.kv"] == [1, 1] and info["kinds"] == "kv"
     assert info["params_pruned"] == info["params_expected"] < info["params_dense"]
     code, stdout, err = run(capsys, "prune", *common, "--budget", "flops:0.6", "--out", tmp_path / "budget")
     assert code == 0, err
     info = json.loads(stdout)
-    assert abs(info["flops_kept"] - 0.6) < 0.05 and "decoder.groups" in info["kept"]
+    assert abs(info["flops_kept"] - 0.6) < 0.05 and "decoder.kv" in info["kept"]
     code, stdout, err = run(capsys, "attribute", "--model", model, "--task", "sst2", "--examples", "6",
-                            "--device", "cpu", "--kinds", "groups", "--out-csv", tmp_path / "s.csv")
+                            "--device", "cpu", "--kinds", "kv", "--out-csv", tmp_path / "s.csv")
     assert code == 0, err
-    assert "decoder.groups" in (tmp_path / "s.csv").read_text()
+    assert "decoder.kv" in (tmp_path / "s.csv").read_text()

@@ -164,22 +164,22 @@ def test_t5_heads_removed_physically(tiny_t5, sst2_rows):
 def test_grouped_attention_loses_whole_groups(tiny_grouped, sst2_rows):
     a = tiny_grouped
     sites = {s.name: s for s in a.unit_sites()}
-    g, h = sites["decoder.0.groups"], sites["decoder.0.heads"]
+    g, h = sites["decoder.0.kv"], sites["decoder.0.heads"]
     ratio = 8 // g.n_units
     assert (g.heads_per_unit, g.width, h.width, h.n_units) == (ratio, ratio * 4, 4, 8)
-    assert g.hard_prunable and not h.hard_prunable and h.view_of == "groups"
+    assert g.hard_prunable and not h.hard_prunable and h.view_of == "kv"
     scores = random_scores(a, seed=1)
-    for kinds in ("groups", "all"):
+    for kinds in ("kv", "all"):
         mask = mask_from_scores(scores, 0.5, kinds=kinds, scope="global")
         # the query heads of a pruned group go with it
         for layer in range(2):
-            want = mask.keep["decoder.groups"][layer, : g.n_units].repeat(ratio)
+            want = mask.keep["decoder.kv"][layer, : g.n_units].repeat(ratio)
             assert (mask.keep["decoder.heads"][layer, :8] == want).all()
         small, _ = check_hard_equals_soft(a, mask, sst2_rows)
         sizes = site_sizes(small)
         for layer in range(2):
-            kept = mask.kept_per_layer("decoder.groups")[layer]
-            assert sizes[f"decoder.{layer}.groups"] == kept and sizes[f"decoder.{layer}.heads"] == kept * ratio
+            kept = mask.kept_per_layer("decoder.kv")[layer]
+            assert sizes[f"decoder.{layer}.kv"] == kept and sizes[f"decoder.{layer}.heads"] == kept * ratio
             attn = small.model.get_submodule(f"model.layers.{layer}.self_attn")
             if kept:
                 assert attn.k_proj.out_features == 4 * kept and attn.q_proj.out_features == 4 * kept * ratio
@@ -194,7 +194,7 @@ def test_grouped_single_heads_are_soft_only(tiny_grouped, sst2_rows):
     with soft_prune(a, heads):
         logits(a, sst2_rows)
     with pytest.raises(MtpruneError, match="cannot lose single query heads physically.*shared by .* query heads; "
-                                           "prune whole key/value groups \\(--kinds groups\\), or .* soft mask"):
+                                           "prune whole key/value groups \\(--kinds kv\\), or .* soft mask"):
         hard_prune(a, heads)
 
 

@@ -245,12 +245,12 @@ def test_a_shared_model_is_repaired_on_several_tasks(tiny_multitask, cb_rows):
 def test_repair_groups_of_grouped_attention(tokenizer):
     from tests.conftest import make_grouped
 
-    for a, kinds in ((make_grouped("llama", tokenizer), "groups"), (make_grouped("qwen2", tokenizer), "all")):
+    for a, kinds in ((make_grouped("llama", tokenizer), "kv"), (make_grouped("qwen2", tokenizer), "all")):
         mask = mask_from_scores(random_scores(a, seed=3), 0.5, kinds=kinds)
         plain = hard_prune(a, mask)
         fixed, report = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
         names = {s.site for s in report.sites}
-        want = {s.name for s in a.unit_sites() if s.kind in (("groups", "ffn") if kinds == "all" else (kinds,))}
+        want = {s.name for s in a.unit_sites() if s.kind in (("kv", "ffn") if kinds == "all" else (kinds,))}
         assert names == want, (names, want)  # the query heads' view is not refit a second time
         assert report.changed > 0 and report.kl_after < report.kl_before, report.summary()
         assert [s.n_units for s in fixed.unit_sites()] == [s.n_units for s in plain.unit_sites()]

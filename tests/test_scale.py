@@ -53,7 +53,7 @@ def test_attribution_memory_is_bounded_by_the_token_budget(tiny_decoder, monkeyp
         with PeakMemory("cpu") as pm:
             scores = attribute(a, SPEC, rows=rows, batch_size=1024)
         peaks[n] = pm.peak
-        assert set(scores.arrays) == {"decoder.ffn", "decoder.heads", "decoder.groups"}
+        assert set(scores.arrays) == {"decoder.ffn", "decoder.heads", "decoder.kv"}
     assert 0 < peaks[192] <= PEAK_MULTIPLE * model, (peaks, model)
     assert peaks[192] < 1.15 * peaks[48]  # four times the examples, the same memory
     # without the budget, one pass of every row: the profiler sees the activations grow

@@ -109,13 +109,14 @@ def recorded_accuracy(adapter, task: TaskSpec | str) -> tuple[float | None, str]
     """``(accuracy, what it is)`` the model's files record for the task's head: a dense model's
     validation accuracy from ``tasks.json``, a pruned model's what was measured on it (never its
     source's figure); ``(None, "not measured")`` when there is none."""
+    from mtprune.formats import ModelAdapter
     from mtprune.pruning import PRUNED_KEY
 
     try:
         head = adapter.head_for(task)
     except MtpruneError:
         return None, "no head"
-    pruned = getattr(adapter.model.config, PRUNED_KEY, None)
+    pruned = getattr(adapter.model.config, PRUNED_KEY, None) if isinstance(adapter, ModelAdapter) else None
     if pruned is not None:
         m = (pruned.get("measured") or {}).get(head)
         if not m:
@@ -201,7 +202,7 @@ def mask_slug(settings: dict, heads_per_layer: int | None = None) -> str:
         return f"{settings['budget'].measure}{settings['budget'].percent}"
     parts = []
     for kind, p in settings["sparsity"].items():
-        if kind in ("heads", "groups") and not p:
+        if kind in ("heads", "kv") and not p:
             continue
         parts.append(f"{kind}{round(100 * float(p))}")
     return "-".join(parts) or "dense"

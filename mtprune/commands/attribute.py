@@ -11,6 +11,7 @@ from pathlib import Path
 from mtprune.commands.common import (add_examples_arg, add_model_args, add_threads_arg, method_help, print_json,
                                      progress_bar, quiet_openmp)
 from mtprune.errors import MtpruneError
+from mtprune.units import canonical_kinds
 
 
 def register(sub):
@@ -29,8 +30,10 @@ def register(sub):
     p.add_argument("--steps", type=int, default=20, help="Integrated Gradients steps (ig only; default 20)")
     p.add_argument("--unsupervised", action="store_true",
                    help="use no labels: sum |A| over every candidate label (ap, ig)")
-    p.add_argument("--kinds", "--units", dest="kinds", default="all", choices=("all", "ffn", "heads", "groups"),
-                   help="score FFN neurons, heads or all (default all; --units is the old spelling)")
+    p.add_argument("--kinds", "--units", dest="kinds", default="all", choices=("all", "ffn", "heads", "kv"),
+                   type=canonical_kinds,
+                   help="score FFN neurons, heads, key/value groups (kv) or all (default all; --units is the old "
+                        "spelling, and groups of kv)")
     p.add_argument("--batch-size", type=int, default=32)
     add_threads_arg(p)
     p.add_argument("--cache-dir", default=None, help="default: MTPRUNE_CACHE or cache/ in the checkout")

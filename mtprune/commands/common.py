@@ -48,13 +48,13 @@ def add_examples_arg(p, default: int | str | None = 256, text: str = "examples f
 
 
 def add_kinds_arg(p, default: str | None = "ffn", default_text: str | None = None) -> None:
-    from mtprune.units import KIND_CHOICES
+    from mtprune.units import KIND_CHOICES, canonical_kinds
 
-    p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=KIND_CHOICES,
-                   help=f"which kind of unit to prune: FFN neurons, attention heads, key/value groups (grouped-"
+    p.add_argument("--kinds", "--units", dest="kinds", default=default, choices=KIND_CHOICES, type=canonical_kinds,
+                   help=f"which kind of unit to prune: FFN neurons, attention heads, key/value groups (kv, grouped-"
                         f"query attention) or all (on a grouped model: neurons and groups; its single query "
                         f"heads only by name, as a soft mask) (default {default_text or default}; --units is "
-                        f"the old spelling)")
+                        f"the old spelling, and groups of kv)")
 
 
 def method_help(scores: bool | None = True) -> str:

@@ -79,7 +79,7 @@ def prunable_params(adapter, kinds: str = "ffn", stack: str = "all", costs=None)
     views = [g for g in chosen if g not in costs]
     if views:  # the params measure leaves out view groups: their parameters are their groups'
         raise MtpruneError(f"the query heads of grouped attention ({', '.join(views)}) hold no parameters of "
-                           f"their own: share a quota of --kinds groups or all")
+                           f"their own: share a quota of --kinds kv or all")
     total = sum(int(costs[g][s.layer]) * s.n_units for g, ss in groups.items() if g in chosen for s in ss)
     if total == 0:
         raise MtpruneError(f"the model has no {kinds} units to share a quota of")

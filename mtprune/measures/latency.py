@@ -27,7 +27,7 @@ def latency_table(adapter, task, seq_len: int, batch_size: int = 32, repeats: in
     from mtprune.io import atomic_write_text, stable_hash
     from mtprune.masks import mask_from_scores
     from mtprune.pruning import hard_prune, hard_prune_problem
-    from mtprune.units import KINDS, group_parts, group_sites
+    from mtprune.units import KINDS, canonical_kinds, group_parts, group_sites
 
     ident = {"model": adapter.fingerprint(), "seq_len": int(seq_len), "batch": batch_size,
              "threads": torch.get_num_threads(), "device": str(adapter.device), "machine": platform.machine(),
@@ -35,8 +35,11 @@ def latency_table(adapter, task, seq_len: int, batch_size: int = 32, repeats: in
     path = cache_dir() / "latency" / f"{stable_hash(ident, 24)}.json"
     if cache and path.is_file():
         try:
-            return json.loads(path.read_text())
-        except ValueError:
+            table = json.loads(path.read_text())
+            for k in ("seconds_per_example", "per_unit"):  # tables that name kv by its old spelling
+                table[k] = {canonical_kinds(kind): v for kind, v in table[k].items()}
+            return table
+        except (ValueError, KeyError, AttributeError):
             pass
     rng = np.random.default_rng(0)
     shapes = {g: (len(ss), max(s.n_units for s in ss)) for g, ss in group_sites(adapter.unit_sites()).items()}
