@@ -1,0 +1,157 @@
+"""How far scores can be trusted, from the pass that made them.
+
+Attribution keeps, beside each unit's total over ``n`` examples, its sums over ``K`` disjoint folds
+of those examples (:attr:`mtprune.attribution.Scores.folds`, ``[K, layers, units]`` per group).
+From them, for every site (one layer's units of one kind):
+
+* :func:`standard_errors`: each total's standard error, ``sqrt(K) * sd(fold sums)``;
+* :func:`spearman_reliability`: the expected Spearman correlation between these scores and those of
+  an independent draw of the same ``n`` examples. Split-half: the folds are split into two halves
+  of ``n / 2`` examples each (every split of ``K`` folds into two equal halves, up to symmetry), the
+  halves' rank correlation ``r`` is averaged, and the Spearman-Brown step ``2 r / (1 + r)`` gives it
+  at the full size (as for a test of twice the length in classical test theory);
+* :func:`keep_stability`: the expected Jaccard between the units two independent draws keep at a
+  sparsity, and each unit's chance to be kept, from draws of a normal model: each unit's expected
+  total shrunk towards its layer's mean so that its spread is the scores' spread less the noise,
+  and noise of the unit's standard error on each draw;
+* :func:`rank_intervals`: a 95% interval of each unit's rank in its layer (1 = most needed), from
+  the same normal model.
+
+A group's reliability is the mean over its layers, weighted by their units. Nothing here knows a
+model: it reads arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+FOLDS = 8  # folds of the examples kept per score entry
+DRAWS = 200  # simulated draws for Jaccard, keep chances and rank intervals
+
+
+def standard_errors(folds: np.ndarray) -> np.ndarray:
+    """``[layers, units]``: the standard error of each unit's total from its fold sums ``[K, ...]``."""
+    k = folds.shape[0]
+    return np.sqrt(k) * np.nanstd(folds.astype(np.float64), axis=0, ddof=1)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def _halves(k: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every split of ``k`` folds into two equal halves, each once (fold 0 always in the first)."""
+    out = []
+    for first in itertools.combinations(range(1, k), k // 2 - 1):
+        a = (0, *first)
+        out.append((a, tuple(i for i in range(k) if i not in a)))
+    return out
+
+
+def spearman_brown(r: float, factor: float = 2.0) -> float:
+    """The reliability of a score ``factor`` times as long, from the reliability ``r`` of one part."""
+    if not np.isfinite(r):
+        return float("nan")
+    r = max(r, 0.0)
+    return factor * r / (1 + (factor - 1) * r)
+
+
+def spearman_reliability(folds: np.ndarray, n_units: list[int]) -> np.ndarray:
+    """``[layers]``: each layer's expected Spearman correlation with an independent draw of the same
+    size (split-half, Spearman-Brown); NaN for a layer of fewer than three units."""
+    k = folds.shape[0]
+    halves = _halves(k)
+    out = np.full(len(n_units), np.nan)
+    for layer, n in enumerate(n_units):
+        if n < 3 or k < 2:
+            continue
+        f = folds[:, layer, :n].astype(np.float64)
+        rs = [_spearman(f[list(a)].sum(0), f[list(b)].sum(0)) for a, b in halves]
+        rs = [r for r in rs if np.isfinite(r)]
+        if rs:
+            out[layer] = spearman_brown(float(np.mean(rs)))
+    return out
+
+
+def _true_scores(total: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Each unit's expected total: shrunk towards the layer's mean so that the spread is the
+    observed spread less the noise (the totals' variance is the true variance plus the noise's)."""
+    m = total.mean()
+    var = total.var()
+    noise = float(np.mean(se ** 2))
+    shrink = np.sqrt(max(var - noise, 0.0) / var) if var > 0 else 0.0
+    return m + shrink * (total - m)
+
+
+def _draws(total: np.ndarray, se: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return _true_scores(total, se)[None, :] + rng.normal(size=(draws, len(total))) * se[None, :]
+
+
+def _top(x: np.ndarray, n_keep: int) -> np.ndarray:
+    """Boolean rows: the ``n_keep`` largest of each row."""
+    keep = np.zeros(x.shape, dtype=bool)
+    if n_keep > 0:
+        idx = np.argpartition(-x, n_keep - 1, axis=1)[:, :n_keep]
+        np.put_along_axis(keep, idx, True, axis=1)
+    return keep
+
+
+def keep_stability(total: np.ndarray, se: np.ndarray, sparsity: float, draws: int = DRAWS,
+                   seed: int = 0) -> tuple[float, np.ndarray]:
+    """``(expected Jaccard of the kept sets of two independent draws, each unit's chance to be
+    kept)`` for one layer's ``total`` and ``se`` at ``sparsity`` (the share pruned)."""
+    n = len(total)
+    n_keep = n - int(round(sparsity * n))
+    if n == 0 or n_keep in (0, n):
+        return 1.0, np.full(n, float(n_keep == n))
+    kept = _top(_draws(total, se, 2 * draws, seed), n_keep)
+    a, b = kept[:draws], kept[draws:]
+    jac = (a & b).sum(1) / (a | b).sum(1)
+    return float(jac.mean()), kept.mean(0)
+
+
+def rank_intervals(total: np.ndarray, se: np.ndarray, draws: int = DRAWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)``: each unit's 95% interval of its rank in the layer (1 = most needed), over
+    draws of the normal model; the observed rank lies inside unless the draws disagree with it."""
+    x = _draws(total, se, draws, seed)
+    ranks = (-x).argsort(1).argsort(1) + 1
+    return np.percentile(ranks, 2.5, axis=0, method="lower"), np.percentile(ranks, 97.5, axis=0, method="higher")
+
+
+@dataclass(frozen=True)
+class GroupReliability:
+    """One group's reliability: ``spearman`` (the expected Spearman with an independent draw, the
+    mean of its layers weighted by their units) and ``per_layer``."""
+
+    group: str
+    spearman: float
+    per_layer: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {"spearman": _round(self.spearman), "per_layer": [_round(v) for v in self.per_layer]}
+
+
+def _round(v: float):
+    return None if not np.isfinite(v) else round(float(v), 4)
+
+
+def group_reliability(group: str, folds: np.ndarray, n_units: list[int]) -> GroupReliability:
+    per = spearman_reliability(folds, n_units)
+    w = np.array([n if np.isfinite(r) else 0 for n, r in zip(n_units, per)], dtype=np.float64)
+    mean = float(np.nansum(per * w) / w.sum()) if w.sum() > 0 else float("nan")
+    return GroupReliability(group, mean, tuple(float(v) for v in per))
+
+
+def expected_jaccard(total: np.ndarray, se: np.ndarray, n_units: list[int], sparsity: float, seed: int = 0) -> float:
+    """The mean over layers of :func:`keep_stability`'s Jaccard for a ``[layers, units]`` group."""
+    vals = [keep_stability(total[layer, :n].astype(np.float64), se[layer, :n], sparsity, seed=seed + layer)[0]
+            for layer, n in enumerate(n_units) if n > 0]
+    return float(np.mean(vals)) if vals else float("nan")
