@@ -39,6 +39,7 @@ from mtprune.units import KIND_CHOICES, UnitSite, canonical_kinds, canonical_nam
 VARIANTS = ("abs", "signed")
 FORMAT = "mtprune.scores"
 FORMAT_VERSION = 1  # bump when the meaning of stored scores changes: old cache entries miss
+FOLD_SUFFIX = ".folds"  # the tensor of a group's fold sums in a scores file: "encoder.ffn.folds"
 
 
 def _is_int(v) -> bool:
@@ -183,10 +184,46 @@ class Scores:
     n_units: dict[str, list[int]]
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    # the sums over K disjoint folds of the examples, float32 [K, n_layers, max_units] per group
+    # (None: a method that reads no examples, or an entry written before folds were kept)
+    folds: dict[str, np.ndarray] | None = None
 
     @property
     def groups(self) -> list[str]:
         return list(self.arrays)
+
+    @property
+    def has_folds(self) -> bool:
+        return bool(self.folds) and all(f.shape[0] >= 2 for f in self.folds.values())
+
+    def standard_errors(self) -> dict[str, np.ndarray] | None:
+        """``{group: [layers, units]}``: each total's standard error from its fold sums; None
+        without folds (reliability unknown)."""
+        from mtprune.reliability import standard_errors
+
+        return {g: standard_errors(f) for g, f in self.folds.items()} if self.has_folds else None
+
+    def reliability(self) -> dict:
+        """``{group: GroupReliability}``: the expected Spearman correlation of each group's (and
+        layer's) scores with those of an independent draw of as many examples; ``{}`` without folds."""
+        from mtprune.reliability import group_reliability
+
+        if not self.has_folds:
+            return {}
+        return {g: group_reliability(g, self.folds[g], self.n_units[g]) for g in self.arrays}
+
+    def reliability_summary(self) -> dict:
+        """What files and printouts say of the scores' reliability: examples used, folds, and per
+        group the expected Spearman with another draw and its layers'; why it is unknown otherwise."""
+        n = self.meta.get("examples")
+        if not self.spec.info.needs_data:
+            return {"examples": 0, "reliability": None,
+                    "why": f"{self.spec.method} reads no examples: another draw gives the same scores"}
+        if not self.has_folds:
+            return {"examples": n, "reliability": None,
+                    "why": "reliability unknown: these scores were computed without fold sums"}
+        return {"examples": n, "folds": int(next(iter(self.folds.values())).shape[0]),
+                "reliability": {g: r.to_dict() for g, r in self.reliability().items()}}
 
     def site_scores(self) -> dict[str, np.ndarray]:
         """``{"encoder.3.ffn": scores [n_units]}``: the layout of ``adapter.unit_sites()``."""
@@ -214,7 +251,26 @@ class Scores:
         df = pd.concat(parts, ignore_index=True)
         df["rank"] = df.groupby(["group", "layer"])["score"].rank(ascending=False, method="first").astype(int)
         df["group_rank"] = df.groupby("group")["score"].rank(ascending=False, method="first").astype(int)
+        if self.has_folds:
+            df = df.merge(self._uncertainty_frame(), on=["group", "layer", "unit"], how="left")
         return df
+
+    def _uncertainty_frame(self):
+        """group, layer, unit, se (the score's standard error) and the 95% interval of its rank in
+        the layer (rank_low, rank_high)."""
+        import pandas as pd
+
+        from mtprune.reliability import rank_intervals
+
+        rows = []
+        for g, se in self.standard_errors().items():
+            for layer, n in enumerate(self.n_units[g]):
+                if n == 0:
+                    continue
+                lo, hi = rank_intervals(self.arrays[g][layer, :n].astype(np.float64), se[layer, :n], seed=layer)
+                rows.append(pd.DataFrame({"group": g, "layer": layer, "unit": np.arange(n), "se": se[layer, :n],
+                                          "rank_low": lo.astype(int), "rank_high": hi.astype(int)}))
+        return pd.concat(rows, ignore_index=True)
 
     def to_csv(self, path: str | Path) -> Path:
         from mtprune.io import atomic_write
@@ -232,7 +288,8 @@ class Scores:
             "n_units": self.n_units,
             "seconds": self.seconds,
             "meta": self.meta,
-            "checksum": _checksum(self.arrays),
+            "checksum": _checksum({**self.arrays, **self._fold_tensors()}),
+            "reliability": self.reliability_summary(),
         }
         head.update(extra or {})
         return {"mtprune": json.dumps(head, default=str)}
@@ -240,8 +297,11 @@ class Scores:
     def to_bytes(self, extra: dict | None = None) -> bytes:
         from safetensors.numpy import save
 
-        tensors = {g: np.ascontiguousarray(a, dtype=np.float32) for g, a in self.arrays.items()}
+        tensors = {g: np.ascontiguousarray(a, dtype=np.float32) for g, a in {**self.arrays, **self._fold_tensors()}.items()}
         return save(tensors, metadata=self._metadata(extra))
+
+    def _fold_tensors(self) -> dict[str, np.ndarray]:
+        return {f"{g}{FOLD_SUFFIX}": np.ascontiguousarray(f, dtype=np.float32) for g, f in (self.folds or {}).items()}
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write a safetensors file (one tensor per group, JSON metadata), atomically."""
@@ -269,15 +329,17 @@ class Scores:
         if expect_key is not None and head.get("cache_key") != expect_key:
             raise MtpruneError(f"{path} holds another cache entry")
         n_units = {g: [int(x) for x in v] for g, v in head["n_units"].items()}
-        if set(n_units) != set(arrays):
+        folds = {k[: -len(FOLD_SUFFIX)]: v for k, v in arrays.items() if k.endswith(FOLD_SUFFIX)}
+        arrays = {k: v for k, v in arrays.items() if not k.endswith(FOLD_SUFFIX)}
+        if set(n_units) != set(arrays) or not set(folds) <= set(arrays):
             raise MtpruneError(f"{path} is damaged: its groups do not match")
         order = [g for g in n_units]  # keep the written order of groups (old spellings: today's names)
         return cls(_spec_unchecked(head["spec"]), head["model_fingerprint"], {canonical_name(g): arrays[g] for g in order},
                    {canonical_name(g): n for g, n in n_units.items()}, float(head.get("seconds", 0.0)),
-                   dict(head.get("meta") or {}))
+                   dict(head.get("meta") or {}), {canonical_name(g): f for g, f in folds.items()} or None)
 
 
-def assemble(spec, fingerprint, sites, per_site: dict[str, np.ndarray], seconds=0.0, meta=None) -> Scores:
+def _layout_arrays(spec, sites, per_site: dict[str, np.ndarray]) -> tuple[dict, dict]:
     shapes, n_units = layout(sites)
     arrays = {g: np.full(shape, np.nan, dtype=np.float32) for g, shape in shapes.items()}
     for s in sites:
@@ -285,7 +347,19 @@ def assemble(spec, fingerprint, sites, per_site: dict[str, np.ndarray], seconds=
         if v.shape[0] != s.n_units:
             raise RuntimeError(f"method {spec.method} gave {v.shape[0]} scores for {s.name} ({s.n_units} units)")
         arrays[s.group][s.layer, : s.n_units] = v
-    return Scores(spec, fingerprint, arrays, n_units, float(seconds), dict(meta or {}))
+    return arrays, n_units
+
+
+def assemble(spec, fingerprint, sites, per_site: dict[str, np.ndarray], seconds=0.0, meta=None,
+             folds: list[dict[str, np.ndarray]] | None = None) -> Scores:
+    """Scores from ``{site name: [n_units]}`` totals (and, with ``folds``, the same for each fold of
+    the examples: the totals are then their sums)."""
+    arrays, n_units = _layout_arrays(spec, sites, per_site)
+    stacked = None
+    if folds:
+        parts = [_layout_arrays(spec, sites, f)[0] for f in folds]
+        stacked = {g: np.stack([p[g] for p in parts]) for g in arrays}
+    return Scores(spec, fingerprint, arrays, n_units, float(seconds), dict(meta or {}), stacked)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,8 +434,10 @@ def ap_per_layer(adapter, spec: AttributionSpec, rows: Sequence[dict], *, batch_
     per_site: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for group in passes:
-        per_site.update(gradient_scores(adapter, task, list(rows), spec, group, objective=objective,
-                                        alphas=[1.0], batch_size=batch_size))
+        for lo, hi in fold_bounds(len(rows)):  # the folds attribute() reads, so the batches match
+            for name, v in gradient_scores(adapter, task, list(rows[lo:hi]), spec, group, objective=objective,
+                                           alphas=[1.0], batch_size=batch_size).items():
+                per_site[name] = per_site.get(name, 0) + np.asarray(v, dtype=np.float64)
     return assemble(spec, adapter.fingerprint(), sites, per_site, time.perf_counter() - t0,
                     {"examples": len(rows), "passes": len(passes)})
 
@@ -426,7 +502,11 @@ def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = Non
     adapter.model.eval()
     t1 = time.perf_counter()
     try:
-        per_site = info.attribute(adapter, task, rows, spec, sites, batch_size=batch_size, progress=progress)
+        folds = fold_scores(adapter, spec, rows, sites, batch_size=batch_size, progress=progress)
+        if info.additive or len(folds) == 1:
+            per_site = {name: np.sum([np.asarray(f[name], dtype=np.float64) for f in folds], axis=0) for name in folds[0]}
+        else:  # a mean: the whole in one call; the folds, weighted by their examples, give its spread
+            per_site = info.attribute(adapter, task, rows, spec, sites, batch_size=batch_size)
     finally:
         adapter.model.train(was_training)
     t_compute = time.perf_counter() - t1
@@ -449,8 +529,41 @@ def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = Non
         "seconds_data": t_data,
         "seconds_compute": t_compute,
         "examples_per_s": (len(rows) / t_compute) if rows and t_compute > 0 else None,
+        "folds": len(folds) if len(folds) > 1 else 0,
     }
-    return assemble(spec, adapter.fingerprint(), sites, per_site, time.perf_counter() - t0, meta)
+    return assemble(spec, adapter.fingerprint(), sites, per_site, time.perf_counter() - t0, meta,
+                    folds if len(folds) > 1 else None)
+
+
+def fold_bounds(n: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the ``FOLDS`` contiguous folds of ``n`` examples (fewer for fewer)."""
+    from mtprune.reliability import FOLDS
+
+    k = max(1, min(FOLDS, n))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
+def fold_scores(adapter, spec: AttributionSpec, rows: Sequence[dict], sites, *, batch_size: int = 32,
+                progress: Progress | None = None) -> list[dict[str, np.ndarray]]:
+    """The method's ``{site: scores}`` over each of ``FOLDS`` disjoint, contiguous folds of ``rows``
+    (fewer when there are fewer rows; one call for a method that reads no examples): every example
+    is read once, as in one call, and the totals are the folds' sums (a mean method's folds are
+    weighted by their share of the examples)."""
+    info = spec.info
+    n = len(rows)
+    bounds = fold_bounds(n) if info.needs_data else [(0, n)]
+    if len(bounds) <= 1:
+        return [info.attribute(adapter, spec.task_spec, list(rows), spec, sites, batch_size=batch_size,
+                               progress=progress)]
+    out = []
+    for lo, hi in bounds:
+        step = (lambda done, total, lo=lo: progress(lo + done, n)) if progress else None
+        part = info.attribute(adapter, spec.task_spec, list(rows[lo:hi]), spec, sites, batch_size=batch_size,
+                              progress=step)
+        # a mean method's fold counts by its share of the examples, so that the folds add up
+        out.append(part if info.additive else {k: np.asarray(v, dtype=np.float64) * (hi - lo) / n
+                                               for k, v in part.items()})
+    return out
 
 
 def data_identity(task: TaskSpec, split: str) -> dict:

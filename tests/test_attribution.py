@@ -381,14 +381,24 @@ def test_save_load_csv(tiny_multitask, tmp_path):
     assert back.spec == s.spec and back.model_fingerprint == tiny_multitask.fingerprint()
     for g in s.groups:
         np.testing.assert_array_equal(back.arrays[g], s.arrays[g])
-    raw = load_file(str(path))  # plain safetensors for any reader
-    assert set(raw) == {"encoder.ffn", "encoder.heads"}
+    raw = load_file(str(path))  # plain safetensors for any reader: the totals and their fold sums
+    assert set(raw) == {"encoder.ffn", "encoder.heads", "encoder.ffn.folds", "encoder.heads.folds"}
+    k = s.meta["folds"]
+    assert k == min(8, s.meta["examples"]) and raw["encoder.ffn.folds"].shape == (k, 2, 48)
+    np.testing.assert_allclose(raw["encoder.ffn.folds"].sum(0), s.arrays["encoder.ffn"], rtol=1e-5)
+    np.testing.assert_array_equal(back.folds["encoder.heads"], s.folds["encoder.heads"])
     with safe_open(str(path), framework="numpy") as f:
         head = json.loads(f.metadata()["mtprune"])
     assert head["spec"]["method"] == "ap" and head["n_units"]["encoder.ffn"] == [48, 48]
+    rel = head["reliability"]
+    assert rel["examples"] == s.meta["examples"] and rel["folds"] == k
+    assert set(rel["reliability"]) == {"encoder.ffn", "encoder.heads"}
+    assert len(rel["reliability"]["encoder.ffn"]["per_layer"]) == 2
     df = pd.read_csv(s.to_csv(tmp_path / "scores.csv"))
-    assert list(df.columns) == ["group", "layer", "unit", "score", "rank", "group_rank"]
+    assert list(df.columns) == ["group", "layer", "unit", "score", "rank", "group_rank", "se", "rank_low",
+                                "rank_high"]
     assert len(df) == 2 * 48 + 2 * 4
+    assert (df.se > 0).all() and (df.rank_low <= df["rank"]).all() and (df["rank"] <= df.rank_high).all()
     top = df[(df.group == "encoder.ffn") & (df.layer == 0)].sort_values("rank")
     assert top["rank"].tolist() == list(range(1, 49))
     assert top.score.is_monotonic_decreasing
@@ -429,7 +439,7 @@ def test_bad_input(tiny_multitask, tiny_seqcls):
 def test_progress_is_reported(tiny_multitask):
     seen = []
     attribute(tiny_multitask, _spec(), rows=_rows(), batch_size=4, progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(4, 6), (6, 6)]
+    assert seen == [(i, 6) for i in range(1, 7)]  # six folds of one example each, counted on
 
 
 # ----------------------------------------------------------------------------------------------

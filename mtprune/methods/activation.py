@@ -50,5 +50,5 @@ class MeanActivation(Method):
 
 
 ACTIVATION = register_method(MeanActivation(
-    "activation", label="activation", needs_labels=False, uses_variant=False, baseline=True,
+    "activation", label="activation", needs_labels=False, uses_variant=False, baseline=True, additive=False,
     help="the unit's mean |activation| on the task's examples (a baseline)"))

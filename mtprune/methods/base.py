@@ -58,6 +58,9 @@ class Method:
     uses_seed: bool = True
     unsupervised: bool = False
     baseline: bool = False
+    # its scores are sums over examples (those of disjoint folds add up to the whole); False: a mean
+    # (the whole is computed in one call, the folds apart, for their spread only)
+    additive: bool = True
     scores: bool = True
     reference: str | None = None
 
