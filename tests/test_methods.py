@@ -72,10 +72,10 @@ def plugin(tmp_path, monkeypatch):
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("MTPRUNE_PLUGINS", "my_methods")
-    saved, loaded = dict(registry._METHODS), set(plugins._loaded)
+    saved, loaded = dict(registry.METHODS._items), set(plugins._loaded)
     yield tmp_path
-    registry._METHODS.clear()
-    registry._METHODS.update(saved)
+    registry.METHODS._items.clear()
+    registry.METHODS._items.update(saved)
     plugins._loaded.clear()
     plugins._loaded.update(loaded)
     sys.modules.pop("my_methods", None)

@@ -13,16 +13,12 @@ A new built-in method is one more module here (imported automatically); your own
 module listed in ``MTPRUNE_PLUGINS`` (see :mod:`mtprune.methods.base` and docs/ARCHITECTURE.md).
 """
 
-import importlib
-import pkgutil
-
 from mtprune.methods.base import Method, all_methods, get_method, method_names, register_method
+from mtprune.registry import import_members
 
 # every module of this package registers its method when imported: the built-in ones in this order
 # (the CLI's and the dashboard's lists keep it), then any other module here, by name
-_FIRST = ("ap", "ig", "random_label", "activation", "random", "magnitude", "fisher", "svd")
-_HELPERS = ("base", "engine")
-for _name in (*_FIRST, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _FIRST + _HELPERS)):
-    importlib.import_module(f"{__name__}.{_name}")
+import_members(__name__, __path__, first=("ap", "ig", "random_label", "activation", "random", "magnitude", "fisher",
+                                          "svd"), helpers=("base", "engine"))
 
 __all__ = ["Method", "all_methods", "get_method", "method_names", "register_method"]

@@ -25,10 +25,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from mtprune import plugins
 from mtprune.errors import MtpruneError
+from mtprune.registry import Registry
 
-_METHODS: dict[str, "Method"] = {}
 
 
 @dataclass(frozen=True)
@@ -92,21 +91,18 @@ class Method:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+METHODS: Registry[Method] = Registry("method", Method)
+
+
 def register_method(method: Method, *, replace: bool = False) -> Method:
     """Make ``method`` known to every verb and page. A second method of the same name is an
     error unless ``replace``."""
-    if not isinstance(method, Method):
-        raise TypeError(f"register_method takes a Method, not {type(method).__name__}")
-    if method.name in _METHODS and not replace and _METHODS[method.name] is not method:
-        raise ValueError(f"a method named {method.name!r} is registered already")
-    _METHODS[method.name] = method
-    return method
+    return METHODS.register(method, replace=replace)
 
 
 def all_methods() -> dict[str, Method]:
     """Every registered method (plugins included), in registration order."""
-    plugins.load()
-    return dict(_METHODS)
+    return METHODS.all()
 
 
 def method_names(scores: bool | None = None) -> list[str]:
