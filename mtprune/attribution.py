@@ -33,12 +33,14 @@ from mtprune.errors import MtpruneError
 from mtprune.formats.base import prunable
 from mtprune.methods import Method, get_method
 from mtprune.methods.engine import Progress, gradient_scores, objective_all, objective_gold
-from mtprune.tasks import TaskSpec, data_path, get_task, load_rows, sample_rows
+from mtprune.tasks import TaskSpec, data_path, draw_order, get_task, load_rows
 from mtprune.units import KIND_CHOICES, UnitSite, canonical_kinds, canonical_name, layout, select_sites
 
 VARIANTS = ("abs", "signed")
 FORMAT = "mtprune.scores"
-FORMAT_VERSION = 1  # bump when the meaning of stored scores changes: old cache entries miss
+FORMAT_VERSION = 2  # bump when the meaning of stored scores changes: old cache entries miss
+# 2: fold sums kept beside the totals; examples in the seed's draw order (a larger draw extends a smaller one)
+MIN_HALF = 64  # draws are extended from their first half down to this many examples
 FOLD_SUFFIX = ".folds"  # the tensor of a group's fold sums in a scores file: "encoder.ffn.folds"
 
 
@@ -392,7 +394,8 @@ def _load_split(task: TaskSpec, split: str):
 
 
 def sample_for(spec: AttributionSpec) -> list[dict]:
-    """The spec's examples: ``examples`` rows of its split, drawn with its seed, class-balanced.
+    """The spec's examples: the first ``examples`` rows of its split's draw order for its seed,
+    class-balanced (:func:`mtprune.tasks.draw_order`: a larger draw starts with a smaller one's rows).
 
     With ``--unsupervised`` the draw is uniform and reads no labels. Rows without a label (-1)
     are skipped for supervised methods.
@@ -401,7 +404,7 @@ def sample_for(spec: AttributionSpec) -> list[dict]:
     split = spec.resolved_split
     ds, labels = _load_split(task, split)
     if spec.unsupervised:
-        return sample_rows(ds, spec.examples, spec.seed, balanced=False)
+        return draw_order(ds, spec.examples, spec.seed, balanced=False)
     n_labeled = sum(1 for v in labels if v >= 0)
     if n_labeled == 0:
         raise MtpruneError(f"{task.name}/{split} has no labeled rows: use --unsupervised or another split")
@@ -409,7 +412,7 @@ def sample_for(spec: AttributionSpec) -> list[dict]:
         raise MtpruneError(f"asked for {spec.examples} examples but {task.name}/{split} has only {n_labeled} labeled rows")
     if n_labeled < len(labels):  # hub test splits: -1 marks unlabeled rows
         ds = ds.select([i for i, v in enumerate(labels) if v >= 0]).flatten_indices()
-    return sample_rows(ds, spec.examples, spec.seed)
+    return draw_order(ds, spec.examples, spec.seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -471,10 +474,12 @@ def check_supported(adapter, spec: AttributionSpec) -> list[UnitSite]:
 
 
 def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = None, batch_size: int = 32,
-              rows: Sequence[dict] | None = None) -> Scores:
+              rows: Sequence[dict] | None = None, start: Scores | None = None) -> Scores:
     """Score every unit of the spec's kinds for its task (no cache; see :func:`attribute_cached`).
 
-    ``rows`` replaces the spec's sampled examples (all of them are used).
+    ``rows`` replaces the spec's sampled examples (all of them are used). ``start``: the scores of
+    the first half of the examples, in ``FOLDS`` folds: only the second half is read, and each fold
+    of the whole is two folds of a half (:func:`extend_folds`).
     """
     if not _is_int(batch_size) or batch_size < 1:
         raise MtpruneError(f"the batch size must be at least 1, not {batch_size}")
@@ -501,6 +506,12 @@ def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = Non
     was_training = adapter.model.training
     adapter.model.eval()
     t1 = time.perf_counter()
+    if start is not None:
+        try:
+            return extend_folds(adapter, spec, start, rows, sites, batch_size=batch_size, progress=progress,
+                                meta={"seconds_data": t_data})
+        finally:
+            adapter.model.train(was_training)
     try:
         folds = fold_scores(adapter, spec, rows, sites, batch_size=batch_size, progress=progress)
         if info.additive or len(folds) == 1:
@@ -510,13 +521,9 @@ def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = Non
     finally:
         adapter.model.train(was_training)
     t_compute = time.perf_counter() - t1
-    label_counts: dict[int, int] = {}
-    for r in rows:
-        if _is_int(r.get("label")):
-            label_counts[int(r["label"])] = label_counts.get(int(r["label"]), 0) + 1
     meta = {
         "examples": len(rows),
-        "label_counts": {str(k): v for k, v in sorted(label_counts.items())},
+        "label_counts": _label_counts(rows),
         "split": spec.resolved_split if info.needs_data else None,
         "version": __version__,
         "format_version": FORMAT_VERSION,
@@ -533,6 +540,53 @@ def attribute(adapter, spec: AttributionSpec, *, progress: Progress | None = Non
     }
     return assemble(spec, adapter.fingerprint(), sites, per_site, time.perf_counter() - t0, meta,
                     folds if len(folds) > 1 else None)
+
+
+def half_of(spec: AttributionSpec) -> int | None:
+    """The examples of the draw whose scores this spec's extend (``examples / 2``), or None when
+    they are computed whole: a method whose scores are sums over examples, at least twice
+    ``MIN_HALF`` examples, in folds that pair up (a multiple of ``2 * FOLDS``)."""
+    from mtprune.reliability import FOLDS
+
+    info = spec.info
+    n = spec.examples
+    if info.needs_data and info.additive and n % (2 * FOLDS) == 0 and n // 2 >= MIN_HALF:
+        return n // 2
+    return None
+
+
+def _pairs(folds: np.ndarray) -> np.ndarray:
+    """``[K, ...] -> [K / 2, ...]``: folds summed two by two (NaN padding stays NaN)."""
+    return folds[0::2].astype(np.float64) + folds[1::2]
+
+
+def extend_folds(adapter, spec: AttributionSpec, start: Scores, rows: Sequence[dict], sites, *, batch_size: int,
+                 progress: Progress | None = None, meta: dict | None = None) -> Scores:
+    """The scores of ``rows`` (``2 m`` examples) from ``start`` (those of their first ``m``, in
+    ``FOLDS`` folds): the last ``m`` are read in ``FOLDS`` folds, and the whole's folds are the two
+    halves' folds summed in pairs, so fold ``i`` covers the same rows as :func:`fold_bounds` gives."""
+    m = int(start.meta["examples"])
+    if not start.has_folds or 2 * m != len(rows):
+        raise ValueError("start must hold the folds of the first half of the rows")
+    t0 = time.perf_counter()
+    step = (lambda done, total: progress(m + done, len(rows))) if progress else None
+    new = fold_scores(adapter, spec, rows[m:], sites, batch_size=batch_size, progress=step)
+    later = assemble(spec, adapter.fingerprint(), sites, new[0], folds=new).folds
+    folds = {g: np.concatenate([_pairs(start.folds[g]), _pairs(later[g])]).astype(np.float32) for g in later}
+    arrays = {g: f.astype(np.float64).sum(0).astype(np.float32) for g, f in folds.items()}
+    t_compute = time.perf_counter() - t0
+    info = {**start.meta, **(meta or {}), "examples": len(rows), "label_counts": _label_counts(rows),
+            "seconds_compute": t_compute, "extends": m, "folds": len(next(iter(folds.values())))}
+    info["examples_per_s"] = m / t_compute if t_compute > 0 else None
+    return Scores(spec, adapter.fingerprint(), arrays, start.n_units, start.seconds + t_compute, info, folds)
+
+
+def _label_counts(rows) -> dict[str, int]:
+    counts: dict[int, int] = {}
+    for r in rows:
+        if _is_int(r.get("label")):
+            counts[int(r["label"])] = counts.get(int(r["label"]), 0) + 1
+    return {str(k): v for k, v in sorted(counts.items())}
 
 
 def fold_bounds(n: int) -> list[tuple[int, int]]:
@@ -628,7 +682,12 @@ def attribute_cached(adapter, spec: AttributionSpec, *, progress: Progress | Non
         Path(tmp).write_bytes(scores.to_bytes({"cache_key": key, "cache_key_parts": parts}))
 
     def compute():
-        return attribute(adapter, spec, progress=progress, batch_size=batch_size)
+        half = half_of(spec)  # a draw of n extends the cached draw of n / 2: nothing is read twice
+        start = None
+        if half is not None:
+            start, _, _ = attribute_cached(adapter, replace(spec, examples=half), progress=progress,
+                                           batch_size=batch_size, cache_dir=cache_dir)
+        return attribute(adapter, spec, progress=progress, batch_size=batch_size, start=start)
 
     if not distributed.is_active():
         scores, hit, path = cache.get_or_compute(key, compute, reader, writer)

@@ -225,6 +225,33 @@ def _labels(ds) -> list:
     return ds.data.column("label").to_pylist()
 
 
+def draw_order(ds, n: int, seed: int = 0, balanced: bool = True) -> list[dict]:
+    """The first ``n`` rows of the seed's draw order: class-balanced (round-robin over labels, each
+    label's rows in a seeded order) or uniform (a seeded permutation). The order does not depend on
+    ``n``: a draw of ``n`` is the first ``n`` rows of a draw of more (attribution adds examples to
+    those it has scored), and a balanced draw's rows are those of :func:`sample_rows`."""
+    total = len(ds)
+    if n < 1:
+        raise MtpruneError(f"the number of examples must be at least 1, not {n}")
+    if n > total:
+        raise MtpruneError(f"asked for {n} examples but the split has only {total}")
+    rng = random.Random(seed)
+    if not balanced:
+        idx = list(range(total))
+        rng.shuffle(idx)
+        return [dict(ds[i]) for i in idx[:n]]
+    by_label: dict[int, list[int]] = {}
+    for i, lab in enumerate(_labels(ds)):
+        by_label.setdefault(lab, []).append(i)
+    pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+    idx = []
+    while len(idx) < n:
+        for pool in pools:
+            if pool and len(idx) < n:
+                idx.append(pool.pop())
+    return [dict(ds[i]) for i in idx]
+
+
 def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list[dict]:
     """``n`` rows drawn with ``seed``; class-balanced (round-robin over labels) when ``balanced``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -507,3 +508,44 @@ def test_default_model_abs_prunes_better_than_signed(default_adapter):
     assert acc["abs"] == pytest.approx(0.86, abs=one_row) and acc["abs"] >= acc["dense"] - 0.03
     assert acc["abs"] > acc["random"] + 0.03 > acc["signed"] + 0.03
     assert acc["signed"] < 0.6
+
+
+def test_a_draw_extends_the_cached_draw_of_half_as_many(tiny_multitask, tmp_path, monkeypatch, shared_home):
+    """128 examples read only the 64 the cached draw of 64 lacks; the result equals 128 read whole,
+    fold for fold; the draw order makes the first 64 of 128 the draw of 64."""
+    from mtprune.attribution import attribute_cached, half_of, sample_for
+    from mtprune.methods import get_method
+
+    spec = _spec(examples=128, kinds="all")
+    assert half_of(spec) == 64 and half_of(replace(spec, examples=64)) is None
+    assert half_of(replace(spec, examples=120)) is None and half_of(replace(spec, method="activation")) is None
+    assert sample_for(spec)[:64] == sample_for(replace(spec, examples=64))
+    read = []
+    ap = type(get_method("ap"))
+    real = ap.attribute
+    monkeypatch.setattr(ap, "attribute", lambda self, adapter, task, rows, *a, **k: read.append(len(rows)) or
+                        real(self, adapter, task, rows, *a, **k))
+    half, hit, _ = attribute_cached(tiny_multitask, replace(spec, examples=64), cache_dir=tmp_path)
+    assert not hit and sum(read) == 64 and half.meta["folds"] == 8
+    read.clear()
+    whole, hit, path = attribute_cached(tiny_multitask, spec, cache_dir=tmp_path)
+    assert not hit and sum(read) == 64 and whole.meta["extends"] == 64 and whole.meta["examples"] == 128
+    direct = attribute(tiny_multitask, spec)  # read whole: eight folds of 16
+    for g in whole.groups:
+        assert _rel(whole.arrays[g], direct.arrays[g]) < 1e-5
+        assert whole.folds[g].shape == direct.folds[g].shape == (8, 2, whole.arrays[g].shape[1])
+        assert _rel(whole.folds[g], direct.folds[g]) < 1e-5
+    back = Scores.load(path)
+    assert back.has_folds and back.reliability()["encoder.ffn"].spearman == pytest.approx(
+        whole.reliability()["encoder.ffn"].spearman)
+
+
+def test_old_entries_without_folds_say_reliability_unknown(tiny_multitask, tmp_path):
+    s = _run(tiny_multitask)
+    old = replace(s, folds=None)
+    back = Scores.load(old.save(tmp_path / "old.safetensors"))
+    assert not back.has_folds and back.reliability() == {} and back.standard_errors() is None
+    assert back.reliability_summary()["why"].startswith("reliability unknown")
+    assert "se" not in back.to_frame().columns
+    magnitude = attribute(tiny_multitask, _spec(method="magnitude"))
+    assert magnitude.folds is None and "reads no examples" in magnitude.reliability_summary()["why"]
