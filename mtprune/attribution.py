@@ -393,6 +393,12 @@ def _load_split(task: TaskSpec, split: str):
     return hit
 
 
+def labelled_rows(spec: AttributionSpec) -> int:
+    """How many examples the spec's split can give: its labelled rows (every row, label-free)."""
+    ds, labels = _load_split(spec.task_spec, spec.resolved_split)
+    return len(labels) if spec.unsupervised else sum(1 for v in labels if v >= 0)
+
+
 def sample_for(spec: AttributionSpec) -> list[dict]:
     """The spec's examples: the first ``examples`` rows of its split's draw order for its seed,
     class-balanced (:func:`mtprune.tasks.draw_order`: a larger draw starts with a smaller one's rows).

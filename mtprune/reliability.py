@@ -32,6 +32,13 @@ FOLDS = 8  # folds of the examples kept per score entry
 DRAWS = 200  # simulated draws for Jaccard, keep chances and rank intervals
 
 
+def short_names(groups) -> dict[str, str]:
+    """``{"encoder.ffn": "ffn", ...}`` when every group is of one stack (else the full names)."""
+    groups = list(groups)
+    one_stack = len({g.split(".")[0] for g in groups}) <= 1
+    return {g: g.split(".")[-1] if one_stack else g for g in groups}
+
+
 def standard_errors(folds: np.ndarray) -> np.ndarray:
     """``[layers, units]``: the standard error of each unit's total from its fold sums ``[K, ...]``."""
     k = folds.shape[0]

@@ -140,3 +140,36 @@ def test_torchrun_two_processes_equal_one(default_adapter, tmp_path):
         a, b = ddp.arrays[g].astype(np.float64), one.arrays[g].astype(np.float64)
         assert np.abs(a - b).max() / np.abs(b).max() < 1e-5, g
     assert len(_cache_entries()) == 1  # rank 0 wrote the cache once
+
+
+def test_examples_auto_doubles_until_the_cap_and_says_so(cli):
+    code, out, err = cli("--task", "sst2", "--examples", "auto", "--reliability", "0.999", "--max-examples", "128",
+                         "--device", "cpu", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["examples"] == 128 and info["auto"]["stop"] == "cap" and info["auto"]["examples"] == 128
+    assert set(info["reliability"]) == {"encoder.ffn", "encoder.heads"}
+    assert all(0 < r["spearman"] < 0.999 for r in info["reliability"].values())
+    assert len(info["reliability"]["encoder.ffn"]["per_layer"]) == 6 and info["folds"] == 8
+    entries = len(_cache_entries())
+    assert entries == 2  # the draws of 64 and of 128
+    code, out, err = cli("--task", "sst2", "--examples", "auto", "--reliability", "0.999", "--max-examples", "256",
+                         "--device", "cpu")
+    assert code == 0, err
+    assert "examples auto: ffn 0." in out and "at 256 examples: the cap (--max-examples)" in out
+    assert "ranks stay uncertain" in out and "reliability (expected Spearman correlation with another draw of 256" in out
+    assert len(_cache_entries()) == entries + 1  # 256 extends the cached 128: one new entry
+    code, out, err = cli("--task", "sst2", "--examples", "auto", "--reliability", "0.05", "--device", "cpu")
+    assert code == 0 and "at 64 examples: every kind reached 0.05" in out  # the cached first draw is enough
+
+
+def test_examples_auto_bad_input(cli):
+    for argv, pattern in ((("--reliability", "1.5"), "--reliability is a number in \\(0, 1\\)"),
+                          (("--reliability", "0"), "--reliability is a number in \\(0, 1\\)"),
+                          (("--max-examples", "10"), "--max-examples must be at least 64")):
+        code, out, err = cli("--task", "sst2", "--examples", "auto", *argv, "--device", "cpu")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert __import__("re").search(pattern, err), err
+    code, out, err = cli("--task", "sst2", "--examples", "many", "--device", "cpu")
+    assert code == 2 and "--examples is a count or auto, not 'many'" in err
+    assert not _cache_entries()  # nothing computed, nothing half-written

@@ -24,7 +24,7 @@ def register(sub):
     add_model_args(p)
     p.add_argument("--method", default="ap", help=f"default ap. {method_help()}")
     p.add_argument("--variant", default="abs", help="abs or signed: sum |A| or A over examples (default abs)")
-    add_examples_arg(p, 256, "examples, class-balanced")
+    add_examples_arg(p, 256, "examples, class-balanced", auto=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the example draw / random scores (default 0)")
     p.add_argument("--split", default=None, help="default: the task's train split")
     p.add_argument("--steps", type=int, default=20, help="Integrated Gradients steps (ig only; default 20)")
@@ -57,6 +57,44 @@ def _check_out(path: str | None, flag: str) -> Path | None:
     return p
 
 
+def _scores(adapter, spec, args, progress):
+    """``(scores, hit, path, AutoExamples or None)``: the spec's scores, or with ``--examples auto``
+    those of the smallest draw that reaches ``--reliability``."""
+    from mtprune.attribution import attribute_cached
+    from mtprune.examples_auto import attribute_auto
+
+    if args.examples == "auto":
+        return attribute_auto(adapter, spec, args.reliability, args.max_examples, progress=progress,
+                              batch_size=args.batch_size, cache_dir=args.cache_dir)
+    return (*attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size,
+                              cache_dir=args.cache_dir), None)
+
+
+def reliability_line(scores) -> str:
+    """``reliability (expected Spearman with another draw of 256 examples): ffn 0.80 (layers
+    0.71-0.86), heads 0.73``, with a plain warning under 0.8; or why it is unknown."""
+    summary = scores.reliability_summary()
+    if summary["reliability"] is None:
+        return summary["why"]
+    from mtprune.reliability import short_names
+
+    parts, low = [], []
+    rel = scores.reliability()
+    name = short_names(rel)
+    for g, r in rel.items():
+        layers = [v for v in r.per_layer if v == v]
+        span = f" (layers {min(layers):.2f}-{max(layers):.2f})" if len(layers) > 1 else ""
+        parts.append(f"{name[g]} {r.spearman:.2f}{span}")
+        if r.spearman < 0.8:
+            low.append(name[g])
+    text = (f"reliability (expected Spearman correlation with another draw of {summary['examples']:,} "
+            f"examples): {', '.join(parts)}")
+    if low:
+        text += (f". Under 0.8 for {', '.join(low)}: another draw would rank these units differently; "
+                 f"use more examples (--examples auto)")
+    return text
+
+
 def run(args):
     quiet_openmp()
     from mtprune import distributed
@@ -74,15 +112,19 @@ def run(args):
 
 def _run(args, device):
     from mtprune import distributed
-    from mtprune.attribution import AttributionSpec, attribute_cached, check_supported
+    from mtprune.attribution import AttributionSpec, check_supported
     from mtprune.cache import DiskCache
     from mtprune.checkpoints import load_adapter
+    from mtprune.examples_auto import FIRST, check_auto
 
     main = distributed.is_main()
     # everything the user can get wrong is checked before the model loads and anything is written
-    spec = AttributionSpec(task=args.task, method=args.method, variant=args.variant, examples=args.examples,
-                           seed=args.seed, split=args.split, steps=args.steps,
-                           unsupervised=args.unsupervised, kinds=args.kinds)
+    auto = args.examples == "auto"
+    if auto:
+        check_auto(args.reliability, args.max_examples)
+    spec = AttributionSpec(task=args.task, method=args.method, variant=args.variant,
+                           examples=FIRST if auto else args.examples, seed=args.seed, split=args.split,
+                           steps=args.steps, unsupervised=args.unsupervised, kinds=args.kinds)
     if args.batch_size < 1:
         raise MtpruneError(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.threads is not None and args.threads < 1:
@@ -101,8 +143,7 @@ def _run(args, device):
 
     t0 = time.perf_counter()
     with progress_bar(f"attribute {spec.task} {spec.method}", enabled=main and not args.json) as progress:
-        scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size,
-                                             cache_dir=args.cache_dir)
+        scores, hit, path, chosen = _scores(adapter, spec, args, progress)
     seconds = time.perf_counter() - t0
     if not main:
         return 0
@@ -131,6 +172,8 @@ def _run(args, device):
         "threads": torch.get_num_threads(),
         "out_csv": str(out_csv) if out_csv else None,
         "out_safetensors": str(out_st) if out_st else None,
+        **scores.reliability_summary(),
+        "auto": chosen.to_dict() if chosen else None,
     }
     if args.json:
         print_json(info)
@@ -139,6 +182,9 @@ def _run(args, device):
         how = "cache hit" if hit else f"computed in {scores.seconds:.1f} s"
         print(f"scores: {path}")
         print(f"{spec.task} {spec.method}  {shapes}  ({seconds:.2f} s, {how})")
+        if chosen is not None:
+            print(f"examples auto: {chosen.describe()}")
+        print(reliability_line(scores))
         for label, p in (("csv", out_csv), ("safetensors", out_st)):
             if p is not None:
                 print(f"{label}: {p}")

@@ -41,10 +41,34 @@ def add_threads_arg(p) -> None:
                    help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
 
 
-def add_examples_arg(p, default: int | str | None = 256, text: str = "examples for attribution") -> None:
+def add_examples_arg(p, default: int | str | None = 256, text: str = "examples for attribution",
+                     auto: bool = False) -> None:
+    """``--examples`` (``--samples``: the old spelling); with ``auto``, also the word ``auto`` (draw
+    more examples until the scores are reliable: ``--reliability``, ``--max-examples``)."""
+    from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET
+
     p.add_argument("--examples", "--samples", dest="examples", default=default,
-                   type=int if isinstance(default, int) else str,
-                   help=f"{text} (default {default}; --samples is the old spelling)")
+                   type=parse_examples if auto else int if isinstance(default, int) else str,
+                   help=f"{text}{'; auto: double them from 64 until the scores are reliable' if auto else ''} "
+                        f"(default {default}; --samples is the old spelling)")
+    if auto:
+        p.add_argument("--reliability", type=float, default=DEFAULT_TARGET,
+                       help=f"--examples auto: the reliability every kind must reach, the expected Spearman "
+                            f"correlation of its scores with another draw's, in (0, 1) (default {DEFAULT_TARGET})")
+        p.add_argument("--max-examples", type=int, default=DEFAULT_CAP,
+                       help=f"--examples auto: at most this many (default {DEFAULT_CAP}, or the split's rows)")
+
+
+def parse_examples(text: str):
+    """``auto`` or a count."""
+    import argparse
+
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--examples is a count or auto, not {text!r}") from None
 
 
 def add_kinds_arg(p, default: str | None = "ffn", default_text: str | None = None) -> None:
