@@ -253,3 +253,22 @@ def test_prune_grouped_model_by_key_value_group(capsys, tokenizer, tmp_path, sha
                             "--device", "cpu", "--kinds", "kv", "--out-csv", tmp_path / "s.csv")
     assert code == 0, err
     assert "decoder.kv" in (tmp_path / "s.csv").read_text()
+
+
+def test_prune_with_examples_auto_records_the_scores_reliability(capsys, tiny_dir, tmp_path, shared_home):
+    out = tmp_path / "auto"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5",
+                            "--examples", "auto", "--reliability", "0.999", "--max-examples", "128",
+                            "--repair", "none", "--no-eval", "--out", out, "--device", "cpu")
+    assert code == 0, err
+    meta = json.loads((out / "mask.json").read_text())["meta"]
+    rel = meta["scores_reliability"]
+    # a tiny random model's neurons differ more than examples move them: the first draw may do
+    said = re.search(r"examples auto: ffn (\S+) at (\d+) examples: (every kind reached 0.999|the cap)", stdout)
+    assert said, stdout
+    assert rel["examples"] == int(said.group(2)) in (64, 128) and rel["folds"] == 8
+    assert f"{rel['reliability']['encoder.ffn']['spearman']:.2f}" == said.group(1)
+    code, _, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--examples", "auto",
+                       "--reliability", "2", "--out", tmp_path / "bad")
+    one_line_error(code, err, "--reliability is a number in")
+    assert not (tmp_path / "bad").exists()

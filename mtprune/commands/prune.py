@@ -41,7 +41,7 @@ def register(sub):
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="layer: the same sparsity in every layer (default); global: top units of the model")
     p.add_argument("--stack", choices=("encoder", "decoder", "all"), default="all")
-    add_examples_arg(p, 256)
+    add_examples_arg(p, 256, auto=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="split to draw attribution examples from")
     p.add_argument("--mask", default=None, help="use this mask file (.json/.safetensors) instead of scoring")
@@ -74,13 +74,15 @@ def run(args):
         given.check_matches(adapter)
         info.update(mask_source=str(args.mask))
     else:
-        scores, info["scores_cache"], info["cache_hit"] = _scores(adapter, spec, args)
+        scores, info["scores_cache"], info["cache_hit"], info["scores_reliability"] = _scores(adapter, spec, args)
     with progress_bar(f"repair ({settings['repair'].solver})", unit="layer",
                       enabled=not args.json and settings["repair"].solver != "none") as pr:
         done = prune(adapter, task, scores=scores, mask=given, sparsity=settings["sparsity"], budget=settings["budget"],
                      kinds=settings["kinds"], scope=args.scope, stack=args.stack, normalise=args.normalise,
                      repair_with=settings["repair"], calibration=settings["calibration"],
-                     meta={"task": task.name, "model": adapter.source}, progress=pr)
+                     meta={"task": task.name, "model": adapter.source,
+                           **({"scores_reliability": info["scores_reliability"]} if scores is not None else {})},
+                     progress=pr)
     measured = _save_and_measure(adapter, done, task, settings["out"], args, info)
     _print(info, done, measured, task, args)
     return 0
@@ -93,6 +95,7 @@ def _read_args(args):
     from mtprune.costs import Budget
     from mtprune.experiments.core import check_at_least
     from mtprune.masks import check_sparsity, load_mask
+    from mtprune.examples_auto import FIRST, check_auto
     from mtprune.pipeline import plan_calibration
     from mtprune.repair import RepairSettings
     from mtprune.tasks import get_task
@@ -106,6 +109,8 @@ def _read_args(args):
     budget_text = args.budget if given_ways else DEFAULT_BUDGET
     budget = Budget.parse(budget_text) if budget_text is not None else None
     check_at_least(args.batch_size, "--batch-size")
+    if args.examples == "auto":
+        check_auto(args.reliability, args.max_examples)
     if args.eval_limit is not None:
         check_at_least(args.eval_limit, "--eval-limit")
     if (args.repair or DEFAULT_REPAIR) != "none":
@@ -119,7 +124,8 @@ def _read_args(args):
     given = load_mask(args.mask) if args.mask else None
     kinds = args.kinds or ("all" if budget is not None else "ffn")
     spec = None if given is not None else AttributionSpec(
-        task=task.name, method=args.method, examples=args.examples, seed=args.seed, split=args.split,
+        task=task.name, method=args.method, examples=FIRST if args.examples == "auto" else args.examples,
+        seed=args.seed, split=args.split,
         kinds="all" if budget is not None else kinds, **({"variant": args.variant} if args.variant else {}))
     calib = plan_calibration(task, args.repair, DEFAULT_REPAIR, args.calib, args.calib_split, args.calib_file)
     settings = {"sparsity": p if given is None and budget is None else None,
@@ -129,11 +135,24 @@ def _read_args(args):
 
 
 def _scores(adapter, spec, args):
+    """``(scores, cache path, cache hit, reliability summary)``; with ``--examples auto``, those of
+    the smallest draw that reaches ``--reliability``."""
+    from mtprune.commands.attribute import reliability_line
+    from mtprune.examples_auto import attribute_auto
     from mtprune.attribution import attribute_cached
 
     with progress_bar(f"attribute {spec.task} ({spec.method})", enabled=not args.json) as progress:
-        scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=args.batch_size)
-    return scores, str(path) if path else None, bool(hit)
+        if args.examples == "auto":
+            scores, hit, path, chosen = attribute_auto(adapter, spec, args.reliability, args.max_examples,
+                                                       progress=progress, batch_size=args.batch_size)
+        else:
+            (scores, hit, path), chosen = attribute_cached(adapter, spec, progress=progress,
+                                                           batch_size=args.batch_size), None
+    if not args.json:
+        if chosen is not None:
+            print(f"examples auto: {chosen.describe()}")
+        print(reliability_line(scores))
+    return scores, str(path) if path else None, bool(hit), scores.reliability_summary()
 
 
 def _save_and_measure(adapter, done, task, out, args, info: dict) -> dict:
