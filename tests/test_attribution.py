@@ -549,3 +549,21 @@ def test_old_entries_without_folds_say_reliability_unknown(tiny_multitask, tmp_p
     assert "se" not in back.to_frame().columns
     magnitude = attribute(tiny_multitask, _spec(method="magnitude"))
     assert magnitude.folds is None and "reads no examples" in magnitude.reliability_summary()["why"]
+
+
+def test_default_model_reliability_matches_a_second_draw(default_adapter):
+    """sst2, ap, 256 examples: the reliability one draw's folds estimate is within 0.05 of the
+    Spearman correlation measured between two independent draws (FFN neurons, mean over layers),
+    and the expected Jaccard of the kept halves within 0.05 of the measured one."""
+    from scipy.stats import spearmanr
+
+    a, b = (attribute(default_adapter, AttributionSpec(task="sst2", examples=256, seed=s, kinds="ffn"))
+            for s in (0, 1))
+    x, y = a.arrays["encoder.ffn"], b.arrays["encoder.ffn"]
+    measured = np.mean([spearmanr(x[i], y[i]).statistic for i in range(6)])
+    both = [len(set(np.argsort(-x[i])[:768]) & set(np.argsort(-y[i])[:768])) for i in range(6)]
+    jac = np.mean([o / (1536 - o) for o in both])  # the kept halves' Jaccard, 768 of 1,536 neurons each
+    est = np.mean([s.reliability()["encoder.ffn"].spearman for s in (a, b)])
+    est_jac = np.mean([s.reliability()["encoder.ffn"].jaccard(0.5) for s in (a, b)])
+    assert 0.6 < measured < 0.95 and abs(est - measured) < 0.05, (est, measured)
+    assert abs(est_jac - jac) < 0.05, (est_jac, jac)
