@@ -31,10 +31,10 @@ except Exception as exc:
 stem = V.export_stem(ctx.task.name, settings, ctx.spec.method)
 if settings["mode"] == "budget":
     st.caption(f"The mask of **Prune and evaluate**: budget {settings['budget']} over heads and FFN neurons, "
-               f"from {ctx.spec.describe()}. Files are named `{stem}`.")
+               f"from {scores.spec.describe()}. Files are named `{stem}`.")
 else:
     st.caption(f"The mask of **Prune and evaluate**: {', '.join(f'{k} {p:.0%}' for k, p in sparsity.items())}, "
-               f"{scope} scope, from {ctx.spec.describe()}. Files are named `{stem}`.")
+               f"{scope} scope, from {scores.spec.describe()}. Files are named `{stem}`.")
 
 st.subheader("Mask and scores")
 c = st.columns(3)

@@ -1,4 +1,4 @@
-"""Learn the method: task-specific pruning in five steps, on a live example, in plain words."""
+"""Learn the method: task-specific pruning in six steps, on a live example, in plain words."""
 
 PAGE = {"section": "Share and learn", "title": "Learn the method", "icon": ":material/school:", "order": 7}  # read by app.py
 
@@ -13,7 +13,9 @@ from mtprune.pruning import count_parameters
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import evaluations as E
+from ui import sections
 from ui import session as S
+from ui import views as V
 from ui import widgets as W
 
 ctx = S.need_task("Learn the method")
@@ -21,7 +23,7 @@ t = ctx.task
 st.markdown(
     f"A multi-task model serves many tasks with one shared network. A single task, here **{t.name}** "
     f"({t.description}), uses only part of it. This page finds that part and removes the rest, "
-    "without any retraining, in five steps. Every chart is computed live on the model in the sidebar."
+    "without any retraining, in six steps. Every chart is computed live on the model in the sidebar."
 )
 
 st.header("1. A model is made of units")
@@ -35,8 +37,9 @@ st.markdown(
 
 st.header("2. Show the model a few examples of the task")
 split = ctx.spec.split or t.train_split
-st.markdown(f"We take **{ctx.spec.examples}** labelled examples from {t.name}/{split}, the same number of "
-            "each label. Here are three:")
+how_many = f"**{ctx.spec.examples}**" if ctx.auto is None else "enough (step 4 says how many is enough)"
+st.markdown(f"We take {how_many} labelled examples from {t.name}/{split}, the same number of each label. "
+            "Here are three:")
 try:
     ex = E.example_rows(t.name, split, ctx.spec.seed, 3)
     st.dataframe([{**{k: r[k] for k in t.fields}, "label": t.labels[int(r["label"])]} for r in ex],
@@ -72,7 +75,40 @@ st.markdown(
 )
 W.show_figure(plots.score_concentration(scores.arrays[g], group=g), key="guide.shares")
 
-st.header("4. Keep the units the task needs, remove the rest")
+st.header("4. Check the reliability before reading a single unit")
+few, many = V.GUIDE_DRAWS
+st.markdown(
+    f"The scores come from a random draw of examples: another draw gives another map. How much is measured by the "
+    "**reliability**, the expected rank correlation (Spearman) of the scores with those of another draw of as many "
+    f"examples (1: the same order; 0: unrelated). Below, {t.name} and the same method on {few} examples beside "
+    f"{many:,} (the {many:,} start with the {few})."
+)
+draws = sections.scores_by_draws(ctx, V.doublings(few, many), key="guide.draws") if ctx.spec.info.needs_data else None
+if not ctx.spec.info.needs_data:
+    st.info(f"{ctx.spec.info.label} reads no examples: every draw gives the same scores. Pick a method that reads "
+            "examples in the sidebar's attribution settings to see this step.", icon=":material/info:")
+elif draws is not None:
+    rels = {n: V.reliabilities(s) for n, s in draws.items()}
+    r_few, r_many = (rels[n][g].spearman for n in (few, many))
+    for col, n in zip(st.columns(2), (few, many)):
+        with col:
+            W.show_figure(plots.score_heatmap(draws[n].arrays[g], group=g, scale="log",
+                                              layer_reliability=V.layer_reliability(rels[n], g),
+                                              title=f"{n:,} examples: reliability {rels[n][g].spearman:.2f}"),
+                          key=f"guide.draw.{n}")
+    W.show_figure(plots.reliability_curve(list(draws), V.reliability_series(rels), target=V.LOW_RELIABILITY,
+                                          title=f"{t.name}: reliability as examples are added (dotted: {V.LOW_RELIABILITY})"),
+                  key="guide.reliability")
+    st.markdown(
+        f"The reliability {'rose' if r_many > r_few else 'moved'} from **{r_few:.2f}** at {few} examples to **{r_many:.2f}** at {many:,}. At {few} "
+        f"examples much of the map is the draw: a bright {word} there may be dim on the next draw, and it looks just as "
+        "convincing. The lesson: **a map from few examples is mostly the draw of examples; check the reliability "
+        "before you read a single unit.** Attribution heatmaps shows it beside every map (each layer's on hover) "
+        f"and warns under {V.LOW_RELIABILITY}; the sidebar's Examples left empty (auto) add examples until every kind "
+        "reaches the sidebar's reliability (0.9 unless changed)."
+    )
+
+st.header("5. Keep the units the task needs, remove the rest")
 pct = st.slider(f"Share of {plots.KIND_LABELS.get(g.split('.')[1])} to remove", 0, 95, 50, step=5,
                 format="%d%%", key="guide.sparsity", persist_state="session")
 mask = mask_from_scores(scores, {g.split(".")[1]: pct / 100}, scope="layer")
@@ -88,7 +124,7 @@ W.show_figure(plots.keep_heatmap(mask.keep[g], mask.n_units[g], scores=scores.ar
 st.markdown(f"The kept {word}s (green) sit where the bright units of step 3 were: another task would keep "
             "others (see **Task overlap**).")
 
-st.header("5. Check that the pruned model still does the task")
+st.header("6. Check that the pruned model still does the task")
 st.markdown("A fair check needs a baseline: a **random mask** of the same size, which removes as many units "
             "of each layer, but chosen by chance. If the scores mean something, the attribution mask keeps more "
             "accuracy than the random one.")

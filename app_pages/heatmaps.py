@@ -9,16 +9,19 @@ from mtprune import plots
 from mtprune.tasks import BENCHMARK
 from mtprune.units import ordered_groups
 from ui import evaluations as E
+from ui import sections
 from ui import session as S
 from ui import state
 from ui import views as V
 from ui import widgets as W
 
 ctx = S.need_task("Attribution heatmaps")
-st.caption(f"{ctx.model_name} · {ctx.spec.describe()}")
+st.caption(f"{ctx.model_name} · {E.describe(ctx)}")
 
 scores, note = E.scores_or_button(ctx, key="heat.compute")
 st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit." if note else "")
+rel = V.reliabilities(scores)
+sections.reliability_warning(scores, rel, key="heat.more", compute_key="heat.compute")
 
 groups = ordered_groups(scores.arrays)
 c1, c2, c3, c4 = st.columns([1.2, 1.6, 1, 1])
@@ -40,7 +43,9 @@ tabs = st.tabs([plots.group_label(g) for g in groups])
 for tab, g in zip(tabs, groups):
     a = scores.arrays[g]
     with tab:
-        ev = st.plotly_chart(plots.score_heatmap(a, group=g, sort_units=sort_units, scale=scale, pickable=True),
+        st.caption(V.reliability_line(scores, rel, g))
+        ev = st.plotly_chart(plots.score_heatmap(a, group=g, sort_units=sort_units, scale=scale, pickable=True,
+                                                 layer_reliability=V.layer_reliability(rel, g)),
                              key=f"heat.map.{g}", on_select="rerun", selection_mode="points",
                              config={"displaylogo": False})
         if state.new_selection(f"heat.map.{g}", dict(ev["selection"])):
@@ -98,11 +103,8 @@ from mtprune.probe import UnitRef, ablate_unit, unit_activations  # noqa: E402
 
 g, layer, unit = pick["group"], pick["layer"], pick["unit"]
 ref = UnitRef(g, layer, unit)
-word = plots.unit_word(g)
-a = scores.arrays[g]
-rank = int(plots.layer_ranks(a)[layer, unit])
-st.markdown(f"**{word} {unit} of layer {layer}** ({ref}) · score {a[layer, unit]:.4g}, rank {rank} of "
-            f"{scores.n_units[g][layer]} in its layer for {ctx.task.name}")
+kind = g.split(".")[1]
+st.markdown(V.unit_line(scores, g, layer, unit, ctx.task.name, state.prune_settings([kind])["sparsity"][kind]))
 
 left, right = st.columns([2, 3])
 with left:

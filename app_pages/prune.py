@@ -25,7 +25,7 @@ from ui import views as V
 from ui import widgets as W
 
 ctx = S.need_task("Prune and evaluate")
-st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {ctx.spec.describe()}")
+st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {E.describe(ctx)}")
 
 scores, note = E.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)

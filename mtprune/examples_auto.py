@@ -71,20 +71,43 @@ def attribute_auto(adapter, spec, target: float = DEFAULT_TARGET, cap: int = DEF
                    batch_size: int = 32, cache_dir=None, log=None):
     """``(scores, cache_hit, path, AutoExamples)``: the scores of the smallest doubling draw whose
     every group reaches ``target`` reliability, or of the cap's draw."""
-    from mtprune.attribution import attribute_cached, labelled_rows
+    from mtprune.attribution import attribute_cached
+
+    def fetch(s):
+        return attribute_cached(adapter, s, progress=progress, batch_size=batch_size, cache_dir=cache_dir)
+
+    (scores, hit, path), auto = _walk(spec, target, cap, fetch, log)
+    return scores, hit, path, auto
+
+
+def lookup_auto(adapter, spec, target: float = DEFAULT_TARGET, cap: int = DEFAULT_CAP, *, cache_dir=None):
+    """``(scores, path, AutoExamples)`` when every draw :func:`attribute_auto` would read is in the
+    disk cache, else None; never computes, never writes (a page shows cached scores at once)."""
+    from mtprune.attribution import lookup_cached
+
+    found = _walk(spec, target, cap, lambda s: lookup_cached(adapter, s, cache_dir=cache_dir))
+    if found is None:
+        return None
+    (scores, path), auto = found
+    return scores, path, auto
+
+
+def _walk(spec, target: float, cap: int, fetch, log=None):
+    """``(fetch's answer for the chosen draw, AutoExamples)``; None as soon as ``fetch`` answers None.
+    ``fetch(spec)`` returns a tuple whose first item is the scores."""
+    from mtprune.attribution import labelled_rows
 
     check_auto(target, cap)
     if not spec.info.needs_data:
-        scores, hit, path = attribute_cached(adapter, spec, progress=progress, batch_size=batch_size,
-                                             cache_dir=cache_dir)
-        return scores, hit, path, AutoExamples(0, "not stochastic", {}, float(target), cap)
-    available = labelled_rows(spec)
-    limit = min(cap, available)
+        got = fetch(spec)
+        return None if got is None else (got, AutoExamples(0, "not stochastic", {}, float(target), cap))
+    limit = min(cap, labelled_rows(spec))
     n = min(FIRST, limit)
     while True:
-        scores, hit, path = attribute_cached(adapter, replace(spec, examples=n), progress=progress,
-                                             batch_size=batch_size, cache_dir=cache_dir)
-        rel = {g: r.spearman for g, r in scores.reliability().items() if r.spearman == r.spearman}  # not NaN
+        got = fetch(replace(spec, examples=n))
+        if got is None:
+            return None
+        rel = {g: r.spearman for g, r in got[0].reliability().items() if r.spearman == r.spearman}  # not NaN
         if log:
             log(f"  {n:,} examples: " + ", ".join(f"{g} {v:.3f}" for g, v in rel.items()))
         if rel and all(v >= target for v in rel.values()):
@@ -94,4 +117,4 @@ def attribute_auto(adapter, spec, target: float = DEFAULT_TARGET, cap: int = DEF
         else:
             n = min(2 * n, limit)
             continue
-        return scores, hit, path, AutoExamples(n, stop, rel, float(target), cap)
+        return got, AutoExamples(n, stop, rel, float(target), cap)

@@ -130,11 +130,13 @@ def selectable(fig: go.Figure) -> go.Figure:
 
 
 def score_heatmap(array, *, group: str = "", title: str | None = None, sort_units: bool = False,
-                  scale: str = "linear", height: int | None = None, pickable: bool = False) -> go.Figure:
+                  scale: str = "linear", height: int | None = None, pickable: bool = False,
+                  layer_reliability: Sequence[float] | None = None) -> go.Figure:
     """Layers x units heatmap of attribution scores.
 
     Hover shows the layer, the unit's index, its score and its rank in the layer (1 = most
-    needed). ``sort_units`` orders every layer's units by score, highest first (the x axis becomes
+    needed), and with ``layer_reliability`` (one value per layer: the expected Spearman correlation
+    of the layer's scores with another draw of as many examples) the layer's reliability. ``sort_units`` orders every layer's units by score, highest first (the x axis becomes
     the rank; the hover still names the unit). ``scale`` colours by the score (``linear``), by
     log10 of its magnitude (``log``) or by its percentile within the layer (``percentile``).
     Arrays go to plotly as float32 typed arrays: a 6 x 1536 map stays small and fast to send.
@@ -148,11 +150,14 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
     color, clabel = _color_values(a, scale)
     signed = (scale == "linear" and bool(np.nanmin(a) < 0)) if np.isfinite(a).any() else False
     word = unit_word(group)
+    custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
+    hover = f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}<br>rank %{{customdata[1]}} in layer"
+    if layer_reliability is not None:
+        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], a.shape))
+        hover += "<br>layer reliability %{customdata[3]:.2f}"
     trace = {
         "type": "heatmap", "z": _f32(color), "x": np.arange(width), "y": np.arange(n_layers),
-        "customdata": _f32(np.stack([units, ranks, np.where(np.isnan(a), 0.0, a)], axis=-1)),
-        "hovertemplate": (f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}"
-                          f"<br>rank %{{customdata[1]}} in layer<extra></extra>"),
+        "customdata": _f32(np.stack(custom, axis=-1)), "hovertemplate": hover + "<extra></extra>",
         "hoverongaps": False, "colorscale": "RdBu_r" if signed else "Viridis",
         "colorbar": {"title": {"text": clabel, "side": "right"}},
     }
@@ -170,6 +175,27 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
         "yaxis": _layers_axis(n_layers), "height": height or max(260, 60 + 38 * n_layers),
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     }))
+
+
+def reliability_curve(examples: Sequence[int], values: dict[str, Sequence[float]], *, target: float | None = None,
+                      title: str | None = None) -> go.Figure:
+    """Reliability (the expected Spearman correlation with another draw of as many examples)
+    against the number of examples, one line per kind (``values``: label -> one value per count),
+    on a log2 axis; ``target`` a dotted line."""
+    data = [{"type": "scatter", "mode": "lines+markers", "x": list(examples), "y": _nan_none(np.asarray(v, float)),
+             "name": name, "hovertemplate": f"{name}: %{{y:.2f}} at %{{x:,}} examples<extra></extra>"}
+            for name, v in values.items()]
+    shapes = []
+    if target is not None:
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": target, "y1": target,
+                       "line": {"dash": "dot", "color": "#888"}})
+    return _figure(data, {
+        "title": _title(title or "reliability against examples"),
+        "xaxis": {"title": _title("examples"), "type": "log", "tickvals": list(examples),
+                  "ticktext": [f"{n:,}" for n in examples]},
+        "yaxis": {"title": _title("reliability (Spearman with another draw)"), "range": [0, 1.02]},
+        "shapes": shapes, "height": 320, "legend": _LEGEND_TOP, "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    })
 
 
 def keep_heatmap(keep, n_units: Sequence[int] | None = None, *, scores=None, group: str = "",

@@ -329,10 +329,11 @@ def test_guide_page(app):
     at = goto(app, "guide")
     compute_scores(at, "guide")
     headers = [h.value for h in at.header]
-    assert headers[:5] == ["1. A model is made of units", "2. Show the model a few examples of the task",
+    assert headers[:6] == ["1. A model is made of units", "2. Show the model a few examples of the task",
                            "3. Score every unit: how much does the task need it?",
-                           "4. Keep the units the task needs, remove the rest",
-                           "5. Check that the pruned model still does the task"]
+                           "4. Check the reliability before reading a single unit",
+                           "5. Keep the units the task needs, remove the rest",
+                           "6. Check that the pruned model still does the task"]
     assert len(at.dataframe[0].value) == 3  # three examples
     assert "the top 10% of each layer's neurons hold" in " ".join(m.value for m in at.markdown)
     assert any(f["layout"]["title"]["text"].endswith("the top units hold") for f in charts(at))
@@ -516,6 +517,122 @@ def test_heatmap_click_opens_the_unit_drill_down(app):
     ok(at)
     bars = [f for f in charts(at) if f["layout"]["title"]["text"].startswith("encoder FFN neurons, layer 2")][0]
     assert len(array(bars["data"][0]["y"])) == 1536
+
+
+def _scores_in_session(at, examples: int, method: str = "ap"):
+    """The session's scores of sst2 with ``examples`` examples and ``method``."""
+    for scores, _ in at.session_state["_state.stores"]["scores"].values():
+        if (scores.spec.task, scores.spec.method, scores.meta.get("examples")) == ("sst2", method, examples):
+            return scores
+    raise KeyError(f"no {method} scores of {examples} examples in the session")
+
+
+def test_the_unit_drill_down_gives_intervals_and_the_keep_chance(app):
+    from mtprune.reliability import keep_stability
+
+    at = goto(app, "heatmaps")
+    compute_scores(at, "heat")
+    at.session_state["heat.map.encoder.ffn"] = {"selection": {"points": [{"x": 17, "y": 3, "customdata": {"0": 17}}],
+                                                              "point_indices": [0], "box": [], "lasso": []}}
+    at.session_state["heat.unit.rows"] = 8
+    at.run()
+    ok(at)
+    line = [m.value for m in at.markdown if m.value.startswith("**neuron 17 of layer 3**")][0]
+    scores = _scores_in_session(at, EXAMPLES)
+    df = scores.to_frame()
+    r = df[(df["group"] == "encoder.ffn") & (df["layer"] == 3) & (df["unit"] == 17)].iloc[0]
+    assert f"score {r['score']:.4g} ± {1.96 * r['se']:.2g} (95%)" in line  # score ± 1.96 se
+    assert f"rank {r['rank']:,}, 95% {r['rank_low']:,}-{r['rank_high']:,} of 1,536 in its layer" in line  # the CSV's
+    a = scores.arrays["encoder.ffn"][3].astype(np.float64)
+    chance = keep_stability(a, scores.standard_errors()["encoder.ffn"][3].astype(np.float64), 0.5, seed=3)[1][17]
+    assert f"Kept in {100 * chance:.0f}% of draws of as many examples at 50% pruned per layer" in line
+    # heads: nothing pruned at the Prune page's default, so every draw keeps it
+    at.session_state["heat.top.encoder.heads"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    ok(at)
+    assert [m.value for m in at.markdown if m.value.startswith("**head ") and "Kept by every draw" in m.value]
+
+
+def test_heatmaps_say_how_reliable_the_scores_are_and_add_examples(app):
+    at = goto(app, "heatmaps")
+    compute_scores(at, "heat")
+    lines = [c.value for c in at.caption if c.value.startswith("reliability ")]
+    assert len(lines) == 2  # one next to each map
+    assert all(f"another draw of {EXAMPLES} examples would rank these" in x for x in lines)
+    assert "neurons with Spearman" in lines[0] and "heads with Spearman" in lines[1]
+    pick = [t for t in charts(at)[0]["data"] if t.get("name") == "pick"][0]
+    assert "layer reliability %{customdata[3]:.2f}" in pick["hovertemplate"]  # each layer's own, on hover
+    per_layer = _scores_in_session(at, EXAMPLES).reliability()["encoder.ffn"].per_layer
+    cd = array(pick["customdata"]).reshape(-1, 4)
+    np.testing.assert_allclose(sorted(set(np.round(cd[:, 3], 4))), sorted(set(np.round(per_layer, 4))), atol=1e-4)
+    # 16 examples are mostly the draw: a plain warning, and a button that doubles them
+    warnings = [w.value for w in at.warning if "these maps are mostly the draw of examples" in w.value]
+    assert len(warnings) == 1 and "ffn 0." in warnings[0]
+    at.button(key="heat.more").click().run()
+    ok(at)
+    assert at.sidebar.number_input(key="sb.examples").value == 2 * EXAMPLES
+    assert not [b for b in at.button if b.key == "heat.compute"]  # computed at once, no second press
+    assert any(f"another draw of {2 * EXAMPLES} examples" in c.value for c in at.caption)
+    # a method that reads no examples: said so, no warning
+    at.sidebar.selectbox(key="sb.method").set_value("magnitude").run()
+    compute_scores(at, "heat")
+    assert len([c for c in at.caption if "reads no examples" in c.value]) == 2
+    assert not [w for w in at.warning if "mostly the draw" in w.value]
+    # scores without fold sums (one example): reliability unknown
+    at.sidebar.selectbox(key="sb.method").set_value("ap").run()
+    at.sidebar.number_input(key="sb.examples").set_value(1).run()
+    compute_scores(at, "heat")
+    assert len([c for c in at.caption if c.value.startswith("reliability unknown")]) == 2
+
+
+def test_auto_examples_are_the_default(shared_home, module_cache, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MTPRUNE_CACHE", module_cache)
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params["sb.max_examples"] = "64"  # the first draw is the cap: one draw to compute
+    at.run()
+    ok(at)
+    assert at.sidebar.number_input(key="sb.examples").value is None  # empty: auto
+    assert not at.sidebar.number_input(key="sb.reliability").disabled
+    goto(at, "heatmaps")
+    assert any("examples, as many as reliability 0.9 needs (from 64 up to 64)" in c.value for c in at.caption)
+    compute_scores(at, "heat")
+    line = [c.value for c in at.caption if "examples auto:" in c.value]
+    assert len(line) == 1 and "ffn 0." in line[0] and "heads " in line[0] and "at 64 examples: " in line[0]
+    assert any(c.value.startswith("reliability ") and "another draw of 64 examples" in c.value for c in at.caption)
+    # a new session reads every draw auto needs from the disk cache: no button
+    fresh = AppTest.from_file(APP, default_timeout=240)
+    fresh.query_params["sb.max_examples"] = "64"
+    fresh.run()
+    goto(fresh, "heatmaps")
+    ok(fresh)
+    assert not [b for b in fresh.button if b.key == "heat.compute"]
+    assert any("loaded from the disk cache" in c.value and "examples auto:" in c.value for c in fresh.caption)
+    # a count instead: the auto settings are off
+    fresh.sidebar.number_input(key="sb.examples").set_value(EXAMPLES).run()
+    assert fresh.sidebar.number_input(key="sb.reliability").disabled
+    assert fresh.sidebar.number_input(key="sb.max_examples").disabled
+
+
+def test_the_guide_shows_few_examples_beside_many(app, monkeypatch):
+    monkeypatch.setattr("ui.views.GUIDE_DRAWS", (EXAMPLES, 4 * EXAMPLES))  # small draws: a short test
+    at = goto(app, "guide")
+    compute_scores(at, "guide")
+    for b in [b for b in at.button if b.key == "guide.draws"]:  # unless other tests cached these draws
+        b.click().run()
+    ok(at)
+    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    few = [x for x in titles if x.startswith(f"{EXAMPLES} examples: reliability 0.")]
+    many = [x for x in titles if x.startswith(f"{4 * EXAMPLES} examples: reliability 0.")]
+    assert len(few) == 1 and len(many) == 1
+    curve = [f for f in charts(at) if "reliability as examples are added" in f["layout"]["title"]["text"]][0]
+    assert [list(array(t["x"])) for t in curve["data"]] == [[16, 32, 64]] * 2  # FFN neurons and heads
+    r_few, r_many = float(few[0].split()[-1]), float(many[0].split()[-1])
+    text = " ".join(m.value for m in at.markdown)
+    assert f" from **{r_few:.2f}** at {EXAMPLES} examples to **{r_many:.2f}** at {4 * EXAMPLES}" in text
+    assert "check the reliability before you read a single unit" in text
 
 
 def test_a_unit_in_the_address_that_does_not_exist_is_one_line(shared_home, module_cache, monkeypatch):

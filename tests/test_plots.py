@@ -179,3 +179,21 @@ def test_maps_and_layer_bars_are_pickable():
     assert list(np.asarray(bars.data[0].customdata)[:, 0]) == [0, 1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="no layer 4"):
         plots.layer_bars(a, 4)
+
+
+def test_score_heatmap_hover_says_each_layers_reliability():
+    a = _scores()
+    fig = plots.score_heatmap(a, group="encoder.ffn", layer_reliability=[0.9, 0.5, float("nan")], pickable=True)
+    pick = [t for t in fig.data if t.name == "pick"][0]
+    assert "layer reliability %{customdata[3]:.2f}" in pick.hovertemplate
+    cd = np.asarray(fig.data[0].customdata)
+    assert cd.shape == (3, 5, 4) and cd[0, :, 3].tolist() == pytest.approx([0.9] * 5) and np.isnan(cd[2, 0, 3])
+    assert "reliability" not in plots.score_heatmap(a).data[0].hovertemplate  # only when given
+
+
+def test_reliability_curve_one_line_per_kind_and_the_target():
+    fig = plots.reliability_curve([64, 128, 256], {"encoder FFN neurons": [0.5, 0.7, 0.85],
+                                                   "encoder heads": [0.3, float("nan"), 0.6]}, target=0.8)
+    assert [t.name for t in fig.data] == ["encoder FFN neurons", "encoder heads"]
+    assert list(fig.data[1].y) == [0.3, None, 0.6]
+    assert fig.layout.shapes[0].y0 == 0.8 and list(fig.layout.xaxis.ticktext) == ["64", "128", "256"]

@@ -151,3 +151,38 @@ def test_history_points_and_eta():
     assert V.history_points(df, "rte", "validation").empty
     assert V.eta_text(10, 40, 5.0) == "10 / 40 · about 15 s left"
     assert V.eta_text(0, 40, 0.0) == "0 / 40"
+
+
+def _scores_with_folds(seed: int = 0, noise: float = 0.1):
+    from mtprune.attribution import AttributionSpec, Scores
+
+    rng = np.random.default_rng(seed)
+    true = rng.random((2, 40))
+    folds = {"encoder.ffn": (true[None] / 8 + noise * rng.standard_normal((8, 2, 40))).astype(np.float32)}
+    arrays = {g: f.sum(0) for g, f in folds.items()}
+    return Scores(AttributionSpec("sst2", examples=64), "fp", arrays, {"encoder.ffn": [40, 40]},
+                  meta={"examples": 64}, folds=folds)
+
+
+def test_reliability_words_warning_and_a_units_intervals():
+    from dataclasses import replace
+
+    s = _scores_with_folds()
+    rel = V.reliabilities(s)
+    line = V.reliability_line(s, rel, "encoder.ffn")
+    assert line.startswith(f"reliability {rel['encoder.ffn'].spearman:.2f}: another draw of 64 examples would rank "
+                           "these neurons with Spearman")
+    assert V.layer_reliability(rel, "encoder.ffn") == list(rel["encoder.ffn"].per_layer)
+    noisy = _scores_with_folds(noise=1.0)
+    low = V.low_reliability(V.reliabilities(noisy))
+    assert list(low) == ["ffn"] and "these maps are mostly the draw of examples" in V.low_reliability_warning(low, 64)
+    assert V.reliability_line(replace(s, folds=None), {}, "encoder.ffn").startswith("reliability unknown")
+    unit = V.unit_line(s, "encoder.ffn", 1, 5, "sst2", 0.5)
+    df = s.to_frame()
+    r = df[(df["layer"] == 1) & (df["unit"] == 5)].iloc[0]
+    assert f"rank {r['rank']}, 95% {r['rank_low']}-{r['rank_high']} of 40 in its layer for sst2" in unit
+    assert "Kept in " in unit and "% of draws of as many examples at 50% pruned per layer" in unit
+    assert "interval is unknown" in V.unit_line(replace(s, folds=None), "encoder.ffn", 1, 5, "sst2", 0.5)
+    assert V.doublings(64, 1024) == [64, 128, 256, 512, 1024] and V.doublings(16, 40) == [16, 32, 40]
+    series = V.reliability_series({64: rel, 128: {}})
+    assert list(series) == ["encoder FFN neurons"] and np.isnan(series["encoder FFN neurons"][1])

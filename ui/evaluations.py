@@ -20,34 +20,82 @@ from ui.widgets import error, eta_progress
 # scores
 
 
-def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "computing attributions"):
+def is_auto(ctx: Context, spec) -> bool:
+    """Whether ``spec`` asks for the sidebar's auto examples: the sidebar chose auto, the method
+    reads examples and the spec keeps the sidebar's count (the first draw's, a placeholder)."""
+    return ctx.auto is not None and spec.info.needs_data and spec.examples == ctx.spec.examples
+
+
+def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "computing attributions",
+               auto: bool | None = None):
     """Scores for ``spec`` (default: the sidebar's) on the current model.
 
     From memory, else from the library's disk cache, else (when ``compute``) computed with a
-    progress bar and written to the disk cache. Returns (scores, note) where note says where they
-    came from; (None, None) when not available and not computed.
+    progress bar and written to the disk cache. With the sidebar's auto examples (``auto``; None:
+    :func:`is_auto`) the draws double until the reliability target
+    (:func:`mtprune.examples_auto.attribute_auto`) and the note ends with the line that says how many
+    examples were read and why. Returns (scores, note) where note says where they came from;
+    (None, None) when not available and not computed.
     """
-    from mtprune.attribution import attribute_cached, lookup_cached
-
     spec = spec if spec is not None else ctx.spec
-    key = (ctx.fingerprint, spec.key())
+    auto = ctx.auto if (is_auto(ctx, spec) if auto is None else auto and ctx.auto is not None) else None
+    key = (ctx.fingerprint, spec.key(), auto)
     store = state.store("scores")
     if key in store:
         return store[key]
     t0 = time.perf_counter()
-    found = lookup_cached(ctx.adapter, spec)
-    scores, note = (found[0], f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s") if found else (None, None)
+    scores, chosen = _cached(ctx, spec, auto)
+    note = f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s" if scores is not None else None
     if scores is None and compute:
-        bar = st.progress(0.0, text=f"{label}...")
-        with model_busy(ctx):
-            scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=eta_progress(bar, f"{label}, examples"))
-        bar.empty()
+        scores, hit, chosen = _compute(ctx, spec, auto, label)
         secs = time.perf_counter() - t0
         note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
     if scores is None:
         return None, None
+    if chosen is not None:
+        note += f"; {V.auto_words(chosen)}"
     store[key] = (scores, note)
     return scores, note
+
+
+def _cached(ctx: Context, spec, auto):
+    """``(scores, AutoExamples or None)`` from the disk cache, or (None, None)."""
+    from mtprune.attribution import lookup_cached
+    from mtprune.examples_auto import lookup_auto
+
+    if auto is None:
+        found = lookup_cached(ctx.adapter, spec)
+        return (found[0], None) if found else (None, None)
+    found = lookup_auto(ctx.adapter, spec, auto.target, auto.cap)
+    return (found[0], found[2]) if found else (None, None)
+
+
+def _compute(ctx: Context, spec, auto, label: str):
+    """``(scores, cache_hit, AutoExamples or None)``, computed under a progress bar (auto: a line
+    under it says each draw's reliability)."""
+    from mtprune.attribution import attribute_cached
+    from mtprune.examples_auto import attribute_auto
+
+    bar = st.progress(0.0, text=f"{label}...")
+    line = st.empty()
+    try:
+        with model_busy(ctx):
+            if auto is None:
+                scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=eta_progress(bar, f"{label}, examples"))
+                return scores, hit, None
+            progress = eta_progress(bar, f"{label}, examples (doubling until reliability {auto.target:g})")
+            scores, hit, _, chosen = attribute_auto(ctx.adapter, spec, auto.target, auto.cap, progress=progress,
+                                                    log=lambda text: line.caption(f"reliability at {text.strip()}"))
+            return scores, hit, chosen
+    finally:
+        bar.empty()
+        line.empty()
+
+
+def compute_on_next_run(key: str) -> None:
+    """Make :func:`scores_or_button` with this ``key`` compute at once on the next run (a button's
+    callback that changed the sidebar's settings calls it)."""
+    st.session_state[f"_now.{key}"] = True
 
 
 def scores_or_button(ctx: Context, key: str, spec=None):
@@ -56,8 +104,10 @@ def scores_or_button(ctx: Context, key: str, spec=None):
     scores, note = scores_for(ctx, spec)
     if scores is not None:
         return scores, note
-    st.info(f"No attribution scores yet for {spec.describe()}.", icon=":material/info:")
-    if st.button("Compute attributions", key=key, type="primary"):
+    now = st.session_state.pop(f"_now.{key}", False)
+    if not now:
+        st.info(f"No attribution scores yet for {describe(ctx, spec)}.", icon=":material/info:")
+    if now or st.button("Compute attributions", key=key, type="primary"):
         try:
             scores_for(ctx, spec, compute=True)
         except MtpruneError as exc:
@@ -65,6 +115,17 @@ def scores_or_button(ctx: Context, key: str, spec=None):
             st.stop()
         st.rerun()
     st.stop()
+
+
+def describe(ctx: Context, spec=None) -> str:
+    """``spec.describe()``, with the sidebar's auto examples in words instead of the placeholder count."""
+    spec = spec if spec is not None else ctx.spec
+    text = spec.describe()
+    if is_auto(ctx, spec):
+        where = f"{spec.task}/{spec.resolved_split} examples"
+        text = text.replace(f"{spec.examples} {where}", f"{where}, as many as reliability {ctx.auto.target:g} needs "
+                                                         f"(from {spec.examples} up to {ctx.auto.cap:,})")
+    return text
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Page sections shared by pages: the sweep of a metric against sparsity, and the rows an
-evaluation changed (flips, confusion matrices, every row)."""
+"""Page sections shared by pages: the sweep of a metric against sparsity, the rows an evaluation
+changed (flips, confusion matrices, every row), and the warning that scores are mostly their draw of
+examples, with the button that adds examples."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import streamlit as st
 from mtprune.errors import MtpruneError
 from ui import state
 from ui import views as V
-from ui.evaluations import eval_rows, history_table
-from ui.session import Context, model_busy
+from ui.evaluations import compute_on_next_run, eval_rows, history_table, scores_for
+from ui.session import Context, model_busy, set_examples
 from ui.widgets import URL, error, eta_progress, method_label, show_figure
 
 
@@ -36,7 +37,8 @@ def sweep_section(ctx: Context, key: str) -> None:
     scope = state.prune_settings(["ffn"])["scope"]
     scope = scope if scope in ("layer", "global") else "layer"
     try:
-        cfg = V.sweep_config(ctx.spec, methods, V.parse_percentages(text), scope=scope, trials=int(trials))
+        spec = (scores_for(ctx)[0] or ctx).spec  # auto examples: the count the shown scores read
+        cfg = V.sweep_config(spec, methods, V.parse_percentages(text), scope=scope, trials=int(trials))
     except MtpruneError as exc:
         error(exc)
         return
@@ -108,3 +110,51 @@ def show_examples(ctx: Context, task: str, split: str, limit, reference, others:
     with every:
         st.caption("Click a column's header to sort: by *change in P(gold)* to see the rows the pruning hurt most.")
         st.dataframe(table, hide_index=True, column_config=cfg, height=400, key=f"{key}.every")
+
+
+def reliability_warning(scores, rel: dict, key: str, compute_key: str) -> None:
+    """A plain warning when a kind's reliability is under :data:`ui.views.LOW_RELIABILITY`, with a
+    button that doubles the examples: the sidebar's count becomes twice the scores' and the page's
+    scores (``compute_key``: its :func:`ui.evaluations.scores_or_button`) are computed at once,
+    extending the cached draw (only the new examples are read), under a progress bar."""
+    from mtprune.attribution import labelled_rows
+
+    low = V.low_reliability(rel)
+    if not low:
+        return
+    n = V.examples_of(scores)
+    st.warning(V.low_reliability_warning(low, n), icon=":material/casino:")
+    more = min(2 * n, labelled_rows(scores.spec), 100000)  # 100000: the sidebar's largest count
+    if more <= n:
+        st.caption(f"{scores.spec.task}/{scores.spec.resolved_split} has no more labelled rows to add.")
+        return
+
+    def add():
+        set_examples(more)
+        compute_on_next_run(compute_key)
+
+    st.button(f"Add examples: {n:,} -> {more:,}", key=key, on_click=add, icon=":material/add:",
+              help="the sidebar's Examples become this count; a draw that extends the cached one reads only "
+                   "the new examples")
+
+
+def scores_by_draws(ctx: Context, draws: list[int], key: str) -> dict | None:
+    """``{examples: Scores}`` of the sidebar's task and method at each count of ``draws`` (each
+    draw extends the one before: the largest reads each example once), from the cache or computed
+    when the button ``key`` is pressed; None until then."""
+    from dataclasses import replace
+
+    specs = {n: replace(ctx.spec, examples=n) for n in draws}
+    have = {n: scores_for(ctx, s, auto=False)[0] for n, s in specs.items()}
+    if all(s is not None for s in have.values()):
+        return have
+    if not st.button(f"Compute the scores at {draws[0]:,} and {draws[-1]:,} examples", key=key, type="primary"):
+        st.caption(f"Reads {draws[-1]:,} examples once (the smaller draws are its first examples).")
+        return None
+    try:
+        for n, s in specs.items():
+            have[n] = scores_for(ctx, s, compute=True, auto=False, label=f"attributing {n:,} examples")[0]
+    except MtpruneError as exc:
+        error(exc)
+        return None
+    return have

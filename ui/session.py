@@ -19,7 +19,16 @@ from ui import views as V
 from ui.widgets import URL, error, reset_if_invalid
 
 CTX = "_ctx"
-DEFAULT_EXAMPLES = 64
+DEFAULT_EXAMPLES = None  # an empty count: auto (mtprune.examples_auto), as many as the reliability target needs
+
+
+@dataclass(frozen=True)
+class AutoExamples:
+    """The sidebar's "auto" examples: draws doubling until every kind's reliability reaches
+    ``target``, up to ``cap`` examples (:func:`mtprune.examples_auto.attribute_auto`)."""
+
+    target: float
+    cap: int
 
 
 @dataclass
@@ -35,6 +44,7 @@ class Context:
     split: str = "validation"
     spec: object = None
     spec_error: str | None = None
+    auto: AutoExamples | None = None  # examples chosen automatically (ctx.spec holds the first draw's count)
     facts: dict = field(default_factory=dict)  # adapter.info()
 
     @property
@@ -142,6 +152,7 @@ def _choose_task(ctx: Context, sb) -> None:
 
 def _attribution_settings(ctx: Context, sb) -> None:
     from mtprune.attribution import VARIANTS, AttributionSpec
+    from mtprune.examples_auto import FIRST
     from mtprune.methods import all_methods
 
     task = ctx.task
@@ -157,8 +168,10 @@ def _attribution_settings(ctx: Context, sb) -> None:
                                help="abs: the magnitude of each example's effect, summed; "
                                     "signed: the effects summed with their signs")
         examples = st.number_input("Examples", min_value=1, max_value=100000, value=DEFAULT_EXAMPLES, step=16,
-                                   key="sb.examples", bind=URL, disabled=not info.needs_data,
-                                   help="class-balanced examples the scores are computed on")
+                                   key="sb.examples", bind=URL, disabled=not info.needs_data, placeholder="auto",
+                                   help="class-balanced examples the scores are computed on; empty: auto, "
+                                        "doubling from 64 until the reliability below is reached")
+        auto = _auto_settings(examples is None and info.needs_data)
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="sb.seed", bind=URL,
                                disabled=not info.uses_seed)
         if "sb.attr_split" not in st.session_state or st.session_state.get("_sb.attr_task") != task.name:
@@ -173,11 +186,33 @@ def _attribution_settings(ctx: Context, sb) -> None:
                                    help="no gold labels: sum the attribution over all candidate labels "
                                         f"({', '.join(m.label for m in methods.values() if m.unsupervised)})")
     try:
-        ctx.spec = AttributionSpec(task=task.name, method=method, variant=variant, examples=int(examples),
+        ctx.auto = auto
+        ctx.spec = AttributionSpec(task=task.name, method=method, variant=variant,
+                                   examples=int(examples) if examples is not None else FIRST,
                                    seed=int(seed), split=None if attr_split == task.train_split else attr_split,
                                    steps=int(steps), unsupervised=bool(unsupervised and info.unsupervised))
     except MtpruneError as exc:
         ctx.spec_error = str(exc)
+
+
+def set_examples(n: int) -> None:
+    """Set the sidebar's example count (from a button's callback, before the sidebar is drawn)."""
+    st.session_state["sb.examples"] = int(n)
+
+
+def _auto_settings(on: bool) -> AutoExamples | None:
+    """The reliability target and the cap of auto examples (their inputs disabled for a count)."""
+    from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET, FIRST
+
+    left, right = st.columns(2)
+    target = left.number_input("Reliability", min_value=0.05, max_value=0.99, value=DEFAULT_TARGET, step=0.05,
+                               key="sb.reliability", bind=URL, disabled=not on,
+                               help="auto: the expected Spearman correlation of every kind's scores with "
+                                    "another draw of as many examples that stops the doubling")
+    cap = right.number_input("Up to", min_value=FIRST, max_value=100000, value=DEFAULT_CAP, step=FIRST,
+                             key="sb.max_examples", bind=URL, disabled=not on,
+                             help="auto: the most examples it reads (it also stops at the split's labelled rows)")
+    return AutoExamples(float(target), int(cap)) if on else None
 
 
 def best_dense(ctx: Context, task: str, split: str):

@@ -377,3 +377,126 @@ def picked_unit(points: Sequence[dict], layer: int | None = None) -> tuple[int, 
         except (TypeError, ValueError):
             continue
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# how far the scores can be trusted (mtprune.reliability)
+
+LOW_RELIABILITY = 0.8  # under it a map is mostly the draw of examples: the pages warn
+GUIDE_DRAWS = (64, 1024)  # the Guide's two maps: few examples, many (each draw extends the one before)
+
+
+def examples_of(scores) -> int:
+    """How many examples the scores read (the auto draw's, not the sidebar's placeholder)."""
+    return int(scores.meta.get("examples") or scores.spec.examples)
+
+
+def auto_words(auto) -> str:
+    """:meth:`mtprune.examples_auto.AutoExamples.describe` in the dashboard's words."""
+    return "examples auto: " + auto.describe().replace("the cap (--max-examples)", "the cap (Up to, in the sidebar)")
+
+
+def reliabilities(scores) -> dict:
+    """``{group: GroupReliability}``; ``{}`` when unknown (no folds) or when the method reads no examples."""
+    return scores.reliability() if scores.spec.info.needs_data else {}
+
+
+def layer_reliability(rel: dict, group: str) -> list[float] | None:
+    """One group's reliability per layer (the heatmap's hover), or None when unknown."""
+    r = rel.get(group)
+    return list(r.per_layer) if r is not None else None
+
+
+def reliability_line(scores, rel: dict, group: str) -> str:
+    """``reliability 0.80: another draw of 256 examples would rank these neurons with Spearman
+    0.80``; or why there is none."""
+    from mtprune.plots import unit_word
+
+    info = scores.spec.info
+    if not info.needs_data:
+        return f"{info.label} reads no examples: another draw gives the same scores, so there is no draw to doubt"
+    r = rel.get(group)
+    if r is None or not np.isfinite(r.spearman):
+        return ("reliability unknown: these scores carry no fold sums to measure it from (an entry cached before "
+                "they were kept, or fewer than two examples)")
+    return (f"reliability {r.spearman:.2f}: another draw of {examples_of(scores):,} examples would rank these "
+            f"{unit_word(group)}s with Spearman {r.spearman:.2f} (each layer's own on hover)")
+
+
+def low_reliability(rel: dict) -> dict[str, float]:
+    """``{short kind name: reliability}`` of the groups under :data:`LOW_RELIABILITY`."""
+    from mtprune.reliability import short_names
+
+    name = short_names(rel)
+    return {name[g]: r.spearman for g, r in rel.items() if r.spearman < LOW_RELIABILITY}
+
+
+def low_reliability_warning(low: dict[str, float], examples: int) -> str:
+    kinds = ", ".join(f"{k} {v:.2f}" for k, v in low.items())
+    return (f"Reliability under {LOW_RELIABILITY} ({kinds} at {examples:,} examples): these maps are mostly the draw "
+            "of examples, not the task. Another draw of as many examples would light up other units: add examples "
+            "before reading single units.")
+
+
+def unit_uncertainty(scores, group: str, layer: int, unit: int, sparsity: float) -> dict | None:
+    """One unit's score with its standard error, its rank in the layer with the 95% interval, and
+    its chance to be kept by another draw at ``sparsity`` (the share of the layer pruned); None
+    without fold sums."""
+    from mtprune.plots import layer_ranks
+    from mtprune.reliability import keep_stability, rank_intervals
+
+    ses = scores.standard_errors() if scores.spec.info.needs_data else None
+    if ses is None:
+        return None
+    n = int(scores.n_units[group][layer])
+    total = np.asarray(scores.arrays[group][layer, :n], dtype=np.float64)
+    se = np.asarray(ses[group][layer, :n], dtype=np.float64)
+    low, high = rank_intervals(total, se, seed=layer)  # the seed to_frame uses: the same interval as the CSV
+    _, kept = keep_stability(total, se, sparsity, seed=layer)
+    return {"score": float(total[unit]), "se": float(se[unit]), "rank": int(layer_ranks(scores.arrays[group])[layer, unit]),
+            "rank_low": int(low[unit]), "rank_high": int(high[unit]), "n": n, "kept": float(kept[unit]),
+            "sparsity": float(sparsity)}
+
+
+def unit_line(scores, group: str, layer: int, unit: int, task: str, sparsity: float) -> str:
+    """The drill-down's first line: ``**neuron 17 of layer 3** (encoder.3.ffn[17]) · score 0.012 ±
+    0.004 (95%) · rank 806, 95% 640-980 of 1,536 in its layer for sst2``, and on a second line ``Kept in 97%
+    of draws of as many examples at 50% pruned per layer``."""
+    from mtprune.plots import layer_ranks, unit_word
+
+    stack, kind = group.split(".")
+    head = f"**{unit_word(group)} {unit} of layer {layer}** ({stack}.{layer}.{kind}[{unit}])"
+    u = unit_uncertainty(scores, group, layer, unit, sparsity)
+    n = int(scores.n_units[group][layer])
+    if u is None:
+        a = scores.arrays[group]
+        why = ("this method reads no examples: no draw to vary" if not scores.spec.info.needs_data
+               else "its interval is unknown: no fold sums")
+        return (f"{head} · score {a[layer, unit]:.4g}, rank {int(layer_ranks(a)[layer, unit])} of {n:,} in its layer "
+                f"for {task} ({why})")
+    return (f"{head} · score {u['score']:.4g} ± {1.96 * u['se']:.2g} (95%) · rank {u['rank']:,}, 95% "
+            f"{u['rank_low']:,}-{u['rank_high']:,} of {n:,} in its layer for {task}  \n"
+            f"{keep_words(u['kept'], sparsity).capitalize()}")
+
+
+def keep_words(chance: float, sparsity: float) -> str:
+    """``kept in 97% of draws at 50% pruned per layer`` (the Prune page's setting)."""
+    if sparsity <= 0:
+        return "kept by every draw: nothing is pruned at the Prune page's setting (0%)"
+    return (f"kept in {100 * chance:.0f}% of draws of as many examples at {100 * sparsity:.0f}% pruned per layer "
+            "(the Prune page's setting)")
+
+
+def doublings(first: int, last: int) -> list[int]:
+    """``[64, 128, ..., 1024]``: the draws from ``first`` doubling to ``last`` (which ends the list)."""
+    out = [int(first)]
+    while out[-1] < last:
+        out.append(min(2 * out[-1], int(last)))
+    return out
+
+
+def reliability_series(rels: dict[int, dict]) -> dict[str, list[float]]:
+    """``{kind label: [reliability at each count]}`` from ``{examples: {group: GroupReliability}}``
+    (:func:`mtprune.plots.reliability_curve`); NaN where unknown."""
+    groups = list(dict.fromkeys(g for rel in rels.values() for g in rel))
+    return {group_label(g): [rel[g].spearman if g in rel else float("nan") for rel in rels.values()] for g in groups}
