@@ -7,7 +7,7 @@ import streamlit as st
 
 from mtprune import plots
 from mtprune.errors import MtpruneError
-from mtprune.experiments.overlap import OverlapConfig, run_overlap
+from mtprune.experiments.overlap import OverlapConfig, readable_pairs, run_overlap
 from mtprune.tasks import BENCHMARK
 from mtprune.solvers import all_solvers
 from mtprune.units import KINDS
@@ -20,8 +20,9 @@ from ui import widgets as W
 ctx = S.need_model("Task overlap")
 st.caption("Each task gets its own mask from its own attribution scores (the sidebar's settings); the "
            "Jaccard similarity |A and B| / |A or B| of two masks' kept units says how much of the pruned "
-           "model two tasks share. White is what random masks of the same size would share (chance); blue "
-           "is more, red less.")
+           "model two tasks share. Two draws of one task's examples do not keep the same units either: each "
+           "task's **floor** is what its mask shares with that of another draw of as many of its examples. "
+           "White is chance (random masks of the same size), dark blue the floor, red less than chance.")
 
 served = [t for t in V.task_options(ctx.adapter) if ctx.adapter.supports(t)]
 benchmark = [t for t in served if t in BENCHMARK]
@@ -55,19 +56,26 @@ if missing:
         st.rerun()
     st.stop()
 
+auto = getattr(ctx, "auto", None)  # the sidebar's auto examples: as many as its reliability target needs
+how_many = ({"examples": "auto", "reliability": auto.target, "max_examples": auto.cap} if auto is not None
+            else {"examples": ctx.spec.examples})
 cfg = OverlapConfig(tasks=tuple(tasks), method=ctx.spec.method, sparsity=pct / 100, kinds=kind, scope=scope,
-                    examples=ctx.spec.examples, variant=ctx.spec.variant, seed=ctx.spec.seed)
+                    variant=ctx.spec.variant, seed=ctx.spec.seed, **how_many)
 result = run_overlap(ctx.adapter, cfg, scores=have)
 left, right = st.columns(2)
 with left:
-    W.show_figure(plots.overlap_heatmap(result.matrix, chance=result.chance,
+    W.show_figure(plots.overlap_heatmap(result.matrix, chance=result.chance, pairs=result.pairs,
                                         title=f"shared kept {plots.KIND_LABELS[kind]} at {pct}% pruned"),
                   key="overlap.matrix")
 with right:
     W.show_figure(plots.overlap_layers_figure(result.per_layer, title="shared kept units per layer"),
                   key="overlap.lines")
-st.caption(f"Random masks keeping as many units would share about {result.chance:.2f} (the dashed line, and "
-           "white in the matrix). The diagonal, a mask with itself, is left blank.")
+st.caption(f"Random masks keeping as many units would share about {result.chance:.2f} (the dashed line). "
+           "The diagonal shows each task's floor, simulated from the spread of its scores over its examples; a "
+           "pair marked * shares less than either task shares with another draw of itself in 95% of simulated "
+           "draws: those two tasks keep different units by more than the draw of examples explains. An unmarked "
+           "pair's difference may be noise: more examples would tell.")
+st.dataframe(readable_pairs(result.pairs), hide_index=True, key="overlap.pairs")
 
 # ----------------------------------------------------------------------------------------------
 st.subheader("Does one task's mask serve another?")
@@ -85,7 +93,7 @@ n_points = len(tasks) * (len(tasks) + 2)
 t3.write("")
 run = t3.button(f"Compute the transfer matrix ({n_points} evaluations)", key="overlap.transfer", type="primary")
 memo = (ctx.fingerprint, tuple(tasks), kind, pct, scope, int(limit), repair, ctx.spec.method, ctx.spec.examples,
-        ctx.spec.seed, ctx.spec.variant)
+        ctx.spec.seed, ctx.spec.variant, auto)
 store = state.store("transfer")
 if run:
     from mtprune.experiments import EvalSettings
@@ -94,7 +102,7 @@ if run:
     bar = st.progress(0.0, text="evaluating...")
     try:
         tcfg = TransferConfig(tasks=tuple(tasks), sparsity=pct / 100, method=ctx.spec.method, kinds=kind, scope=scope,
-                              examples=ctx.spec.examples, variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair)
+                              variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair, **how_many)
         with S.model_busy(ctx):
             store[memo] = run_transfer(ctx.adapter, tcfg, EvalSettings(limit=int(limit)),
                                        out=str(V.experiment_csv("transfer", ctx.adapter)), log=None,
@@ -106,12 +114,19 @@ df = store.get(memo)
 if df is None:
     st.caption("Press the button: evaluations already made (same settings) are read back from disk.")
     st.stop()
-from mtprune.experiments.transfer import format_transfer, transfer_matrix  # noqa: E402
+from mtprune.experiments.transfer import format_transfer, transfer_matrix, verdict_table  # noqa: E402
 
 matrix = transfer_matrix(df)
 W.show_figure(plots.transfer_heatmap(matrix, title=f"accuracy of each task (columns) with each task's mask (rows), "
                                                    f"{pct}% of the {plots.KIND_LABELS[kind]} pruned"),
               key="overlap.transfer_matrix")
+st.caption("Every cell is tested against the task's own mask and against the random mask of the same size, on "
+           "the same rows (McNemar's exact test): ▼own / ▲own, measurably worse / better than the task's own "
+           "mask; ≈rnd, no measurable difference from the random mask; ▼rnd, worse than it. An unmarked cell "
+           "keeps as much as the task's own mask and more than a random one.")
+verdicts = verdict_table(df)
+if len(verdicts):
+    st.dataframe(verdicts, hide_index=True, key="overlap.verdicts")
 with st.expander("The matrix as a table (value [95% interval])"):
     st.markdown(format_transfer(matrix))
     st.download_button("Transfer rows (CSV)", df.to_csv(index=False).encode(), file_name="transfer.csv",

@@ -40,8 +40,11 @@ baseline = st.checkbox("Also a random mask of the same size (the baseline)", val
                        persist_state="session", bind=W.URL)
 
 methods = (ctx.spec.method,) + (("random",) if baseline and ctx.spec.method != "random" else ())
+auto = getattr(ctx, "auto", None)  # the sidebar's auto examples: as many as its reliability target needs
+how_many = ({"examples": "auto", "reliability": auto.target, "max_examples": auto.cap} if auto is not None
+            else {"examples": ctx.spec.examples})
 settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
-            ctx.spec.seed, ctx.spec.variant, prev["scope"])
+            ctx.spec.seed, ctx.spec.variant, prev["scope"], auto)
 results = state.store("unseen")
 if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=not targets):
     from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
@@ -49,8 +52,8 @@ if st.button("Evaluate on the target sets", key="unseen.run", type="primary", di
     bar = st.progress(0.0, text="evaluating dense and pruned models...")
     try:
         cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
-                           sparsities=(0.0, pct / 100), examples=ctx.spec.examples, trials=1, kinds=kinds,
-                           scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed)
+                           sparsities=(0.0, pct / 100), trials=1, kinds=kinds,
+                           scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed, **how_many)
         with S.model_busy(ctx):
             df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
                             out=str(V.experiment_csv("unseen", ctx.adapter)), log=None,
@@ -66,13 +69,18 @@ if df is None:
                "(rows are cached on disk: the same settings later are read back).")
     st.stop()
 from mtprune.experiments import unseen_bars  # noqa: E402
+from mtprune.experiments.unseen import unseen_verdicts  # noqa: E402
 
 labels, series, bands = unseen_bars(df, pct / 100, labels=W.method_label, with_intervals=True)
 W.show_figure(plots.grouped_bars(labels, series, metric="accuracy", intervals=bands,
                                  title=f"accuracy with {pct}% of the {'units' if kinds == 'all' else kinds} pruned "
                                        f"by {src}'s mask (bars: 95% intervals)"), key="unseen.bars")
 st.caption("A difference smaller than the bars' overlap is not a measured difference: with 200 rows a 95% interval "
-           "is about ±0.05 wide.")
+           "is about ±0.05 wide. The verdicts test it on the same rows (McNemar's exact test: the rows one model "
+           "gets right and the other wrong), at the 5% level.")
+if pct > 0:
+    for line in unseen_verdicts(df, pct / 100, ctx.spec.method, label=W.method_label):
+        st.markdown(f"- {line}")
 table = {"set": labels}
 for k, v in series.items():
     table[k] = v

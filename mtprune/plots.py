@@ -677,10 +677,15 @@ def summary_bars(table: pd.DataFrame, *, metric: str = "accuracy", title: str | 
     return fig
 
 
-def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None, chance: float | None = None) -> go.Figure:
+def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None, chance: float | None = None,
+                    pairs: pd.DataFrame | None = None) -> go.Figure:
     """Task x task Jaccard similarity of kept units. The diagonal (a mask with itself, always 1) is
     left blank. With ``chance`` (what random masks of the same size share) the colour is relative to
-    it, white at chance, and the colour bar marks it."""
+    it, white at chance, and the colour bar marks it. With ``pairs``
+    (:attr:`mtprune.experiments.overlap.OverlapResult.pairs`, floors known) the colour is relative to
+    the within-task floor instead (:func:`_overlap_floor_heatmap`)."""
+    if pairs is not None and len(pairs) and pairs[["floor_a", "floor_b"]].notna().all(axis=None):
+        return _overlap_floor_heatmap(matrix, pairs, title)
     m = matrix.astype(float)
     z = m.to_numpy().copy()
     if z.shape[0] == z.shape[1]:
@@ -702,6 +707,43 @@ def overlap_heatmap(matrix: pd.DataFrame, *, title: str | None = None, chance: f
     fig.update_layout(title=title or "overlap of kept units (Jaccard)",
                       height=max(320, 90 + 52 * len(m)), width=max(420, 160 + 60 * len(m)),
                       margin=dict(l=80, r=20, t=60, b=60))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def _overlap_floor_heatmap(matrix: pd.DataFrame, pairs: pd.DataFrame, title: str | None) -> go.Figure:
+    """Every pair's Jaccard placed between chance (0, white) and the within-task floor (1, blue):
+    ``(J - chance) / (floor - chance)``, the floor the mean of the two tasks' floors; red is less
+    than chance. The diagonal shows each task's floor; ``*`` marks a pair distinguishable from the
+    floors (``distinct``)."""
+    names = [str(t) for t in matrix.index]
+    n = len(names)
+    z, text, hover = np.full((n, n), np.nan), [[""] * n for _ in range(n)], [[""] * n for _ in range(n)]
+    floors = {}
+    for r in pairs.itertuples():
+        floors.setdefault(str(r.task_a), r.floor_a)
+        floors.setdefault(str(r.task_b), r.floor_b)
+        i, j = names.index(str(r.task_a)), names.index(str(r.task_b))
+        top = float(np.mean([r.floor_a, r.floor_b]))
+        z[i, j] = z[j, i] = (r.jaccard - r.chance) / (top - r.chance) if top - r.chance > 1e-9 else np.nan
+        text[i][j] = text[j][i] = f"{r.jaccard:.2f}" + ("*" if r.distinct else "")
+        hover[i][j] = hover[j][i] = (f"{r.task_a} · {r.task_b}: Jaccard {r.jaccard:.3f}<br>floors {r.floor_a:.3f} "
+                                     f"({r.task_a}), {r.floor_b:.3f} ({r.task_b}); chance {r.chance:.3f}<br>"
+                                     f"p = {r.p_floor:.3g}: {r.verdict}")
+    for i, t in enumerate(names):
+        z[i, i] = 1.0
+        text[i][i] = f"floor {floors.get(t, np.nan):.2f}"
+        hover[i][i] = f"{t} with another draw of its examples: Jaccard {floors.get(t, np.nan):.3f} (the floor)"
+    lo, hi = min(-0.25, float(np.nanmin(z))), max(1.0, float(np.nanmax(z)))
+    fig = go.Figure(go.Heatmap(
+        z=_nan_none(z), x=names, y=names, text=text, texttemplate="%{text}", hovertext=hover,
+        hovertemplate="%{hovertext}<extra></extra>", colorscale="RdBu", zmid=0, zmin=lo, zmax=hi,
+        hoverongaps=False, colorbar=dict(title=dict(text="chance → floor", side="right"), tickvals=[0, 1],
+                                         ticktext=["chance", "floor (same task)"])))
+    fig.update_layout(title=(title or "overlap of kept units (Jaccard)")
+                      + "<br><sup>* below both tasks' within-task floors (p < 0.05)</sup>",
+                      height=max(340, 110 + 52 * n), width=max(460, 200 + 60 * n),
+                      margin=dict(l=80, r=20, t=80, b=60))
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -749,14 +791,23 @@ def overlap_layers_figure(per_layer: pd.DataFrame, *, title: str | None = None) 
 def transfer_heatmap(matrix: pd.DataFrame, *, metric: str = "accuracy", title: str | None = None) -> go.Figure:
     """The transfer matrix (:func:`mtprune.experiments.transfer.transfer_matrix`): every cell the
     evaluated task's ``metric`` with that mask and its 95% interval, coloured by the change from the
-    task's dense model (red: lost, blue: kept or gained)."""
+    task's dense model (red: lost, blue: kept or gained); a cell's marks (``attrs["marks"]``: its
+    paired tests against the task's own mask and the random mask) on a third line, with the legend
+    under the title."""
     lo, hi = matrix.attrs.get("low"), matrix.attrs.get("high")
+    marks = matrix.attrs.get("marks")
     dense = matrix.loc["dense"] if "dense" in matrix.index else None
     z = matrix.to_numpy(dtype=float)
     change = z - dense.to_numpy(dtype=float)[None, :] if dense is not None else z
     text = [[("" if np.isnan(v) else f"{v:.3f}" + (f"<br>[{lo.iloc[i, j]:.3f}, {hi.iloc[i, j]:.3f}]"
-                                                    if lo is not None and not np.isnan(lo.iloc[i, j]) else ""))
+                                                    if lo is not None and not np.isnan(lo.iloc[i, j]) else "")
+              + (f"<br><b>{marks.iloc[i, j]}</b>" if marks is not None and marks.iloc[i, j] else ""))
              for j, v in enumerate(row)] for i, row in enumerate(z)]
+    if marks is not None and marks.ne("").any().any():
+        from mtprune.experiments.transfer import MARKS_LEGEND
+
+        title = (title or f"{metric} of each task (columns) with each task's mask (rows)") + \
+            f"<br><sup>{MARKS_LEGEND}</sup>"
     bound = float(np.nanmax(np.abs(change))) if np.isfinite(change).any() else 1.0
     fig = _figure([{
         "type": "heatmap", "z": _nan_none(change), "x": list(matrix.columns), "y": list(matrix.index),

@@ -289,6 +289,8 @@ def test_unseen_page(app):
     assert any("mask from sst2" in t["name"] for t in bars["data"][1:])
     table = at.dataframe[0].value
     assert list(table["set"]) == ["imdb"]
+    said = [m.value for m in at.markdown if "McNemar p = " in m.value]
+    assert len(said) == 1 and "imdb:" in said[0] and "dense" in said[0] and "random mask of the same size" in said[0]
 
 
 def test_export_downloads_and_mask_upload(app, tmp_path):
@@ -659,8 +661,12 @@ def test_transfer_matrix_on_the_overlap_page(app):
     ok(at)
     matrix = [f for f in charts(at) if f["layout"]["title"]["text"].startswith("shared kept")][0]
     text = matrix["data"][0]["text"]
-    assert [text[i][i] for i in range(3)] == ["", "", ""]  # the diagonal is blank
-    assert "chance" in " ".join(matrix["data"][0]["colorbar"]["ticktext"])
+    assert all(text[i][i].startswith("floor 0.") for i in range(3))  # the diagonal: each task's floor
+    assert matrix["data"][0]["colorbar"]["ticktext"] == ["chance", "floor (same task)"]
+    pairs = frame(at, "pair", "floors", "verdict")
+    assert list(pairs["pair"]) == ["sst2 · rte", "sst2 · cb", "rte · cb"]
+    for cell, (_, row) in zip((text[0][1], text[0][2], text[1][2]), pairs.iterrows()):
+        assert cell.endswith("*") == row["verdict"].startswith("distinct")  # the marks are the test's
     at.number_input(key="overlap.limit").set_value(8)
     at.button(key="overlap.transfer").click().run()
     ok(at)
@@ -668,6 +674,9 @@ def test_transfer_matrix_on_the_overlap_page(app):
     assert fig["data"][0]["y"] == ["sst2", "rte", "cb", "dense", "random mask"]
     assert fig["data"][0]["x"] == ["sst2", "rte", "cb"]
     assert "[" in fig["data"][0]["text"][0][0]  # every cell with its interval
+    verdicts = frame(at, "evaluated task", "mask from", "p vs own mask", "p vs random mask", "verdict")
+    assert len(verdicts) == 9  # every task's mask on every task, the own masks included
+    assert verdicts["verdict"].str.contains("random mask of the same size").all()
     # one task: one line, no matrix
     at.multiselect(key="overlap.tasks").set_value(["sst2"]).run()
     assert not at.exception and any("two tasks" in i.value for i in at.info)
@@ -697,3 +706,25 @@ def test_a_local_directory_asks_for_its_path_first(app):
     assert not at.exception and not at.error  # not an error before anything is typed
     assert [i.value for i in at.info if "Type the path of a local model directory" in i.value]
     assert [t.value for t in at.title] == ["Prune and evaluate"]  # the page keeps its title
+
+
+def test_unseen_page_with_auto_examples(app, module_cache):
+    """The sidebar's auto examples reach the experiment: the scores of the draw the reliability
+    target chose (the rows say auto, 64 examples read, their reliability), and the verdict in words."""
+    import pandas as pd
+
+    at = app
+    at.sidebar.number_input(key="sb.examples").set_value(None).run()
+    at.sidebar.number_input(key="sb.reliability").set_value(0.05)
+    at.sidebar.number_input(key="sb.max_examples").set_value(64).run()
+    goto(at, "unseen")
+    at.multiselect(key="unseen.targets").set_value(["imdb"])
+    at.number_input(key="unseen.limit").set_value(8)
+    at.button(key="unseen.run").click().run()
+    ok(at)
+    said = [m.value for m in at.markdown if "McNemar p = " in m.value]
+    assert len(said) == 1 and said[0].startswith("- imdb:")
+    (csv,) = Path(module_cache, "dashboard").glob("unseen-*.csv")
+    rows = pd.read_csv(csv)
+    auto = rows[(rows["examples"] == "auto") & (rows["method"] == "ap")]
+    assert len(auto) and set(auto["examples_used"]) == {64} and auto["reliability_ffn"].between(0, 1).all()

@@ -675,3 +675,175 @@ def test_transfer_matrix(tiny_multitask, sst2_rows, cb_rows):
         TransferConfig(("sst2",))
     with pytest.raises(MtpruneError, match="unknown budget"):
         TransferConfig(("sst2", "cb"), budget="speed:0.5")
+
+
+# ----------------------------------------------------------------------------------------------
+# --examples auto, the reliability of the scores, paired tests, within-task floors
+
+
+def test_examples_auto_in_sweep_rows_and_keys(tiny_multitask, sst2_rows, monkeypatch):
+    """--examples auto doubles 64 -> 128 (the cap) for ap; the rows say auto and the examples read,
+    carry the scores' reliability, and key on the target and the cap; random says it reads none."""
+    import mtprune.experiments.core as core
+    from mtprune.examples_auto import attribute_auto
+    from mtprune.attribution import AttributionSpec
+
+    a = tiny_multitask
+    a.max_length = 64
+    keys, logs = [], []
+    real_key = core.point_key
+    monkeypatch.setattr(core, "point_key", lambda r, e, p: keys.append(p.key) or real_key(r, e, p))
+    cfg = SweepConfig(tasks=("sst2",), methods=("ap", "random"), sparsities=(0.0, 0.5), trials=2, examples=("auto",),
+                      reliability=0.999999, max_examples=128, kinds="all")
+    df = run_sweep(a, cfg, rows={"sst2": sst2_rows}, log=logs.append)
+    ap, rnd = df[df.method == "ap"], df[df.method == "random"]
+    assert set(ap.examples) == {"auto"} and set(ap.examples_used) == {128}
+    assert set(rnd.examples) == {0} and set(rnd.examples_used) == {0}
+    scores = attribute_auto(a, AttributionSpec("sst2", "ap", examples=64), 0.999999, 128)[0]
+    assert scores.meta["examples"] == 128
+    rel = scores.reliability()
+    assert set(ap.reliability_ffn) == {round(rel["encoder.ffn"].spearman, 4)}
+    assert set(ap.reliability_heads) == {round(rel["encoder.heads"].spearman, 4)}
+    assert rnd.reliability_ffn.isna().all() and rnd.reliability_heads.isna().all()  # no folds, no reliability
+    assert sum("examples auto: " in m and "128 examples: the cap" in m for m in logs) == 1
+    assert sum("reads no examples" in m for m in logs) == 1  # once, not per trial
+    ap_keys = [k for k in keys if k["method"] == "ap"]
+    assert all(k["examples"] == "auto" and k["reliability"] == 0.999999 and k["max_examples"] == 128 for k in ap_keys)
+    keys.clear()
+    run_sweep(a, replace_examples(cfg, (4,)), rows={"sst2": sst2_rows}, log=None)
+    assert keys and not any({"reliability", "max_examples"} & set(k) for k in keys)  # counts keep their keys
+    for bad, msg in [({"reliability": 1.5}, r"--reliability is a number in \(0, 1\)"),
+                     ({"max_examples": 32}, "--max-examples must be at least 64"),
+                     ({"examples": ("many",)}, "a count or auto")]:
+        with pytest.raises(MtpruneError, match=msg):
+            SweepConfig(tasks=("sst2",), **{"examples": ("auto",), **bad})
+
+
+def replace_examples(cfg, examples):
+    from dataclasses import replace
+
+    return replace(cfg, examples=examples)
+
+
+def test_paired_test_is_mcnemar_on_the_discordant_rows():
+    from scipy.stats import binomtest
+
+    from mtprune.experiments.core import comparison_words, paired_test
+
+    ref = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
+    cell = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0], bool)  # 8 right -> wrong, 1 wrong -> right
+    p, diff = paired_test(cell, ref)
+    assert p == pytest.approx(binomtest(1, 9, 0.5).pvalue) == pytest.approx(20 / 512) and p < 0.05
+    assert diff == pytest.approx((3 - 10) / 12)
+    assert comparison_words(p, diff, "dense") == "worse than dense"
+    assert comparison_words(1.0, 0.0, "dense") == "no measurable difference from dense"
+    assert paired_test(ref, ref) == (1.0, 0.0)
+
+
+def test_pair_table_tests_against_both_floors():
+    """A pair is distinct when its Jaccard is below both tasks' simulated floors; p is the larger
+    of the two empirical one-sided p-values."""
+    from mtprune.experiments.overlap import Floor, pair_table
+
+    m = pd.DataFrame([[1.0, 0.40, 0.55], [0.40, 1.0, 0.50], [0.55, 0.50, 1.0]], index=list("abc"), columns=list("abc"))
+    per_layer = pd.DataFrame({"task_a": ["a", "a", "b"], "task_b": ["b", "c", "c"], "chance": [1 / 3] * 3})
+    floors = {"a": Floor(np.linspace(0.50, 0.60, 199)), "b": Floor(np.linspace(0.45, 0.65, 199)), "c": None}
+    t = pair_table(m, per_layer, floors).set_index(["task_a", "task_b"])
+    ab = t.loc[("a", "b")]
+    assert ab.floor_a == pytest.approx(0.55) and ab.floor_b == pytest.approx(0.55)
+    assert ab.p_floor == pytest.approx(1 / 200) and bool(ab.distinct)  # below every simulated draw of both
+    assert ab.floor_a_low == pytest.approx(np.quantile(np.linspace(0.50, 0.60, 199), 0.05))
+    assert np.isnan(t.loc[("a", "c")].p_floor) and not t.loc[("a", "c")].distinct
+    assert t.loc[("a", "c")].verdict.startswith("floor unknown")
+    floors["c"] = Floor(np.linspace(0.40, 0.60, 199))  # b-c: 0.50 is the middle of c's floor: not distinct
+    t = pair_table(m, per_layer, floors).set_index(["task_a", "task_b"])
+    bc = t.loc[("b", "c")]
+    assert bc.p_floor == pytest.approx((1 + 100) / 200) and not bc.distinct
+    assert bc.verdict == "within the floors: not distinguishable"
+
+
+def test_overlap_floors_on_a_tiny_model(tiny_multitask):
+    """Each task's floor is the copula's expected Jaccard with another draw; masks without scores
+    (files) have none; the heatmap colours from chance to the floor."""
+    from mtprune.experiments.overlap import OverlapConfig, compare_masks, run_overlap
+    from mtprune.plots import overlap_heatmap
+    from mtprune.reliability import expected_jaccard
+
+    a = tiny_multitask
+    a.max_length = 64
+    r = run_overlap(a, OverlapConfig(("sst2", "cb"), sparsity=0.5, examples=16), draws=100)
+    from mtprune.experiments.core import Runner
+
+    sc = Runner(a, log=None).scores("cb", "ap", 16)
+    want = expected_jaccard(sc.folds["encoder.ffn"], sc.n_units["encoder.ffn"], 0.5)
+    assert r.floors["cb"].value == pytest.approx(want, abs=0.05)
+    assert r.floors["cb"].samples.shape == (100,)
+    row = r.pairs.iloc[0]
+    assert (row.task_a, row.task_b) == ("sst2", "cb") and row.floor_b == r.floors["cb"].value
+    assert row.jaccard == r.matrix.loc["sst2", "cb"]
+    fig = overlap_heatmap(r.matrix, chance=r.chance, pairs=r.pairs)
+    assert fig.data[0].text[1][1].startswith("floor ") and list(fig.data[0].colorbar.ticktext) == [
+        "chance", "floor (same task)"]
+    z = np.asarray(fig.data[0].z, dtype=float)
+    top = (row.floor_a + row.floor_b) / 2
+    assert z[0, 1] == pytest.approx((row.jaccard - row.chance) / (top - row.chance))
+    bare = compare_masks(r.masks)  # mask files: no scores, no floors
+    assert bare.pairs.verdict.iloc[0].startswith("floor unknown")
+    assert overlap_heatmap(bare.matrix, chance=bare.chance, pairs=bare.pairs).data[0].text[0][0] == ""
+
+
+def test_transfer_and_unseen_rows_carry_paired_tests(tiny_multitask, sst2_rows, cb_rows, tmp_path):
+    """The cells' p-values against own and random masks; the dense model and the random mask have
+    none; rows of a file written before the tests resume as they are."""
+    from mtprune.experiments import TransferConfig, format_transfer, run_transfer, transfer_matrix
+    from mtprune.experiments.unseen import UnseenConfig, run_unseen, unseen_verdicts
+
+    a = tiny_multitask
+    a.max_length = 64
+    rows = {"sst2": sst2_rows, "cb": cb_rows}
+    out = tmp_path / "t.csv"
+    df = run_transfer(a, TransferConfig(("sst2", "cb"), sparsity=0.5, method="random", examples=4), out=str(out),
+                      rows=rows, log=None)
+    cells = df[~df.mask_from.isin(["dense", "random mask"])]
+    assert cells.p_vs_random.notna().all() and cells.verdict.str.contains("random mask of the same size").all()
+    own = cells[cells.mask_from == cells.target]
+    assert own.p_vs_own.isna().all() and own.verdict.str.startswith("its own mask").all()
+    assert cells[cells.mask_from != cells.target].p_vs_own.notna().all()
+    assert df[df.mask_from.isin(["dense", "random mask"])][["p_vs_own", "p_vs_random"]].isna().all(axis=None)
+    m = transfer_matrix(df)
+    assert m.attrs["marks"].loc["sst2", "cb"] == "≈rnd" and "≈rnd" in format_transfer(m)
+    old = pd.read_csv(out).drop(columns=["p_vs_own", "p_vs_random", "verdict"])  # a file of before the tests
+    old.to_csv(out, index=False)
+    again = run_transfer(a, TransferConfig(("sst2", "cb"), sparsity=0.5, method="random", examples=4), out=str(out),
+                         rows=rows, log=None)
+    assert again.attrs["stats"]["evaluations"] == 0 and "p_vs_own" not in again
+    assert transfer_matrix(again).attrs["marks"].eq("").all(axis=None)
+    cfg = UnseenConfig(pairs=(("sst2", "rte"),), methods=("ap", "random"), sparsities=(0, 0.5), examples=4, trials=1)
+    u = run_unseen(a, cfg, rows={"rte": [{"sentence1": "a man plays", "sentence2": "the man plays", "label": 0},
+                                         {"sentence1": "the cat sits", "sentence2": "the dog runs", "label": 1}]},
+                   log=None)
+    pruned = u[u.sparsity == 0.5]
+    assert u[u.sparsity == 0][["p_vs_dense", "p_vs_random", "p_vs_own"]].isna().all(axis=None)
+    assert pruned.p_vs_dense.notna().all()
+    cell = pruned[(pruned.mask_from == "sst2") & (pruned.method == "ap")].iloc[0]
+    assert np.isfinite([cell.p_vs_random, cell.p_vs_own]).all()
+    assert pruned[pruned.method == "random"].p_vs_random.isna().all()
+    (line,) = unseen_verdicts(u, 0.5)
+    assert line.startswith("rte: ap's mask from sst2 with 50% pruned keeps") and "rte's own mask" in line
+
+
+def test_quota_rows_record_the_lowest_reliability_of_the_joint_scores(tiny_multitask, sst2_rows, cb_rows):
+    from mtprune.experiments.core import Runner
+
+    a = tiny_multitask
+    a.max_length = 64
+    df = run_quota(a, QuotaConfig(("sst2", "cb"), ("50%",), method="ap", examples="auto", reliability=0.5,
+                                  max_examples=64), rows={"sst2": sst2_rows, "cb": cb_rows}, log=None)
+    r = Runner(a, log=None)
+    rel = {t: round(r.scores(t, "ap", 64).reliability()["encoder.ffn"].spearman, 4) for t in ("sst2", "cb")}
+    per = df[df.task != "mean"]
+    assert set(per[per.setting == "joint"].reliability_ffn) == {min(rel.values())}
+    ens = per[per.setting == "ensemble"].set_index("task")
+    assert ens.loc["sst2", "reliability_ffn"] == rel["sst2"] and ens.loc["cb", "reliability_ffn"] == rel["cb"]
+    assert per[per.setting == "dense"].reliability_ffn.isna().all()
+    assert set(per[per.setting != "dense"].examples_used) == {64} and set(per.examples) == {"auto"}

@@ -60,6 +60,13 @@ def _err_line(capsys):
     (["sweep", "--calib", "0", "--repair", "lsq"], "--calib must be at least 1"),
     (["unseen", "--repair", "magic"], "unknown repair"),
     (["quota", "--repair", "magic"], "invalid choice"),
+    (["sweep", "--examples", "auto", "--reliability", "1.5"], "--reliability is a number in (0, 1)"),
+    (["sweep", "--examples", "100,auto", "--max-examples", "32"], "--max-examples must be at least 64"),
+    (["sweep", "--examples", "many"], "a count or auto"),
+    (["overlap", "--examples", "auto", "--reliability", "0"], "--reliability is a number in (0, 1)"),
+    (["unseen", "--examples", "auto", "--max-examples", "8"], "--max-examples must be at least 64"),
+    (["transfer", "--examples", "auto", "--reliability", "1"], "--reliability is a number in (0, 1)"),
+    (["quota", "--examples", "auto", "--max-examples", "63"], "--max-examples must be at least 64"),
 ])
 def test_bad_input_is_one_line(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -178,6 +185,9 @@ def test_hard_pruned_evaluation_matches_soft(use_default, tmp_path):
 
 
 def test_overlap_cli(use_default, capsys, tmp_path):
+    from mtprune.attribution import AttributionSpec, lookup_cached
+    from mtprune.reliability import expected_jaccard
+
     out = tmp_path / "ov.csv"
     assert main(["overlap", "--tasks", "sst2,cb", "--samples", "8", "--sparsity", "0.5", "--no-png",
                  "--out", str(out)]) == 0
@@ -186,7 +196,17 @@ def test_overlap_cli(use_default, capsys, tmp_path):
     layers = pd.read_csv(tmp_path / "ov_layers.csv")
     assert len(layers) == 6 and set(layers["group"]) == {"encoder.ffn"}
     assert (tmp_path / "ov.html").exists() and (tmp_path / "ov_layers.html").exists()
-    assert "Jaccard" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Jaccard" in printed and "within-task floors" in printed
+    # every pair beside both tasks' floors: the copula's expected Jaccard with another draw of 8 examples
+    pair = pd.read_csv(tmp_path / "ov_pairs.csv").iloc[0]
+    assert (pair.task_a, pair.task_b) == ("sst2", "cb") and pair.jaccard == m.loc["sst2", "cb"]
+    for task, floor in (("sst2", pair.floor_a), ("cb", pair.floor_b)):
+        sc = lookup_cached(use_default, AttributionSpec(task, "ap", examples=8))[0]
+        assert floor == pytest.approx(expected_jaccard(sc.folds["encoder.ffn"], sc.n_units["encoder.ffn"], 0.5),
+                                      abs=0.02)
+    assert 0 < pair.p_floor <= 1 and bool(pair.distinct) == (pair.p_floor < 0.05)
+    assert pair.chance == pytest.approx(1 / 3, abs=1e-3)
 
 
 def test_overlap_from_mask_files(tmp_path, capsys):
@@ -200,12 +220,25 @@ def test_overlap_from_mask_files(tmp_path, capsys):
 
 
 def test_unseen_cli(use_default, capsys, tmp_path):
+    from mtprune.attribution import AttributionSpec, lookup_cached
+    from mtprune.evaluation import compare, evaluate
+    from mtprune.experiments.unseen import resolve_pair
+    from mtprune.masks import mask_from_scores
+
     out = tmp_path / "u.csv"
     assert main(["unseen", "--pairs", "sst2:imdb", "--methods", "ap", "--sparsities", "0,0.5", "--samples", "8",
                  "--limit", "16", "--no-png", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert set(df["head"]) == {"sst2"} and set(df["target"]) == {"imdb"} and len(df) == 2
-    assert "dense" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "dense" in printed and "imdb: ap's mask from sst2 with 50% pruned keeps" in printed
+    # the pruned row's test against dense is McNemar's on the same 16 rows, recomputed here
+    target = resolve_pair(use_default, "sst2", "imdb").target_spec()
+    mask = mask_from_scores(lookup_cached(use_default, AttributionSpec("sst2", "ap", examples=8))[0], 0.5)
+    dense, pruned = (evaluate(use_default, target, limit=16, mask=m) for m in (None, mask))
+    row = df[df.sparsity == 0.5].iloc[0]
+    assert row.accuracy == pruned.accuracy and row.p_vs_dense == pytest.approx(compare(dense, pruned).p_value)
+    assert "p_vs_random" not in df  # no random mask among the methods
     hard = tmp_path / "uh.csv"
     assert main(["unseen", "--pairs", "sst2:imdb", "--methods", "ap", "--sparsities", "0,0.5", "--samples", "8",
                  "--limit", "16", "--no-plot", "--prune", "hard", "--out", str(hard)]) == 0
@@ -273,5 +306,47 @@ def test_transfer_cli(use_default, capsys, tmp_path, monkeypatch):
     df = pd.read_csv(out)
     assert len(df) == 3 * 5 and df["accuracy_low"].le(df["accuracy"]).all()
     assert (tmp_path / "t.html").exists()
+    assert "paired tests (McNemar's exact test on the same rows" in text
+    # qnli with rte's mask, against qnli's own mask and the random mask: McNemar on the same 24 rows
+    from mtprune.attribution import AttributionSpec, attribute_cached
+    from mtprune.evaluation import compare, evaluate
+    from mtprune.masks import mask_from_scores
+
+    def result(task, method):
+        sc = attribute_cached(use_default, AttributionSpec(task, method, examples=8))[0]
+        return evaluate(use_default, "qnli", limit=24, mask=mask_from_scores(sc, 0.5))
+
+    cell, own, rnd = result("rte", "ap"), result("qnli", "ap"), result("qnli", "random")
+    row = df[(df.mask_from == "rte") & (df.target == "qnli")].iloc[0]
+    assert row.accuracy == cell.accuracy
+    assert row.p_vs_own == pytest.approx(compare(own, cell).p_value)
+    assert row.p_vs_random == pytest.approx(compare(rnd, cell).p_value)
+    assert "qnli's own mask" in row.verdict and "random mask of the same size" in row.verdict
+    assert df[df.mask_from.isin(["dense", "random mask"])]["verdict"].isna().all()
     assert main(["transfer", "--tasks", "sst2", "--out", str(tmp_path / "x.csv")]) == 2
     assert "at least two tasks" in _err_line(capsys)
+
+
+def test_sweep_examples_auto_cli(use_default, capsys, tmp_path):
+    """--examples auto on the default model: one line per task says what was chosen, random says it
+    reads none, the rows say auto, the examples read and the reliability; a rerun reuses every row."""
+    from mtprune.attribution import AttributionSpec, lookup_cached
+
+    out = tmp_path / "a.csv"
+    argv = ["sweep", "--tasks", "cb", "--methods", "ap,random", "--sparsities", "0.5", "--examples", "auto",
+            "--reliability", "0.5", "--max-examples", "64", "--trials", "1", "--limit", "16", "--no-plot",
+            "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("cb ap seed=0, examples auto: ") == 1 and "at 64 examples" in err
+    assert "cb random: the method reads no examples" in err
+    df = pd.read_csv(out)
+    ap = df[df.method == "ap"].iloc[0]
+    assert ap.examples == "auto" and ap.examples_used == 64
+    sc = lookup_cached(use_default, AttributionSpec("cb", "ap", examples=64))[0]
+    assert ap.reliability_ffn == round(sc.reliability()["encoder.ffn"].spearman, 4)
+    assert np.isnan(ap.reliability_heads)  # the mask prunes FFN neurons only
+    assert df[df.method == "random"].reliability_ffn.isna().all()
+    assert main(argv) == 0
+    assert "examples auto" not in capsys.readouterr().err  # every row reused: no scores asked for
+    pd.testing.assert_frame_equal(pd.read_csv(out), df)

@@ -42,13 +42,14 @@ def add_threads_arg(p) -> None:
 
 
 def add_examples_arg(p, default: int | str | None = 256, text: str = "examples for attribution",
-                     auto: bool = False) -> None:
+                     auto: bool = False, many: bool = False) -> None:
     """``--examples`` (``--samples``: the old spelling); with ``auto``, also the word ``auto`` (draw
-    more examples until the scores are reliable: ``--reliability``, ``--max-examples``)."""
+    more examples until the scores are reliable: ``--reliability``, ``--max-examples``); with
+    ``many``, a comma-separated list (read as text, parsed by the experiment's config)."""
     from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET
 
     p.add_argument("--examples", "--samples", dest="examples", default=default,
-                   type=parse_examples if auto else int if isinstance(default, int) else str,
+                   type=str if many else parse_examples if auto else int if isinstance(default, int) else str,
                    help=f"{text}{'; auto: double them from 64 until the scores are reliable' if auto else ''} "
                         f"(default {default}; --samples is the old spelling)")
     if auto:

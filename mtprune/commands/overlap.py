@@ -15,8 +15,10 @@ def register(sub):
 
     p = sub.add_parser("overlap", help="task x task and per-layer overlap (Jaccard) of the kept units",
                        description="Masks of several tasks at one sparsity (from attribution, or mask "
-                                   "files), compared by the Jaccard similarity of their kept units. "
-                                   "--out gets the task x task matrix; <out>_layers.csv the per-layer values.")
+                                   "files), compared by the Jaccard similarity of their kept units, and each "
+                                   "pair against the within-task floor (what a task shares with another draw "
+                                   "of its own examples). --out gets the task x task matrix; <out>_layers.csv "
+                                   "the per-layer values; <out>_pairs.csv every pair against the floors.")
     p.add_argument("--tasks", default=",".join(BENCHMARK), help="comma-separated tasks (default: the benchmark)")
     p.add_argument("--masks", default=None,
                    help="compare saved masks instead: name=path.json,... (or paths, named by their task)")
@@ -24,7 +26,7 @@ def register(sub):
     p.add_argument("--sparsity", default="0.5", help="the sparsity of every mask (default 0.5)")
     add_kinds_arg(p)
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
-    add_examples_arg(p, 256)
+    add_examples_arg(p, 256, auto=True)
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
     add_model_args(p, task=False)
@@ -64,14 +66,17 @@ def run(args):
         result = compare_masks(_mask_files(args.masks))
     else:
         cfg = OverlapConfig(tasks=args.tasks, method=args.method, sparsity=p, kinds=args.kinds, scope=args.scope,
-                            examples=args.examples, variant=args.variant, seed=args.seed)
+                            examples=args.examples, variant=args.variant, seed=args.seed,
+                            reliability=args.reliability, max_examples=args.max_examples)
         adapter = load_model(args)
         result = run_overlap(adapter, cfg, log=logger(args))
     out = Path(args.out)
     write_table(result.matrix.reset_index(), out)
     layers_out = out.with_name(out.stem + "_layers.csv")
     write_table(result.per_layer, layers_out)
-    print(f"wrote {out} and {layers_out}", file=sys.stderr)
+    pairs_out = out.with_name(out.stem + "_pairs.csv")
+    write_table(result.pairs, pairs_out)
+    print(f"wrote {out}, {layers_out} and {pairs_out}", file=sys.stderr)
     print(f"Jaccard similarity of kept units ({', '.join(result.masks)}):")
     print(result.matrix.round(3).to_string())
     q = result.mean_kept_fraction()
@@ -79,12 +84,25 @@ def run(args):
         print(f"random masks keeping {q:.0%} of the units would share {random_jaccard(q):.3f}")
     print("mean over task pairs, per layer:")
     print(mean_layer_jaccard(result.per_layer).round(3).to_string(index=False))
+    print(floor_text(result))
     if not args.no_plot:
         from mtprune.plots import overlap_heatmap, overlap_layers_figure
 
         base = args.plot or str(out.with_suffix(""))
-        write_chart(args, overlap_heatmap(result.matrix, title=f"overlap of kept units at sparsity {p:g} (Jaccard)"),
-                    base)
+        write_chart(args, overlap_heatmap(result.matrix, chance=result.chance, pairs=result.pairs,
+                                          title=f"overlap of kept units at sparsity {p:g} (Jaccard)"), base)
         write_chart(args, overlap_layers_figure(result.per_layer, title=f"overlap per layer at sparsity {p:g}"),
                     base + "_layers")
     return 0
+
+
+def floor_text(result) -> str:
+    """Every pair against the within-task floors: a table and what its marks mean."""
+    pairs = result.pairs
+    if pairs is None or pairs[["floor_a", "floor_b"]].isna().all(axis=None):
+        return ("within-task floors unknown: compare masks from scores with fold sums (not mask files) to test "
+                "the overlaps against them")
+    cols = ["task_a", "task_b", "jaccard", "chance", "floor_a", "floor_b", "p_floor", "verdict"]
+    return ("every pair against the within-task floors (the Jaccard of a task's kept units with another draw of "
+            "as many of its examples; distinct: below both floors in 95% of simulated draws):\n"
+            + pairs[cols].round(3).to_string(index=False))

@@ -28,7 +28,7 @@ def register(sub):
                    help="kept unit parameters the tasks share: 40%%, 0.4, 3M, 250k, or a list (default 50%%; "
                         "--budgets and --budget are the old spellings)")
     p.add_argument("--method", default="ap")
-    add_examples_arg(p, 256)
+    add_examples_arg(p, 256, auto=True)
     add_kinds_arg(p)
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
     p.add_argument("--task-normalise", "--normalise", dest="task_normalise", default="sum",
@@ -52,7 +52,8 @@ def run(args):
     settings = eval_settings(args)
     cfg = QuotaConfig(tasks=args.tasks, quotas=args.quotas, method=args.method, examples=args.examples,
                       variant=args.variant, kinds=args.kinds, scope=args.scope, task_normalise=args.task_normalise,
-                      combine=args.combine, seed=args.seed, repair=args.repair, calib=args.calib)
+                      combine=args.combine, seed=args.seed, repair=args.repair, calib=args.calib,
+                      reliability=args.reliability, max_examples=args.max_examples)
     adapter = load_model(args)
     total = prunable_params(adapter, cfg.kinds)
     cfg.resolved_quotas(total)  # a quota larger than the model: one line before any work

@@ -41,7 +41,8 @@ def register(sub):
                    help="the same sparsity in every layer (default), or one ranking per unit group")
     p.add_argument("--stack", default="all", choices=("encoder", "decoder", "all"),
                    help="prune the encoder, the decoder or both (T5; default all)")
-    add_examples_arg(p, None, "examples for attribution, or a list (default 256; low-resource: 10,100,1000)")
+    add_examples_arg(p, None, "examples for attribution, or a list (default 256; low-resource: 10,100,1000)",
+                     auto=True, many=True)
     p.add_argument("--trials", type=int, default=5,
                    help="trials of the seeded baselines (random, random-label, activation), and of ap and ig "
                         "with --sample-trials (default 5)")
@@ -66,7 +67,7 @@ def register(sub):
 def build_config(args):
     from mtprune.costs import parse_budgets
     from mtprune.solvers import check_solvers
-    from mtprune.experiments.core import parse_ints, parse_list
+    from mtprune.experiments.core import parse_examples, parse_list
     from mtprune.experiments.sweep import SweepConfig, setting_config
 
     budgets = parse_budgets(args.budgets)  # parsed once, here: Budget objects from now on
@@ -76,10 +77,10 @@ def build_config(args):
                        trials=args.trials, variant=args.variant, seed=args.seed, steps=args.steps,
                        sample_trials=args.sample_trials, budgets=budgets,
                        repairs=check_solvers(args.repair), calib=args.calib, normalise=args.normalise,
-                       latency=args.latency)
+                       latency=args.latency, reliability=args.reliability, max_examples=args.max_examples)
     overrides = {}
     if args.examples is not None:
-        overrides["examples"] = tuple(parse_ints(args.examples, "--examples"))
+        overrides["examples"] = tuple(parse_examples(args.examples, args.reliability, args.max_examples))
     return setting_config(args.setting, base, **overrides)
 
 

@@ -21,7 +21,7 @@ def register(sub):
                         "cr, vader_*; qnli, rte -> scitail; cb -> sick; rte, sst2 -> qnli)")
     p.add_argument("--methods", default="ap,random", help="attribution methods (default ap,random)")
     p.add_argument("--sparsities", default="0:0.9:0.1", help="start:stop:step or a list (default 0:0.9:0.1)")
-    add_examples_arg(p, 256)
+    add_examples_arg(p, 256, auto=True)
     p.add_argument("--trials", type=int, default=5, help="trials of the seeded baselines (random, random-label, activation)")
     add_kinds_arg(p)
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
@@ -35,12 +35,13 @@ def register(sub):
 
 def run(args):
     from mtprune.experiments.core import parse_list
-    from mtprune.experiments.unseen import UnseenConfig, parse_pairs, run_unseen, unseen_summary
+    from mtprune.experiments.unseen import UnseenConfig, parse_pairs, run_unseen, unseen_summary, unseen_verdicts
 
     settings = eval_settings(args)
     cfg = UnseenConfig(pairs=tuple(parse_pairs(args.pairs)), methods=tuple(parse_list(args.methods, "methods")),
                        sparsities=args.sparsities, examples=args.examples, trials=args.trials, kinds=args.kinds,
-                       scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=args.calib)
+                       scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=args.calib,
+                       reliability=args.reliability, max_examples=args.max_examples)
     adapter = load_model(args)
     df = run_unseen(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     if not is_main():  # torchrun: rank 0 reports
@@ -50,6 +51,11 @@ def run(args):
     hi = max(cfg.sparsities)
     print(f"accuracy: dense, and the mean over sparsities {lo:g}-{hi:g}:")
     print(unseen_summary(df, lo=lo, hi=hi).round(3).to_string())
+    method = next((m for m in cfg.methods if m != "random"), None)
+    if method is not None and hi > 0:
+        print(f"at sparsity {hi:g}, {method} against dense, a random mask and the target's own mask (McNemar):")
+        for line in unseen_verdicts(df, hi, method):
+            print(f"  {line}")
     if not args.no_plot:
         from mtprune.plots import unseen_figure
 

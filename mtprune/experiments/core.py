@@ -140,6 +140,38 @@ def check_at_least(value: int, flag: str, minimum: int = 1) -> int:
     return int(value)
 
 
+AUTO = "auto"  # --examples auto: as many examples as the reliability target needs (mtprune.examples_auto)
+
+
+def check_examples(value, reliability: float | None = None, max_examples: int | None = None):
+    """An example count (at least 1) or ``"auto"``; with ``"auto"`` the reliability target and the
+    cap are checked too (one line: a target outside (0, 1), a cap below the first draw)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        from mtprune.examples_auto import check_auto
+
+        check_auto(reliability, max_examples)
+        return AUTO
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise MtpruneError(f"--examples is a count or auto, not {value!r}") from None
+    return check_at_least(value, "--examples")
+
+
+def parse_examples(text, reliability: float | None = None, max_examples: int | None = None) -> list:
+    """``256``, ``10,100,auto`` or a list: counts and ``"auto"``, in order, without repeats."""
+    items = parse_list(text if isinstance(text, str) else [str(x) for x in text], "example counts") \
+        if not isinstance(text, (int, np.integer)) else [str(int(text))]
+    return list(dict.fromkeys(check_examples(x, reliability, max_examples) for x in items))
+
+
+def auto_key(examples, reliability: float, max_examples: int) -> dict:
+    """What rows of ``--examples auto`` add to their keys (the target and the cap); ``{}`` for a
+    count, so that rows of a count keep the keys they had."""
+    return {"reliability": float(reliability), "max_examples": int(max_examples)} if examples == AUTO else {}
+
+
 # ----------------------------------------------------------------------------------------------
 # result tables
 
@@ -256,6 +288,7 @@ class EvalOutcome:
     reused: bool = False
     latency_ms: float = float("nan")  # milliseconds per example on a fixed batch (EvalSettings.latency)
     intervals: dict = field(default_factory=dict)  # metric -> (low, high), 95%
+    correct: np.ndarray | None = None  # bool per evaluation row (kept for the group being run; never in a CSV)
 
 
 def split_size(task: TaskSpec, split: str | None = None) -> int | None:
@@ -286,7 +319,11 @@ class Runner:
             t = get_task(name)
             self._rows[(t.name, self.eval_split(t))] = [dict(r) for r in given][: self.settings.limit or None]
         self._evals: dict[tuple, EvalOutcome] = {}
+        self._correct: dict[tuple, np.ndarray] = {}  # per-row correctness of the group being run
         self._scores: dict[str, object] = {}
+        self._said: set = set()
+        self._kinds: list[str] | None = None
+        self._reliability: dict[int, tuple] = {}
         self._calib: dict[tuple, list[dict]] = {}
         self._repaired: dict[tuple, object] = {}
         self._capped: set = set()
@@ -325,26 +362,66 @@ class Runner:
             return size
         return examples
 
-    def scores(self, task: str, method: str, examples: int, seed: int = 0, variant: str = "abs",
-               unsupervised: bool = False, split: str | None = None, steps: int = 20):
-        """Attribution scores through the disk cache (:func:`mtprune.attribution.attribute_cached`),
-        with ``examples`` capped at the attribution split's size."""
-        from mtprune.attribution import AttributionSpec, attribute_cached
+    @property
+    def kinds(self) -> list[str]:
+        """The model's unit kinds: one ``reliability_<kind>`` column each in every row."""
+        if self._kinds is None:
+            self._kinds = kinds_of(self.adapter)
+        return self._kinds
 
+    def reliability(self, scores) -> dict:
+        """``scores.reliability()``, computed once per scores object of this runner."""
+        key = id(scores)
+        if key not in self._reliability:
+            self._reliability[key] = (scores, scores.reliability())
+        return self._reliability[key][1]
+
+    def say_once(self, key, msg: str) -> None:
+        """Log ``msg`` the first time ``key`` is seen."""
+        if key not in self._said:
+            self._said.add(key)
+            self.log(msg)
+
+    def scores(self, task: str, method: str, examples: int | str, seed: int = 0, variant: str = "abs",
+               unsupervised: bool = False, split: str | None = None, steps: int = 20,
+               reliability: float | None = None, max_examples: int | None = None):
+        """Attribution scores through the disk cache (:func:`mtprune.attribution.attribute_cached`),
+        with ``examples`` capped at the attribution split's size. ``examples="auto"``: the scores of
+        the smallest doubling draw whose every kind reaches ``reliability``, up to ``max_examples``
+        (:func:`mtprune.examples_auto.attribute_auto`); the choice is logged once. A method that reads
+        no examples says so and is computed once."""
+        from mtprune.attribution import AttributionSpec, attribute_cached
+        from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET, FIRST
+
+        auto = examples == AUTO
         spec = AttributionSpec(task=task, method=method, variant=variant,
-                               examples=self.examples_used(task, examples, split), seed=seed, split=split,
-                               steps=steps, unsupervised=unsupervised, kinds="all")
-        memo = spec.key()
+                               examples=FIRST if auto else self.examples_used(task, examples, split), seed=seed,
+                               split=split, steps=steps, unsupervised=unsupervised, kinds="all")
+        if auto and not spec.info.needs_data:
+            self.say_once(("no examples", task, method), f"  {task} {method}: the method reads no examples, so "
+                                                         "--examples auto has nothing to choose")
+            auto = False
+        target = DEFAULT_TARGET if reliability is None else reliability
+        cap = DEFAULT_CAP if max_examples is None else max_examples
+        memo = (spec.key(), target, cap) if auto else spec.key()
         if memo in self._scores:
             return self._scores[memo]
         t0 = time.perf_counter()
-        scores, hit, _ = attribute_cached(self.adapter, spec, batch_size=self.settings.attribution_batch_size)
+        if auto:
+            from mtprune.examples_auto import attribute_auto
+
+            scores, hit, _, chosen = attribute_auto(self.adapter, spec, target, cap,
+                                                    batch_size=self.settings.attribution_batch_size)
+            self.log(f"  {task} {method}{' unsupervised' if unsupervised else ''} seed={seed}, examples auto: "
+                     f"{chosen.describe()}")
+        else:
+            scores, hit, _ = attribute_cached(self.adapter, spec, batch_size=self.settings.attribution_batch_size)
         dt = time.perf_counter() - t0
         self.stats["scores_cached" if hit else "scores_computed"] += 1
         self.stats["attribution_seconds"] += dt
         if not hit:
-            self.log(f"  scores {task}/{method} examples={spec.examples} seed={seed}"
-                     f"{' unsupervised' if unsupervised else ''}: {dt:.1f} s")
+            self.log(f"  scores {task}/{method}{f' examples={scores.spec.examples}' if spec.info.needs_data else ''} "
+                     f"seed={seed}{' unsupervised' if unsupervised else ''}: {dt:.1f} s")
         self._scores[memo] = scores
         return scores
 
@@ -359,10 +436,12 @@ class Runner:
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, task: TaskSpec, mask: Mask | None = None, method: Method | None = None,
-                 repair: "Repair | None" = None) -> EvalOutcome:
+                 repair: "Repair | None" = None, need_correct: bool = False) -> EvalOutcome:
         """Metrics of ``task`` with ``mask`` applied (the dense model when None), or, for a stand-in
         baseline ``method`` (``scores=False``), with its stand-in for ``mask``'s site sizes; with
-        ``repair``, on the hard-pruned model repaired on calibration rows."""
+        ``repair``, on the hard-pruned model repaired on calibration rows. The outcome's ``correct``
+        (each row right or wrong) is kept until :meth:`forget_rows`; ``need_correct`` evaluates again
+        a memoised outcome whose rows were forgotten."""
         from mtprune.evaluation import evaluate
         from mtprune.pruning import hard_prune, hard_prune_problem
 
@@ -373,10 +452,10 @@ class Runner:
         repairing = repair is not None and repair.refits and mask is not None and not mask.keeps_all()
         memo = (task.name, head, split, len(rows), mask.digest() if mask is not None else "dense",
                 method.name if stand_in else None, repair if repairing else None)
-        if memo in self._evals:
+        if memo in self._evals and (memo in self._correct or not need_correct):
             self.stats["evaluations_reused"] += 1
             hit = self._evals[memo]
-            return EvalOutcome(hit.metrics, hit.n, 0.0, True, hit.latency_ms, hit.intervals)
+            return EvalOutcome(hit.metrics, hit.n, 0.0, True, hit.latency_ms, hit.intervals, self._correct.get(memo))
         target, context, use_mask = self.adapter, None, None
         if stand_in:
             state = self._stand_in_state.setdefault(method.name, {})
@@ -396,9 +475,20 @@ class Runner:
         del target
         out = EvalOutcome(dict(res.metrics), res.n, res.seconds, latency_ms=latency, intervals=dict(res.intervals))
         self._evals[memo] = out
+        self._correct[memo] = res.predictions.correct
         self.stats["evaluations"] += 1
         self.stats["eval_seconds"] += res.seconds
-        return out
+        return EvalOutcome(out.metrics, out.n, out.seconds, False, out.latency_ms, out.intervals, self._correct[memo])
+
+    def forget_rows(self) -> None:
+        """Drop the per-row correctness kept of the evaluations so far (after every group)."""
+        self._correct.clear()
+
+    def correct(self, point: "Point") -> np.ndarray:
+        """Each evaluation row right or wrong with ``point``'s model (evaluated again when only its
+        metrics are remembered: a row read back from a result table)."""
+        mask = point.mask() if point.mask is not None else None
+        return self.evaluate(point.target, mask, point.method, point.repair, need_correct=True).correct
 
     def latency(self, model, task: TaskSpec, repeats: int = 5) -> float:
         """Milliseconds per example of ``model`` on the task's first 32 evaluation rows (one batch),
@@ -475,7 +565,9 @@ class Point:
     columns; ``mask``: builds the mask (None for the dense model), called only when the row must be
     computed; ``method``: the stand-in baseline to evaluate instead of pruning, if any;
     ``extra``: more columns from the mask (parameter counts...); ``repair``: how the pruned model
-    is repaired before it is evaluated (None: it is not).
+    is repaired before it is evaluated (None: it is not); ``scores``: the scores the mask came from
+    (one, or a list for a mask of several tasks' scores; None for the dense model and baselines
+    without scores), whose reliability and examples the row records (:func:`score_columns`).
     """
 
     target: TaskSpec
@@ -485,14 +577,23 @@ class Point:
     method: Method | None = None
     extra: Callable[[Mask | None], dict] | None = None
     repair: Repair | None = None
+    scores: Callable[[], object] | None = None
+
+
+# ``tests(new, correct)``: columns of paired tests for the points at the indices ``new`` (those whose
+# rows were just made), from ``correct(point)``, each evaluation row right or wrong with a point's model
+Tests = Callable[[set, Callable[[Point], np.ndarray]], dict]
 
 
 @dataclass
 class Group:
-    """Points that share one computation (one set of scores); logged as one line."""
+    """Points that share one computation (one set of scores); logged as one line. ``tests`` adds
+    paired tests between them (McNemar's, on the same evaluation rows) to the rows it makes; the
+    per-row predictions they need are kept in memory for one group only."""
 
     label: str
     points: list[Point] = field(default_factory=list)
+    tests: Tests | None = None
 
 
 def point_key(runner: Runner, experiment: str, point: Point) -> str:
@@ -502,6 +603,42 @@ def point_key(runner: Runner, experiment: str, point: Point) -> str:
     if point.repair is not None and point.repair.refits:  # rows without repair keep their keys
         parts.update(point.repair.key())
     return row_key(parts)
+
+
+def kinds_of(adapter) -> list[str]:
+    """The unit kinds a model has (``ffn``, ``heads``, ``kv``), in :data:`mtprune.units.KINDS` order."""
+    from mtprune.units import KINDS
+
+    have = {s.kind for s in adapter.unit_sites()}
+    return [k for k in KINDS if k in have]
+
+
+def score_columns(kinds: Sequence[str], scores, mask: Mask | None, reliability: Callable | None = None) -> dict:
+    """``reliability_<kind>`` for every kind: the expected Spearman correlation of the scores of the
+    kind's groups the mask prunes with another draw of as many examples (groups weighted by their
+    units; several tasks' scores: the lowest; NaN when unknown, not pruned, or without scores), and
+    ``examples_used`` (the examples the scores read; several tasks': the fewest)."""
+    from mtprune.units import group_parts
+
+    out = {f"reliability_{k}": np.nan for k in kinds}
+    if scores is None or mask is None:
+        return out
+    many = list(scores) if isinstance(scores, (list, tuple)) else [scores]
+    pruned = set(mask.selected_groups())
+    for k in kinds:
+        per_task = []
+        for sc in many:
+            rel = (reliability or (lambda x: x.reliability()))(sc) if hasattr(sc, "reliability") else {}
+            parts = [(r.spearman, sum(sc.n_units[g])) for g, r in rel.items()
+                     if g in pruned and group_parts(g)[1] == k and np.isfinite(r.spearman)]
+            w = sum(n for _, n in parts)
+            per_task.append(sum(v * n for v, n in parts) / w if w else np.nan)
+        if per_task and all(np.isfinite(per_task)):
+            out[f"reliability_{k}"] = round(float(min(per_task)), 4)
+    used = [int(sc.meta.get("examples", 0)) for sc in many if hasattr(sc, "meta")]
+    if used and all(used):
+        out["examples_used"] = min(used)
+    return out
 
 
 def _row(runner: Runner, point: Point, key: str) -> dict:
@@ -522,6 +659,11 @@ def _row(runner: Runner, point: Point, key: str) -> dict:
     })
     if point.extra is not None:
         row.update(point.extra(mask))
+    found = score_columns(runner.kinds, point.scores() if point.scores is not None else None, mask,
+                          runner.reliability)
+    if "examples_used" in found and ("examples_used" not in row or row.get("examples") == AUTO):
+        row["examples_used"] = found["examples_used"]  # a sweep's (capped) count stays as it was
+    row.update({k: v for k, v in found.items() if k != "examples_used"})
     if runner.settings.latency:
         row["latency_ms"] = res.latency_ms
     row.update({"eval_seconds": round(res.seconds, 3), "model": runner.model_name,
@@ -572,16 +714,24 @@ def _compute(runner: Runner, table: ResultTable, mine: tuple[Group, list[str]] |
     try:
         with distributed.local():
             group, gkeys = mine
-            for p, k in zip(group.points, gkeys):
+            made: dict[int, dict] = {}
+            for i, (p, k) in enumerate(zip(group.points, gkeys)):
                 if k not in table:
-                    (table.put if alone else rows.append)(_row(runner, p, k))
+                    made[i] = _row(runner, p, k)
+                    (table.put if alone else rows.append)(made[i])
                 if alone:
                     tally.done += 1
                     tally.report()
+            if group.tests is not None and made:
+                for i, cols in group.tests(set(made), runner.correct).items():
+                    if i in made:
+                        made[i].update(cols)
     except MtpruneError as exc:
         if alone:
             raise
         return [], str(exc)
+    finally:
+        runner.forget_rows()
     return rows, None
 
 
@@ -649,6 +799,31 @@ def run_points(runner: Runner, table: ResultTable, experiment: str, groups: Sequ
     return keys
 
 
+ALPHA = 0.05  # the level of the paired tests
+
+
+def paired_test(cell: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """``(McNemar's exact p, accuracy difference cell - reference)`` of two models on the same rows
+    (:func:`mtprune.evaluation.mcnemar`)."""
+    from mtprune.evaluation import mcnemar
+
+    cell, reference = np.asarray(cell, bool), np.asarray(reference, bool)
+    if cell.shape != reference.shape:
+        raise ValueError("paired tests need the same evaluation rows")
+    p = mcnemar(int((reference & ~cell).sum()), int((cell & ~reference).sum()))
+    return float(p), float(cell.mean() - reference.mean()) if len(cell) else float("nan")
+
+
+def comparison_words(p: float, diff: float, reference: str, alpha: float = ALPHA) -> str:
+    """``worse than <reference>`` / ``better than <reference>`` when McNemar's p is below ``alpha``,
+    else ``no measurable difference from <reference>``; empty for an unknown p."""
+    if not np.isfinite(p):
+        return ""
+    if p >= alpha:
+        return f"no measurable difference from {reference}"
+    return f"{'worse' if diff < 0 else 'better'} than {reference}"
+
+
 def mask_maker(runner: Runner, scores: Callable[[], object], sparsity, scope: str = "layer",
                kinds: str = "ffn", stack: str = "all") -> Callable[[], Mask]:
     """A :attr:`Point.mask` builder: the mask of ``scores()`` (called lazily) at ``sparsity``."""
@@ -673,7 +848,9 @@ def finish(table: ResultTable, keys: list[str], runner: Runner, t_start: float) 
 
 
 __all__ = [
-    "EvalOutcome", "EvalSettings", "Group", "METRICS", "Point", "Repair", "ResultTable", "Runner", "check_at_least",
+    "ALPHA", "AUTO", "auto_key", "check_examples", "comparison_words", "kinds_of", "paired_test", "parse_examples",
+    "score_columns", "EvalOutcome", "EvalSettings", "Group", "METRICS", "Point", "Repair", "ResultTable", "Runner",
+    "check_at_least",
     "budget_mask_maker", "finish", "mask_maker", "method_names", "parse_ints", "parse_list", "parse_methods", "parse_sparsities",
     "parse_sparsity", "parse_tasks", "point_key", "read_table", "row_key", "run_points", "split_size",
     "stderr_log", "write_table",

@@ -37,8 +37,9 @@ import pandas as pd
 
 from mtprune.costs import unit_costs
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
-                                      parse_list, parse_methods, run_points, stderr_log)
+from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET
+from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, auto_key, check_at_least,
+                                      check_examples, finish, parse_list, parse_methods, run_points, stderr_log)
 from mtprune.masks import check_choices, mask_from_scores
 from mtprune.solvers import get_solver
 from mtprune.tasks import get_task
@@ -216,7 +217,7 @@ class QuotaConfig:
     tasks: tuple[str, ...]
     quotas: tuple = ("50%",)  # kept unit parameters: 40%, 0.4, 3M, 250k or counts
     method: str = "ap"
-    examples: int = 256
+    examples: int | str = 256  # or "auto": as many as `reliability` needs (mtprune.examples_auto)
     variant: str = "abs"
     kinds: str = "ffn"
     scope: str = "layer"
@@ -225,6 +226,8 @@ class QuotaConfig:
     seed: int = 0
     repair: str = "none"  # the joint model repaired on every task's rows, each member on its own task's
     calib: int = 1024
+    reliability: float = DEFAULT_TARGET  # examples "auto": the reliability every kind must reach
+    max_examples: int = DEFAULT_CAP  # examples "auto": at most this many
 
     def __post_init__(self):
         tasks = tuple(get_task(t).name for t in (parse_list(self.tasks, "tasks") if isinstance(self.tasks, str)
@@ -237,7 +240,7 @@ class QuotaConfig:
             raise MtpruneError("no quotas given")
         object.__setattr__(self, "quotas", tuple(quotas))
         parse_methods([self.method], scores=True)
-        check_at_least(self.examples, "--examples")
+        object.__setattr__(self, "examples", check_examples(self.examples, self.reliability, self.max_examples))
         check_choices(self.scope, self.kinds)
         if self.task_normalise not in TASK_NORMALISATIONS:
             raise MtpruneError(f"--task-normalise must be one of {', '.join(TASK_NORMALISATIONS)}, "
@@ -283,7 +286,8 @@ def run_quota(adapter, cfg: QuotaConfig, evals: EvalSettings | None = None, *, o
     memo: dict = {}
 
     def scores(name):
-        return runner.scores(name, cfg.method, cfg.examples, seed=cfg.seed, variant=cfg.variant)
+        return runner.scores(name, cfg.method, cfg.examples, seed=cfg.seed, variant=cfg.variant,
+                             reliability=cfg.reliability, max_examples=cfg.max_examples)
 
     def joint_scores():
         if "joint" not in memo:
@@ -303,7 +307,8 @@ def run_quota(adapter, cfg: QuotaConfig, evals: EvalSettings | None = None, *, o
     # the key and column names of before the rename ("normalise", "budget"): old rows resume by key
     common = dict(method=cfg.method, examples=cfg.examples, kinds=cfg.kinds, scope=cfg.scope,
                   normalise=cfg.task_normalise, combine=cfg.combine, tasks=",".join(names))
-    key_common = {**common, "variant": cfg.variant, "seed": cfg.seed}
+    key_common = {**common, "variant": cfg.variant, "seed": cfg.seed,
+                  **auto_key(cfg.examples, cfg.reliability, cfg.max_examples)}
 
     def extra(mask):
         return {"kept_params": kept_params(mask, costs, cfg.kinds) if mask is not None else total,
@@ -312,9 +317,10 @@ def run_quota(adapter, cfg: QuotaConfig, evals: EvalSettings | None = None, *, o
 
     def point(setting, t, q, mask):
         calib_tasks = tuple(names) if setting == "joint" else (t.name,)
+        used = {"joint": lambda: [scores(n) for n in names], "ensemble": lambda: scores(t.name)}.get(setting)
         return Point(t, {**key_common, "setting": setting, "task": t.name, "budget": q},
                      {"setting": setting, "task": t.name, "budget": q, **common}, mask, None, extra,
-                     Repair(cfg.repair, calib_tasks, cfg.calib))
+                     Repair(cfg.repair, calib_tasks, cfg.calib), used)
 
     t_start = time.perf_counter()
     groups = [Group("dense", [point("dense", t, total, None) for t in tasks])]
@@ -328,7 +334,11 @@ def run_quota(adapter, cfg: QuotaConfig, evals: EvalSettings | None = None, *, o
             jk = kept_params(memo[("joint", q)], costs, cfg.kinds)
             ek = sum(kept_params(memo[(n, q)], costs, cfg.kinds) for n in names if (n, q) in memo)
             log(f"  budget {human_count(q)}: joint keeps {human_count(jk)}, ensemble {human_count(ek)} in all")
-    df = finish(table, keys, runner, t_start)
+    return _with_means(finish(table, keys, runner, t_start), common, total)
+
+
+def _with_means(df: pd.DataFrame, common: dict, total: int) -> pd.DataFrame:
+    """The rows and a ``mean`` row per (setting, quota): the ensemble's kept parameters summed."""
     means = []
     for (setting, q), g in df[df["setting"] != "dense"].groupby(["setting", "budget"], sort=False):
         kp = g["kept_params"].sum() if setting == "ensemble" else g["kept_params"].iloc[0]

@@ -30,9 +30,11 @@ import pandas as pd
 
 from mtprune.costs import KIND_NORMALISATIONS, Budget, parse_budgets
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, budget_mask_maker,
-                                      check_at_least, finish, mask_maker, parse_ints, parse_list, parse_methods,
-                                      parse_sparsities, run_points, split_size, stderr_log)
+from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET
+from mtprune.experiments.core import (AUTO, EvalSettings, Group, Point, Repair, ResultTable, Runner, auto_key,
+                                      budget_mask_maker, check_at_least, finish, mask_maker, parse_examples,
+                                      parse_list, parse_methods, parse_sparsities, run_points, split_size,
+                                      stderr_log)
 from mtprune.masks import check_choices
 from mtprune.methods import get_method
 from mtprune.solvers import check_solvers
@@ -49,6 +51,7 @@ SWEEP_COLUMNS = [
     "unsupervised", "seed", "kinds", "scope", "variant", "split", "n_eval", "actual_sparsity", "kept_units",
     "params", "flops_kept", "latency_ms", "stand_in_params", "eval_seconds", "model", "model_fingerprint", "key",
 ]
+# after them, one column per unit kind of the model: reliability_ffn, reliability_heads (core.score_columns)
 
 
 def _tuple(v) -> tuple:
@@ -68,7 +71,7 @@ class SweepConfig:
     kinds: str = "ffn"
     scope: str = "layer"
     stack: str = "all"
-    examples: tuple[int, ...] = (256,)
+    examples: tuple[int | str, ...] = (256,)  # counts, and "auto" (as many as `reliability` needs)
     trials: int = 5
     variant: str = "abs"
     seed: int = 0
@@ -86,6 +89,8 @@ class SweepConfig:
     calib: int = 1024
     normalise: str = "sum"
     latency: bool = False  # measure every row's pruned model (seconds per example)
+    reliability: float = DEFAULT_TARGET  # examples "auto": the reliability every kind must reach
+    max_examples: int = DEFAULT_CAP  # examples "auto": at most this many
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -102,8 +107,8 @@ class SweepConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise MtpruneError(f"--seed must be 0 or more, not {self.seed}")
         examples = self.examples
-        set_("examples", tuple(parse_ints(examples if isinstance(examples, str) else list(_tuple(examples)),
-                                          "--examples")))
+        set_("examples", tuple(parse_examples(examples if isinstance(examples, str) else list(_tuple(examples)),
+                                              self.reliability, self.max_examples)))
         set_("unsupervised", tuple(bool(u) for u in _tuple(self.unsupervised)))
         if self.setting not in SETTINGS:
             raise MtpruneError(f"unknown setting {self.setting!r}; settings: {', '.join(SETTINGS)}")
@@ -147,18 +152,18 @@ class Run:
     """One computation of scores (or of a stand-in's reference mask), evaluated at every sparsity."""
 
     method: str
-    examples: int  # examples asked for (0: the method reads none)
+    examples: int | str  # examples asked for (0: the method reads none; "auto": as many as reliability needs)
     unsupervised: bool
     trial: int
     seed: int
-    examples_used: int  # examples the scores read: ``examples`` capped at the attribution split's size
+    examples_used: int | str  # ``examples`` capped at the attribution split's size ("auto": chosen when run)
 
 
 def plan_runs(cfg: SweepConfig, task: str, train_size: int | None = None) -> list[Run]:
     """The runs of one task. ``train_size`` caps example counts: a task with fewer training
     examples than asked for uses all it has (cb's 250 for 256; a low-resource 1000)."""
     runs: list[Run] = []
-    used = {s: min(s, train_size) if train_size is not None else s for s in cfg.examples}
+    used = {s: min(s, train_size) if train_size is not None and s != AUTO else s for s in cfg.examples}
     asked = list(used)
     for name in cfg.methods:
         m = get_method(name)
@@ -183,19 +188,22 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
 
     def scores():
         return runner.scores(task.name, scoring.name, run.examples_used, seed=seed, variant=cfg.variant,
-                             unsupervised=run.unsupervised, split=cfg.attribution_split, steps=cfg.steps)
+                             unsupervised=run.unsupervised, split=cfg.attribution_split, steps=cfg.steps,
+                             reliability=cfg.reliability, max_examples=cfg.max_examples)
 
     variant = cfg.variant if scoring.uses_variant else ""
     examples_used = run.examples_used if run.examples else 0
     key = {"method": run.method, "variant": variant, "examples": run.examples, "examples_used": examples_used,
            "unsupervised": run.unsupervised, "seed": run.seed, "trial": run.trial, "kinds": cfg.kinds,
-           "scope": cfg.scope, "stack": cfg.stack, "attribution_split": cfg.attribution_split}
+           "scope": cfg.scope, "stack": cfg.stack, "attribution_split": cfg.attribution_split,
+           **auto_key(run.examples, cfg.reliability, cfg.max_examples)}
     # (budget rows replace "scope" with "budget" in their keys)
     if scoring.uses_steps:
         key["steps"] = cfg.steps
     if not method.scores:
         key["reference"] = cfg.reference
     stand_in = None if method.scores else method
+    row_scores = scores if method.scores else None  # a stand-in's row has no scores of its own
     repairs = [Repair(r, (task.name,), cfg.calib, run.seed) for r in cfg.repairs]  # trial t: calibration sample t
 
     def extra(mask):
@@ -218,12 +226,12 @@ def _run_group(runner: Runner, cfg: SweepConfig, task, run: Run) -> Group:
             fields = {**common, "sparsity": p, "scope": cfg.scope, "budget": ""}
             points.append(Point(task, {**key, "sparsity": p}, fields,
                                 mask_maker(runner, scores, p, cfg.scope, cfg.kinds, cfg.stack), stand_in, extra,
-                                repair or rep))
+                                repair or rep, row_scores))
         for b in cfg.budgets:  # Budget objects; their string form in keys and columns
             fields = {**common, "sparsity": np.nan, "scope": "budget", "budget": str(b), "normalise": cfg.normalise}
             points.append(Point(task, {**key, "scope": "budget", "budget": str(b), "normalise": cfg.normalise}, fields,
                                 budget_mask_maker(runner, scores, task, b, cfg.kinds, cfg.stack, cfg.normalise),
-                                stand_in, extra, repair or rep))
+                                stand_in, extra, repair or rep, row_scores))
     label = (f"{task.name} {run.method}{' unsup' if run.unsupervised else ''}"
              f"{f' n={run.examples}' if run.examples else ''} trial {run.trial}")
     return Group(label, points)
@@ -247,7 +255,7 @@ def run_sweep(adapter, cfg: SweepConfig, evals: EvalSettings | None = None, *, o
     groups = []
     for t in tasks:
         size = split_size(t, cfg.attribution_split)
-        if size is not None and any(s > size for s in cfg.examples):
+        if size is not None and any(s != AUTO and s > size for s in cfg.examples):
             log(f"{t.name} has {size} examples to attribute from: runs asking for more use all {size}")
         runs = plan_runs(cfg, t.name, size)
         log(f"{t.name}: {runner.eval_size(t)} evaluation rows ({runner.eval_split(t)}), "
@@ -277,11 +285,24 @@ def series_label(df: pd.DataFrame) -> pd.Series:
     if "unsupervised" in df and df["unsupervised"].astype(bool).nunique() > 1:
         label = label + np.where(df["unsupervised"].astype(bool), " (unsupervised)", "")
     if "examples" in df:
-        data_rows = df[df["examples"].fillna(0).astype(int) > 0]
-        if data_rows["examples"].nunique() > 1:
-            label = label + np.where(df["examples"].fillna(0).astype(int) > 0,
-                                     " n=" + df["examples"].fillna(0).astype(int).astype(str), "")
+        text = examples_text(df["examples"])
+        reads = text.ne("0")
+        if text[reads].nunique() > 1:
+            label = label + np.where(reads, " n=" + text, "")
     return label
+
+
+def examples_text(col: pd.Series) -> pd.Series:
+    """The ``examples`` column as text: counts (``"256"``; ``"0"`` for methods that read none) and
+    ``"auto"``, whichever way a CSV read them back (numbers, or strings beside ``auto``)."""
+    def one(v) -> str:
+        if isinstance(v, str) and v.strip().lower() == AUTO:
+            return AUTO
+        try:
+            return str(int(float(v)))
+        except (TypeError, ValueError):
+            return "0"
+    return col.map(one).astype(str)
 
 
 def curves(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:

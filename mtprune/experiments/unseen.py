@@ -10,6 +10,13 @@ A pair ``source:target`` builds the mask from ``source``'s examples and evaluate
 Every pair also gets the dense model (sparsity 0) and whatever baselines are asked for (a
 ``random`` mask by default), so a row reads "how much of the dense accuracy on the new set does a
 mask from the old one keep".
+
+Every pruned row is tested on the same evaluation rows (McNemar's exact test, 5% level) against the
+dense model (``p_vs_dense``), the random mask of the same size from the same source, sparsity and
+trial (``p_vs_random``; for methods other than ``random``, when ``random`` is among the methods) and,
+in the cross-task case, the target's own mask of the same method (``p_vs_own``), with the outcome in
+words (``verdict``; :func:`unseen_verdicts` says it per target). The rows of one pair are one group:
+the per-row predictions the tests read stay in memory for that pair only.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ import numpy as np
 import pandas as pd
 
 from mtprune.errors import MtpruneError
-from mtprune.experiments.core import (EvalSettings, Group, Point, Repair, ResultTable, Runner, check_at_least, finish,
-                                      mask_maker, parse_list, parse_methods, parse_sparsities, run_points, stderr_log)
+from mtprune.examples_auto import DEFAULT_CAP, DEFAULT_TARGET
+from mtprune.experiments.core import (ALPHA, EvalSettings, Group, Point, Repair, ResultTable, Runner, auto_key,
+                                      check_at_least, check_examples, comparison_words, finish, mask_maker,
+                                      paired_test, parse_methods, parse_sparsities, run_points,
+                                      stderr_log)
 from mtprune.masks import check_choices
 from mtprune.solvers import check_solvers
 from mtprune.methods import get_method
@@ -39,7 +49,8 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
 )
 UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "trial", "accuracy",
                   "accuracy_low", "accuracy_high", "f1",
-                  "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key"]
+                  "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key",
+                  "p_vs_dense", "p_vs_random", "p_vs_own", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ class UnseenConfig:
     pairs: tuple[tuple[str, str], ...] = PAPER_PAIRS
     methods: tuple[str, ...] = ("ap", "random")
     sparsities: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)
-    examples: int = 256
+    examples: int | str = 256  # or "auto": as many as `reliability` needs (mtprune.examples_auto)
     trials: int = 5
     kinds: str = "ffn"
     scope: str = "layer"
@@ -114,6 +125,8 @@ class UnseenConfig:
     seed: int = 0
     repairs: tuple[str, ...] = ("none",)  # every mask also evaluated repaired on the source's train rows
     calib: int = 1024
+    reliability: float = DEFAULT_TARGET  # examples "auto": the reliability every kind must reach
+    max_examples: int = DEFAULT_CAP  # examples "auto": at most this many
 
     def __post_init__(self):
         pairs = parse_pairs(self.pairs) if isinstance(self.pairs, str) else [tuple(p) for p in self.pairs]
@@ -126,7 +139,7 @@ class UnseenConfig:
         object.__setattr__(self, "methods", tuple(parse_methods(methods if isinstance(methods, str) else list(methods),
                                                                 scores=True)))
         object.__setattr__(self, "sparsities", tuple(parse_sparsities(sp if isinstance(sp, str) else list(sp))))
-        check_at_least(self.examples, "--examples")
+        object.__setattr__(self, "examples", check_examples(self.examples, self.reliability, self.max_examples))
         check_at_least(self.trials, "--trials")
         check_choices(self.scope, self.kinds)
         object.__setattr__(self, "repairs", check_solvers(self.repairs))
@@ -138,7 +151,8 @@ class UnseenConfig:
 
 def run_unseen(adapter, cfg: UnseenConfig, evals: EvalSettings | None = None, *, out: str | None = None,
                resume: bool = True, log=stderr_log, progress=None, rows: dict | None = None) -> pd.DataFrame:
-    """One row per (pair, mask source, method, sparsity, trial) with the target's metrics."""
+    """One row per (pair, mask source, method, sparsity, trial) with the target's metrics and the
+    paired tests of the pruned rows (one group per pair)."""
     log = log or (lambda msg: None)
     resolved = [resolve_pair(adapter, s, t) for s, t in cfg.pairs]
     runner = Runner(adapter, evals, log=log, rows=rows)
@@ -149,28 +163,70 @@ def run_unseen(adapter, cfg: UnseenConfig, evals: EvalSettings | None = None, *,
         target = pair.target_spec()
         log(f"{pair.source} -> {pair.target} (head {pair.head}, {runner.eval_size(target)} rows of "
             f"{runner.eval_split(target)})")
-        for mask_from in [pair.source] + ([pair.target] if pair.cross_task else []):
-            for method in cfg.methods:
-                m = get_method(method)
-                for trial in range(cfg.trials if m.repeats_over_trials else 1):
-                    def scores(mask_from=mask_from, method=method, trial=trial):
-                        return runner.scores(mask_from, method, cfg.examples, seed=cfg.seed + trial,
-                                             variant=cfg.variant)
-
-                    common = {"source": pair.source, "target": pair.target, "head": pair.head,
-                              "mask_from": mask_from, "method": method, "trial": trial}
-                    key = {**common, "examples": cfg.examples, "variant": cfg.variant, "kinds": cfg.kinds,
-                           "scope": cfg.scope, "seed": cfg.seed + trial}
-                    points = [Point(target, {**key, "sparsity": p},
-                                    {**common, "sparsity": p, "examples": cfg.examples, "kinds": cfg.kinds,
-                                     "scope": cfg.scope},
-                                    mask_maker(runner, scores, p, cfg.scope, cfg.kinds), None, None,
-                                    Repair(r, (mask_from,), cfg.calib))
-                              for r in cfg.repairs for p in cfg.sparsities]
-                    groups.append(Group(f"{pair.source} -> {pair.target}, mask from {mask_from} {method} trial {trial}",
-                                        points))
+        points = _pair_points(runner, cfg, pair, target)
+        groups.append(Group(f"{pair.source} -> {pair.target}", points, unseen_tests(points, target, pair.source)))
     keys = run_points(runner, table, "unseen", groups, progress)
     return finish(table, keys, runner, t_start)
+
+
+def _pair_points(runner: Runner, cfg: UnseenConfig, pair: Pair, target: TaskSpec) -> list[Point]:
+    """Every (mask source, method, trial, repair, sparsity) of one pair, its keys those of before."""
+    points = []
+    for mask_from in [pair.source] + ([pair.target] if pair.cross_task else []):
+        for method in cfg.methods:
+            for trial in range(cfg.trials if get_method(method).repeats_over_trials else 1):
+                def scores(mask_from=mask_from, method=method, trial=trial):
+                    return runner.scores(mask_from, method, cfg.examples, seed=cfg.seed + trial, variant=cfg.variant,
+                                         reliability=cfg.reliability, max_examples=cfg.max_examples)
+
+                common = {"source": pair.source, "target": pair.target, "head": pair.head,
+                          "mask_from": mask_from, "method": method, "trial": trial}
+                key = {**common, "examples": cfg.examples, "variant": cfg.variant, "kinds": cfg.kinds,
+                       "scope": cfg.scope, "seed": cfg.seed + trial,
+                       **auto_key(cfg.examples, cfg.reliability, cfg.max_examples)}
+                points += [Point(target, {**key, "sparsity": p},
+                                 {**common, "sparsity": p, "examples": cfg.examples, "kinds": cfg.kinds,
+                                  "scope": cfg.scope},
+                                 mask_maker(runner, scores, p, cfg.scope, cfg.kinds), None, None,
+                                 Repair(r, (mask_from,), cfg.calib), scores)
+                           for r in cfg.repairs for p in cfg.sparsities]
+    return points
+
+
+def unseen_tests(points: list[Point], target: TaskSpec, source: str):
+    """The paired tests of one pair's pruned rows (:attr:`mtprune.experiments.core.Group.tests`):
+    against the dense model, the random mask (same source, sparsity, repair; the same trial, else
+    trial 0) and, for the source's mask in the cross-task case, the target's own mask."""
+    where = {(p.fields["mask_from"], p.fields["method"], p.fields["trial"], p.repair.solver, p.fields["sparsity"]): i
+             for i, p in enumerate(points)}
+    dense = Point(target, {}, {})
+
+    def ref(f, i, method=None, mask_from=None):
+        k = (mask_from or f["mask_from"], method or f["method"], f["trial"], points[i].repair.solver, f["sparsity"])
+        return where.get(k, where.get((*k[:2], 0, *k[3:])))
+
+    def tests(new: set, correct) -> dict:
+        out = {}
+        for i in sorted(new):
+            f = points[i].fields
+            if f["sparsity"] == 0:
+                continue
+            cell = correct(points[i])
+            cols = {}
+            cols["p_vs_dense"], d = paired_test(cell, correct(dense))
+            words = [comparison_words(cols["p_vs_dense"], d, "dense")]
+            r = ref(f, i, method="random") if f["method"] != "random" else None
+            if r is not None:
+                cols["p_vs_random"], d = paired_test(cell, correct(points[r]))
+                words.append(comparison_words(cols["p_vs_random"], d, "a random mask of the same size"))
+            o = ref(f, i, mask_from=f["target"]) if f["mask_from"] == source and f["method"] != "random" else None
+            if o is not None and o != i:
+                cols["p_vs_own"], d = paired_test(cell, correct(points[o]))
+                words.append(comparison_words(cols["p_vs_own"], d, f"{f['target']}'s own mask"))
+            cols["verdict"] = "; ".join(words)
+            out[i] = cols
+        return out
+    return tests
 
 
 def unseen_summary(df: pd.DataFrame, metric: str = "accuracy", lo: float = 0.1, hi: float = 1.0) -> pd.DataFrame:
@@ -222,3 +278,40 @@ def unseen_bars(df: pd.DataFrame, sparsity: float, metric: str = "accuracy", lab
         if has_iv:
             intervals[name] = (per_target(g, lo_col), per_target(g, hi_col))
     return (targets, series, intervals) if with_intervals else (targets, series)
+
+
+def _said(p, diff: float) -> str:
+    """``worse (McNemar p = 0.003)`` / ``no measurable difference (McNemar p = 0.4)``."""
+    if not (isinstance(p, (int, float, np.floating)) and np.isfinite(p)):
+        return "not tested (a row written before the tests; --no-resume tests it)"
+    words = "no measurable difference" if p >= ALPHA else ("worse" if diff < 0 else "better")
+    return f"{words} (McNemar p = {float(p):.2g})"
+
+
+def unseen_verdicts(df: pd.DataFrame, sparsity: float, method: str = "ap", label=None) -> list[str]:
+    """One sentence per target: ``method``'s mask from the source at ``sparsity`` (trial 0, the
+    first repair) against the dense model, the random mask of the same size and, in the cross-task
+    case, the target's own mask, with the accuracies and McNemar's p-values of :func:`run_unseen`."""
+    name = (label or (lambda m: m))(method)
+    if df.empty:
+        return []
+    d = df[df["repair"].fillna("none") == df["repair"].fillna("none").iloc[0]] if "repair" in df else df
+    at = d[np.isclose(d["sparsity"].astype(float), float(sparsity)) & (d["trial"] == 0)]
+    out = []
+    for (src, tgt), g in at.groupby(["source", "target"], sort=False):
+        cell = g[(g["mask_from"] == src) & (g["method"] == method)]
+        if cell.empty:
+            continue
+        c = cell.iloc[0]
+        dense = d[(d["source"] == src) & (d["target"] == tgt) & (d["sparsity"] == 0)]["accuracy"]
+        dense_acc = float(dense.iloc[0]) if len(dense) else float("nan")
+        parts = [f"{tgt}: {name}'s mask from {src} with {sparsity:.0%} pruned keeps {c['accuracy']:.3f} against "
+                 f"{dense_acc:.3f} dense: {_said(c.get('p_vs_dense'), c['accuracy'] - dense_acc)}"]
+        for what, rows, col in (("a random mask of the same size", g[(g["mask_from"] == src) & (g["method"] == "random")],
+                                 "p_vs_random"),
+                                (f"{tgt}'s own mask", g[(g["mask_from"] == tgt) & (g["method"] == method)], "p_vs_own")):
+            if len(rows) and method != "random":
+                ref = float(rows["accuracy"].iloc[0])
+                parts.append(f"against {what} ({ref:.3f}): {_said(c.get(col), c['accuracy'] - ref)}")
+        out.append("; ".join(parts) + ".")
+    return out
