@@ -225,21 +225,15 @@ def _labels(ds) -> list:
     return ds.data.column("label").to_pylist()
 
 
-def draw_order(ds, n: int, seed: int = 0, balanced: bool = True) -> list[dict]:
-    """The first ``n`` rows of the seed's draw order: class-balanced (round-robin over labels, each
-    label's rows in a seeded order) or uniform (a seeded permutation). The order does not depend on
-    ``n``: a draw of ``n`` is the first ``n`` rows of a draw of more (attribution adds examples to
-    those it has scored), and a balanced draw's rows are those of :func:`sample_rows`."""
-    total = len(ds)
+def _check_count(n: int, total: int) -> None:
     if n < 1:
         raise MtpruneError(f"the number of examples must be at least 1, not {n}")
     if n > total:
         raise MtpruneError(f"asked for {n} examples but the split has only {total}")
-    rng = random.Random(seed)
-    if not balanced:
-        idx = list(range(total))
-        rng.shuffle(idx)
-        return [dict(ds[i]) for i in idx[:n]]
+
+
+def _balanced_order(ds, n: int, rng: random.Random) -> list[int]:
+    """The first ``n`` indices of a round robin over labels, each label's rows in ``rng``'s order."""
     by_label: dict[int, list[int]] = {}
     for i, lab in enumerate(_labels(ds)):
         by_label.setdefault(lab, []).append(i)
@@ -249,7 +243,21 @@ def draw_order(ds, n: int, seed: int = 0, balanced: bool = True) -> list[dict]:
         for pool in pools:
             if pool and len(idx) < n:
                 idx.append(pool.pop())
-    return [dict(ds[i]) for i in idx]
+    return idx
+
+
+def draw_order(ds, n: int, seed: int = 0, balanced: bool = True) -> list[dict]:
+    """The first ``n`` rows of the seed's draw order: class-balanced (round-robin over labels, each
+    label's rows in a seeded order) or uniform (a seeded permutation). The order does not depend on
+    ``n``: a draw of ``n`` is the first ``n`` rows of a draw of more (attribution adds examples to
+    those it has scored), and a balanced draw's rows are those of :func:`sample_rows`."""
+    _check_count(n, len(ds))
+    rng = random.Random(seed)
+    if not balanced:
+        idx = list(range(len(ds)))
+        rng.shuffle(idx)
+        return [dict(ds[i]) for i in idx[:n]]
+    return [dict(ds[i]) for i in _balanced_order(ds, n, rng)]
 
 
 def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list[dict]:
@@ -258,26 +266,14 @@ def sample_rows(ds, n: int | None, seed: int = 0, balanced: bool = True) -> list
     Balanced sampling keeps 10 or 100 examples meaningful: every label is represented as evenly as
     the split allows. ``n=None`` returns all rows in order.
     """
-    total = len(ds)
     if n is None:
         return [dict(r) for r in ds]
-    if n < 1:
-        raise MtpruneError(f"the number of examples must be at least 1, not {n}")
-    if n > total:
-        raise MtpruneError(f"asked for {n} examples but the split has only {total}")
+    _check_count(n, len(ds))
     rng = random.Random(seed)
     if not balanced:
-        idx = rng.sample(range(total), n)
+        idx = rng.sample(range(len(ds)), n)
     else:
-        by_label: dict[int, list[int]] = {}
-        for i, lab in enumerate(_labels(ds)):
-            by_label.setdefault(lab, []).append(i)
-        pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
-        idx = []
-        while len(idx) < n:
-            for pool in pools:
-                if pool and len(idx) < n:
-                    idx.append(pool.pop())
+        idx = _balanced_order(ds, n, rng)
         rng.shuffle(idx)
     return [dict(ds[i]) for i in idx]
 
