@@ -1,7 +1,6 @@
 """Repair solvers: each against numpy on synthetic sums, the registry every verb, config and page
 reads, and a toy solver registered in a test and run through repair and a sweep."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ import torch
 from mtprune.errors import MtpruneError
 from mtprune.repair import RepairSettings, _error, _Stats
 from mtprune.solvers import Solver, all_solvers, check_solvers, get_solver, register_solver, solver_names
-from mtprune.solvers.base import SOLVERS
 from mtprune.solvers.scale import ScaleSolver
 from tests.test_repair import synthetic
 
