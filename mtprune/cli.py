@@ -11,8 +11,8 @@ from mtprune import __version__
 from mtprune.errors import MtpruneError
 
 # verbs, in the order ``mtprune --help`` lists them
-COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "export", "sweep", "overlap", "transfer", "unseen",
-            "quota"]  # quota: also "budget", its old name
+COMMANDS = ["tasks", "models", "eval", "train", "attribute", "prune", "explain", "export", "sweep", "overlap", "transfer",
+            "unseen", "quota"]  # quota: also "budget", its old name
 
 
 class _Parser(argparse.ArgumentParser):
