@@ -443,10 +443,9 @@ def ap_per_layer(adapter, spec: AttributionSpec, rows: Sequence[dict], *, batch_
     per_site: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for group in passes:
-        for lo, hi in fold_bounds(len(rows)):  # the folds attribute() reads, so the batches match
-            for name, v in gradient_scores(adapter, task, list(rows[lo:hi]), spec, group, objective=objective,
-                                           alphas=[1.0], batch_size=batch_size).items():
-                per_site[name] = per_site.get(name, 0) + np.asarray(v, dtype=np.float64)
+        for name, v in gradient_scores(adapter, task, list(rows), spec, group, objective=objective,
+                                       alphas=[1.0], batch_size=batch_size).items():
+            per_site[name] = per_site.get(name, 0) + np.asarray(v, dtype=np.float64)
     return assemble(spec, adapter.fingerprint(), sites, per_site, time.perf_counter() - t0,
                     {"examples": len(rows), "passes": len(passes)})
 
@@ -607,23 +606,19 @@ def fold_scores(adapter, spec: AttributionSpec, rows: Sequence[dict], sites, *, 
                 progress: Progress | None = None) -> list[dict[str, np.ndarray]]:
     """The method's ``{site: scores}`` over each of ``FOLDS`` disjoint, contiguous folds of ``rows``
     (fewer when there are fewer rows; one call for a method that reads no examples): every example
-    is read once, as in one call, and the totals are the folds' sums (a mean method's folds are
-    weighted by their share of the examples)."""
+    is read once, and the totals are the folds' sums (a mean method's folds are weighted by their
+    share of the examples). A gradient method keeps the folds apart within its batches
+    (:meth:`Method.attribute_folds`), so folds cost no extra passes."""
     info = spec.info
     n = len(rows)
     bounds = fold_bounds(n) if info.needs_data else [(0, n)]
     if len(bounds) <= 1:
         return [info.attribute(adapter, spec.task_spec, list(rows), spec, sites, batch_size=batch_size,
                                progress=progress)]
-    out = []
-    for lo, hi in bounds:
-        step = (lambda done, total, lo=lo: progress(lo + done, n)) if progress else None
-        part = info.attribute(adapter, spec.task_spec, list(rows[lo:hi]), spec, sites, batch_size=batch_size,
-                              progress=step)
-        # a mean method's fold counts by its share of the examples, so that the folds add up
-        out.append(part if info.additive else {k: np.asarray(v, dtype=np.float64) * (hi - lo) / n
-                                               for k, v in part.items()})
-    return out
+    fold_of = [i for i, (lo, hi) in enumerate(bounds) for _ in range(lo, hi)]
+    parts = info.attribute_folds(adapter, spec.task_spec, list(rows), spec, sites, fold_of, batch_size=batch_size,
+                                 progress=progress)
+    return [{k: np.asarray(v, dtype=np.float64) for k, v in part.items()} for part in parts]
 
 
 def data_identity(task: TaskSpec, split: str) -> dict:

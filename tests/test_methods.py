@@ -132,3 +132,27 @@ def test_a_plugin_method_in_the_dashboards_list(plugin, shared_home, monkeypatch
     box.set_value("first-units").run()
     assert not at.exception
     assert at.sidebar.number_input(key="sb.examples").disabled  # it reads no examples
+
+
+def test_gradient_folds_in_one_pass_equal_the_folds_read_one_by_one(tiny_multitask):
+    """ap keeps each example's contribution in its fold's row within shared batches; the result is
+    what the plain method computes fold by fold (the default ``attribute_folds`` of a plugin)."""
+    from mtprune.attribution import AttributionSpec
+    from mtprune.methods import Method, get_method
+    from mtprune.units import select_sites
+
+    rows = [{"sentence": s, "label": i % 2} for i, s in enumerate(
+        ["a good movie", "bad", "an awful, boring film", "fine", "great acting and a great story", "meh", "ok", "no"])]
+    spec = AttributionSpec(task="sst2", method="ap", examples=8, kinds="all")
+    sites = select_sites(tiny_multitask.unit_sites(), "all")
+    fold_of = [0, 0, 0, 1, 1, 2, 2, 2]
+    ap = get_method("ap")
+    fast = ap.attribute_folds(tiny_multitask, spec.task_spec, rows, spec, sites, fold_of, batch_size=3)
+    slow = Method.attribute_folds(ap, tiny_multitask, spec.task_spec, rows, spec, sites, fold_of, batch_size=3)
+    assert len(fast) == len(slow) == 3
+    for f, s in zip(fast, slow):
+        for name in s:
+            np.testing.assert_allclose(f[name], s[name], rtol=1e-5, atol=1e-9)
+    whole = ap.attribute(tiny_multitask, spec.task_spec, rows, spec, sites, batch_size=8)
+    for name in whole:
+        np.testing.assert_allclose(sum(f[name] for f in fast), whole[name], rtol=1e-5, atol=1e-9)

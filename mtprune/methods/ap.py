@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtprune.methods.base import Method, register_method
+from mtprune.methods.base import GradientMethod, register_method
 
 
 @dataclass(frozen=True)
-class GradientTimesActivation(Method):
+class GradientTimesActivation(GradientMethod):
     """Per example, ``sum over tokens of h_i * dP(gold)/dh_i`` for every unit ``i``, all layers in one
     forward and backward pass; ``abs`` sums the magnitudes over examples (the default), ``signed``
     the values (Eq. 6 as written). ``P(gold)`` is the softmax of a classifier head, or ``exp`` of
@@ -16,12 +16,10 @@ class GradientTimesActivation(Method):
     (``--unsupervised``): the sum over every label's attribution (Eq. 10); on a two-label
     classifier head exactly twice the supervised ``abs`` scores, the same ranking."""
 
-    def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        from mtprune.methods.engine import gradient_scores, objective_all, objective_gold
+    def gradient(self, spec):
+        from mtprune.methods.engine import objective_all, objective_gold
 
-        objective = objective_all if spec.unsupervised else objective_gold
-        return gradient_scores(adapter, task, rows, spec, sites, objective=objective, alphas=[1.0],
-                               batch_size=batch_size, progress=progress)
+        return {"objective": objective_all if spec.unsupervised else objective_gold, "alphas": [1.0]}
 
 
 AP = register_method(GradientTimesActivation(

@@ -82,6 +82,27 @@ class Method:
         """``{site.name: scores [n_units]}`` for ``task`` from ``rows`` (see the module's docstring)."""
         raise NotImplementedError(f"method {self.name} produces no scores")
 
+    def attribute_folds(self, adapter, task, rows, spec, sites, fold_of, *, batch_size: int = 32,
+                        progress=None) -> list[dict]:
+        """``[{site.name: scores [n_units]}]`` per fold: ``fold_of[i]`` is row ``i``'s fold (folds
+        are contiguous runs of rows). This default calls :meth:`attribute` once per fold, a mean
+        method's folds weighted by their share of the rows, so that they add up to the whole; a
+        method that can keep per-example sums apart reads every batch once instead
+        (:class:`GradientMethod`)."""
+        n = len(rows)
+        bounds: list[tuple[int, int]] = []
+        for i, f in enumerate(fold_of):
+            if not bounds or f != fold_of[bounds[-1][0]]:
+                bounds.append((i, i + 1))
+            else:
+                bounds[-1] = (bounds[-1][0], i + 1)
+        out = []
+        for lo, hi in bounds:
+            step = (lambda done, total, lo=lo: progress(lo + done, n)) if progress else None
+            part = self.attribute(adapter, task, list(rows[lo:hi]), spec, sites, batch_size=batch_size, progress=step)
+            out.append(part if self.additive else {k: v * (hi - lo) / n for k, v in part.items()})
+        return out
+
     def stand_in(self, adapter, mask, state: dict) -> AbstractContextManager:
         """(``scores=False`` only) A context in which ``adapter`` computes the baseline's model
         for ``mask``'s site sizes; ``state`` is kept by the caller between calls (caches)."""
@@ -89,6 +110,31 @@ class Method:
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class GradientMethod(Method):
+    """A method whose per-example scores come from the unit gates' gradients
+    (:func:`mtprune.methods.engine.gradient_scores`): it says which objective, path points and
+    reduction in :meth:`gradient`, and gets ``attribute`` and one-pass ``attribute_folds``."""
+
+    def gradient(self, spec) -> dict:
+        """``{"objective": f(adapter, task, batch, spec) -> [B, targets], "alphas": [...], "reduce": ...}``."""
+        raise NotImplementedError
+
+    def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
+        from mtprune.methods.engine import gradient_scores
+
+        return gradient_scores(adapter, task, rows, spec, sites, batch_size=batch_size, progress=progress,
+                               **self.gradient(spec))
+
+    def attribute_folds(self, adapter, task, rows, spec, sites, fold_of, *, batch_size=32, progress=None):
+        from mtprune.methods.engine import gradient_scores
+
+        per_site = gradient_scores(adapter, task, rows, spec, sites, batch_size=batch_size, progress=progress,
+                                   fold_of=fold_of, **self.gradient(spec))
+        k = max(fold_of) + 1
+        return [{name: v[i] for name, v in per_site.items()} for i in range(k)]
 
 
 METHODS: Registry[Method] = Registry("method", Method)

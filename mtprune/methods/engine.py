@@ -115,7 +115,7 @@ REDUCTIONS = ("abs", "signed", "square")
 
 def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequence[float],
                     batch_size: int = 32, progress: Progress | None = None,
-                    reduce: str | None = None) -> dict[str, np.ndarray]:
+                    reduce: str | None = None, fold_of: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Gradient x activation (``alphas == [1]``) or IG (``alphas = k/m``) summed over examples.
 
     Per example the attribution is the mean over ``alphas`` of the gate gradient. ``reduce``
@@ -123,6 +123,10 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
     (``signed``) or its square (``square``: the diagonal Fisher information when the objective is
     the log-likelihood). With several targets (``--unsupervised``) the targets' scores are added:
     ``sum_c sum_b |A_bc|`` (abs) or ``sum_c |sum_b A_bc|`` (signed, Eq. 10 as written).
+
+    ``fold_of`` (one fold index per row): the sums are kept per fold, ``{site: [folds, n_units]}``,
+    from the same batches as without folds (each example's contribution goes to its fold's row),
+    so folds cost nothing beyond the totals.
     """
     reduce = reduce or spec.variant
     if reduce not in REDUCTIONS:
@@ -130,6 +134,14 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
     alphas_t = torch.tensor(list(alphas), dtype=torch.float32)
     m = len(alphas_t)
     acc: dict[str, torch.Tensor] = {}
+    n_folds = 1
+    where: dict[int, int] = {}
+    if fold_of is not None:
+        if len(fold_of) != len(rows):
+            raise ValueError(f"fold_of has {len(fold_of)} entries for {len(rows)} rows")
+        rows = [dict(r) for r in rows]  # distinct objects: a row's fold is looked up by identity
+        where = {id(r): int(f) for r, f in zip(rows, fold_of)}
+        n_folds = max(fold_of) + 1 if len(fold_of) else 1
     mine = batches_for(task, rows, batch_size, adapter=adapter)
     total = sum(len(b) for b in mine)
     done = 0
@@ -153,25 +165,29 @@ def gradient_scores(adapter, task, rows, spec, sites, *, objective, alphas: Sequ
                         pe[t][n] += gt[n]
             if progress and m > 1 and s0 + k < m:  # IG: report within the batch, pass by pass
                 progress(done + (len(chunk_rows) * (s0 + k)) // m, total)
+        folds_b = torch.tensor([where.get(id(r), 0) for r in chunk_rows], dtype=torch.long)
         for t, gt in enumerate(pe):
             for n, g in gt.items():
                 a_b = g / m  # per-example attribution [b, n]
-                contrib = (a_b.abs().sum(0) if reduce == "abs" else a_b.pow(2).sum(0) if reduce == "square"
-                           else a_b.sum(0))
+                per_row = (a_b.abs() if reduce == "abs" else a_b.pow(2) if reduce == "square" else a_b).cpu()
                 key = f"{n}|{t}"
-                acc[key] = acc[key] + contrib.cpu() if key in acc else contrib.cpu()
+                if key not in acc:
+                    acc[key] = torch.zeros(n_folds, per_row.shape[1], dtype=torch.float64)
+                acc[key].index_add_(0, folds_b, per_row)
         done += len(chunk_rows)
         if progress:
             progress(done, total)
     if not acc:  # this rank had no batch: contribute zeros
         n_targets = task.num_labels if spec.unsupervised else 1
-        acc = {f"{s.name}|{t}": torch.zeros(s.n_units, dtype=torch.float64) for s in sites for t in range(n_targets)}
+        acc = {f"{s.name}|{t}": torch.zeros(n_folds, s.n_units, dtype=torch.float64)
+               for s in sites for t in range(n_targets)}
     acc = distributed.all_reduce_sum(acc)
     out = {}
     for s in sites:
         per_target = [acc[k] for k in sorted((k for k in acc if k.split("|")[0] == s.name), key=lambda k: int(k.split("|")[1]))]
-        stacked = torch.stack(per_target)  # [targets, n]
+        stacked = torch.stack(per_target)  # [targets, folds, n]
         if reduce == "signed" and len(per_target) > 1:
             stacked = stacked.abs()
-        out[s.name] = stacked.sum(0).numpy()
+        summed = stacked.sum(0)
+        out[s.name] = summed.numpy() if fold_of is not None else summed[0].numpy()
     return out

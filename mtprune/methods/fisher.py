@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtprune.methods.base import Method, register_method
+from mtprune.methods.base import GradientMethod, register_method
 
 
 @dataclass(frozen=True)
-class Fisher(Method):
+class Fisher(GradientMethod):
     """``sum over examples of (d log P(gold) / d gate_i)^2``: the squared gradient of the loss with
     respect to the unit's mask variable, the importance Kwon et al.'s training-free pruning
     searches with. Per example (the empirical Fisher); Kwon's code sums per batch of 32 before
     squaring. The gate gradient is the same one ``ap`` reads, so it costs one forward and
     backward pass per batch too."""
 
-    def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        from mtprune.methods.engine import gradient_scores, objective_gold_log
+    def gradient(self, spec):
+        from mtprune.methods.engine import objective_gold_log
 
-        return gradient_scores(adapter, task, rows, spec, sites, objective=objective_gold_log, alphas=[1.0],
-                               batch_size=batch_size, progress=progress, reduce="square")
+        return {"objective": objective_gold_log, "alphas": [1.0], "reduce": "square"}
 
 
 FISHER = register_method(Fisher(

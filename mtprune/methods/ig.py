@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtprune.methods.base import Method, register_method
+from mtprune.methods.base import GradientMethod, register_method
 
 
 @dataclass(frozen=True)
-class IntegratedGradients(Method):
+class IntegratedGradients(GradientMethod):
     """Zero baseline, ``steps`` right-Riemann points ``alpha = k / steps``. All selected units are
     scaled together: the path is the joint one, from every selected unit off to every unit on, so
     the scores of all units add up to ``P(dense) - P(all selected units off)`` (completeness); with
     one step IG is ``ap`` exactly."""
 
-    def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        from mtprune.methods.engine import gradient_scores, objective_all, objective_gold
+    def gradient(self, spec):
+        from mtprune.methods.engine import objective_all, objective_gold
 
-        objective = objective_all if spec.unsupervised else objective_gold
-        alphas = [(k + 1) / spec.steps for k in range(spec.steps)]
-        return gradient_scores(adapter, task, rows, spec, sites, objective=objective, alphas=alphas,
-                               batch_size=batch_size, progress=progress)
+        return {"objective": objective_all if spec.unsupervised else objective_gold,
+                "alphas": [(k + 1) / spec.steps for k in range(spec.steps)]}
 
 
 IG = register_method(IntegratedGradients(

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtprune.methods.base import Method, register_method
+from mtprune.methods.base import GradientMethod, register_method
 
 
 @dataclass(frozen=True)
-class RandomLabel(Method):
+class RandomLabel(GradientMethod):
     """Gradient x activation towards a random non-label vocabulary word (label-word models) or a
     seeded random linear head over the same pooled output (classifiers):
     ``adapter.control_logprob``. Not the task's other label: with a two-label softmax
     ``dP(other) = -dP(gold)``, so with ``abs`` it would equal ``ap``."""
 
-    def attribute(self, adapter, task, rows, spec, sites, *, batch_size=32, progress=None):
-        from mtprune.methods.engine import gradient_scores, objective_control
+    def gradient(self, spec):
+        from mtprune.methods.engine import objective_control
 
-        return gradient_scores(adapter, task, rows, spec, sites, objective=objective_control, alphas=[1.0],
-                               batch_size=batch_size, progress=progress)
+        return {"objective": objective_control, "alphas": [1.0]}
 
 
 RANDOM_LABEL = register_method(RandomLabel(
