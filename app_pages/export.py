@@ -7,8 +7,10 @@ import streamlit as st
 
 from mtprune import plots
 from mtprune.errors import MtpruneError
+from mtprune.export import default_name as export_name
 from mtprune.masks import kinds_in, mask_from_bytes, mask_to_bytes
 from mtprune.pruning import count_parameters, hard_prune_problem
+from mtprune.solvers import all_solvers
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
 from ui import downloads
@@ -28,7 +30,7 @@ try:
 except Exception as exc:
     W.error(exc)
     st.stop()
-stem = V.export_stem(ctx.task.name, settings, ctx.spec.method)
+stem = export_name(ctx.adapter, ctx.task, mask=mask)  # model-task-method-mask: the mask and its scores
 if settings["mode"] == "budget":
     st.caption(f"The mask of **Prune and evaluate**: budget {settings['budget']} over heads and FFN neurons, "
                f"from {scores.spec.describe()}. Files are named `{stem}`.")
@@ -48,32 +50,50 @@ c[2].download_button("Scores (CSV)", lambda: scores.to_frame().to_csv(index=Fals
                      mime="text/csv", key="export.scores", icon=":material/table:", on_click="ignore")
 
 st.subheader("Pruned model")
-st.caption("The model with the pruned units removed (smaller weight matrices), as a zip of a model "
-           "directory; `mtprune eval --model <dir>` and the sidebar's local-directory option load it.")
-
+st.caption(f"The model with the pruned units removed (smaller weight matrices) and only {ctx.task.name}'s head, "
+           "with a model card (README.md: source, mask, repair, measured accuracy, parameters and FLOPs kept, how to "
+           "load it with and without mtprune); `mtprune eval --model <dir>` and the sidebar's local-directory option "
+           "load it.")
+SOLVERS = all_solvers()  # repair solvers (mtprune.solvers): the registry
+r1, r2 = st.columns(2)
+solver = r1.selectbox("Repair", list(SOLVERS), key="export.repair", persist_state="session", bind=W.URL,
+                      format_func=lambda n: SOLVERS[n].label,
+                      help="refit the pruned model's out projections before it is written, as **Prune and "
+                           "evaluate** does (its accuracy is known only if you evaluated that repair there)")
+calib = int(r2.number_input("Calibration rows", min_value=16, max_value=8192, value=512, step=128,
+                            key="export.calib", persist_state="session", bind=W.URL,
+                            disabled=not SOLVERS[solver].refits,
+                            help=f"{ctx.task.name} training rows the repair reads (their labels are not read)"))
+solver = solver if SOLVERS[solver].refits else "none"
+model_stem = export_name(ctx.adapter, ctx.task, mask=mask, repair=solver)
 
 problem = hard_prune_problem(ctx.adapter, mask)
 if problem:
     st.caption(f":orange[{problem}. Set the heads slider to 0 to download a hard-pruned model.]")
-measured = E.measured_with(ctx, mask)
-st.caption(f"Its tasks.json records {ctx.task.name}'s accuracy measured with this mask: "
+measured = downloads.measured_for(ctx, mask, solver, calib)
+what = "this mask" + ("" if solver == "none" else f" repaired by {solver} on {calib} rows")
+st.caption(f"Its model card records {ctx.task.name}'s accuracy measured with {what}: "
            + (f"{measured[ctx.task.name].describe()}." if measured else "not measured yet (evaluate it on **Prune and "
                                                                          "evaluate** first), so it says not measured."))
-st.download_button("Hard-pruned model (zip)", lambda: downloads.pruned_zip(ctx, mask, stem, measured),
-                   file_name=f"{stem}.zip", mime="application/zip", key="export.model", icon=":material/folder_zip:",
-                   on_click="ignore", disabled=bool(problem),
-                   help=f"unzips to a folder {stem}/; built on the first click (a few seconds), then kept for this mask")
+flops = None if problem else E.flops_kept(ctx, mask)
+st.download_button("Hard-pruned model (zip)",
+                   lambda: downloads.model_zip(ctx, mask, model_stem, measured, solver, calib, flops),
+                   file_name=f"{model_stem}.zip", mime="application/zip", key="export.model",
+                   icon=":material/folder_zip:", on_click="ignore", disabled=bool(problem),
+                   help=f"unzips to a folder {model_stem}/ holding {ctx.task.name}'s head alone and README.md; built "
+                        "on the first click (a few seconds; a repair takes longer), then kept for this mask")
 from mtprune.formats import ClassifierAdapter  # noqa: E402
 
 onnx_problem = problem or (None if isinstance(ctx.adapter, ClassifierAdapter) else
                            f"a {ctx.adapter.format} model scores label words: ONNX export takes classifier models")
-st.download_button("Pruned model as ONNX (zip)", lambda: downloads.onnx_zip(ctx, mask, f"{stem}-onnx"),
-                   file_name=f"{stem}-onnx.zip", mime="application/zip", key="export.onnx", icon=":material/rocket_launch:",
-                   on_click="ignore", disabled=bool(onnx_problem),
-                   help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer "
-                        "and mtprune_onnx.json (labels, mask, the logit check against PyTorch); runs in onnxruntime "
-                        "without mtprune, or `mtprune eval --model DIR`. Exported on the first click (20-40 s), then "
-                        "kept for this mask" + (f". Not available: {onnx_problem}" if onnx_problem else ""))
+st.download_button("Pruned model as ONNX (zip)",
+                   lambda: downloads.onnx_zip(ctx, mask, f"{model_stem}-onnx", measured, solver, calib, flops),
+                   file_name=f"{model_stem}-onnx.zip", mime="application/zip", key="export.onnx",
+                   icon=":material/rocket_launch:", on_click="ignore", disabled=bool(onnx_problem),
+                   help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer, "
+                        "mtprune_onnx.json (labels, mask, the logit check against PyTorch) and README.md; runs in "
+                        "onnxruntime without mtprune, or `mtprune eval --model DIR`. Exported on the first click "
+                        "(20-40 s), then kept for this mask" + (f". Not available: {onnx_problem}" if onnx_problem else ""))
 
 st.subheader("Charts")
 groups = ordered_groups(scores.arrays)

@@ -12,14 +12,17 @@ from ui import evaluations as E
 from ui import sections
 from ui import session as S
 from ui import state
+from ui import unit_views as UV
 from ui import views as V
+from ui import wide_map
 from ui import widgets as W
 
 ctx = S.need_task("Attribution heatmaps")
 st.caption(f"{ctx.model_name} · {E.describe(ctx)}")
 
 scores, note = E.scores_or_button(ctx, key="heat.compute")
-st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit." if note else "")
+st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit; on a wide map, drag "
+           "across the overview to choose the window below it." if note else "")
 rel = V.reliabilities(scores)
 sections.reliability_warning(scores, rel, key="heat.more", compute_key="heat.compute")
 
@@ -44,16 +47,19 @@ for tab, g in zip(tabs, groups):
     a = scores.arrays[g]
     with tab:
         st.caption(V.reliability_line(scores, rel, g))
-        ev = st.plotly_chart(plots.score_heatmap(a, group=g, sort_units=sort_units, scale=scale, pickable=True,
-                                                 layer_reliability=V.layer_reliability(rel, g)),
-                             key=f"heat.map.{g}", on_select="rerun", selection_mode="points",
-                             config={"displaylogo": False})
-        if state.new_selection(f"heat.map.{g}", dict(ev["selection"])):
-            hit = V.picked_unit(ev["selection"]["points"])
-            if hit:
-                state.select_unit(g, *hit)
-            else:
-                st.info("That selection holds no unit: click one cell of the map.", icon=":material/touch_app:")
+        if a.shape[1] > plots.MAX_WINDOW:  # 1,536 neurons: binned overview, a brushed window one cell a neuron
+            wide_map.draw(g, a, sort_units=sort_units, scale=scale, layer_reliability=V.layer_reliability(rel, g))
+        else:
+            ev = st.plotly_chart(plots.score_heatmap(a, group=g, sort_units=sort_units, scale=scale, pickable=True,
+                                                     layer_reliability=V.layer_reliability(rel, g)),
+                                 key=f"heat.map.{g}", on_select="rerun", selection_mode="points",
+                                 config={"displaylogo": False})
+            if state.new_selection(f"heat.map.{g}", dict(ev["selection"])):
+                hit = V.picked_unit(ev["selection"]["points"])
+                if hit:
+                    state.select_unit(g, *hit)
+                else:
+                    st.info("That selection holds no unit: click one cell of the map.", icon=":material/touch_app:")
         n_layers = a.shape[0]
         if a.shape[1] > 64:  # a wide map (1,536 FFN neurons): one layer up close
             z1, z2 = st.columns([1, 3])
@@ -100,11 +106,14 @@ if pick is None:
     st.stop()
 
 from mtprune.probe import UnitRef, ablate_unit, unit_activations  # noqa: E402
+from mtprune.unit_profile import unit_id  # noqa: E402
 
 g, layer, unit = pick["group"], pick["layer"], pick["unit"]
 ref = UnitRef(g, layer, unit)
 kind = g.split(".")[1]
 st.markdown(V.unit_line(scores, g, layer, unit, ctx.task.name, state.prune_settings([kind])["sparsity"][kind]))
+st.page_link(UV.PAGE, label=f"Its page, {unit_id(ref)}: every task with intervals, the whole split, the masks that "
+                            "keep it", icon=":material/open_in_new:", query_params={"unit": unit_id(ref)})
 
 left, right = st.columns([2, 3])
 with left:
@@ -117,7 +126,8 @@ with left:
     missing = [t for t, s in have.items() if s is None]
     if missing:
         st.caption(f"Not scored yet with these settings: {', '.join(missing)}.")
-        if st.button(f"Score the other {len(missing)} tasks", key="heat.unit.compute"):
+        if st.button("Score the other task" if len(missing) == 1 else f"Score the other {len(missing)} tasks",
+                     key="heat.unit.compute"):
             try:
                 for t in missing:
                     E.scores_for(ctx, ctx.spec.for_task(t), compute=True, label=f"attributing {t}")

@@ -54,7 +54,8 @@ with right:
     shown = st.columns(2)
     if res is not None:
         lo, hi = res.interval()
-        shown[0].metric(f"Measured accuracy ({res.n} {res.split} rows)", f"{res.accuracy:.3f}",
+        rows = f"{res.n:,} {res.split} row{'' if res.n == 1 else 's'}"
+        shown[0].metric(f"Measured accuracy ({rows})", f"{res.accuracy:.3f}",
                         help=", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
         shown[0].caption(f"95% interval {lo:.3f}-{hi:.3f} (Wilson)")
     col = shown[1 if res is not None else 0]

@@ -45,8 +45,9 @@ import numpy as np
 
 from mtprune import io
 from mtprune.errors import MtpruneError
-from mtprune.units import (KIND_CHOICES, KINDS, STACK_CHOICES, UnitSite, canonical_kinds, canonical_name, chosen_groups,
-                           group_parts, view_groups)
+from mtprune.text import plural
+from mtprune.units import (KIND_CHOICES, KIND_LABELS, KINDS, STACK_CHOICES, UnitSite, canonical_kinds, canonical_name,
+                           chosen_groups, group_parts, view_groups)
 
 SCOPES = ("layer", "global", "budget")  # budget: one cost budget over kinds and layers (mtprune.costs)
 MASK_FORMAT = "mtprune mask v1"
@@ -67,6 +68,12 @@ def check_sparsity(p) -> float:
 def n_pruned(p: float, n: int) -> int:
     """How many of ``n`` units a sparsity ``p`` prunes: ``p * n`` rounded half up."""
     return min(n, max(0, int(math.floor(p * n + 0.5 + 1e-9))))
+
+
+def _words(group: str) -> str:
+    """``encoder.ffn`` -> ``encoder FFN neurons``: a group as error messages name it."""
+    stack, _, kind = str(group).partition(".")
+    return f"{stack} {KIND_LABELS[kind]}" if kind in KIND_LABELS else str(group)
 
 
 def _group_parts(group: str) -> tuple[str, str]:
@@ -108,7 +115,8 @@ class Mask:
         object.__setattr__(self, "kinds", canonical_kinds(self.kinds))
         if set(self.keep) != set(self.n_units):
             raise MtpruneError(
-                f"mask groups differ: keep has {sorted(self.keep)}, n_units has {sorted(self.n_units)}"
+                f"the mask lists kept units for {', '.join(sorted(self.keep)) or 'no group'} but unit counts for "
+                f"{', '.join(sorted(self.n_units)) or 'no group'}: every group needs both"
             )
         if not self.keep:
             raise MtpruneError("a mask needs at least one unit group")
@@ -119,21 +127,23 @@ class Mask:
             _group_parts(g)
             n = [int(x) for x in self.n_units[g]]
             if any(x < 0 for x in n):
-                raise MtpruneError(f"mask group {g}: negative unit counts {n}")
+                raise MtpruneError(f"the mask says a layer has a negative number of {_words(g)} ({_short(n)}); "
+                                   "every layer has 0 or more")
             k = np.asarray(self.keep[g])
             if k.dtype != np.bool_:
                 if not np.isin(k, (0, 1)).all():
-                    raise MtpruneError(f"mask group {g}: keep must be boolean")
+                    raise MtpruneError(f"the mask's kept {_words(g)} must be true/false (or 1/0) values, one per unit")
                 k = k.astype(bool)
             width = max(n, default=0)
             if k.ndim != 2 or k.shape != (len(n), width):
                 raise MtpruneError(
-                    f"mask group {g}: keep has shape {tuple(k.shape)}, expected ({len(n)}, {width}) "
-                    "from its unit counts"
+                    f"the mask's kept {_words(g)} form a table of shape {tuple(k.shape)}, but its unit counts "
+                    f"({len(n)} layers, at most {width} units in a layer) need one of shape ({len(n)}, {width})"
                 )
             for layer, c in enumerate(n):
                 if k[layer, c:].any():
-                    raise MtpruneError(f"mask group {g}: layer {layer} keeps units past its {c} units")
+                    raise MtpruneError(f"the mask keeps {_words(g)} of layer {layer} past its {c} units: "
+                                       f"that layer has only units 0 to {c - 1}")
             keep[g], n_units[g] = k.copy(), n
         _prune_views(keep, n_units)
         for k in keep.values():
@@ -265,14 +275,22 @@ class Mask:
             n_units = {g: [int(x) for x in v] for g, v in d["n_units"].items()}
             keep = {}
             for g, rows in d["keep"].items():
+                if g not in n_units:
+                    raise MtpruneError(f"the mask lists kept {_words(g)} but gives no unit counts for them "
+                                       f"(n_units has {', '.join(sorted(n_units)) or 'no group'})")
                 n = n_units[g]
                 k = np.zeros((len(n), max(n, default=0)), dtype=bool)
                 if len(rows) != len(n):
-                    raise MtpruneError(f"mask group {g}: {len(rows)} layers of kept units, {len(n)} unit counts")
+                    raise MtpruneError(
+                        f"the mask lists kept {_words(g)} for {plural(len(rows), 'layer')} but gives unit counts "
+                        f"for {len(n)}: it needs one list of kept units per layer, {plural(len(n), 'list')} in all")
                 for layer, idx in enumerate(rows):
                     idx = np.asarray(idx, dtype=np.int64)
                     if idx.size and (idx.min() < 0 or idx.max() >= n[layer]):
-                        raise MtpruneError(f"mask group {g}: layer {layer} keeps a unit index out of range")
+                        bad = int(idx.min() if idx.min() < 0 else idx.max())
+                        raise MtpruneError(
+                            f"the mask keeps unit {bad} of layer {layer} of its {_words(g)}, which is out of range: "
+                            f"that layer has {plural(n[layer], 'unit')}, numbered 0 to {n[layer] - 1}")
                     k[layer, idx] = True
                 keep[g] = k
             return cls(keep=keep, n_units=n_units, sparsity=d["sparsity"], scope=d.get("scope", "layer"),
@@ -280,7 +298,18 @@ class Mask:
         except MtpruneError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MtpruneError(f"the mask is malformed: {type(exc).__name__}: {exc}") from None
+            raise MtpruneError(_malformed(exc)) from None
+
+
+_EXPECTED = ("a mask holds sparsity, n_units (the units of every layer, per group) and keep (the kept units of "
+             "every layer, per group)")
+
+
+def _malformed(exc: Exception) -> str:
+    """A plain sentence for a mask file whose contents do not have a mask's layout."""
+    if isinstance(exc, KeyError):
+        return f"the mask has no {exc.args[0]!r} entry: {_EXPECTED}"
+    return f"the mask's entries are not laid out as a mask's ({str(exc)[:80] or type(exc).__name__}): {_EXPECTED}"
 
 
 def _prune_views(keep: dict, n_units: dict) -> None:
@@ -289,18 +318,44 @@ def _prune_views(keep: dict, n_units: dict) -> None:
     for view in view_groups(keep):
         owner = view.rsplit(".", 1)[0] + ".kv"
         if len(n_units[view]) != len(n_units[owner]):
-            raise MtpruneError(f"mask groups {view} and {owner} have different layer counts")
+            raise MtpruneError(f"the mask has {plural(len(n_units[view]), 'layer')} of {_words(view)} but "
+                               f"{len(n_units[owner])} of {_words(owner)}: both need one entry per layer")
         for layer, (nh, ng) in enumerate(zip(n_units[view], n_units[owner])):
             if ng == 0:
                 continue
             if nh % ng:
-                raise MtpruneError(f"mask layer {layer}: {nh} query heads do not split into {ng} key/value groups")
+                raise MtpruneError(f"the mask gives layer {layer} {nh} query heads and {ng} key/value groups, but "
+                                   "the heads must split evenly over the groups")
             keep[view][layer, :nh] &= np.repeat(keep[owner][layer, :ng], nh // ng)
 
 
 def _short(v: list[int]) -> str:
     s = str(list(v))
     return s if len(s) <= 60 else s[:57] + "...]"
+
+
+def _is_local_path(text: str) -> bool:
+    """An absolute path of some machine (``/home/me/models/x``, ``C:\\models\\x``, ``~/x``, ``file:///x``)."""
+    import re
+
+    return bool(re.match(r"^(/|~[/\\]|[A-Za-z]:[/\\]|\\\\|file://)", text))
+
+
+def portable(value):
+    """``value`` (JSON-like: dicts, lists, strings...) with every absolute path replaced by its last
+    part, the name of the file or directory (``/home/me/models/minilm-l6-mt6`` -> ``minilm-l6-mt6``):
+    what a file that leaves this machine (an export, a model card) may say of where things came
+    from. Relative names, hub ids (``org/model``) and other values are kept."""
+    from pathlib import PureWindowsPath
+
+    if isinstance(value, Mapping):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and _is_local_path(value):
+        text = value[len("file://"):] if value.startswith("file://") else value
+        return PureWindowsPath(text.rstrip("/\\")).name or text
+    return value
 
 
 def _jsonable(obj):
@@ -497,7 +552,7 @@ def load_mask(path: str | os.PathLike) -> Mask:
     except MtpruneError as exc:
         raise MtpruneError(f"mask file {path}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MtpruneError(f"mask file {path} is malformed: {type(exc).__name__}: {exc}") from None
+        raise MtpruneError(f"mask file {path}: {_malformed(exc)}") from None
 
 
 def mask_from_bytes(name: str, data: bytes) -> Mask:

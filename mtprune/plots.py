@@ -267,20 +267,45 @@ def kept_per_layer(keep, n_units: Sequence[int], *, group: str = "", title: str 
     })
 
 
+def _tick_text(v: float) -> str:
+    """A log axis label in full: ``0.001``, ``20``, ``1e-06`` (never plotly's bare ``2``, ``5``)."""
+    return f"{v:g}" if 1e-4 <= v < 1e5 else f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def log_ticks(values) -> dict:
+    """``tickvals`` / ``ticktext`` of a log axis over the positive ``values``: one tick per power
+    of ten, each labelled in full (``0.001, 0.01, 0.1``), with 2 and 5 between them when the values
+    span under two decades; at most ~8 ticks."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return {}
+    lo, hi = int(np.floor(np.log10(v.min()))), int(np.ceil(np.log10(v.max())))
+    hi = max(hi, lo + 1)
+    decades = np.arange(lo, hi + 1)
+    step = max(1, int(np.ceil(len(decades) / 8)))
+    steps = (1, 2, 5) if hi - lo <= 2 else (1,)
+    ticks = [float(f"{m}e{d}") for d in decades[::step] for m in steps]
+    ticks = [t for t in ticks if float(f"1e{lo}") <= t <= float(f"1e{hi}")]
+    return {"tickvals": ticks, "ticktext": [_tick_text(t) for t in ticks]}
+
+
 def score_distribution(array, *, group: str = "", log: bool = False, title: str | None = None) -> go.Figure:
-    """The distribution of scores in every layer, one box per layer (outliers as points)."""
+    """The distribution of scores in every layer, one box per layer (outliers as points); with
+    ``log`` the magnitudes on a log axis labelled in full at every power of ten (:func:`log_ticks`)."""
     a = _as_array(array)
-    data = []
+    data, shown = [], []
     for layer in range(a.shape[0]):
         v = a[layer][~np.isnan(a[layer])]
         if log:
             v = np.abs(v)
             v = v[v > 0]
+        shown.append(v)
         data.append({"type": "box", "y": _f32(v), "name": f"layer {layer}", "boxpoints": "outliers",
                      "marker": {"size": 3}, "line": {"width": 1}, "showlegend": False})
     yaxis = {"title": _title("|score| (log scale)" if log else "score")}
     if log:
-        yaxis["type"] = "log"
+        yaxis.update(type="log", **log_ticks(np.concatenate(shown) if shown else []))
     return _figure(data, {
         "title": _title(title or f"{group_label(group)}: score distribution per layer"),
         "yaxis": yaxis, "height": 340, "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
@@ -388,20 +413,34 @@ def layer_bars(array, layer: int, *, group: str = "", sort_units: bool = False, 
     return selectable(fig)
 
 
+def wrap_title(text: str, width: int = 42) -> str:
+    """A title that fits a narrow chart: past ``width`` characters, what follows its last `` (``
+    (else its last space before ``width``) goes to a smaller second line, so nothing is cut."""
+    if len(text) <= width or "<br>" in text:
+        return text
+    cut = text.rfind(" (")
+    if cut <= 0:
+        cut = text.rfind(" ", 0, width)
+    if cut <= 0:
+        return text
+    return f"{text[:cut]}<br><sup>{text[cut + 1:]}</sup>"
+
+
 def unit_across_tasks(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """One unit's percentile within its layer in every task (a table of ``views.unit_task_table``):
-    100 = the layer's most needed unit for that task."""
+    100 = the layer's most needed unit for that task. The median (50) is named on the axis, where no
+    bar's rank label can cover it; a long title wraps (:func:`wrap_title`)."""
     d = table.dropna(subset=["percentile"])
     colors = [PRUNED_MODEL_COLOR if bool(c) else DENSE_COLOR for c in d.get("selected", [False] * len(d))]
     fig = _figure([{"type": "bar", "x": d["task"].tolist(), "y": d["percentile"].tolist(), "marker": {"color": colors},
-                    "text": [f"rank {int(r)}" for r in d["rank in layer"]], "textposition": "outside",
-                    "customdata": d["score"].tolist(),
+                    "text": [f"rank {int(r):,}" for r in d["rank in layer"]], "textposition": "outside",
+                    "cliponaxis": False, "customdata": d["score"].tolist(),
                     "hovertemplate": "%{x}: percentile %{y:.1f} in the layer<br>score %{customdata:.4g}<extra></extra>"}],
-                  {"title": _title(title or "this unit in every task"),
-                   "yaxis": {"title": _title("percentile in layer"), "range": [0, 112]},
-                   "height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}})
-    fig.add_hline(y=50, line_dash="dot", line_color="#888888", annotation_text="median unit",
-                  annotation_position="bottom right")
+                  {"title": _title(wrap_title(title or "this unit in every task")),
+                   "yaxis": {"title": _title("percentile in layer"), "range": [0, 112],
+                             "tickvals": [0, 25, 50, 75, 100], "ticktext": ["0", "25", "median 50", "75", "100"]},
+                   "height": 320, "margin": {"l": 80, "r": 20, "t": 70, "b": 40}})
+    fig.add_hline(y=50, line_dash="dot", line_color="#888888")
     return fig
 
 
@@ -422,35 +461,71 @@ def confusion_figure(matrix: pd.DataFrame, *, title: str | None = None) -> go.Fi
 SERIES_COLORS = (DENSE_COLOR, PRUNED_MODEL_COLOR, "#2a9d8f", "#e9c46a", "#8d99ae", "#6a4c93", "#1982c4")
 
 
+def value_range(lows: Sequence[float], highs: Sequence[float], *, pad: float = 0.12,
+                floor: float = 0.0) -> tuple[float, float, bool]:
+    """The value axis of bars: ``(start, end, zoomed)``. It starts at ``floor`` (0) unless the
+    values and their intervals sit so high that a 0-based axis would squeeze their differences into
+    a sliver: then it is zoomed to them (``pad`` of their span on either side; a share of the top
+    left for the labels), and ``zoomed`` says so (the chart must say it too)."""
+    lo = [float(x) for x in lows if np.isfinite(x)]
+    hi = [float(x) for x in highs if np.isfinite(x)]
+    if not lo or not hi:
+        return floor, 1.0, False
+    bottom, top = min(lo), max(hi)
+    span = max(top - bottom, 0.02 * max(abs(top), 1e-9), 1e-9)
+    end = top + 2.2 * pad * span  # room above the whiskers for the value labels
+    start = bottom - pad * span
+    # a 0-based axis is honest and fine when the data fill most of it
+    if start <= floor + 0.35 * (end - floor):
+        return floor, max(end, floor + 1e-9), False
+    return start, end, True
+
+
+def _bar_slots(n_series: int, groupwidth: float = 0.8) -> tuple[float, list[float]]:
+    """Bar width and each series' centre offset within a category of a grouped bar chart."""
+    width = groupwidth / max(n_series, 1)
+    return width, [-groupwidth / 2 + (i + 0.5) * width for i in range(n_series)]
+
+
 def grouped_bars(labels: Sequence[str], series: dict[str, Sequence[float]], *, metric: str = "accuracy",
                  title: str | None = None, intervals: dict | None = None) -> go.Figure:
     """Grouped bars: one group per label (a task, a target set), one bar per series.
-    ``intervals`` maps a series to its ``(lows, highs)``: drawn as error bars (95% intervals)."""
+
+    ``intervals`` maps a series to its ``(lows, highs)``: drawn as error bars (95% intervals). Each
+    bar's value is printed above the top of its whisker (or of the bar), never across it. The value
+    axis is zoomed to the values and their intervals when a 0-based axis would hide their
+    differences (:func:`value_range`); the axis title then says where it starts."""
     labels = list(labels)
-    data = []
-    top = 0.0
     intervals = intervals or {}
+    width, offsets = _bar_slots(len(series))
+    data, notes, lows, highs = [], [], [], []
     for i, (name, values) in enumerate(series.items()):
-        vals = [float(v) for v in values]
-        top = max([top, *[v for v in vals if np.isfinite(v)]])
-        bar = {"type": "bar", "x": labels, "y": vals, "name": name,
-               "marker": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
-               "text": [f"{v:.3f}" for v in vals], "textposition": "outside",
+        v = np.asarray([float(x) for x in values], dtype=float)
+        bar = {"type": "bar", "x": labels, "y": v.tolist(), "name": name, "width": width,
+               "offset": offsets[i] - width / 2, "marker": {"color": SERIES_COLORS[i % len(SERIES_COLORS)]},
                "hovertemplate": "%{x} " + name + ": %{y:.4f}<extra></extra>"}
+        top = v.copy()
+        lows.extend(v.tolist())
         if name in intervals:
             lo, hi = (np.asarray(x, dtype=float) for x in intervals[name])
-            v = np.asarray(vals)
             bar["error_y"] = {"type": "data", "symmetric": False, "array": np.nan_to_num(hi - v).tolist(),
                               "arrayminus": np.nan_to_num(v - lo).tolist(), "thickness": 1.5, "width": 4,
                               "color": "#333333"}
             bar["customdata"] = np.stack([lo, hi], axis=-1).tolist()
             bar["hovertemplate"] = "%{x} " + name + ": %{y:.4f}<br>95% interval %{customdata[0]:.3f}-%{customdata[1]:.3f}<extra></extra>"
-            bar["textposition"] = "inside"
-            top = max([top, *[h for h in hi if np.isfinite(h)]])
+            top = np.where(np.isfinite(hi), np.maximum(hi, v), v)
+            lows.extend(lo.tolist())
+        highs.extend(top.tolist())
+        for j, (val, y) in enumerate(zip(v, top)):
+            if np.isfinite(val):  # the label sits on the whisker's cap, above it
+                notes.append({"x": j + offsets[i], "y": float(y), "xref": "x", "yref": "y", "text": f"{val:.3f}",
+                              "showarrow": False, "yanchor": "bottom", "yshift": 2, "font": {"size": 11}})
         data.append(bar)
+    start, end, zoomed = value_range(lows, highs)
+    axis_title = f"{metric} (axis starts at {start:.2f}, not 0)" if zoomed else metric
     return _figure(data, {
-        "barmode": "group", "title": _title(title or metric),
-        "yaxis": {"title": _title(metric), "range": [0, max(1.0, top * 1.12)]}, "height": 400,
+        "barmode": "group", "title": _title(title or metric), "annotations": notes,
+        "yaxis": {"title": _title(axis_title), "range": [start, end]}, "height": 400,
         "margin": {"l": 60, "r": 20, "t": 50, "b": 90}, "legend": _LEGEND_BELOW,
     })
 
@@ -572,7 +647,7 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
                 x=s["sparsity"], y=s["mean"], mode="lines+markers", name=str(name),
                 legendgroup=str(name), showlegend=i == 0, line=dict(color=color, width=2),
                 marker=dict(size=5), customdata=None if low is None else np.stack([low, high], axis=-1),
-                hovertemplate=(f"{task} · {name}<br>sparsity %{{x:.2f}}<br>{metric} %{{y:.4f}}"
+                hovertemplate=(f"{task} · {name}<br>sparsity %{{x:.0%}}<br>{metric} %{{y:.4f}}"
                                + (" (mean)" if trials > 1 else "") + band + "<extra></extra>"),
             ), row=r, col=c)
         if points is not None and len(points):
@@ -586,9 +661,10 @@ def sweep_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | Non
                     x=pt["sparsity"], y=pt["value"], mode="markers", name="your runs", legendgroup="runs",
                     showlegend=i == 0, marker=dict(symbol="diamond", size=10, color="#000000"), error_y=err,
                     text=pt["label"] if "label" in pt.columns else None,
-                    hovertemplate="%{text}<br>sparsity %{x:.2f}<br>" + metric + " %{y:.4f}<extra>your run</extra>"),
+                    hovertemplate="%{text}<br>sparsity %{x:.0%}<br>" + metric + " %{y:.4f}<extra>your run</extra>"),
                     row=r, col=c)
-        fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
+        fig.update_xaxes(title_text="sparsity (share pruned)" if r == rows else None, range=[-0.03, 1.03],
+                         tickformat=".0%", row=r, col=c)
         fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
     fig.update_layout(title=title or f"{metric} against sparsity", height=80 + height_per_row * rows,
                       margin=dict(l=60, r=20, t=80, b=50),
@@ -852,13 +928,14 @@ def unseen_figure(df: pd.DataFrame, metric: str = "accuracy", *, title: str | No
                 line=dict(color=_series_color(method, names.index(method) if method in names else 0),
                           dash="dash" if own else "solid", width=2), marker=dict(size=4),
                 error_y=dict(type="data", array=s["std"], visible=bool(s["count"].max() > 1), thickness=1, width=2),
-                hovertemplate=f"{src} → {tgt} · {name}<br>sparsity %{{x:.2f}}<br>{metric} %{{y:.4f}}<extra></extra>",
+                hovertemplate=f"{src} → {tgt} · {name}<br>sparsity %{{x:.0%}}<br>{metric} %{{y:.4f}}<extra></extra>",
             ), row=r, col=c)
             shown.add(legend)
         dense = p[p["sparsity"] == 0][metric]
         if len(dense):
             fig.add_hline(y=float(dense.iloc[0]), line=dict(color="#000000", dash="dot", width=1), row=r, col=c)
-        fig.update_xaxes(title_text="sparsity" if r == rows else None, range=[-0.03, 1.03], row=r, col=c)
+        fig.update_xaxes(title_text="sparsity (share pruned)" if r == rows else None, range=[-0.03, 1.03],
+                         tickformat=".0%", row=r, col=c)
         fig.update_yaxes(title_text=metric if c == 1 else None, row=r, col=c)
     fig.update_layout(title=title or f"unseen domains: {metric} of masks built on another task",
                       height=80 + 280 * rows, margin=dict(l=60, r=20, t=80, b=50),
@@ -943,3 +1020,221 @@ def save_figure(fig: go.Figure, path, png: bool = True, width: int = 1100, scale
         atomic_write_bytes(out, figure_png(fig, scale=scale, width=width))
         written.append(out)
     return written
+
+
+def mask_difference_figure(diff: dict, *, group: str = "", names: Sequence[str] = ("A", "B"),
+                           title: str | None = None) -> go.Figure:
+    """Two masks per layer, stacked: the units both keep, those only the first keeps and those only
+    the second keeps (``diff``: one group of :func:`mtprune.runs.mask_difference`)."""
+    layers = list(range(len(diff["both"])))
+    a, b = names
+    parts = [("both", "kept by both", KEPT_COLOR), ("only_a", f"only {a}", DENSE_COLOR),
+             ("only_b", f"only {b}", PRUNED_MODEL_COLOR)]
+    data = [{"type": "bar", "x": layers, "y": list(diff[k]), "name": name, "marker": {"color": color},
+             "hovertemplate": f"layer %{{x}}: %{{y}} {unit_word(group)}s {name}<extra></extra>"}
+            for k, name, color in parts]
+    return _figure(data, {
+        "barmode": "stack", "title": _title(title or f"{group_label(group)}: the two masks per layer"),
+        "xaxis": {"title": _title("layer"), "dtick": 1}, "yaxis": {"title": _title(f"{unit_word(group)}s kept")},
+        "height": 300, "margin": {"l": 60, "r": 20, "t": 50, "b": 40}, "legend": _LEGEND_TOP,
+    })
+
+
+# ----------------------------------------------------------------------------------------------
+# wide maps (1,536 FFN neurons a layer): a binned overview, a window narrow enough to click, and
+# one unit's page (its rank in every task, the change in P(gold) without it)
+
+OVERVIEW_BINS = 64  # bins of a wide map's overview (24 neurons each for 1,536)
+WINDOW = 48  # units a window shows by default
+MAX_WINDOW = 64  # the widest window whose cells a click still tells apart (about 10 px a unit in 650 px)
+
+
+def bin_edges(width: int, bins: int = OVERVIEW_BINS) -> np.ndarray:
+    """``bins + 1`` edges cutting ``width`` units into bins of (nearly) equal size; fewer bins
+    when there are fewer units."""
+    if width < 1 or bins < 1:
+        raise ValueError(f"need at least one unit and one bin, not {width} units and {bins} bins")
+    return np.linspace(0, width, min(bins, width) + 1).round().astype(int)
+
+
+def _map_view(a: np.ndarray, sort_units: bool, scale: str):
+    """``(scores, units, ranks, colour values, colour label)``, sorted by score per layer when asked."""
+    n_layers, width = a.shape
+    units = np.tile(np.arange(width), (n_layers, 1))
+    ranks = layer_ranks(a)
+    if sort_units:
+        a, _, (units, ranks) = _sorted_view(a, units, ranks)
+    color, clabel = _color_values(a, scale)
+    return a, units, ranks, color, clabel
+
+
+def _bin_stats(a, units, ranks, color, edges):
+    """Per layer and bin: the colour of its strongest unit (largest colour value), that unit, its
+    rank and score, and the bin's mean score; NaN / -1 for an empty bin."""
+    n_layers, nb = a.shape[0], len(edges) - 1
+    z, mean = np.full((n_layers, nb), np.nan), np.full((n_layers, nb), np.nan)
+    top, rank, score = np.full((n_layers, nb), -1.0), np.full((n_layers, nb), -1.0), np.full((n_layers, nb), np.nan)
+    rows = np.arange(n_layers)
+    for b in range(nb):
+        sl = slice(edges[b], edges[b + 1])
+        c = color[:, sl]
+        has = (~np.isnan(c)).any(axis=1)
+        if not has.any():
+            continue
+        j = np.argmax(np.where(np.isnan(c), -np.inf, c), axis=1) + edges[b]
+        z[has, b] = color[rows, j][has]
+        top[has, b], rank[has, b], score[has, b] = units[rows, j][has], ranks[rows, j][has], a[rows, j][has]
+        mean[has, b] = np.nanmean(a[has, sl], axis=1)  # a bin with a colour has a score
+    return z, top, rank, score, mean
+
+
+def _window_shape(start: int, stop: int, n_layers: int) -> dict:
+    return {"type": "rect", "xref": "x", "yref": "y", "x0": start - 0.5, "x1": stop - 0.5, "y0": -0.5,
+            "y1": n_layers - 0.5, "line": {"color": "#d62828", "width": 2}, "fillcolor": "rgba(0,0,0,0)"}
+
+
+def binned_heatmap(array, *, group: str = "", bins: int = OVERVIEW_BINS, sort_units: bool = False,
+                   scale: str = "log", layer_reliability: Sequence[float] | None = None,
+                   window: tuple[int, int] | None = None, title: str | None = None) -> go.Figure:
+    """A wide map's overview: every layer's units cut into ``bins`` bins, each bin coloured by its
+    strongest unit (the largest colour value of ``scale``), so that no unit, however narrow, is
+    lost in the drawing. The x axis keeps the units' own positions (index, or rank with
+    ``sort_units``). Hover names the bin's units, its strongest one (score, rank) and the bin's
+    mean score. A click selects the bin's strongest unit (``customdata[0]``, the layer in ``y``);
+    a horizontal drag (box select) brushes a range of units; ``window`` ``(start, stop)`` is drawn
+    as a red frame."""
+    a = _as_array(array)
+    n_layers, width = a.shape
+    a, units, ranks, color, clabel = _map_view(a, sort_units, scale)
+    edges = bin_edges(width, bins)
+    z, top, rank, score, mean = _bin_stats(a, units, ranks, color, edges)
+    centers = (edges[:-1] + edges[1:] - 1) / 2.0
+    word = unit_word(group)
+    span = np.broadcast_to(np.stack([edges[:-1], edges[1:] - 1]), (n_layers, 2, len(centers)))
+    custom = [top, rank, np.nan_to_num(score), np.nan_to_num(mean), span[:, 0], span[:, 1]]
+    what = "ranks" if sort_units else f"{word}s"
+    hover = (f"layer %{{y}}<br>{what} %{{customdata[4]}}-%{{customdata[5]}}<br>strongest: {word} %{{customdata[0]}}"
+             "<br>score %{customdata[2]:.4g}<br>rank %{customdata[1]} in layer<br>bin mean score %{customdata[3]:.4g}")
+    if layer_reliability is not None:
+        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], z.shape))
+        hover += "<br>layer reliability %{customdata[6]:.2f}"
+    cd = _f32(np.stack(custom, axis=-1))
+    heat = {"type": "heatmap", "z": _f32(z), "x": centers, "y": np.arange(n_layers), "hoverinfo": "skip",
+            "colorscale": "Viridis", "colorbar": {"title": {"text": f"{clabel} (bin's strongest)", "side": "right"}}}
+    pick = _pick_layer(np.tile(np.arange(len(centers)), (n_layers, 1)), ~np.isnan(z), hover + "<extra></extra>", cd)
+    pick["x"] = centers[pick["x"]]
+    pick["marker"]["size"] = 12
+    shapes = [_window_shape(*window, n_layers)] if window is not None else []
+    n_per = int(np.ceil(width / (len(edges) - 1)))
+    fig = _figure([heat, pick], {
+        "title": _title(title or f"{group_label(group)}: {len(edges) - 1} bins of about {n_per} {word}s, "
+                                 "each the colour of its strongest"),
+        "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index"),
+                  "range": [-0.5, width - 0.5]},
+        "yaxis": _layers_axis(n_layers), "height": max(260, 60 + 38 * n_layers), "shapes": shapes,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    })
+    fig.update_layout(clickmode="event+select", dragmode="select", selectdirection="h", hovermode="closest")
+    return fig
+
+
+def window_heatmap(array, start: int, stop: int, *, group: str = "", sort_units: bool = False, scale: str = "log",
+                   layer_reliability: Sequence[float] | None = None, selected: tuple[int, int] | None = None,
+                   title: str | None = None) -> go.Figure:
+    """Units ``start`` to ``stop - 1`` of every layer (positions in the sorted view with
+    ``sort_units``), one cell each, coloured on the whole map's scale (as the overview). At
+    :data:`MAX_WINDOW` units or fewer a click lands on the cell aimed at: ``customdata[0]`` is the
+    unit, ``y`` its layer. ``selected`` ``(layer, unit)`` is framed when it is in the window."""
+    a = _as_array(array)
+    n_layers, width = a.shape
+    if not 0 <= start < stop <= width:
+        raise ValueError(f"a window of units {start}-{stop - 1} does not fit {width} units")
+    a, units, ranks, color, clabel = _map_view(a, sort_units, scale)
+    lo, hi = (float(np.nanmin(color)), float(np.nanmax(color))) if np.isfinite(color).any() else (0.0, 1.0)
+    sl = slice(start, stop)
+    a, units, ranks, color = a[:, sl], units[:, sl], ranks[:, sl], color[:, sl]
+    word = unit_word(group)
+    custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
+    hover = f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}<br>rank %{{customdata[1]}} in layer"
+    if layer_reliability is not None:
+        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], a.shape))
+        hover += "<br>layer reliability %{customdata[3]:.2f}"
+    cd = _f32(np.stack(custom, axis=-1))
+    x = np.arange(start, stop)
+    heat = {"type": "heatmap", "z": _f32(color), "x": x, "y": np.arange(n_layers), "zmin": lo, "zmax": hi,
+            "hoverinfo": "skip", "colorscale": "Viridis", "xgap": 1,
+            "colorbar": {"title": {"text": clabel, "side": "right"}}}
+    pick = _pick_layer(units, ~np.isnan(a), hover + "<extra></extra>", cd)
+    pick["x"] = pick["x"] + start
+    pick["marker"]["size"] = 14
+    shapes = []
+    if selected is not None:
+        layer, unit = selected
+        hit = np.flatnonzero(units[layer] == unit) if 0 <= layer < n_layers else []
+        if len(hit):
+            c = start + int(hit[0])
+            shapes.append({"type": "rect", "xref": "x", "yref": "y", "x0": c - 0.5, "x1": c + 0.5, "y0": layer - 0.5,
+                           "y1": layer + 0.5, "line": {"color": "#d62828", "width": 3}})
+    fig = _figure([heat, pick], {
+        "title": _title(title or f"{group_label(group)} {start}-{stop - 1}: one cell per {word} (click one)"),
+        "xaxis": {"title": _title(f"{word} rank in layer (sorted by score)" if sort_units else f"{word} index"),
+                  "range": [start - 0.5, stop - 0.5]},
+        "yaxis": _layers_axis(n_layers), "height": max(260, 60 + 38 * n_layers), "shapes": shapes,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    })
+    return selectable(fig)
+
+
+def unit_rank_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+    """One unit's percentile in its layer in every task with the 95% interval of its rank (a table
+    with ``task``, ``percentile``, ``percentile_low``, ``percentile_high``, ``rank``, ``n_units``,
+    ``selected``; rows without a percentile are left out): 100 = the layer's most needed unit."""
+    d = table.dropna(subset=["percentile"])
+    low = d["percentile_low"].fillna(d["percentile"]) if "percentile_low" in d else d["percentile"]
+    high = d["percentile_high"].fillna(d["percentile"]) if "percentile_high" in d else d["percentile"]
+    colors = [PRUNED_MODEL_COLOR if bool(c) else DENSE_COLOR for c in d.get("selected", [False] * len(d))]
+    trace = {"type": "scatter", "mode": "markers", "y": d["task"].tolist(), "x": d["percentile"].tolist(),
+             "marker": {"color": colors, "size": 11},
+             "error_x": {"type": "data", "symmetric": False, "array": (high - d["percentile"]).tolist(),
+                         "arrayminus": (d["percentile"] - low).tolist(), "color": "#666666", "thickness": 1.5},
+             "customdata": np.stack([d["rank"].to_numpy(dtype=float), d["n_units"].to_numpy(dtype=float)], -1),
+             "hovertemplate": "%{y}: percentile %{x:.1f}<br>rank %{customdata[0]:,} of %{customdata[1]:,}"
+                              "<extra></extra>"}
+    fig = _figure([trace], {
+        "title": _title(wrap_title(title or "percentile in its layer, every task (95% interval of the rank)", 60)),
+        "xaxis": {"title": _title("percentile in layer (100 = most needed)"), "range": [-3, 103],
+                  "tickvals": [0, 25, 50, 75, 100]},
+        "yaxis": {"autorange": "reversed", "type": "category"}, "height": 110 + 34 * max(len(d), 1),
+        "margin": {"l": 70, "r": 20, "t": 60, "b": 45}, "showlegend": False})
+    fig.add_vline(x=50, line_dash="dot", line_color="#888888")
+    return fig
+
+
+def removal_histogram(changes: Sequence[float], *, mean: float | None = None, interval: tuple[float, float] | None = None,
+                      title: str | None = None) -> go.Figure:
+    """Every row's change in P(gold) when one unit is switched off (without - with), with the mean
+    and its interval as lines."""
+    x = np.asarray(changes, dtype=np.float64)
+    fig = _figure([{"type": "histogram", "x": x, "nbinsx": 40, "marker": {"color": DENSE_COLOR},
+                    "hovertemplate": "change %{x}<br>%{y} rows<extra></extra>"}], {
+        "title": _title(title or f"change in P(gold) without it, {len(x):,} rows"),
+        "xaxis": {"title": _title("P(gold) without it - with it")}, "yaxis": {"title": _title("rows")},
+        "height": 280, "bargap": 0.05, "margin": {"l": 60, "r": 20, "t": 50, "b": 45}, "showlegend": False})
+    if interval is not None:
+        fig.add_vrect(x0=interval[0], x1=interval[1], fillcolor=PRUNED_MODEL_COLOR, opacity=0.2, line_width=0)
+    if mean is not None:
+        fig.add_vline(x=mean, line_color=PRUNED_MODEL_COLOR, line_width=2)
+    return fig
+
+
+def strongest_bin_center(array, *, bins: int = OVERVIEW_BINS, sort_units: bool = False, scale: str = "log") -> int:
+    """The position (unit index, or rank - 1 with ``sort_units``) at the middle of the overview's
+    strongest bin (:func:`binned_heatmap`): where a window opens when nothing is picked yet."""
+    a = _as_array(array)
+    a, units, ranks, color, _ = _map_view(a, sort_units, scale)
+    edges = bin_edges(a.shape[1], bins)
+    z = _bin_stats(a, units, ranks, color, edges)[0]
+    if not np.isfinite(z).any():
+        return 0
+    b = int(np.unravel_index(np.nanargmax(z), z.shape)[1])
+    return int((edges[b] + edges[b + 1]) // 2)

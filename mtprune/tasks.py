@@ -229,7 +229,7 @@ def _check_count(n: int, total: int) -> None:
     if n < 1:
         raise MtpruneError(f"the number of examples must be at least 1, not {n}")
     if n > total:
-        raise MtpruneError(f"asked for {n} examples but the split has only {total}")
+        raise MtpruneError(f"asked for {n} example{'' if n == 1 else 's'} but the split has only {total}")
 
 
 def _balanced_order(ds, n: int, rng: random.Random) -> list[int]:

@@ -210,7 +210,7 @@ def test_end_to_end(server, browser, tmp_path):
         page.get_by_role("button", name="Mask (JSON)").click()
     path = SHOTS.parent / dl.value.suggested_filename
     dl.value.save_as(str(path))
-    assert dl.value.suggested_filename == "sst2-ffn70.mask.json"
+    assert dl.value.suggested_filename == "minilm-l6-mt6-sst2-ap-ffn70.mask.json"  # model, task, method, mask
     mask = json.loads(path.read_text())
     assert mask["format"] == "mtprune mask v1"
     assert mask["meta"]["sparsity_per_kind"]["ffn"] == pytest.approx(0.7)
@@ -227,23 +227,25 @@ def test_end_to_end(server, browser, tmp_path):
     dl.value.save_as(str(zpath))
     import zipfile
 
-    assert dl.value.suggested_filename == "sst2-ffn70.zip"
+    name = "minilm-l6-mt6-sst2-ap-ffn70"  # model, task, method, mask (no repair asked)
+    assert dl.value.suggested_filename == f"{name}.zip"
     with zipfile.ZipFile(zpath) as z:
-        cfg = json.loads(z.read("sst2-ffn70/config.json"))
-        tasks = json.loads(z.read("sst2-ffn70/tasks.json"))
+        cfg = json.loads(z.read(f"{name}/config.json"))
+        card = z.read(f"{name}/README.md").decode()
+        assert f"{name}/heads.safetensors" not in z.namelist()  # sst2's head alone, as a stock classifier
     assert cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] == 461  # 70 % of 1536 gone
-    head = tasks["tasks"]["sst2"]
-    assert head["validation_accuracy"] is None  # never the dense model's figure
-    assert head["measured"]["rows"] == 32 and round(head["measured"]["accuracy"], 3) == pruned
-    # the same mask as ONNX: a graph and its description, named after the task and the mask
+    assert cfg["architectures"] == ["BertForSequenceClassification"] and len(cfg["id2label"]) == 2
+    m = cfg["mtprune_pruned"]["measured"]["sst2"]  # what was measured on it, never the dense model's figure
+    assert m["rows"] == 32 and round(m["accuracy"], 3) == pruned and f"{pruned:.3f}" in card
+    # the same mask as ONNX: a graph and its description, named after the model, task, method and mask
     with page.expect_download(timeout=SLOW) as dl:
         page.get_by_role("button", name="Pruned model as ONNX (zip)").click()
     opath = tmp_path / dl.value.suggested_filename
     dl.value.save_as(str(opath))
-    assert dl.value.suggested_filename == "sst2-ffn70-onnx.zip"
+    assert dl.value.suggested_filename == f"{name}-onnx.zip"
     with zipfile.ZipFile(opath) as z:
-        desc = json.loads(z.read("sst2-ffn70-onnx/mtprune_onnx.json"))
-        assert z.getinfo("sst2-ffn70-onnx/model.onnx").file_size > 1e6
+        desc = json.loads(z.read(f"{name}-onnx/mtprune_onnx.json"))
+        assert z.getinfo(f"{name}-onnx/model.onnx").file_size > 1e6
     assert desc["task"] == "sst2" and desc["check"]["max_logit_difference"] < 1e-4
     assert desc["pruned"]["sizes"]["encoder.0.ffn"] == 461
     _shot(page, "5-export")

@@ -152,6 +152,14 @@ def _one_line(code, err, text):
     assert code == 2 and len(err.strip().splitlines()) == 1 and text in err, err
 
 
+def _strings(x):
+    if isinstance(x, dict):
+        return [s for v in x.values() for s in _strings(v)]
+    if isinstance(x, list):
+        return [s for v in x for s in _strings(v)]
+    return [x] if isinstance(x, str) else []
+
+
 def test_cli_prune_onnx_then_eval_the_export(capsys, tiny_multitask, tmp_path, shared_home):
     from mtprune.masks import save_mask
 
@@ -170,6 +178,14 @@ def test_cli_prune_onnx_then_eval_the_export(capsys, tiny_multitask, tmp_path, s
     assert meta["measured"]["rows"] == 16
     # the export measures what the pruned model measures
     assert meta["measured"]["accuracy"] == pytest.approx(info["measured"]["sst2"]["accuracy"])
+    # the description and the card name the source model, never a path of this machine (the pruned
+    # model's config recorded the absolute path it was loaded from)
+    text = (out / "onnx" / "mtprune_onnx.json").read_text() + (out / "onnx" / "README.md").read_text()
+    assert json.loads((out / "config.json").read_text())["mtprune_pruned"]["source"]["model"] == str(d)
+    assert str(tmp_path) not in text and not [s for s in _strings(meta) if s.startswith(("/", "~"))]
+    assert meta["pruned"]["source"]["model"] == "tiny"
+    card = (out / "onnx" / "README.md").read_text()
+    assert "InferenceSession" in card and f"{meta['measured']['accuracy']:.3f} (95% interval" in card
     code, stdout, err = _run(capsys, "eval", "--model", out / "onnx", "--task", "sst2", "--limit", "16", "--json")
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == pytest.approx(meta["measured"]["accuracy"])
@@ -218,3 +234,143 @@ def test_the_dashboard_zip_unpacks_to_a_model_that_loads(tiny_multitask, sst2_ro
     back = load_adapter(str(tmp_path / "sst2-dense-onnx"))
     sst2 = get_task("sst2")
     assert np.abs(_logits(back, sst2, sst2_rows) - _logits(tiny_multitask, sst2, sst2_rows)).max() < 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# one task's model directory, its name and its model card (mtprune.export.export_model)
+
+
+def _ap_mask(adapter, method="ap", sparsity=0.5, **kw):
+    from .conftest import random_scores
+
+    spec = {"method": method, "examples": 64, "task": "sst2", "split": "train", "seed": 0}
+    return mask_from_scores(random_scores(adapter, seed=1 if method == "ap" else 2), sparsity,
+                            meta={"scores_spec": spec, "model": "/home/someone/models/tiny-multitask"}, **kw)
+
+
+def test_exported_model_holds_one_head_loads_back_and_predicts_the_same(tiny_multitask, sst2_rows, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from mtprune.export import default_name, export_model
+
+    mask = _ap_mask(tiny_multitask)
+    small = hard_prune(tiny_multitask, mask)
+    res = evaluate(small, "sst2", rows=sst2_rows)
+    name = default_name(small, "sst2")
+    assert name == "tiny-multitask-sst2-ap-ffn50"
+    out = export_model(small, "sst2", tmp_path / name, mask=mask, measured={"sst2": res})
+    files = {p.name for p in out.iterdir()}
+    assert "heads.safetensors" not in files and "tasks.json" not in files and "README.md" in files
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForSequenceClassification"] and len(cfg["id2label"]) == 2  # sst2's head only
+    assert cfg["id2label"] == {"0": "negative", "1": "positive"} and cfg["finetuning_task"] == "sst2"
+    back = load_adapter(str(out))
+    assert back.task_names() == ["sst2"] and not back.supports("cb")
+    t = get_task("sst2")
+    np.testing.assert_allclose(_logits(back, t, sst2_rows), _logits(small, t, sst2_rows), atol=1e-5)
+    again = evaluate(back, "sst2", rows=sst2_rows)
+    assert (again.predictions.pred == res.predictions.pred).all()
+    # every layer keeps 24 FFN neurons and every head: plain transformers builds it from its config
+    assert cfg["intermediate_size"] == 24
+    plain = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    enc = small.tokenizer([r["sentence"] for r in sst2_rows], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        np.testing.assert_allclose(plain(**enc).logits.numpy(), _logits(small, t, sst2_rows), atol=1e-5)
+    # the model card: source, task, mask, repair, the measured accuracy with its interval, sizes, how to load it
+    card = (out / "README.md").read_text()
+    lo, hi = res.interval()
+    for want in (f"# {name}", "| source model | tiny-multitask", "| task | sst2", "ap scores from 64 examples of sst2/train",
+                 "50% of the FFN neurons pruned in every layer", "| repair | none",
+                 f"{res.accuracy:.3f} (95% interval {lo:.3f}-{hi:.3f}) on 6 rows of sst2/validation",
+                 "encoder FFN neurons 48 of 96 (50%)", "| parameters |", "| FLOPs kept |", "load_adapter(",
+                 "AutoModelForSequenceClassification.from_pretrained"):
+        assert want in card, want
+    assert "/home/someone" not in (out / "mask.json").read_text() + json.dumps(cfg)  # names, not paths
+    assert json.loads((out / "mask.json").read_text())["meta"]["model"] == "tiny-multitask"
+
+
+def test_a_ragged_export_says_how_to_run_it_without_mtprune_and_claims_no_accuracy(tiny_multitask, sst2_rows,
+                                                                                  tmp_path):
+    from mtprune.export import export_model
+
+    small = _ragged(tiny_multitask)
+    out = export_model(small, "sst2", tmp_path / "ragged")
+    back = load_adapter(str(out))
+    t = get_task("sst2")
+    np.testing.assert_allclose(_logits(back, t, sst2_rows), _logits(small, t, sst2_rows), atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert "| accuracy | not measured on this model" in card and "95% interval 0" not in card  # nothing invented
+    assert "attention heads were pruned" in card and "--format onnx" in card
+    assert "intermediate_size" not in json.loads((out / "config.json").read_text()) or \
+        json.loads((out / "config.json").read_text())["intermediate_size"] == 48  # left as the stock size
+
+
+def test_a_model_the_stock_classifier_cannot_copy_keeps_its_format_with_one_head(tiny_multitask, sst2_rows,
+                                                                                  tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from mtprune.errors import MtpruneError
+    from mtprune.export import export_model
+    from mtprune.formats import multitask
+
+    def refuse(adapter, task):
+        raise MtpruneError("no stock class")
+
+    monkeypatch.setattr(multitask, "single_task_classifier", refuse)
+    small = hard_prune(tiny_multitask, _ap_mask(tiny_multitask))
+    out = export_model(small, "cb", tmp_path / "cb")
+    with safe_open(str(out / "heads.safetensors"), framework="pt") as f:
+        assert sorted(f.keys()) == ["cb.bias", "cb.weight"]
+    assert list(json.loads((out / "tasks.json").read_text()).get("tasks", {"cb": 0})) == ["cb"]
+    back = load_adapter(str(out))
+    assert back.format == "multitask" and back.task_names() == ["cb"]
+    rows = [{"premise": "the man plays", "hypothesis": "a man plays", "label": 0}]
+    t = get_task("cb")
+    np.testing.assert_allclose(_logits(back, t, rows), _logits(small, t, rows), atol=1e-5)
+    assert "multi-task directory" in (out / "README.md").read_text()
+
+
+def test_export_names_tell_the_model_task_method_mask_and_repair(tiny_multitask):
+    from mtprune.costs import Budget
+    from mtprune.export import default_name, export_name, mask_slug
+
+    ap, ig = _ap_mask(tiny_multitask, "ap"), _ap_mask(tiny_multitask, "ig")
+    assert default_name(tiny_multitask, "sst2", mask=ap) == "tiny-multitask-sst2-ap-ffn50"
+    assert default_name(tiny_multitask, "sst2", mask=ig) == "tiny-multitask-sst2-ig-ffn50"  # never the same file
+    assert default_name(tiny_multitask, "sst2", mask=ap, repair="lsq") == "tiny-multitask-sst2-ap-ffn50-lsq"
+    assert default_name(tiny_multitask, "sst2") == "tiny-multitask-sst2-dense"
+    per_kind = _ap_mask(tiny_multitask, sparsity={"ffn": 0.7, "heads": 0.25}, scope="global")
+    assert default_name(tiny_multitask, "sst2", mask=per_kind) == "tiny-multitask-sst2-ap-ffn70-heads25-global"
+    budget = {"scope": "budget", "meta": {"budget": str(Budget("flops", 0.5)), "scores_spec": {"method": "ap"}}}
+    assert mask_slug(budget) == "flops50"
+    assert export_name("minilm-l6-mt6", "sst2", "ap", "flops50", "lsq") == "minilm-l6-mt6-sst2-ap-flops50-lsq"
+    # a pruned model names itself from its config: the source, the method, the mask, the repair
+    small = hard_prune(tiny_multitask, ap)
+    assert default_name(small, "sst2") == "tiny-multitask-sst2-ap-ffn50"
+
+
+def test_no_verb_help_prints_a_doubled_percent():
+    from mtprune.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    texts = {name: p.format_help() for name, p in subs.choices.items()}
+    assert {"transfer", "train", "export", "quota", "prune"} <= set(texts)
+    assert "%%" not in parser.format_help()
+    assert not [name for name, t in texts.items() if "%%" in t], [n for n, t in texts.items() if "%%" in t]
+    assert "95% interval" in texts["transfer"]
+
+
+def test_cli_export_model_named_by_default(capsys, tiny_multitask, tmp_path, monkeypatch):
+    mask = _ap_mask(tiny_multitask)
+    d = save_model(hard_prune(tiny_multitask, mask), tmp_path / "pruned", mask)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = _run(capsys, "export", "--model", d, "--task", "sst2", "--format", "model", "--no-eval")
+    assert code == 0, err
+    out = tmp_path / "tiny-multitask-sst2-ap-ffn50"
+    assert out.is_dir() and (out / "README.md").is_file() and load_adapter(str(out)).task_names() == ["sst2"]
+    assert "not measured" in (out / "README.md").read_text()
+    code, _, err = _run(capsys, "export", "--model", d, "--task", "sst2", "--format", "model", "--quantize", "int8")
+    _one_line(code, err, "--format onnx only")
+    code, _, err = _run(capsys, "export", "--model", d, "--task", "sst2", "--format", "model", "--no-eval")
+    _one_line(code, err, "exists and is not empty")

@@ -226,3 +226,32 @@ def test_masks_saved_before_the_kinds_key_load(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(d))
     back = load_mask(tmp_path / "old.json")
     assert back.kinds == "heads" and back == m
+
+
+def test_a_malformed_mask_gets_a_plain_sentence(tmp_path):
+    good = mask_from_scores(_scores(), 0.5).to_dict()
+    short = {**good, "keep": {"encoder.ffn": good["keep"]["encoder.ffn"][:1]}}  # one layer of two
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    with pytest.raises(MtpruneError) as err:
+        load_mask(tmp_path / "short.json")
+    msg = str(err.value)
+    assert "the mask lists kept encoder FFN neurons for 1 layer but gives unit counts for 2" in msg, msg
+    assert "one list of kept units per layer, 2 lists in all" in msg
+    assert "unit counts," not in msg and "layers of kept units" not in msg  # the old jargon is gone
+    no_counts = {k: v for k, v in good.items() if k != "n_units"}
+    (tmp_path / "none.json").write_text(json.dumps(no_counts))
+    with pytest.raises(MtpruneError) as err:
+        load_mask(tmp_path / "none.json")
+    assert "has no 'n_units' entry" in str(err.value) and "KeyError" not in str(err.value)
+    assert "the units of every layer" in str(err.value)  # says what a mask needs
+    with pytest.raises(MtpruneError, match=r"unit 9 of layer 0 of its encoder FFN neurons, which is out of range: that layer has 4 units"):
+        Mask.from_dict({**good, "keep": {"encoder.ffn": [[9], [0]]}})
+
+
+def test_portable_keeps_names_and_drops_the_machine_paths():
+    from mtprune.masks import portable
+
+    meta = {"model": "/home/me/models/minilm-l6-mt6", "task": "sst2", "hub": "org/model",
+            "nested": [{"calibration": "C:\\data\\rows.jsonl"}, "~/m/x#sst2", 3]}
+    assert portable(meta) == {"model": "minilm-l6-mt6", "task": "sst2", "hub": "org/model",
+                              "nested": [{"calibration": "rows.jsonl"}, "x#sst2", 3]}

@@ -132,7 +132,7 @@ def test_score_shares_and_concentration():
 def test_grouped_bars():
     bars = plots.grouped_bars(["imdb"], {"dense": [0.9], "ap": [0.8], "random": [0.5]})
     assert [t.name for t in bars.data] == ["dense", "ap", "random"]
-    assert bars.data[1].text == ("0.800",)
+    assert [a.text for a in bars.layout.annotations] == ["0.900", "0.800", "0.500"]  # the values, over their bars
 
 
 def test_overlap_matrix_blanks_the_diagonal_and_centres_on_chance():
@@ -197,3 +197,56 @@ def test_reliability_curve_one_line_per_kind_and_the_target():
     assert [t.name for t in fig.data] == ["encoder FFN neurons", "encoder heads"]
     assert list(fig.data[1].y) == [0.3, None, 0.6]
     assert fig.layout.shapes[0].y0 == 0.8 and list(fig.layout.xaxis.ticktext) == ["64", "128", "256"]
+
+
+def test_value_labels_sit_above_the_whiskers_and_the_axis_zooms_to_the_data():
+    lows, highs = {"dense": [0.89, 0.88], "pruned": [0.86, 0.84]}, {"dense": [0.93, 0.92], "pruned": [0.90, 0.89]}
+    fig = plots.grouped_bars(["accuracy", "f1"], {"dense": [0.91, 0.90], "pruned": [0.88, 0.865]},
+                             intervals={k: (lows[k], highs[k]) for k in lows})
+    notes = fig.layout.annotations
+    assert len(notes) == 4 and all(t.text is None for t in fig.data)  # no text drawn inside the bars
+    tops = [0.93, 0.92, 0.90, 0.89]  # dense sst2, dense f1, pruned sst2, pruned f1: each whisker's top
+    for note, top in zip(notes, tops):
+        assert note.y == pytest.approx(top) and note.yanchor == "bottom"  # on the cap, not across the whisker
+    # each label is over its own bar: the bar's offset plus half its width
+    bars = {t.name: t for t in fig.data}
+    assert notes[0].x == pytest.approx(bars["dense"].offset + bars["dense"].width / 2)
+    assert notes[3].x == pytest.approx(1 + bars["pruned"].offset + bars["pruned"].width / 2)
+    lo, hi = fig.layout.yaxis.range
+    assert 0.7 < lo < 0.84 and 0.93 < hi < 1.0  # a 0.03 difference fills the chart
+    assert "axis starts at" in fig.layout.yaxis.title.text and "not 0" in fig.layout.yaxis.title.text
+    wide = plots.grouped_bars(["x"], {"a": [0.2], "b": [0.9]})  # values far apart: a 0-based axis says it all
+    assert wide.layout.yaxis.range[0] == 0 and wide.layout.yaxis.title.text == "accuracy"
+
+
+def test_sweep_axes_read_in_percent_like_the_sparsity_box():
+    import pandas as pd
+
+    df = pd.DataFrame({"task": ["sst2"] * 3, "method": ["ap"] * 3, "sparsity": [0.0, 0.5, 0.9],
+                       "trial": [0] * 3, "accuracy": [0.9, 0.8, 0.6]})
+    fig = plots.sweep_figure(df)
+    assert fig.layout.xaxis.tickformat == ".0%" and "%{x:.0%}" in fig.data[-1].hovertemplate
+    assert list(fig.data[-1].x) == [0.0, 0.5, 0.9]  # the values stay shares; the axis prints them in %
+
+
+def test_log_axis_labels_every_tick_in_full():
+    a = np.array([[1e-4, 3e-3, 0.2], [5e-4, 0.05, 2.0]])
+    axis = plots.score_distribution(a, log=True).layout.yaxis
+    assert axis.type == "log"
+    assert list(axis.ticktext) == ["0.0001", "0.001", "0.01", "0.1", "1", "10"]
+    assert list(axis.tickvals) == pytest.approx([1e-4, 1e-3, 1e-2, 0.1, 1, 10])
+    narrow = plots.log_ticks([0.05, 0.9])  # under two decades: 2 and 5 between, still in full
+    assert narrow["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
+    assert plots.log_ticks([1e-9, 1e-7])["ticktext"] == ["1e-9", "2e-9", "5e-9", "1e-8", "2e-8", "5e-8", "1e-7"]
+
+
+def test_unit_across_tasks_wraps_its_title_and_names_the_median_on_the_axis():
+    import pandas as pd
+
+    table = pd.DataFrame({"task": ["sst2", "rte"], "percentile": [50.0, 100.0], "rank in layer": [768, 1],
+                          "score": [0.1, 0.5], "selected": [True, False]})
+    fig = plots.unit_across_tasks(table, title="encoder.2.ffn[1265] in every task (percentile in its layer)")
+    assert fig.layout.title.text == "encoder.2.ffn[1265] in every task<br><sup>(percentile in its layer)</sup>"
+    assert not fig.layout.annotations  # no label in the plot where a rank could cover it
+    assert "median 50" in fig.layout.yaxis.ticktext and list(fig.data[0].text) == ["rank 768", "rank 1"]
+    assert plots.wrap_title("short title") == "short title"

@@ -79,12 +79,12 @@ def test_percentages_as_the_sliders_show_them():
             V.parse_percentages(bad)
 
 
-def test_export_names_say_the_task_and_the_mask():
+def test_mask_slugs_say_the_mask():  # export names: mtprune.export.default_name (tests/test_export.py)
     sparsity = {"mode": "sparsity", "sparsity": {"ffn": 0.7, "heads": 0.25}, "scope": "layer"}
-    assert V.export_stem("sst2", sparsity) == "sst2-ffn70-heads25"
-    assert V.export_stem("sst2", {**sparsity, "sparsity": {"ffn": 0.7, "heads": 0.0}}) == "sst2-ffn70"
-    assert V.export_stem("rte", {"mode": "budget", "budget": Budget("flops", 0.6)}, "fisher", "lsq") == "rte-flops60-fisher-lsq"
-    assert V.export_stem("rte", {"mode": "budget", "budget": Budget("params", 0.35)}, "ap") == "rte-params35"
+    assert V.mask_slug(sparsity) == "ffn70-heads25"
+    assert V.mask_slug({**sparsity, "sparsity": {"ffn": 0.7, "heads": 0.0}}) == "ffn70"
+    assert V.mask_slug({"mode": "budget", "budget": Budget("flops", 0.6)}) == "flops60"
+    assert V.mask_slug({"mode": "budget", "budget": Budget("params", 0.35)}) == "params35"
     assert V.per_layer_label(3, 12) == "3 of 12 heads per layer pruned (25%)"
     assert V.per_layer_label(1, 8, "key/value groups") == "1 of 8 key/value groups per layer pruned (12%)"
 
@@ -186,3 +186,16 @@ def test_reliability_words_warning_and_a_units_intervals():
     assert V.doublings(64, 1024) == [64, 128, 256, 512, 1024] and V.doublings(16, 40) == [16, 32, 40]
     series = V.reliability_series({64: rel, 128: {}})
     assert list(series) == ["encoder FFN neurons"] and np.isnan(series["encoder FFN neurons"][1])
+
+
+def test_word_pieces_show_as_whole_words_and_counts_agree_with_their_nouns():
+    from mtprune.text import join_pieces, plural
+
+    assert join_pieces(["[CLS]", "stu", "##pe", "##fying", "film", "[SEP]"]) == [
+        ("[CLS]", [0]), ("stupefying", [1, 2, 3]), ("film", [4]), ("[SEP]", [5])]
+    assert [w for w, _ in join_pieces(["▁stu", "pe", "fying", "▁film", "."])] == ["stupefying", "film."]
+    assert [w for w, _ in join_pieces(["<s>", "Ġstu", "pe", "fying", "</s>"])] == ["<s>", "stupefying", "</s>"]
+    html = V.tokens_html(["[CLS]", "stu", "##pe", "##fying", "film"], [0.0, 0.1, 2.0, 0.5, 1.0])
+    assert ">stupefying</span>" in html and ">stu<" not in html  # one word, not three pieces
+    assert "rgba(231, 111, 81, 1.00)" in html and "stupefying: stu 0.1, ##pe 2, ##fying 0.5" in html
+    assert (plural(1, "row"), plural(2, "row"), plural(1024, "example")) == ("1 row", "2 rows", "1,024 examples")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mtprune.errors import MtpruneError
+from mtprune.text import plural
 from ui import state
 from ui import views as V
 from ui.evaluations import compute_on_next_run, eval_rows, history_table, scores_for
@@ -45,7 +46,7 @@ def sweep_section(ctx: Context, key: str) -> None:
     memo = (ctx.fingerprint, repr(cfg), int(limit), ctx.split)
     results = state.store("sweeps")
     n_points = len(X.plan_runs(cfg, ctx.task.name)) * len(cfg.sparsities)
-    if st.button(f"Run the sweep ({n_points} points; cached points are read back)", key=f"{key}.run",
+    if st.button(f"Run the sweep ({plural(n_points, 'point')}; cached points are read back)", key=f"{key}.run",
                  disabled=not methods):
         bar = st.progress(0.0, text="sweeping...")
         try:
@@ -97,7 +98,7 @@ def show_examples(ctx: Context, task: str, split: str, limit, reference, others:
                            ("wrong -> right", f"the dense model was wrong, the {which} model is right")):
             part = table[table["what changed"] == kind].sort_values("change in P(gold)",
                                                                      ascending=kind == "right -> wrong")
-            st.markdown(f"**{kind}** · {len(part)} rows ({note})")
+            st.markdown(f"**{kind}** · {plural(len(part), 'row')} ({note})")
             if len(part):
                 st.dataframe(part.drop(columns=["what changed"]), hide_index=True, column_config=cfg,
                              height=min(38 + 35 * len(part), 300), key=f"{key}.flips.{kind}")

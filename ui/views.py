@@ -121,7 +121,7 @@ def recorded_accuracy(adapter, task: TaskSpec | str) -> tuple[float | None, str]
         m = (pruned.get("measured") or {}).get(head)
         if not m:
             return None, "not measured on this pruned model"
-        return float(m["accuracy"]), f"measured on this pruned model ({m['rows']} {m['split']} rows)"
+        return float(m["accuracy"]), f"measured on this pruned model ({m['rows']:,} {m['split']} row{'' if m['rows'] == 1 else 's'})"
     meta = getattr(adapter, "tasks_meta", None) or {}
     v = (meta.get("tasks") or {}).get(head, {}).get("validation_accuracy")
     return (float(v), "recorded at training (validation split)") if v is not None else (None, "not recorded")
@@ -208,17 +208,6 @@ def mask_slug(settings: dict, heads_per_layer: int | None = None) -> str:
     return "-".join(parts) or "dense"
 
 
-def export_stem(task: str, settings: dict, method: str = "ap", repair: str = "none") -> str:
-    """``sst2-ffn70-heads25`` (the task and the mask; the method when it is not ``ap``, the repair
-    when there is one): the stem of every file Export writes."""
-    stem = f"{task}-{mask_slug(settings)}"
-    if method and method != "ap":
-        stem += f"-{method}"
-    if repair and repair != "none":
-        stem += f"-{repair}"
-    return stem
-
-
 def per_layer_label(n_pruned: int, per_layer: int, what: str = "heads") -> str:
     return f"{n_pruned} of {per_layer} {what} per layer pruned ({n_pruned / per_layer:.0%})" if per_layer else ""
 
@@ -280,32 +269,29 @@ def confusion_frame(result, task: TaskSpec | str) -> pd.DataFrame:
 # one unit up close
 
 
-def _clean_token(tok: str) -> tuple[str, bool]:
-    """A word piece as a reader sees it and whether it starts a new word."""
-    if tok.startswith("##"):
-        return tok[2:], False
-    if tok.startswith(("Ġ", "▁")):
-        return tok[1:], True
-    return tok, True
-
-
 def tokens_html(tokens: Sequence[str], values, peak: float | None = None, color: str = "231, 111, 81") -> str:
-    """The text with every token's background as strong as the unit's activation there (relative
-    to ``peak``, default the largest here); the value in each token's tooltip. HTML-escaped."""
+    """The text with every word's background as strong as the unit's activation there (relative to
+    ``peak``, default the largest here): word pieces are joined into words
+    (:func:`mtprune.text.join_pieces`), a word showing its strongest piece; the values in each
+    word's tooltip (per piece when it has several). HTML-escaped."""
     import html
 
     import numpy as np
 
-    v = np.abs(np.asarray(values, dtype=float))
+    from mtprune.text import join_pieces
+
+    raw = np.asarray(values, dtype=float)
+    v = np.abs(raw)
     top = float(peak) if peak else (float(v.max()) if len(v) else 0.0)
+    toks = [str(t) for t in tokens]
     parts = []
-    for tok, x, raw in zip(tokens, v, np.asarray(values, dtype=float)):
-        text, new_word = _clean_token(str(tok))
-        alpha = 0.0 if top <= 0 else min(1.0, x / top)
-        parts.append(("" if not parts or not new_word else " ")
-                     + f'<span title="{raw:.3g}" style="background: rgba({color}, {alpha:.2f}); '
-                       f'border-radius: 3px; padding: 0 1px">{html.escape(text)}</span>')
-    return '<div style="line-height: 1.9; font-size: 0.95em">' + "".join(parts) + "</div>"
+    for word, idx in join_pieces(toks[: len(raw)]):
+        best = max(idx, key=lambda i: v[i])
+        alpha = 0.0 if top <= 0 else min(1.0, v[best] / top)
+        tip = f"{raw[best]:.3g}" if len(idx) == 1 else f"{word}: " + ", ".join(f"{toks[i]} {raw[i]:.3g}" for i in idx)
+        parts.append(f'<span title="{html.escape(tip)}" style="background: rgba({color}, {alpha:.2f}); '
+                     f'border-radius: 3px; padding: 0 1px">{html.escape(word)}</span>')
+    return '<div style="line-height: 1.9; font-size: 0.95em">' + " ".join(parts) + "</div>"
 
 
 def unit_task_table(scores_by_task: dict, group: str, layer: int, unit: int, selected: str | None = None) -> pd.DataFrame:

@@ -34,7 +34,9 @@ def rows_input(label: str, key: str, default: int, help: str, container=None, st
 
 
 def rows_words(limit: int | None) -> str:
-    return "all rows" if limit is None else f"the first {limit} rows"
+    from mtprune.text import plural
+
+    return "all rows" if limit is None else ("the first row" if limit == 1 else f"the first {plural(limit, 'row')}")
 
 
 def eta_progress(bar, label: str):
@@ -54,7 +56,7 @@ def show_metric(col, label: str, res, reference=None, help: str | None = None) -
     lo, hi = res.interval()
     col.metric(label, f"{res.accuracy:.3f}", help=help,
                delta=None if reference is None else f"{res.accuracy - reference.accuracy:+.3f}")
-    col.caption(f"95% interval {lo:.3f}-{hi:.3f} · {res.n} rows")
+    col.caption(f"95% interval {lo:.3f}-{hi:.3f} · {res.n:,} row{'' if res.n == 1 else 's'}")
 
 
 def show_verdict(cmp, a: str = "dense", b: str = "pruned") -> None:

@@ -119,7 +119,8 @@ def run(args):
     df = run_sweep(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    print(f"wrote {len(df)} rows to {args.out} ({fmt_seconds(time.perf_counter() - t0)})", file=sys.stderr)
+    print(f"wrote {len(df)} row{'' if len(df) == 1 else 's'} to {args.out} "
+          f"({fmt_seconds(time.perf_counter() - t0)})", file=sys.stderr)
     d = df.dropna(subset=[args.metric])
     if d.empty:
         raise MtpruneError(f"no task of this sweep has the metric {args.metric!r}")

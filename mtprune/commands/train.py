@@ -13,7 +13,7 @@ def register(sub):
         help="train a multi-task model (one head per task) from a BERT-style encoder",
         description="Fine-tune a BERT-style encoder jointly on several tasks, one linear head per "
         "task over the pooled output, and write the multi-task format that --model reads. The "
-        "recipe is the default model's: AdamW lr 5e-5, 6%% warm-up then linear decay, weight "
+        "recipe is the default model's: AdamW lr 5e-5, 6% warm-up then linear decay, weight "
         "decay 0.01, batch 32, tasks sampled by sqrt(train size), 256 tokens, dropout 0.1.",
     )
     p.add_argument("--base", required=True,

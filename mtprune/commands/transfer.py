@@ -17,7 +17,7 @@ def register(sub):
     p = sub.add_parser("transfer", help="does one task's mask serve another? a task x task matrix",
                        description="Every task is evaluated (through its own head) with every task's mask, its "
                                    "own on the diagonal, beside the dense model and a random mask of the same "
-                                   "size; every metric with its 95%% interval, and every cell tested (McNemar, "
+                                   "size; every metric with its 95% interval, and every cell tested (McNemar, "
                                    "on the same rows) against the task's own mask and the random mask.")
     p.add_argument("--tasks", default=",".join(BENCHMARK), help="comma-separated tasks, two or more")
     p.add_argument("--sparsity", default="0.5", help="the sparsity of every mask (default 0.5)")
@@ -47,7 +47,7 @@ def run(args):
     df = run_transfer(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    print(f"wrote {len(df)} row{'' if len(df) == 1 else 's'} to {args.out}", file=sys.stderr)
     matrix = transfer_matrix(df)
     print(f"accuracy of each task (columns) with each task's mask (rows; {cfg.describe()}), 95% intervals:")
     print(format_transfer(matrix))
