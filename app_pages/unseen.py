@@ -6,6 +6,9 @@ import streamlit as st
 
 from mtprune import plots
 from mtprune.errors import MtpruneError
+from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
+from mtprune.experiments.unseen import CALIB_CHOICES, check_calibration
+from mtprune.solvers import all_solvers
 from mtprune.units import KIND_LABELS, KINDS
 from ui import session as S
 from ui import state
@@ -38,22 +41,43 @@ limit = c[3].number_input("Examples per set", min_value=1, max_value=100000, val
                           key="unseen.limit", persist_state="session", bind=W.URL)
 baseline = st.checkbox("Also a random mask of the same size (the baseline)", value=True, key="unseen.random",
                        persist_state="session", bind=W.URL)
+SOLVERS = all_solvers()  # repair solvers (mtprune.solvers)
+CALIB_LABELS = {"source": f"{src} training rows", "target": "each target's own text (another split)",
+                "mix": f"half {src} rows, half the target's text"}
+r = st.columns([1, 2, 1])
+solver = r[0].selectbox("Repair", list(SOLVERS), key="unseen.repair", persist_state="session", bind=W.URL,
+                        format_func=lambda n: SOLVERS[n].label,
+                        help="refit each pruned block's output projection so that its output matches the dense "
+                             "model's on calibration rows (no labels are read)")
+refits = SOLVERS[solver].refits
+calib = r[1].selectbox("Calibration rows from", CALIB_CHOICES, key="unseen.calib", persist_state="session",
+                       bind=W.URL, format_func=CALIB_LABELS.get, disabled=not refits,
+                       help="where the repair's rows come from: the target's own unlabelled text (from a split "
+                            "other than the one measured) adapts the pruned model to the domain it is used in")
+calib_rows = r[2].number_input("Calibration rows", min_value=16, max_value=8192, value=512, step=128,
+                               key="unseen.calib_rows", persist_state="session", bind=W.URL, disabled=not refits)
 
 methods = (ctx.spec.method,) + (("random",) if baseline and ctx.spec.method != "random" else ())
 auto = getattr(ctx, "auto", None)  # the sidebar's auto examples: as many as its reliability target needs
 how_many = ({"examples": "auto", "reliability": auto.target, "max_examples": auto.cap} if auto is not None
             else {"examples": ctx.spec.examples})
 settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
-            ctx.spec.seed, ctx.spec.variant, prev["scope"], auto)
+            ctx.spec.seed, ctx.spec.variant, prev["scope"], auto, solver, calib if refits else None, int(calib_rows))
 results = state.store("unseen")
-if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=not targets):
-    from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
-
-    bar = st.progress(0.0, text="evaluating dense and pruned models...")
+missing = None if targets else "Choose one or more target sets above: there is nothing to evaluate yet."
+cfg = None
+if missing is None:
+    try:  # what the button would run, checked first: a target without text of its own says so here
+        cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods, sparsities=(0.0, pct / 100),
+                           trials=1, kinds=kinds, scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed,
+                           repairs=(solver,), calib=int(calib_rows), calib_from=calib if refits else "source",
+                           **how_many)
+        check_calibration(cfg)
+    except MtpruneError as exc:
+        missing = f"Cannot evaluate these settings: {exc}."
+if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=missing is not None):
+    bar = st.progress(0.0, text="evaluating dense and pruned models" + (", repairing first..." if refits else "..."))
     try:
-        cfg = UnseenConfig(pairs=tuple((src, t) for t in targets), methods=methods,
-                           sparsities=(0.0, pct / 100), trials=1, kinds=kinds,
-                           scope=prev["scope"], variant=ctx.spec.variant, seed=ctx.spec.seed, **how_many)
         with S.model_busy(ctx):
             df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
                             out=str(V.experiment_csv("unseen", ctx.adapter)), log=None,
@@ -65,8 +89,8 @@ if st.button("Evaluate on the target sets", key="unseen.run", type="primary", di
 
 df = results.get(settings)
 if df is None:
-    st.caption("Press the button: every set is evaluated dense, and with the mask at this sparsity "
-               "(rows are cached on disk: the same settings later are read back).")
+    st.caption(missing or "Press the button: every set is evaluated dense, and with the mask at this sparsity "
+                          "(rows are cached on disk: the same settings later are read back).")
     st.stop()
 from mtprune.experiments import unseen_bars  # noqa: E402
 from mtprune.experiments.unseen import unseen_verdicts  # noqa: E402
@@ -74,7 +98,9 @@ from mtprune.experiments.unseen import unseen_verdicts  # noqa: E402
 labels, series, bands = unseen_bars(df, pct / 100, labels=W.method_label, with_intervals=True)
 W.show_figure(plots.grouped_bars(labels, series, metric="accuracy", intervals=bands,
                                  title=f"accuracy with {pct}% of the {'units' if kinds == 'all' else kinds} pruned "
-                                       f"by {src}'s mask (bars: 95% intervals)"), key="unseen.bars")
+                                       f"by {src}'s mask" + (f", repaired ({solver}) on {CALIB_LABELS[calib]}"
+                                                             if refits else "") + " (bars: 95% intervals)"),
+                  key="unseen.bars")
 st.caption("A difference smaller than the bars' overlap is not a measured difference: with 200 rows a 95% interval "
            "is about ±0.05 wide. The verdicts test it on the same rows (McNemar's exact test: the rows one model "
            "gets right and the other wrong), at the 5% level.")

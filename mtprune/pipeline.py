@@ -5,8 +5,9 @@
 * :func:`choose_mask`: the mask of scores at one sparsity (per kind, per layer or global) or one
   budget spent over the units of every layer (:func:`mtprune.costs.search_mask`, its costs from
   :func:`mtprune.costs.prepare_costs`);
-* :func:`plan_calibration`: the solver and the calibration rows a repair reads, stepping aside (with
-  a note) when a defaulted repair has no rows apart from those the task is measured on;
+* :func:`plan_calibration`: the solver and the calibration rows a repair reads (the task's own, or
+  from several sources with weights: :class:`mtprune.calibration.CalibrationMix`), stepping aside
+  (with a note) when a defaulted repair has no rows apart from those the task is measured on;
 * :func:`prune`: a mask (given, or chosen from scores) applied: the hard-pruned copy, its out
   projections refit by a registered solver (:mod:`mtprune.solvers`), and what happened
   (:class:`Pruned`).
@@ -20,7 +21,8 @@ from typing import Callable
 from mtprune.costs import Budget, kept_share, prepare_costs
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask, mask_from_scores
-from mtprune.repair import RepairReport, RepairSettings, calibration_rows, repair
+from mtprune.calibration import CalibrationMix
+from mtprune.repair import RepairReport, RepairSettings, repair
 from mtprune.solvers import get_solver
 
 
@@ -54,40 +56,47 @@ def flops_kept(adapter, task, mask: Mask | None) -> float:
 @dataclass(frozen=True)
 class Calibration:
     """What a repair reads: the solver, ``rows`` (``{task: rows}`` or one task's list), where they came
-    from (``source``), and why a defaulted repair stepped aside (``notes``)."""
+    from (``source``: the sources' names; ``origin``: sources, weights and rows drawn each, as the
+    pruned model's description records them), and why a defaulted repair stepped aside (``notes``)."""
 
     solver: str
     rows: object = ()
     source: str = ""
     notes: tuple[str, ...] = ()
+    origin: dict | None = None
 
 
 def plan_calibration(task, solver: str | None, default: str = "lsq", n: int = 1024, split: str | None = None,
-                     data_file=None) -> Calibration:
-    """The calibration of a prune of ``task``: ``solver`` as asked, or ``default`` when None; a
-    defaulted repair steps aside (solver ``none``, with a note) when the task has no split apart from
-    the one it is measured on (an unseen domain) or its rows cannot be read. Bad settings asked for
-    explicitly fail in one line."""
+                     data_file=None, mix: CalibrationMix | None = None) -> Calibration:
+    """The calibration of a prune of ``task``: ``solver`` as asked, or ``default`` when None; its rows
+    from ``mix`` (several sources with weights), else ``data_file``, else the task's ``split`` (default
+    train), ``n`` of them. A defaulted repair steps aside (solver ``none``, with a note) when the task
+    has no split apart from the one it is measured on (an unseen domain) or its rows cannot be read.
+    Bad settings asked for explicitly fail in one line."""
     from mtprune.tasks import get_task
 
     task = get_task(task) if isinstance(task, str) else task
     chosen = get_solver(solver or default)
     if not chosen.refits:
         return Calibration(chosen.name)
-    if solver is None and data_file is None and (split or task.train_split) == task.default_split:
+    explicit = mix is not None or data_file is not None  # rows the user named: their problems are errors
+    if mix is None:
+        mix = CalibrationMix.of_files([data_file], n) if data_file is not None else \
+            CalibrationMix.of_task(task, n, split)
+    if solver is None and not explicit and (split or task.train_split) == task.default_split:
         # an unseen-domain task has one split: calibrating on it would fit the rows it is measured on
         return Calibration("none", notes=(f"not repaired: {task.name} has no split apart from {task.default_split}, "
                                           f"which it is measured on (pass --calib-file ROWS.jsonl, or --repair "
                                           f"{chosen.name} to calibrate on it anyway)",))
     try:
-        rows = calibration_rows(task, n, split=split, data_file=data_file)
+        drawn = mix.draw(task)
     except MtpruneError as exc:
-        if solver is not None:
+        if solver is not None or explicit:
             raise
         return Calibration("none", notes=(f"not repaired: {exc} (pass --calib-file ROWS.jsonl to repair, or "
                                           f"--repair none)",))
-    source = str(data_file) if data_file is not None else f"{task.name}/{split or task.train_split}"
-    return Calibration(chosen.name, rows, source)
+    rows = drawn.rows if len(drawn.rows) > 1 or task not in drawn.rows else drawn.rows[task]
+    return Calibration(chosen.name, rows, ", ".join(s.label for s in mix.sources), origin=drawn.describe())
 
 
 @dataclass(frozen=True)
@@ -115,12 +124,13 @@ def prune(adapter, task, *, scores=None, mask: Mask | None = None, sparsity=None
     if (mask is None) == (scores is None):
         raise MtpruneError("give scores or a mask, not both or neither")
     notes: tuple[str, ...] = ()
+    origin = None
     if isinstance(calibration, Calibration):
-        notes, calibration = calibration.notes, calibration.rows
+        notes, origin, calibration = calibration.notes, calibration.origin, calibration.rows
     settings = repair_with if isinstance(repair_with, RepairSettings) else RepairSettings(solver=repair_with)
     if mask is None:
         mask = choose_mask(adapter, task, scores, sparsity=sparsity, budget=budget, kinds=kinds, scope=scope,
                            stack=stack, normalise=normalise, meta=meta)
     small, report = repair(adapter, mask, calibration if calibration is not None else [], task, settings,
-                           progress=progress, log=log)
+                           progress=progress, log=log, origin=origin)
     return Pruned(small, mask, report, adapter.num_parameters(), small.num_parameters(), notes)

@@ -104,6 +104,7 @@ class RepairReport:
     sites: tuple[SiteRepair, ...] = field(default_factory=tuple)
     kl_before: float | None = None  # held-out mean KL(dense || pruned) without repair
     kl_after: float | None = None  # ... with the repair (kept only when lower)
+    calibration: dict | None = None  # where the calibration rows came from (mtprune.calibration.Drawn.describe)
 
     @property
     def changed(self) -> int:
@@ -113,7 +114,8 @@ class RepairReport:
         # files say "method", as they did before solvers had a name of their own
         return {"method": self.solver, "calibration_rows": self.calibration_rows, "tokens": self.tokens,
                 "seconds": round(self.seconds, 3), "changed": self.changed, "kl_before": self.kl_before,
-                "kl_after": self.kl_after, "sites": [s.to_dict() for s in self.sites]}
+                "kl_after": self.kl_after, "sites": [s.to_dict() for s in self.sites],
+                **({"calibration": self.calibration} if self.calibration is not None else {})}
 
     def summary(self) -> str:
         if not get_solver(self.solver).refits:
@@ -136,29 +138,17 @@ class RepairReport:
 
 def calibration_rows(task, n: int = 1024, split: str | None = None, data_file=None, seed: int = 0) -> list[dict]:
     """``n`` rows drawn with ``seed`` (uniformly: no labels are needed) from the task's train split,
-    another split, or a JSONL file of the task's fields (labels optional)."""
-    import datasets
-
-    from mtprune.tasks import get_task, load_rows, sample_rows
+    another split, or a JSONL file of the task's fields (labels optional); several sources with
+    weights: :class:`mtprune.calibration.CalibrationMix`."""
+    from mtprune.calibration import CalibrationMix
+    from mtprune.tasks import get_task
 
     task = get_task(task) if isinstance(task, str) else task
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise MtpruneError(f"--calib must be at least 1, not {n}")
-    if data_file is not None:
-        try:
-            ds = datasets.load_dataset("json", data_files=str(data_file), split="train")
-        except Exception as exc:
-            raise MtpruneError(f"could not read calibration rows from {data_file}: {exc}") from None
-        missing = [f for f in task.fields if f not in ds.column_names]
-        if missing:
-            raise MtpruneError(f"{data_file}: the calibration rows lack the field(s) {', '.join(missing)} that "
-                               f"task {task.name} needs")
-    else:
-        ds = load_rows(task, split or task.train_split)
-    if len(ds) == 0:
-        raise MtpruneError("the calibration set is empty")
-    rows = sample_rows(ds, min(int(n), len(ds)), seed=seed, balanced=False)
-    return [{f: r[f] for f in task.fields} for r in rows]
+    mix = CalibrationMix.of_files([data_file], int(n), seed) if data_file is not None else \
+        CalibrationMix.of_task(task, int(n), split, seed)
+    return [r for rows in mix.draw(task).rows.values() for r in rows]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,12 +400,16 @@ def _set_out_weight(model, site, W: torch.Tensor) -> None:
 
 
 def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings | None = None, *,
-           progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None):
+           progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
+           origin: dict | None = None):
     """``(pruned and repaired adapter, RepairReport)``: ``adapter`` hard-pruned by ``mask``, its
     pruned sites' out projections refit (see the module's docstring).
 
     ``calibration`` is a list of rows of ``task`` (their fields are read, not their labels), or
-    ``{task: rows}`` for a model several tasks share. The solver ``none`` only prunes. A mask that
+    ``{task: rows}`` for a model several tasks share (a key: a task name or a
+    :class:`~mtprune.tasks.TaskSpec`, as read through another task's head). ``origin`` says where
+    the rows came from (:meth:`mtprune.calibration.Drawn.describe`): the report and the pruned model's
+    description record it. The solver ``none`` only prunes. A mask that
     prunes heads the model cannot remove physically (T5, grouped key/value heads) is an error, as
     in :func:`mtprune.pruning.hard_prune`: prune and repair their FFN neurons.
     """
@@ -467,7 +461,7 @@ def repair(adapter, mask: Mask, calibration, task=None, settings: RepairSettings
     finally:
         adapter.model.train(was)
     report = RepairReport(settings.solver, n_rows, tokens, time.perf_counter() - t0, tuple(reports),
-                          kl_before=fidelity[0], kl_after=fidelity[1])
+                          kl_before=fidelity[0], kl_after=fidelity[1], calibration=origin)
     _record(pruned, report)
     return pruned, report
 
@@ -481,7 +475,7 @@ def _calibration_by_task(adapter, calibration, task) -> dict:
         if task is None:
             raise ValueError("calibration rows need their task")
         calibration = {task.name if hasattr(task, "name") else task: calibration}
-    per_task = {get_task(t): [dict(r) for r in rows] for t, rows in calibration.items()}
+    per_task = {get_task(t) if isinstance(t, str) else t: [dict(r) for r in rows] for t, rows in calibration.items()}
     for t, rows in per_task.items():
         adapter.head_for(t)
         missing = sorted({f for r in rows for f in t.fields if f not in r})
@@ -513,6 +507,8 @@ def _record(pruned, report: RepairReport) -> None:
     entry = dict(getattr(pruned.model.config, PRUNED_KEY, None) or {})
     entry["repair"] = {"method": report.solver, "calibration_rows": report.calibration_rows,
                        "sites_refit": report.changed, "sites": len(report.sites)}
+    if report.calibration is not None:
+        entry["repair"]["calibration"] = report.calibration
     setattr(pruned.model.config, PRUNED_KEY, entry)
     pruned._fingerprint = None
 

@@ -35,8 +35,13 @@ def register(sub):
     add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)")
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for --repair (default 1024)")
     p.add_argument("--calib-split", default=None, help="the split calibration rows come from (default: train)")
-    p.add_argument("--calib-file", default=None,
-                   help="calibration rows from a JSONL file of the task's fields instead (no labels needed)")
+    p.add_argument("--calib-file", default=None, action="append",
+                   help="calibration rows from a JSONL file of the task's fields instead (no labels needed); "
+                        "repeat it for several files, in equal shares")
+    p.add_argument("--calib-mix", default=None, metavar="SOURCE:WEIGHT,...",
+                   help="calibration rows from several sources in proportion to their weights: 'task' (the "
+                        "task's --calib-split), a task's split (imdb/test) or a JSONL file, as "
+                        "task:0.5,imdb/test:0.5 (the deployment domain's own text, no labels needed)")
     add_kinds_arg(p, None, "ffn with --sparsity, all with --budget")
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="layer: the same sparsity in every layer (default); global: top units of the model")
@@ -91,6 +96,7 @@ def run(args):
 def _read_args(args):
     """Everything checked before the model loads: ``(task, settings, attribution spec, given mask)``."""
     from mtprune.attribution import AttributionSpec
+    from mtprune.calibration import parse_mix
     from mtprune.checkpoints import check_out_dir
     from mtprune.costs import Budget
     from mtprune.experiments.core import check_at_least
@@ -127,7 +133,9 @@ def _read_args(args):
         task=task.name, method=args.method, examples=FIRST if args.examples == "auto" else args.examples,
         seed=args.seed, split=args.split,
         kinds="all" if budget is not None else kinds, **({"variant": args.variant} if args.variant else {}))
-    calib = plan_calibration(task, args.repair, DEFAULT_REPAIR, args.calib, args.calib_split, args.calib_file)
+    mix = parse_mix(task, args.calib_mix, args.calib_file, args.calib, args.calib_split) \
+        if args.calib_mix is not None or args.calib_file else None
+    calib = plan_calibration(task, args.repair, DEFAULT_REPAIR, args.calib, args.calib_split, mix=mix)
     settings = {"sparsity": p if given is None and budget is None else None,
                 "budget": budget if given is None else None, "kinds": kinds, "out": out, "calibration": calib,
                 "repair": RepairSettings(solver=calib.solver, batch_size=args.batch_size)}
@@ -201,6 +209,10 @@ def _print(info: dict, done, measured: dict, task, args) -> None:
     for n in info["notes"]:
         print(n)
     print(done.report.summary())
+    if done.report.calibration is not None:
+        from mtprune.calibration import summary_line
+
+        print(summary_line(done.report.calibration))
     for t, r in measured.items():
         print(f"measured on {t}/{r.split}: accuracy {r.describe()}")
     out = info["out"]

@@ -27,29 +27,41 @@ def register(sub):
     p.add_argument("--scope", default="layer", choices=("layer", "global"))
     p.add_argument("--variant", default="abs", choices=("abs", "signed"))
     p.add_argument("--seed", type=int, default=0)
-    add_repair_arg(p, "none", "repairs to evaluate every mask with, on the source task's train rows", many=True)
-    p.add_argument("--calib", type=int, default=1024, help="calibration rows for repair (default 1024)")
+    add_repair_arg(p, "none", "repairs to evaluate every mask with, on the calibration rows of --calib", many=True)
+    p.add_argument("--calib", default="source", metavar="{source,target,mix}",
+                   help="where a repair's calibration rows come from (no labels are read): source: the source "
+                        "task's train rows (default); target: the target's own text, from a split other than the "
+                        "one measured; mix: half each (a number here is the old spelling of --calib-rows)")
+    p.add_argument("--calib-rows", type=int, default=None, help="calibration rows for repair (default 1024)")
     add_experiment_args(p, DEFAULT_OUT)
     p.set_defaults(func=run)
 
 
 def run(args):
     from mtprune.experiments.core import parse_list
-    from mtprune.experiments.unseen import UnseenConfig, parse_pairs, run_unseen, unseen_summary, unseen_verdicts
+    from mtprune.solvers import get_solver
+    from mtprune.experiments.unseen import (UnseenConfig, check_calibration, parse_pairs, run_unseen, unseen_summary,
+                                            unseen_verdicts)
 
     settings = eval_settings(args)
+    calib_from, calib_rows = read_calib(args.calib, args.calib_rows)
     cfg = UnseenConfig(pairs=tuple(parse_pairs(args.pairs)), methods=tuple(parse_list(args.methods, "methods")),
                        sparsities=args.sparsities, examples=args.examples, trials=args.trials, kinds=args.kinds,
-                       scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=args.calib,
-                       reliability=args.reliability, max_examples=args.max_examples)
+                       scope=args.scope, variant=args.variant, seed=args.seed, repairs=args.repair, calib=calib_rows,
+                       calib_from=calib_from, reliability=args.reliability, max_examples=args.max_examples)
+    check_calibration(cfg, settings)
     adapter = load_model(args)
     df = run_unseen(adapter, cfg, settings, out=args.out, resume=not args.no_resume, log=logger(args))
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    print(f"wrote {len(df)} rows to {args.out}", file=sys.stderr)
+    print(f"wrote {len(df)} row{'' if len(df) == 1 else 's'} to {args.out}", file=sys.stderr)
     lo = min((s for s in cfg.sparsities if s > 0), default=0.0)
     hi = max(cfg.sparsities)
-    print(f"accuracy: dense, and the mean over sparsities {lo:g}-{hi:g}:")
+    said = {"source": "the source's train rows", "target": "each target's own text (another split)",
+            "mix": "half the source's train rows, half each target's own text"}[cfg.calib_from]
+    refit = any(get_solver(r).refits for r in cfg.repairs)
+    print(f"accuracy: dense, and the mean over sparsities {lo:g}-{hi:g}"
+          + (f" (repairs calibrated on {said}, {cfg.calib} rows)" if refit else "") + ":")
     print(unseen_summary(df, lo=lo, hi=hi).round(3).to_string())
     method = next((m for m in cfg.methods if m != "random"), None)
     if method is not None and hi > 0:
@@ -61,3 +73,24 @@ def run(args):
 
         write_chart(args, unseen_figure(df))
     return 0
+
+
+def read_calib(calib: str, rows: int | None) -> tuple[str, int]:
+    """``(where calibration rows come from, how many)`` from ``--calib`` and ``--calib-rows``; a
+    number in ``--calib`` is the old spelling of ``--calib-rows``."""
+    from mtprune.errors import MtpruneError
+    from mtprune.experiments.unseen import CALIB_CHOICES
+
+    text = str(calib).strip()
+    try:
+        old = int(text)
+    except ValueError:
+        old = None
+    if old is None:
+        if text not in CALIB_CHOICES:
+            raise MtpruneError(f"--calib is one of {', '.join(CALIB_CHOICES)} (or a number of rows, the old "
+                               f"spelling of --calib-rows), not {text!r}")
+        return text, 1024 if rows is None else rows
+    if rows is not None:
+        raise MtpruneError("give the calibration rows once: --calib-rows N (--calib N is its old spelling)")
+    return "source", old

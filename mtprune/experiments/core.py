@@ -514,7 +514,12 @@ class Runner:
         if key in self._repaired:
             return self._repaired[key]
         t0 = time.perf_counter()
-        calib = {t: self.calibration(t, repair.calib, repair.seed) for t in repair.tasks}
+        if repair.mix is None:
+            calib = {t: self.calibration(t, repair.calib, repair.seed) for t in repair.tasks}
+        else:
+            if (repair.mix, repair.tasks[0]) not in self._calib:
+                self._calib[(repair.mix, repair.tasks[0])] = repair.mix.draw(repair.tasks[0]).rows
+            calib = self._calib[(repair.mix, repair.tasks[0])]
         done = prune(self.adapter, repair.tasks[0], mask=mask, repair_with=repair.solver, calibration=calib)
         model = done.adapter
         self.stats["repair_seconds"] = self.stats.get("repair_seconds", 0.0) + time.perf_counter() - t0
@@ -537,12 +542,14 @@ class Runner:
 @dataclass(frozen=True)
 class Repair:
     """How a row's pruned model is repaired: the solver and its calibration rows (``calib`` rows of
-    each of ``tasks``' train splits, drawn with ``seed``)."""
+    each of ``tasks``' train splits, drawn with ``seed``; or those of ``mix``, a
+    :class:`mtprune.calibration.CalibrationMix` read for ``tasks[0]``)."""
 
     solver: str  # a registered solver (mtprune.solvers)
     tasks: tuple[str, ...]
     calib: int = 1024
     seed: int = 0
+    mix: object = None  # a CalibrationMix; None: the tasks' train splits (and the keys of before)
 
     def __post_init__(self):
         get_solver(self.solver)
@@ -552,8 +559,10 @@ class Repair:
         return get_solver(self.solver).refits
 
     def key(self) -> dict:
-        return {"repair": self.solver} if not self.refits else \
-            {"repair": self.solver, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
+        if not self.refits:
+            return {"repair": self.solver}
+        out = {"repair": self.solver, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
+        return out if self.mix is None else {**out, "calib_mix": self.mix.key()}
 
 
 @dataclass

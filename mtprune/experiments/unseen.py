@@ -17,6 +17,12 @@ trial (``p_vs_random``; for methods other than ``random``, when ``random`` is am
 in the cross-task case, the target's own mask of the same method (``p_vs_own``), with the outcome in
 words (``verdict``; :func:`unseen_verdicts` says it per target). The rows of one pair are one group:
 the per-row predictions the tests read stay in memory for that pair only.
+
+A repaired row reads no labels, so its calibration rows can be the deployment domain's own text
+(``UnseenConfig.calib_from``, ``--calib``, the ``calib`` column): ``source`` (the source task's
+train rows, as before: the same keys), ``target`` (the target's own rows from a split other than
+the one measured; a target with no such split is an error before any row is made) or ``mix``
+(half each: one model for both).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from mtprune.experiments.core import (ALPHA, EvalSettings, Group, Point, Repair,
                                       paired_test, parse_methods, parse_sparsities, run_points,
                                       stderr_log)
 from mtprune.masks import check_choices
-from mtprune.solvers import check_solvers
+from mtprune.solvers import check_solvers, get_solver
 from mtprune.methods import get_method
 from mtprune.tasks import TaskSpec, get_task
 
@@ -47,7 +53,9 @@ PAPER_PAIRS: tuple[tuple[str, str], ...] = (
     ("rte", "qnli"),
     ("sst2", "qnli"),
 )
-UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "trial", "accuracy",
+CALIB_CHOICES = ("source", "target", "mix")  # where a repair's calibration rows come from (--calib)
+UNSEEN_COLUMNS = ["source", "target", "head", "mask_from", "method", "sparsity", "repair", "calib", "trial",
+                  "accuracy",
                   "accuracy_low", "accuracy_high", "f1",
                   "mcc", "examples", "kinds", "scope", "split", "n_eval", "kept_units", "model_fingerprint", "key",
                   "p_vs_dense", "p_vs_random", "p_vs_own", "verdict"]
@@ -123,8 +131,10 @@ class UnseenConfig:
     scope: str = "layer"
     variant: str = "abs"
     seed: int = 0
-    repairs: tuple[str, ...] = ("none",)  # every mask also evaluated repaired on the source's train rows
-    calib: int = 1024
+    repairs: tuple[str, ...] = ("none",)  # every mask also evaluated repaired on calibration rows (calib_from)
+    calib: int = 1024  # calibration rows
+    calib_from: str = "source"  # source: the source task's train rows; target: the target's own text from a split
+    # other than the one measured; mix: half each (CALIB_CHOICES)
     reliability: float = DEFAULT_TARGET  # examples "auto": the reliability every kind must reach
     max_examples: int = DEFAULT_CAP  # examples "auto": at most this many
 
@@ -143,7 +153,11 @@ class UnseenConfig:
         check_at_least(self.trials, "--trials")
         check_choices(self.scope, self.kinds)
         object.__setattr__(self, "repairs", check_solvers(self.repairs))
-        check_at_least(self.calib, "--calib")
+        check_at_least(self.calib, "--calib-rows")
+        if self.calib_from not in CALIB_CHOICES:
+            raise MtpruneError(f"--calib is one of {', '.join(CALIB_CHOICES)}, not {self.calib_from!r}")
+        if self.calib_from != "source" and not any(get_solver(r).refits for r in self.repairs):
+            raise MtpruneError(f"--calib {self.calib_from} calibrates a repair: give one that refits (--repair lsq)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,21 +170,60 @@ def run_unseen(adapter, cfg: UnseenConfig, evals: EvalSettings | None = None, *,
     log = log or (lambda msg: None)
     resolved = [resolve_pair(adapter, s, t) for s, t in cfg.pairs]
     runner = Runner(adapter, evals, log=log, rows=rows)
+    mixes = {p: {m: calibration_mix(cfg, p, m, runner.eval_split(p.target_spec()))
+                 for m in [p.source] + ([p.target] if p.cross_task else [])} for p in resolved}  # fails before a row
     table = ResultTable(out, resume=resume, columns=UNSEEN_COLUMNS)
     t_start = time.perf_counter()
     groups = []
     for pair in resolved:
         target = pair.target_spec()
         log(f"{pair.source} -> {pair.target} (head {pair.head}, {runner.eval_size(target)} rows of "
-            f"{runner.eval_split(target)})")
-        points = _pair_points(runner, cfg, pair, target)
+            f"{runner.eval_split(target)})" + (f"; repairs calibrated on {mixes[pair][pair.source].describe()}"
+                                               if mixes[pair][pair.source] is not None else ""))
+        points = _pair_points(runner, cfg, pair, target, mixes[pair])
         groups.append(Group(f"{pair.source} -> {pair.target}", points, unseen_tests(points, target, pair.source)))
     keys = run_points(runner, table, "unseen", groups, progress)
-    return finish(table, keys, runner, t_start)
+    df = finish(table, keys, runner, t_start)
+    if len(df) and "repair" in df:  # rows written before the calib column were calibrated on the source
+        refit = df["repair"].fillna("none").map(lambda r: get_solver(r).refits)
+        calib = df["calib"] if "calib" in df else pd.Series(np.nan, index=df.index, dtype=object)
+        df["calib"] = calib.where(~refit | calib.notna(), "source")
+    return df
 
 
-def _pair_points(runner: Runner, cfg: UnseenConfig, pair: Pair, target: TaskSpec) -> list[Point]:
-    """Every (mask source, method, trial, repair, sparsity) of one pair, its keys those of before."""
+def check_calibration(cfg: UnseenConfig, evals: EvalSettings | None = None) -> None:
+    """One line, before any model loads, when ``cfg.calib_from`` needs a target's own text and a
+    target has no split apart from the one it is measured on (``evals.split``, else its default)."""
+    from mtprune.calibration import other_split
+
+    if cfg.calib_from == "source" or not any(get_solver(r).refits for r in cfg.repairs):
+        return
+    for t in dict.fromkeys(t for _, t in cfg.pairs):
+        task = get_task(t)
+        other_split(task, (evals.split if evals is not None else None) or task.default_split)
+
+
+def calibration_mix(cfg: UnseenConfig, pair: Pair, mask_from: str, measured: str):
+    """The calibration rows of a repaired row of ``pair`` whose mask is ``mask_from``'s, as
+    ``cfg.calib_from`` says (a :class:`mtprune.calibration.CalibrationMix`): None for the source's
+    train rows (the rows and keys of before, and a target's own mask in the cross-task case, whose
+    train rows are already its own text); else the target's own text from a split other than the
+    ``measured`` one, read through the pair's head, alone (``target``) or half and half with the
+    source's train rows (``mix``). One line when the target has no such split."""
+    from mtprune.calibration import CalibrationMix, CalibSource, other_split
+
+    if cfg.calib_from == "source" or mask_from == pair.target:
+        return None
+    text = CalibSource(1.0, task=pair.target, split=other_split(pair.target, measured), read_as=pair.target,
+                       head=pair.head)
+    if cfg.calib_from == "target":
+        return CalibrationMix((text,), cfg.calib, 0)
+    return CalibrationMix((CalibSource(1.0, task=mask_from), text), cfg.calib, 0)
+
+
+def _pair_points(runner: Runner, cfg: UnseenConfig, pair: Pair, target: TaskSpec, mixes: dict) -> list[Point]:
+    """Every (mask source, method, trial, repair, sparsity) of one pair, its keys those of before (the
+    repairs calibrated on ``mixes[mask_from]``; None: the mask source's train rows)."""
     points = []
     for mask_from in [pair.source] + ([pair.target] if pair.cross_task else []):
         for method in cfg.methods:
@@ -186,9 +239,9 @@ def _pair_points(runner: Runner, cfg: UnseenConfig, pair: Pair, target: TaskSpec
                        **auto_key(cfg.examples, cfg.reliability, cfg.max_examples)}
                 points += [Point(target, {**key, "sparsity": p},
                                  {**common, "sparsity": p, "examples": cfg.examples, "kinds": cfg.kinds,
-                                  "scope": cfg.scope},
+                                  "scope": cfg.scope, **({"calib": cfg.calib_from} if get_solver(r).refits else {})},
                                  mask_maker(runner, scores, p, cfg.scope, cfg.kinds), None, None,
-                                 Repair(r, (mask_from,), cfg.calib), scores)
+                                 Repair(r, (mask_from,), cfg.calib, mix=mixes[mask_from]), scores)
                            for r in cfg.repairs for p in cfg.sparsities]
     return points
 
