@@ -1,6 +1,8 @@
 """Prune and evaluate: a sparsity per unit kind or one budget in any registered measure, the mask
 as it changes, and the dense, pruned and repaired models side by side, with intervals, a paired
-test and the examples that changed."""
+test and the examples that changed. Every evaluation is a run kept on disk (mtprune.runs): any row
+of the run history reopens it, its address (``?run=<id>``) can be shared, and two runs can be
+compared (``?compare=<id>,<id>``)."""
 
 PAGE = {"section": "Explore", "title": "Prune and evaluate", "icon": ":material/content_cut:", "order": 3}  # read by app.py
 
@@ -10,10 +12,12 @@ import streamlit as st
 
 from mtprune import plots
 from mtprune.costs import Budget
+from mtprune.errors import MtpruneError
 from mtprune.evaluation import compare
 from mtprune.masks import kinds_in
 from mtprune.measures import all_measures
 from mtprune.pruning import count_parameters
+from mtprune.runs import compare_runs
 from mtprune.solvers import all_solvers
 from mtprune.text import human_count
 from mtprune.units import ordered_groups
@@ -27,6 +31,71 @@ from ui import widgets as W
 ctx = S.need_task("Prune and evaluate")
 st.caption(f"{ctx.model_name} · {ctx.task.name} · scores: {E.describe(ctx)}")
 
+
+def reliability_words(rel: dict | None) -> str:
+    """``scores from 256 examples; reliability: encoder FFN neurons 0.83, encoder attention heads 0.91``."""
+    if not rel:
+        return ""
+    if not rel.get("reliability"):
+        return rel.get("why") or ""
+    per = ", ".join(f"{plots.group_label(g)} {r['spearman']:.2f}" for g, r in rel["reliability"].items()
+                    if r.get("spearman") is not None)
+    n = rel.get("examples")
+    return (f"scores from {n:,} examples; " if n else "") + f"reliability (expected Spearman with another draw): {per}"
+
+
+def show_run(run, settings_digest: str | None) -> None:
+    """A run, whole: what it was, its metrics with intervals, the verdicts, the bars and the rows
+    that changed (flips, confusion matrices, every row)."""
+    how = run.settings.get("how") or "a mask"
+    method = W.method_label(run.settings["method"]) if run.settings.get("method") else ""
+    st.markdown(f"**Run `{run.id}`** · {how}" + (f" · {method}" if method else "")
+                + f" · {W.rows_words(run.limit)} of {run.task}/{run.split} · {run.created}")
+    if settings_digest is not None and run.mask_digest != settings_digest:
+        st.caption("This run's mask is not the one the settings above make now: press Evaluate to run theirs.")
+    url = getattr(st.context, "url", None) or ""
+    st.caption(f"The address of this run: `{url}?run={run.id}` (a reload or a shared link reopens it).")
+    dense, others = run.dense, run.others
+    r = st.columns(4)
+    W.show_metric(r[0], "Dense accuracy", dense)
+    W.show_metric(r[1], "Pruned accuracy", others["pruned"], dense)
+    if run.repair:
+        W.show_metric(r[2], f"Repaired accuracy ({run.repair['solver']})", run.final, dense, help=run.repair["summary"])
+    r[3].metric("Examples", run.n, help=f"{W.rows_words(run.limit)} of {run.task}/{run.split}")
+    for name, cmp in run.comparisons().items():
+        W.show_verdict(cmp, "dense", name)
+    names = list(dense.metrics)
+    series = {k: [v.metrics[n] for n in names] for k, v in run.results.items()}
+    bands = {k: ([v.interval(n)[0] for n in names], [v.interval(n)[1] for n in names]) for k, v in run.results.items()}
+    if run.repair:
+        st.caption(run.repair["summary"])
+    if run.reliability:
+        st.caption(reliability_words(run.reliability))
+    W.show_figure(plots.grouped_bars(names, series, metric="score", intervals=bands,
+                                     title=f"{run.task}/{run.split}: dense, pruned and repaired (bars: 95% intervals)"),
+                  key="prune.result")
+    st.markdown("**Which examples changed**")
+    try:
+        sections.show_examples(ctx, run.task, run.split, run.limit, dense, others, key="prune.examples")
+    except MtpruneError as exc:
+        W.error(exc)
+
+
+def open_run_from_address() -> None:
+    """Before the scores exist (a shared link on a fresh cache): the run in the address, if any."""
+    pick = state.opened_run()
+    if pick is None:
+        return
+    st.subheader("Evaluation")
+    try:
+        show_run(E.load_run(ctx, pick["id"]), None)
+    except MtpruneError as exc:
+        W.error(exc)
+        state.close_run()
+
+
+if E.scores_for(ctx)[0] is None:
+    open_run_from_address()
 scores, note = E.scores_or_button(ctx, key="prune.compute")
 kinds = kinds_in(scores)
 heads_per_layer = max((max(n) for g, n in ctx.facts["units"].items() if g.endswith("heads")), default=0)
@@ -37,28 +106,54 @@ SOLVERS = all_solvers()  # repair solvers (mtprune.solvers): the registry, not a
 MEASURES = all_measures()  # budget measures (mtprune.measures)
 
 
-def run_history():
-    """The model's run history: every evaluation on this page, with its interval, as a table and a CSV."""
+def run_history() -> None:
+    """The model's run history: every evaluation on this page, with its interval, as a table (a
+    row picked reopens its run) and a CSV."""
     st.subheader("Run history")
     runs = E.history_table(ctx)
     mine = runs[runs["task"] == ctx.task.name] if len(runs) else runs
-    if len(mine):
-        st.caption(f"Every evaluation of this model on this page ({len(runs)} in all, kept on disk beside the score "
-                   "cache: it survives slider moves, reloads and restarts).")
-        shown = [c for c in ("time", "task", "split", "rows", "method", "how", "repair", "value", "low", "high", "dense",
-                             "verdict", "p_value", "flops_kept", "session") if c in mine.columns]
-        st.dataframe(mine[shown].iloc[::-1].assign(method=lambda d: d["method"].map(W.method_label)), hide_index=True,
-                     column_config={"value": st.column_config.NumberColumn("accuracy", format="%.3f"),
-                                    "low": st.column_config.NumberColumn("95% low", format="%.3f"),
-                                    "high": st.column_config.NumberColumn("95% high", format="%.3f"),
-                                    "dense": st.column_config.NumberColumn(format="%.3f"),
-                                    "flops_kept": st.column_config.NumberColumn("FLOPs kept", format="%.2f")},
-                     key="prune.history")
-        st.download_button("Run history (CSV)", runs.to_csv(index=False).encode(),
-                           file_name=f"{ctx.facts['name']}-history.csv", mime="text/csv", key="prune.history_csv",
-                           icon=":material/table:", on_click="ignore")
-    else:
+    if not len(mine):
         st.caption("Your evaluations of this model will be listed here, with their intervals.")
+        return
+    st.caption(f"Every evaluation of this model on this page ({len(runs)} in all, kept on disk beside the score "
+               "cache: it survives slider moves, reloads and restarts). Pick a row to reopen its run.")
+    shown = [c for c in ("time", "task", "split", "rows", "method", "how", "repair", "value", "low", "high", "dense",
+                         "verdict", "p_value", "flops_kept", "session", "run") if c in mine.columns]
+    table = mine[shown].iloc[::-1].assign(method=lambda d: d["method"].map(W.method_label))
+    event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
+                         column_config={"value": st.column_config.NumberColumn("accuracy", format="%.3f"),
+                                        "low": st.column_config.NumberColumn("95% low", format="%.3f"),
+                                        "high": st.column_config.NumberColumn("95% high", format="%.3f"),
+                                        "dense": st.column_config.NumberColumn(format="%.3f"),
+                                        "flops_kept": st.column_config.NumberColumn("FLOPs kept", format="%.2f")},
+                         key="prune.history")
+    picked = event.selection.rows if event is not None else []
+    if picked and state.new_selection("prune.history", event.selection) and "run" in table:
+        rid = table.iloc[picked[0]]["run"]
+        if isinstance(rid, str) and rid:
+            state.open_run(rid)
+            st.rerun()
+        st.caption("This row was recorded before runs were kept whole: it cannot be reopened.")
+    st.download_button("Run history (CSV)", runs.to_csv(index=False).encode(),
+                       file_name=f"{ctx.facts['name']}-history.csv", mime="text/csv", key="prune.history_csv",
+                       icon=":material/table:", on_click="ignore")
+
+
+def reopen_run(infos: list) -> None:
+    """A list of this model's runs of the task: the one picked opens above."""
+    if not infos:
+        return
+    labels = {i.id: i.label() for i in infos}
+
+    def pick():
+        rid = st.session_state.get("prune.reopen")
+        if rid:
+            state.open_run(rid)
+        st.session_state["prune.reopen"] = None
+
+    st.selectbox("Reopen a run", list(labels), index=None, key="prune.reopen", format_func=labels.get,
+                 on_change=pick, placeholder=f"{len(labels)} run{'' if len(labels) == 1 else 's'} of {ctx.task.name} kept on disk",
+                 help="every evaluation is kept whole on disk: its metrics, verdicts and rows come back as they were")
 
 
 def choose_units() -> dict:
@@ -159,57 +254,153 @@ def evaluation_settings() -> tuple:
 
 
 def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str, calib: int) -> None:
-    """Dense, pruned and (with a solver) repaired, each recorded in the run history."""
+    """Dense, pruned and (with a solver) repaired as one run kept on disk, opened on the page; each
+    model's row in the run history."""
+    t0 = time.perf_counter()
     ffn_only = settings["mode"] == "sparsity" and not settings["sparsity"].get("heads")
     how = V.mask_slug(settings) + ("" if settings["mode"] == "budget" else f" ({settings['scope']})")
     base = dict(method=ctx.spec.method, how=how, params=params, flops_kept=flops,
                 sparsity=settings["sparsity"].get("ffn") if ffn_only else None)
+    chosen = {**base, "mode": settings["mode"], "scope": settings["scope"],
+              "sparsity_per_kind": dict(settings["sparsity"]),
+              "budget": str(settings["budget"]) if settings["mode"] == "budget" else None}
     try:
-        dense, pruned = E.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, mask)
-        E.record_run(ctx, V.history_record(ctx.model_name, pruned, compare(dense, pruned), **base))
-        if SOLVERS[solver].refits:
-            with st.spinner(f"repairing on {calib} {ctx.task.name} rows, then evaluating..."):
-                res, _ = E.evaluate_repaired(ctx, ctx.task.name, ctx.split, limit, mask, solver, calib)
-            E.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res), **base, repair=solver))
+        run = E.evaluate_run(ctx, scores, mask, limit, solver, calib, chosen)
+        for name, res in run.others.items():
+            record = V.history_record(ctx.model_name, res, compare(run.dense, res), **base,
+                                      repair=run.repair["solver"] if run.repair and name != "pruned" else "none")
+            E.record_run(ctx, {**record, "run": run.id})
+        state.open_run(run.id)
     except Exception as exc:
         W.error(exc)
+    st.session_state["_prune.evaluate_seconds"] = time.perf_counter() - t0
+
+
+def current_run(mask, limit, solver: str, calib: int):
+    """The run the page shows: the one opened (by Evaluate, the address or the run history) until
+    the settings change, else the one these settings made before (this session or another), or None."""
+    mark = E.run_key(ctx, scores.spec, ctx.task.name, ctx.split, limit, mask.digest(), solver, calib)
+    pick = state.opened_run()
+    if pick is not None and pick["at"] is None:  # just opened: these settings are its starting point
+        state.open_run(pick["id"], mark)
+    elif pick is not None and pick["at"] != mark:  # the settings moved since it was opened
+        state.close_run()
+        pick = None
+    if pick is not None:
+        try:
+            return E.load_run(ctx, pick["id"])
+        except MtpruneError as exc:
+            W.error(exc)
+            state.close_run()
+            return None
+    run = E.find_run(ctx, mark)
+    if run is not None:
+        state.open_run(run.id, mark)
+    return run
 
 
 def show_results(mask, limit, solver: str, calib: int) -> None:
-    """The last evaluation of this mask: metrics, verdicts, bars with intervals, the examples that changed."""
-    digest = mask.digest()
-    dense = E.find_eval(ctx, ctx.task.name, ctx.split, limit)
-    pruned = E.find_eval(ctx, ctx.task.name, ctx.split, limit, digest)
-    fixed = state.store("repaired").get((ctx.fingerprint, ctx.task.name, ctx.split, limit, digest, solver,
-                                         calib)) if SOLVERS[solver].refits else None
-    if dense is None or pruned is None:
+    """The open run (metrics, verdicts, bars with intervals, the examples that changed), or what to do."""
+    run = current_run(mask, limit, solver, calib)
+    if run is None:
         st.caption("The mask changed since the last evaluation: press Evaluate again."
                    if st.session_state.get("_prune.evaluated_once") else
                    "Press Evaluate to run the pruned model on the split (the dense model is evaluated once "
-                   "and remembered); with a repair, the repaired model too.")
+                   "and kept); with a repair, the repaired model too. Every evaluation is kept as a run.")
         return
-    r = st.columns(4)
-    W.show_metric(r[0], "Dense accuracy", dense)
-    W.show_metric(r[1], "Pruned accuracy", pruned, dense)
-    others = {"pruned": pruned}
-    if fixed is not None:
-        others[f"pruned + {solver}"] = fixed[0]
-        W.show_metric(r[2], f"Repaired accuracy ({solver})", fixed[0], dense, help=fixed[1].summary())
-    r[3].metric("Examples", pruned.n, help=f"{W.rows_words(limit)} of {ctx.task.name}/{ctx.split}")
-    for name, res in others.items():
-        W.show_verdict(compare(dense, res), "dense", name)
-    names = list(dense.metrics)
-    series = {"dense": [dense.metrics[n] for n in names], **{k: [v.metrics[n] for n in names] for k, v in others.items()}}
-    bands = {k: ([v.interval(n)[0] for n in names], [v.interval(n)[1] for n in names])
-             for k, v in {"dense": dense, **others}.items()}
-    if fixed is not None:
-        st.caption(fixed[1].summary())
-    W.show_figure(plots.grouped_bars(names, series, metric="score", intervals=bands,
-                                     title=f"{ctx.task.name}/{ctx.split}: dense, pruned and repaired "
-                                           "(bars: 95% intervals)"),
-                  key="prune.result")
-    st.markdown("**Which examples changed**")
-    sections.show_examples(ctx, ctx.task.name, ctx.split, limit, dense, others, key="prune.examples")
+    show_run(run, mask.digest())
+    if st.button("Delete this run", key="prune.delete_run", icon=":material/delete:",
+                 help="remove it from the disk (its rows stay in the run history, which can no longer reopen it)"):
+        try:
+            E.delete_run(ctx, run.id)
+        except MtpruneError as exc:
+            W.error(exc)
+        state.close_run()
+        state.compare_runs(*[None if x == run.id else x for x in state.compared_runs()])
+        st.rerun()
+
+
+def compare_pick(infos: list) -> tuple:
+    """Two runs of the task picked to compare (either None); ids from the address that are not runs
+    of this model are said in one line each and dropped."""
+    labels = {i.id: i.label() for i in infos}
+    a, b = state.compared_runs()
+    if len(labels) < 2 and not (a or b):
+        return None, None
+    for rid in (a, b):
+        if rid and rid not in labels:
+            try:
+                E.load_run(ctx, rid)
+            except MtpruneError as exc:
+                W.error(exc)
+    a, b = (a if a in labels else None), (b if b in labels else None)
+    for key, rid in (("prune.run_a", a), ("prune.run_b", b)):
+        if key not in st.session_state or st.session_state[key] not in labels:
+            st.session_state[key] = rid
+    state.compare_runs(a, b)
+
+    def sync():
+        state.compare_runs(st.session_state.get("prune.run_a"), st.session_state.get("prune.run_b"))
+
+    c = st.columns(2)
+    a = c[0].selectbox("Run A", list(labels), index=None, key="prune.run_a", format_func=labels.get, on_change=sync,
+                       placeholder="a run", help="the reference")
+    b = c[1].selectbox("Run B", list(labels), index=None, key="prune.run_b", format_func=labels.get, on_change=sync,
+                       placeholder="another run", help="compared with run A on the same rows")
+    return a, b
+
+
+def compare_section(infos: list) -> None:
+    """Two runs side by side: their metrics, the paired test of their final models, the rows where
+    they differ and their masks' difference per layer."""
+    st.subheader("Compare two runs")
+    a, b = compare_pick(infos)
+    if not a or not b or a == b:
+        st.caption("Pick two runs of this task on the same rows: their models are tested against each other "
+                   "row by row (McNemar), and their masks compared layer by layer. Evaluate two masks to have "
+                   "two runs." if len(infos) < 2 else
+                   "Pick two runs of this task on the same rows: their models are tested against each other "
+                   "row by row (McNemar), and their masks compared layer by layer.")
+        return
+    run_a, run_b = E.load_run(ctx, a), E.load_run(ctx, b)
+    st.dataframe(runs_table({"A": run_a, "B": run_b}), hide_index=True, key="prune.compare.table")
+    try:
+        both = compare_runs(run_a, run_b)
+    except MtpruneError as exc:
+        W.error(exc)
+        return
+    W.show_verdict(both.comparison, f"run A ({run_a.final_name})", f"run B ({run_b.final_name})")
+    rows = E.eval_rows(run_a.task, run_a.split, run_a.limit)
+    table = V.flips_table(rows, run_a.task, run_a.final, run_b.final, "A", "B")
+    differ = table.iloc[both.differ]
+    st.markdown(f"**Where they differ** · {len(differ)} of {run_a.n} rows")
+    if len(differ):
+        st.dataframe(differ, hide_index=True, key="prune.compare.rows", height=min(38 + 35 * len(differ), 400),
+                     column_config={"text": st.column_config.TextColumn(width="large"),
+                                    "change in P(gold)": st.column_config.NumberColumn(format="%+.3f")})
+    if both.masks is None:
+        return
+    for g in ordered_groups(list(both.masks)):
+        d = both.masks[g]
+        if sum(d["only_a"]) + sum(d["only_b"]) or len(both.masks) == 1:
+            W.show_figure(plots.mask_difference_figure(d, group=g), key=f"prune.compare.mask.{g}")
+    st.caption("Per layer: the units both masks keep, and those only one of them keeps "
+               f"({sum(sum(d['only_a']) + sum(d['only_b']) for d in both.masks.values()):,} units differ).")
+
+
+def runs_table(runs: dict):
+    """One row per run: what it was and each of its models' accuracy with its 95% interval."""
+    import pandas as pd
+
+    out = []
+    for name, r in runs.items():
+        row = {"run": name, "id": r.id, "how": r.settings.get("how"), "method": r.settings.get("method"),
+               "repair": (r.repair or {}).get("solver", "none"), "rows": r.n}
+        for k, v in r.results.items():
+            lo, hi = v.interval()
+            row["repaired" if " + " in k else k] = f"{v.accuracy:.3f} ({lo:.3f}-{hi:.3f})"
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 @st.fragment
@@ -231,6 +422,9 @@ def mask_and_evaluation():
     if run_eval:
         st.session_state["_prune.evaluated_once"] = True
     run_history()
+    infos = E.list_runs(ctx, ctx.task.name)
+    reopen_run(infos)
+    compare_section(infos)
     st.session_state["_prune.fragment_seconds"] = time.perf_counter() - t0
 
 

@@ -8,6 +8,12 @@ same rows.
 * :func:`compare` pairs two results on the same rows: which rows flipped (right -> wrong, wrong ->
   right), McNemar's exact test on those discordant rows (a two-sided binomial test), and a plain
   verdict: ``lower`` or ``higher`` when p < 0.05, else ``no measurable change``.
+* A mask is evaluated with hooks on the dense model (``prune="soft"``), on a sliced copy
+  (``"hard"``: :func:`mtprune.pruning.hard_prune`, faster) or, with ``"auto"``, sliced where the
+  mask allows it and hooked where it does not (:func:`pruned_model`).
+* ``cache_logits=True`` keeps a dense evaluation's logits on disk (the ``logits`` namespace of
+  :class:`mtprune.cache.DiskCache`), keyed by the model's fingerprint, the task, its head, the
+  split and the rows themselves: a second evaluation of the same rows, in any process, reads them.
 """
 
 from __future__ import annotations
@@ -126,6 +132,7 @@ class EvalResult:
     head: str = ""
     intervals: dict = field(default_factory=dict)  # metric -> (low, high), 95%
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
+    how: str = field(default="", compare=False)  # dense | cached | soft | hard: how the logits were had
 
     def interval(self, metric: str = "accuracy") -> tuple[float, float]:
         return tuple(self.intervals.get(metric, (float("nan"), float("nan"))))
@@ -133,6 +140,7 @@ class EvalResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("predictions", None)
+        d.pop("how", None)
         d.update(self.metrics)
         d["intervals"] = {m: [round(v, 6) for v in iv] for m, iv in self.intervals.items()}
         d["level"] = LEVEL
@@ -256,13 +264,93 @@ def eval_rows(task: TaskSpec | str, split: str | None = None, limit: int | None 
     return rows
 
 
+PRUNE_MODES = ("soft", "hard", "auto")
+LOGITS_NAMESPACE = "logits"
+
+
+def pruned_model(adapter, mask, prune: str = "auto"):
+    """``(model, context, how)``: what evaluates ``adapter`` with ``mask`` applied.
+
+    ``"hard"``: a sliced copy (:func:`mtprune.pruning.hard_prune`; the model's own hooks are not
+    used, and the copy can run while other code runs the dense model); ``"soft"``: the dense model
+    and a context factory that hooks the pruned units away while it is entered; ``"auto"``: hard
+    where the mask allows it (every pruned unit can be sliced away), else soft. A mask that keeps
+    every unit is the dense model. Slicing copies the model's state: hold the model's lock around
+    this call when other code may set hooks on it.
+    """
+    from mtprune.pruning import hard_prune, hard_prune_problem, soft_prune
+
+    if prune not in PRUNE_MODES:
+        raise MtpruneError(f"prune must be one of {', '.join(PRUNE_MODES)}, not {prune!r}")
+    mask.check_matches(adapter)
+    if mask.keeps_all():
+        return adapter, None, "dense"
+    if prune == "hard" or (prune == "auto" and hard_prune_problem(adapter, mask) is None):
+        return hard_prune(adapter, mask), None, "hard"
+    return adapter, (lambda: soft_prune(adapter, mask)), "soft"
+
+
+def rows_digest(task: TaskSpec, rows: Sequence[dict]) -> str:
+    """A hash of the rows an evaluation reads (the task's fields and the labels, in order)."""
+    from mtprune.io import stable_hash
+
+    fields = (*task.fields, "label")
+    return stable_hash([{k: r.get(k) for k in fields} for r in rows], 24)
+
+
+def logits_key(adapter, task: TaskSpec, split: str, rows: Sequence[dict]) -> str:
+    """The disk cache key of a dense model's logits on ``rows``."""
+    from mtprune import __version__
+    from mtprune.cache import make_key
+
+    return make_key({"what": "dense logits", "model": adapter.fingerprint(), "task": task.name,
+                     "head": adapter.head_for(task), "split": split, "rows": rows_digest(task, rows),
+                     "n": len(rows), "max_length": getattr(adapter, "max_length", None), "version": __version__})
+
+
+def dense_logits(adapter, task: TaskSpec, split: str, rows: Sequence[dict], batch_size: int = 32,
+                 progress: Progress | None = None) -> tuple[torch.Tensor, bool]:
+    """``(logits, cache_hit)``: the dense model's logits on ``rows``, from the disk cache or computed
+    and stored there (one computation per key across processes). A cache that cannot be written is
+    passed by: the logits are computed and not kept."""
+    from safetensors.torch import load_file, save_file
+
+    from mtprune.cache import DiskCache
+
+    want = (len(rows), task.num_labels)
+
+    def read(path):
+        t = load_file(str(path))["logits"]
+        if tuple(t.shape) != want or not torch.isfinite(t).all():
+            raise ValueError(f"logits of shape {tuple(t.shape)}, expected {want}")
+        return t
+
+    def compute():
+        return predict_logits(adapter, task, rows, batch_size, progress)
+
+    cache = DiskCache(namespace=LOGITS_NAMESPACE)
+    try:
+        key = logits_key(adapter, task, split, rows)
+        logits, hit, _ = cache.get_or_compute(
+            key, compute, read, lambda t, tmp: save_file({"logits": t.contiguous()}, str(tmp),
+                                                           metadata={"task": task.name, "split": split}))
+    except MtpruneError:  # the cache is not writable: compute, keep nothing
+        return compute(), False
+    if hit and progress:
+        progress(len(rows), len(rows))
+    return logits, hit
+
+
 def evaluate(adapter, task: TaskSpec | str, split: str | None = None, limit: int | None = None,
              batch_size: int = 32, progress: Progress | None = None, rows: Sequence[dict] | None = None,
-             context=None, mask=None) -> EvalResult:
+             context=None, mask=None, prune: str = "soft", cache_logits: bool = False) -> EvalResult:
     """The task's metrics on ``rows`` (default: the first ``limit`` labeled rows of ``split``).
 
-    ``mask`` evaluates the soft-pruned model (:func:`mtprune.pruning.soft_prune`); ``context`` is
-    any other context-manager factory entered around the forward passes.
+    ``mask`` evaluates the pruned model: with hooks on this one (``prune="soft"``), on a sliced
+    copy (``"hard"``) or sliced where the mask allows (``"auto"``; :func:`pruned_model`).
+    ``context`` is any other context-manager factory entered around the forward passes.
+    ``cache_logits`` reads a dense evaluation's logits from the disk cache, or stores them there
+    (:func:`dense_logits`).
     """
     task = get_task(task) if isinstance(task, str) else task
     head = adapter.head_for(task)
@@ -272,19 +360,26 @@ def evaluate(adapter, task: TaskSpec | str, split: str | None = None, limit: int
     rows = [r for r in rows if r.get("label", -1) != -1]
     if not rows:
         raise MtpruneError(f"{task.name}/{split} has no labeled rows to evaluate")
+    how = "dense"
     if mask is not None:
         if context is not None:
             raise ValueError("pass a mask or a context, not both")
-        from mtprune.pruning import soft_prune
-
-        mask.check_matches(adapter)
-        context = lambda: soft_prune(adapter, mask)  # noqa: E731
+        adapter, context, how = pruned_model(adapter, mask, prune)
     t0 = time.perf_counter()
-    logits = predict_logits(adapter, task, rows, batch_size, progress, context)
+    if cache_logits and context is None and how == "dense":
+        logits, hit = dense_logits(adapter, task, split, rows, batch_size, progress)
+        how = "cached" if hit else how
+    else:
+        logits = predict_logits(adapter, task, rows, batch_size, progress, context)
+    return result_from_logits(adapter, task, split, rows, logits, time.perf_counter() - t0, head, how)
+
+
+def result_from_logits(adapter, task: TaskSpec, split: str, rows: Sequence[dict], logits: torch.Tensor,
+                       seconds: float, head: str, how: str = "") -> EvalResult:
+    """The metrics, intervals and per-row predictions of ``logits`` on ``rows``."""
     pred = logits.argmax(1).numpy()
     gold = np.array([int(r["label"]) for r in rows])
     metrics = compute_metrics(task, pred, gold)
-    seconds = time.perf_counter() - t0
     probs = logits.float().softmax(-1).numpy()  # classifier logits, or label words' log-probabilities
     return EvalResult(task.name, split, len(rows), metrics["accuracy"], metrics, seconds, adapter.display_name, head,
-                      intervals(task, pred, gold), Predictions(gold, pred, probs))
+                      intervals(task, pred, gold), Predictions(gold, pred, probs), how)

@@ -3,6 +3,9 @@ and its interval, the verdict against the dense model), kept on disk beside the 
 CSV per model, so that it survives slider moves, reloads and restarts, and two sessions writing at
 once both keep their rows.
 
+A row's ``run`` is the id of the whole evaluation it belongs to, kept by :mod:`mtprune.runs`
+(per-row predictions, the mask, the repair...): the dashboard reopens it from there.
+
 Appends take the file's lock (:class:`mtprune.cache.DiskCache`'s ``fcntl`` lock), read the table,
 add the row and write the whole table atomically. A file that does not parse is moved aside (its
 name gains ``.corrupt-<time>``) and a new history starts; the move is reported, nothing is lost.
@@ -20,7 +23,8 @@ from mtprune import assets
 from mtprune.io import atomic_write_text
 
 COLUMNS = ["time", "task", "split", "rows", "model", "method", "how", "sparsity", "repair", "metric", "value", "low", "high",
-           "dense", "verdict", "p_value", "params", "flops_kept", "session"]
+           "dense", "verdict", "p_value", "params", "flops_kept", "session",
+           "run"]  # the run's id (mtprune.runs): the whole evaluation, reopened from there
 
 
 @dataclass
@@ -43,7 +47,7 @@ class RunHistory:
         if not self.path.exists():
             return pd.DataFrame(columns=COLUMNS)
         try:
-            df = pd.read_csv(self.path)
+            df = pd.read_csv(self.path, dtype={"run": str})  # an id of digits only stays text
             missing = [c for c in ("time", "task", "metric", "value") if c not in df.columns]
             if missing:
                 raise ValueError(f"no column {missing[0]}")

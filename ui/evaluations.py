@@ -1,11 +1,14 @@
 """Evaluations and the library glue behind them: attribution scores with a progress bar (from
-memory, the disk cache or computed), evaluations remembered for the session (dense, soft-pruned,
-repaired), the masks and costs of the Prune page's settings, the rows an evaluation reads, and the
-model's run history on disk. Everything that runs the model holds :func:`ui.session.model_busy`."""
+memory, the disk cache or computed), evaluations remembered for the session (dense: its logits kept
+on disk; pruned: a sliced copy where the mask allows, else hooks; repaired), runs kept whole on disk
+(:mod:`mtprune.runs`: reopened, listed, deleted), the masks and costs of the Prune page's settings,
+the rows an evaluation reads, and the model's run history on disk. Everything that runs the shared
+model (or copies it) holds :func:`ui.session.model_busy`."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -144,8 +147,14 @@ def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = N
 
 
 def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
-    """Dense (``mask=None``) or soft-pruned evaluation, remembered for the session."""
+    """Dense (``mask=None``) or pruned evaluation, remembered for the session. The dense model's
+    logits are kept on disk (another session, page or reload reads them); a pruned model is a
+    sliced copy where the mask allows it (it runs outside the model's lock), else hooks on the
+    shared model."""
+    from dataclasses import replace
+
     from mtprune.evaluation import evaluate as run_eval
+    from mtprune.evaluation import pruned_model
 
     digest = mask.digest() if mask is not None else None
     hit = find_eval(ctx, task, split, limit, digest)
@@ -153,8 +162,19 @@ def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=Non
         if progress:
             progress(hit.n, hit.n)
         return hit
+    target = None
     with model_busy(ctx):
-        res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask)
+        if mask is None or mask.keeps_all():
+            res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask,
+                           cache_logits=mask is None)
+        else:
+            target, context, _ = pruned_model(ctx.adapter, mask, "auto")
+            if context is not None:  # hooks on the shared model: under its lock
+                target = None
+                res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask, prune="soft")
+    if target is not None:  # a sliced copy of this session's own
+        res = replace(run_eval(target, task, split, limit=limit, progress=progress), how="hard")
+        del target
     state.store("evals")[_eval_key(ctx, task, split, limit, digest)] = res
     return res
 
@@ -188,6 +208,125 @@ def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, solver: 
     res = run_eval(done.adapter, task, split, limit=limit, progress=progress)
     store[key] = (res, done.report)
     return res, done.report
+
+
+# ----------------------------------------------------------------------------------------------
+# runs (mtprune.runs): whole evaluations on disk, per model
+
+
+def run_store(ctx: Context):
+    from mtprune.runs import RunStore
+
+    return RunStore(ctx.fingerprint)
+
+
+def run_key(ctx: Context, spec, task: str, split: str, limit, digest: str, solver: str, calib: int) -> str:
+    """The id of the run these settings make (:func:`mtprune.runs.run_id`): the same settings, the
+    same run, read back instead of evaluated again."""
+    from mtprune.runs import run_id
+    from mtprune.solvers import get_solver
+
+    refits = get_solver(solver).refits
+    return run_id({"model": ctx.fingerprint, "task": task, "split": split, "limit": limit, "mask": digest,
+                   "scores": spec.key() if spec is not None else None,
+                   "repair": [solver, int(calib)] if refits else None})
+
+
+def find_run(ctx: Context, rid: str):
+    """The run ``rid`` from the session or the disk, or None when there is none (or it does not read)."""
+    from mtprune.errors import MtpruneError
+
+    runs = state.store("runs")
+    if rid in runs:
+        return runs[rid]
+    store = run_store(ctx)
+    if not store.exists(rid):
+        return None
+    try:
+        runs[rid] = store.load(rid)
+    except MtpruneError:
+        return None
+    return runs[rid]
+
+
+def load_run(ctx: Context, rid: str):
+    """The run ``rid`` of this model; MtpruneError (one line) when it was deleted, is another
+    model's or is not a run id."""
+    runs = state.store("runs")
+    if rid not in runs:
+        runs[rid] = run_store(ctx).load(rid)
+    return runs[rid]
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _list_runs(root: str, fingerprint: str, task: str | None, mtime: int) -> list:
+    from mtprune.runs import RunStore
+
+    del mtime  # part of the cache key: a run written or deleted changes the folder's time
+    return RunStore(fingerprint, Path(root)).list(task)
+
+
+def list_runs(ctx: Context, task: str | None = None) -> list:
+    """This model's runs (:class:`mtprune.runs.RunInfo`, of ``task``), newest first; their headers
+    are read again only when the model's folder of runs changed."""
+    store = run_store(ctx)
+    try:
+        mtime = store.root.stat().st_mtime_ns
+    except OSError:
+        return []
+    return list(_list_runs(str(store.base.parent), ctx.fingerprint, task, mtime))
+
+
+def delete_run(ctx: Context, rid: str) -> None:
+    state.store("runs").pop(rid, None)
+    run_store(ctx).delete(rid)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _reliability(fingerprint: str, spec_key: str, examples, _scores) -> dict:
+    return _scores.reliability_summary()
+
+
+def reliability_of(ctx: Context, scores) -> dict | None:
+    """What a run keeps of its scores' reliability (:meth:`mtprune.attribution.Scores.reliability_summary`),
+    computed once per scores in the process."""
+    if scores is None:
+        return None
+    return _reliability(ctx.fingerprint, scores.spec.key(), scores.meta.get("examples"), scores)
+
+
+def evaluate_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict):
+    """Dense, pruned and (with a refitting ``solver``) repaired on the first ``limit`` rows of the
+    sidebar's task and split, as one :class:`mtprune.runs.Run` kept on disk (the same settings
+    evaluated before: read back). ``settings``: how the mask was chosen, kept with the run."""
+    from mtprune.runs import Run
+    from mtprune.solvers import get_solver
+
+    task, split = ctx.task.name, ctx.split
+    rid = run_key(ctx, scores.spec if scores is not None else None, task, split, limit, mask.digest(), solver, calib)
+    run = find_run(ctx, rid)
+    if run is not None:  # the session's evaluations know it too (the sidebar, Export's measured accuracy)
+        evals = state.store("evals")
+        evals.setdefault(_eval_key(ctx, task, split, limit, None), run.dense)
+        evals.setdefault(_eval_key(ctx, task, split, limit, mask.digest()), run.results["pruned"])
+        return run
+    dense, pruned = evaluate_dense_and_pruned(ctx, task, split, limit, mask)
+    results, repair = {"dense": dense, "pruned": pruned}, None
+    if get_solver(solver).refits:
+        with st.spinner(f"repairing on {calib} {task} rows, then evaluating..."):
+            res, report = evaluate_repaired(ctx, task, split, limit, mask, solver, calib)
+        results[f"pruned + {solver}"] = res
+        repair = {"solver": solver, "calibration_rows": int(calib), "summary": report.summary(),
+                  "report": report.to_dict()}
+    run = Run(id=rid, fingerprint=ctx.fingerprint, model=ctx.facts.get("name") or ctx.model_name, task=task,
+              split=split, limit=limit, results=results, mask=mask, settings=settings, repair=repair,
+              reliability=reliability_of(ctx, scores), session=session_id())
+    state.store("runs")[rid] = run
+    try:
+        run_store(ctx).save(run)
+    except (OSError, MtpruneError) as exc:
+        st.warning(f"the run could not be kept on disk ({exc}): it lasts for this session", icon=":material/warning:")
+    return run
 
 
 def measured_with(ctx: Context, mask) -> dict:

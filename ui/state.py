@@ -6,7 +6,9 @@ reads another page's raw keys.
 * the heatmap view of **Attribution heatmaps**, which Export draws the same way;
 * the unit picked on **Attribution heatmaps** for its drill-down (also in the address, ``?unit=``,
   so that a reload or a shared link opens the same unit);
-* the session's stores: scores, evaluations, sweep, unseen, repair, probe and transfer results.
+* the run open on **Prune and evaluate** (also in the address, ``?run=<id>``, so that a reload or a
+  shared link reopens it) and the two runs compared there (``?compare=<id>,<id>``);
+* the session's stores: scores, evaluations, runs, sweep, unseen, repair, probe and transfer results.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ _HEATMAP = "_state.heatmap_view"
 _STORES = "_state.stores"
 _UNIT = "_state.unit"
 _SEEN = "_state.seen_selections"
-STORES = ("scores", "evals", "sweeps", "unseen", "repaired", "probe", "transfer")
+_RUN = "_state.run"
+_COMPARE = "_state.compare"
+STORES = ("scores", "evals", "runs", "sweeps", "unseen", "repaired", "probe", "transfer")
 
 
 DEFAULT_BUDGET = Budget("flops", 0.6)
@@ -97,3 +101,49 @@ def new_selection(key: str, selection) -> bool:
     if isinstance(selection, dict):
         return any(selection.get(k) for k in ("points", "box", "lasso", "rows", "cells"))
     return bool(selection)
+
+
+def opened_run() -> dict | None:
+    """The run open on Prune and evaluate: ``{"id", "at"}`` (``at``: the digest of the mask the
+    page's settings made when it was opened; None until the page has drawn it), or None. Read from
+    the address on a fresh session (``?run=3f2a9c0b71de``)."""
+    pick = st.session_state.get(_RUN)
+    if pick is None:
+        raw = st.query_params.get("run")
+        if not raw:
+            return None
+        pick = {"id": str(raw), "at": None}
+        st.session_state[_RUN] = pick
+    return dict(pick)
+
+
+def open_run(run_id: str, at: str | None = None) -> None:
+    st.session_state[_RUN] = {"id": run_id, "at": at}
+    st.query_params["run"] = run_id
+
+
+def close_run() -> None:
+    st.session_state.pop(_RUN, None)
+    if "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def compared_runs() -> tuple[str | None, str | None]:
+    """The two runs compared on Prune and evaluate (either None), from the address on a fresh
+    session (``?compare=<id>,<id>``)."""
+    pair = st.session_state.get(_COMPARE)
+    if pair is None:
+        raw = str(st.query_params.get("compare") or "")
+        ids = [x.strip() for x in raw.split(",")] if raw else []
+        pair = ((ids + [None, None])[:2]) if ids else [None, None]
+        pair = [x or None for x in pair]
+        st.session_state[_COMPARE] = pair
+    return pair[0], pair[1]
+
+
+def compare_runs(a: str | None, b: str | None) -> None:
+    st.session_state[_COMPARE] = [a, b]
+    if a or b:
+        st.query_params["compare"] = f"{a or ''},{b or ''}"
+    elif "compare" in st.query_params:
+        del st.query_params["compare"]
