@@ -91,8 +91,9 @@ def stability(adapter, tasks, methods, sizes, batch_size: int, seeds=(0, 1)) -> 
     return rows
 
 
-def accuracy(adapter, tasks, eval_limit, target: float, cap: int, batch_size: int) -> list[dict]:
-    """flops:0.5 + lsq from masks at 256 examples against --examples auto, on validation rows."""
+def accuracy(adapter, tasks, eval_limit, target: float, cap: int, batch_size: int, seeds=(0,)) -> list[dict]:
+    """flops:0.5 + lsq from masks at 256 examples against --examples auto, on validation rows, for
+    each seed's draw of examples (one sampling each); the mean and spread over the samplings."""
     from mtprune.attribution import AttributionSpec, attribute_cached
     from mtprune.evaluation import compare, evaluate
     from mtprune.examples_auto import attribute_auto
@@ -100,22 +101,30 @@ def accuracy(adapter, tasks, eval_limit, target: float, cap: int, batch_size: in
 
     rows = []
     for task in tasks:
-        spec = AttributionSpec(task=task, method="ap", examples=256, kinds="all")
-        fixed = attribute_cached(adapter, spec, batch_size=batch_size)[0]
-        t0 = time.perf_counter()
-        auto, _, _, chosen = attribute_auto(adapter, spec, target, cap, batch_size=batch_size)
-        auto_seconds = time.perf_counter() - t0
         calib = plan_calibration(task, "lsq", "lsq", 1024)
-        results = {}
-        for name, scores in (("256", fixed), ("auto", auto)):
-            done = prune(adapter, task, scores=scores, budget="flops:0.5", repair_with="lsq", calibration=calib)
-            results[name] = evaluate(done.adapter, task, limit=eval_limit, batch_size=batch_size)
-        cmp = compare(results["256"], results["auto"])
-        rows.append({"task": task, "auto": chosen.describe(), "auto_seconds": auto_seconds,
-                     "acc_256": results["256"].describe(), "acc_auto": results["auto"].describe(),
-                     "verdict": cmp.verdict, "p_value": cmp.p_value})
-        print(f"{task}: 256 examples {results['256'].describe()} | auto ({chosen.describe()}; {auto_seconds:.1f} s) "
-              f"{results['auto'].describe()} | auto vs 256: {cmp.verdict} (p={cmp.p_value:.3f})", flush=True)
+        for seed in seeds:
+            spec = AttributionSpec(task=task, method="ap", examples=256, kinds="all", seed=seed)
+            fixed = attribute_cached(adapter, spec, batch_size=batch_size)[0]
+            t0 = time.perf_counter()
+            auto, _, _, chosen = attribute_auto(adapter, spec, target, cap, batch_size=batch_size)
+            auto_seconds = time.perf_counter() - t0
+            results = {}
+            for name, scores in (("256", fixed), ("auto", auto)):
+                done = prune(adapter, task, scores=scores, budget="flops:0.5", repair_with="lsq", calibration=calib)
+                results[name] = evaluate(done.adapter, task, limit=eval_limit, batch_size=batch_size)
+            cmp = compare(results["256"], results["auto"])
+            rows.append({"task": task, "seed": seed, "auto": chosen.describe(), "auto_examples": auto.meta["examples"],
+                         "auto_seconds": auto_seconds, "acc_256": results["256"].accuracy,
+                         "acc_auto": results["auto"].accuracy, "n": results["auto"].n,
+                         "verdict": cmp.verdict, "p_value": cmp.p_value})
+            print(f"{task} seed {seed}: 256 examples {results['256'].describe()} | auto ({chosen.describe()}; "
+                  f"{auto_seconds:.1f} s) {results['auto'].describe()} | auto vs 256: {cmp.verdict} "
+                  f"(p={cmp.p_value:.3f})", flush=True)
+        mine = [r for r in rows if r["task"] == task]
+        a, b = np.array([r["acc_256"] for r in mine]), np.array([r["acc_auto"] for r in mine])
+        print(f"{task}: mean over {len(mine)} samplings: 256 {a.mean():.4f} (sd {a.std(ddof=1) if len(a) > 1 else 0:.4f}), "
+              f"auto {b.mean():.4f} (sd {b.std(ddof=1) if len(b) > 1 else 0:.4f}), auto - 256 {b.mean() - a.mean():+.4f}",
+              flush=True)
     return rows
 
 
@@ -156,7 +165,10 @@ def main(argv=None) -> int:
             if args.out:
                 df.to_csv(args.out, index=False)
     if args.accuracy:
-        accuracy(adapter, tasks, args.eval_limit, args.reliability, args.max_examples, args.batch_size)
+        acc = accuracy(adapter, tasks, args.eval_limit, args.reliability, args.max_examples, args.batch_size,
+                       [int(x) for x in args.seeds.split(",")])
+        if args.out:
+            pd.DataFrame(acc).to_csv(args.out.replace(".csv", "") + "-accuracy.csv", index=False)
     return 0
 
 

@@ -8,8 +8,9 @@ From them, for every site (one layer's units of one kind):
 * :func:`spearman_reliability`: the expected Spearman correlation between these scores and those of
   an independent draw of the same ``n`` examples. Split-half: the folds are split into two halves
   of ``n / 2`` examples each (every split of ``K`` folds into two equal halves, up to symmetry), the
-  halves' rank correlation ``r`` is averaged, and the Spearman-Brown step ``2 r / (1 + r)`` gives it
-  at the full size (as for a test of twice the length in classical test theory);
+  halves' rank correlation ``r`` is averaged and stepped up to the full size, as Spearman-Brown's
+  ``2 r / (1 + r)`` does (a test of twice the length in classical test theory) but with the growth
+  the folds' quarters show (rank correlations grow more slowly than Spearman-Brown assumes);
 * :func:`jaccard_from_spearman` / :meth:`GroupReliability.jaccard`: the expected Jaccard between
   the units two independent draws keep at a sparsity, from the reliability: two draws' scores as a
   bivariate normal (Gaussian copula) whose rank correlation is the reliability (Pearson
@@ -20,7 +21,9 @@ From them, for every site (one layer's units of one kind):
   model: each unit's expected total shrunk towards its layer's mean so that its spread is the
   scores' spread less the noise, and noise of the unit's standard error on each draw;
 * :func:`rank_intervals`: a 95% interval of each unit's rank in its layer (1 = most needed), from
-  the same normal model.
+  the same noise around the observed totals. (Measured on sst2, 4 draws of 64 and 256 examples:
+  the keep chances are calibrated within about 0.1 in every band: units given 0.9 or more are
+  kept by another draw 0.89-1.0 of the time, units given under 0.1 0.01-0.17 of the time.)
 
 A group's reliability is the mean over its layers, weighted by their units. Nothing here knows a
 model: it reads arrays.
@@ -75,20 +78,70 @@ def spearman_brown(r: float, factor: float = 2.0) -> float:
     return factor * r / (1 + (factor - 1) * r)
 
 
+def _quarters(k: int, count: int = 35, seed: int = 0) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``count`` seeded pairs of disjoint quarters of ``k`` folds (``k / 4`` folds each)."""
+    rng = np.random.default_rng(seed)
+    q = k // 4
+    return [(tuple(p[:q]), tuple(p[q : 2 * q])) for p in (rng.permutation(k) for _ in range(count))]
+
+
+def _mean_rank_correlation(f: np.ndarray, splits) -> float:
+    """The mean Spearman correlation of the fold sums of each split's two parts (NaN: none defined)."""
+    from scipy.stats import rankdata
+
+    a = rankdata(np.stack([f[list(x)].sum(0) for x, _ in splits]), axis=1)
+    b = rankdata(np.stack([f[list(y)].sum(0) for _, y in splits]), axis=1)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    ok = den > 0
+    return float(np.mean((a * b).sum(1)[ok] / den[ok])) if ok.any() else float("nan")
+
+
+def _odds(r: float) -> float:
+    r = float(np.clip(r, 1e-3, 0.999))
+    return r / (1 - r)
+
+
 def spearman_reliability(folds: np.ndarray, n_units: list[int]) -> np.ndarray:
     """``[layers]``: each layer's expected Spearman correlation with an independent draw of the same
-    size (split-half, Spearman-Brown); NaN for a layer of fewer than three units."""
+    size; NaN for a layer of fewer than three units.
+
+    Split halves give the correlation ``r_h`` of two draws of ``n / 2``, split quarters ``r_q`` of
+    two draws of ``n / 4``. The Spearman-Brown step assumes the odds ``r / (1 - r)`` double when the
+    examples do; rank correlations of sums of heavy-tailed per-example scores grow more slowly (on
+    the default model, measured: by 2^0.74 from 64 to 256 examples, 2^0.91 from 1,024 to 4,096), so
+    the step uses the exponent ``a`` the group's quarters and halves show (``odds_h / odds_q = 2^a``,
+    pooled over layers), shrunk halfway towards Spearman-Brown's 1 (one draw's exponent is noisy):
+    ``odds_n = odds_h * 2^((1 + a) / 2)``, ``a`` in [0, 1]. Measured against two draws on sst2,
+    rte and qnli at 64, 256 and 1,024 examples (benchmarks/bench_stability.py, README)."""
     k = folds.shape[0]
-    halves = _halves(k)
     out = np.full(len(n_units), np.nan)
+    if k < 2:
+        return out
+    halves = _halves(k)
+    quarters = _quarters(k) if k >= 4 else []
+    rh, rq = np.full(len(n_units), np.nan), np.full(len(n_units), np.nan)
     for layer, n in enumerate(n_units):
-        if n < 3 or k < 2:
+        if n < 3:
             continue
         f = folds[:, layer, :n].astype(np.float64)
-        rs = [_spearman(f[list(a)].sum(0), f[list(b)].sum(0)) for a, b in halves]
-        rs = [r for r in rs if np.isfinite(r)]
-        if rs:
-            out[layer] = spearman_brown(float(np.mean(rs)))
+        rh[layer] = _mean_rank_correlation(f, halves)
+        if quarters:
+            rq[layer] = _mean_rank_correlation(f, quarters)
+    both = np.isfinite(rh) & np.isfinite(rq)
+    a = 1.0
+    if both.any():
+        w = np.asarray(n_units, dtype=np.float64)[both]
+        logs = np.log([_odds(h) / _odds(q) for h, q in zip(rh[both], rq[both])]) / np.log(2)
+        a = float(np.clip(np.sum(w * logs) / w.sum(), 0.0, 1.0))
+    step = 2 ** ((1.0 + a) / 2)
+    for layer in np.flatnonzero(np.isfinite(rh)):
+        if rh[layer] <= 0:
+            out[layer] = 0.0
+            continue
+        o = _odds(rh[layer]) * step
+        out[layer] = o / (1 + o)
     return out
 
 
@@ -148,8 +201,11 @@ def keep_stability(total: np.ndarray, se: np.ndarray, sparsity: float, draws: in
 
 def rank_intervals(total: np.ndarray, se: np.ndarray, draws: int = DRAWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)``: each unit's 95% interval of its rank in the layer (1 = most needed), over
-    draws of the normal model; the observed rank lies inside unless the draws disagree with it."""
-    x = _draws(total, se, draws, seed)
+    draws of each total with the noise of its standard error, centred on the observed totals (not
+    shrunk, as :func:`keep_stability`'s are): the observed rank lies inside but for draws that all
+    disagree with it."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(total, dtype=np.float64)[None, :] + rng.normal(size=(draws, len(total))) * np.asarray(se)[None, :]
     ranks = (-x).argsort(1).argsort(1) + 1
     return np.percentile(ranks, 2.5, axis=0, method="lower"), np.percentile(ranks, 97.5, axis=0, method="higher")
 

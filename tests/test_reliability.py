@@ -73,3 +73,15 @@ def test_rank_intervals_and_keep_chances():
     assert jac == 1.0 and kept.tolist() == [1, 1, 1, 0, 0]
     jac, kept = keep_stability(total, np.array([0.1, 0.1, 4.0, 4.0, 0.1]), 0.4)
     assert jac < 1.0 and kept[0] == 1.0 and 0 < kept[2] < 1 and kept[4] < kept[2]
+
+
+def test_rank_intervals_contain_the_observed_ranks():
+    """Centred on the observed totals: a unit's own rank lies inside its interval (the shrunk model
+    once gave 'rank 12 (95% 4-11)')."""
+    rng = np.random.default_rng(0)
+    total = rng.gamma(0.5, size=40)
+    se = np.full(40, total.std())  # noise as large as the spread: wide intervals
+    lo, hi = rank_intervals(total, se)
+    rank = (-total).argsort().argsort() + 1
+    assert ((lo <= rank) & (rank <= hi)).mean() >= 0.95
+    assert (hi - lo).mean() > 10
