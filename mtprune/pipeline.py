@@ -115,12 +115,15 @@ class Pruned:
 def prune(adapter, task, *, scores=None, mask: Mask | None = None, sparsity=None, budget: Budget | str | None = None,
           kinds: str | None = None, scope: str = "layer", stack: str = "all", normalise: str = "sum",
           repair_with: RepairSettings | str = "none", calibration=None, meta: dict | None = None,
-          progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None) -> Pruned:
+          progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
+          rearrange_rows=None) -> Pruned:
     """``adapter`` pruned for ``task``: by ``mask``, or by the mask of ``scores`` at ``sparsity`` or
     within ``budget`` (:func:`choose_mask`); hard-pruned and, unless the solver is ``none``, its out
     projections refit on ``calibration`` rows (``{task: rows}`` for several tasks, or a
     :class:`Calibration`, whose notes the result keeps). ``repair_with``: a solver name or
-    :class:`RepairSettings`. The input adapter is not changed."""
+    :class:`RepairSettings`. ``rearrange_rows``: labelled rows of ``task`` whose mini-batch gradients
+    re-choose the pruned units of each layer of a budget's mask (:func:`mtprune.rearrange.rearrange`,
+    Kwon et al.), before the repair. The input adapter is not changed."""
     if (mask is None) == (scores is None):
         raise MtpruneError("give scores or a mask, not both or neither")
     notes: tuple[str, ...] = ()
@@ -131,6 +134,10 @@ def prune(adapter, task, *, scores=None, mask: Mask | None = None, sparsity=None
     if mask is None:
         mask = choose_mask(adapter, task, scores, sparsity=sparsity, budget=budget, kinds=kinds, scope=scope,
                            stack=stack, normalise=normalise, meta=meta)
+    if rearrange_rows is not None:
+        from mtprune.rearrange import rearrange
+
+        mask = rearrange(adapter, task, mask, rearrange_rows, batch_size=settings.batch_size)
     small, report = repair(adapter, mask, calibration if calibration is not None else [], task, settings,
                            progress=progress, log=log, origin=origin)
     return Pruned(small, mask, report, adapter.num_parameters(), small.num_parameters(), notes)

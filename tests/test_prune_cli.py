@@ -203,6 +203,8 @@ def test_prune_does_not_calibrate_on_the_rows_it_is_measured_on(capsys, tiny_mul
     (["--budget", "flops:0.5", "--kinds", "ffn"], "smallest reachable budget is flops:0.644"),
     (["--sparsity", "0.5", "--repair", "lsq", "--calib", "0"], "--calib must be at least 1"),
     (["--sparsity", "0.5", "--repair", "magic"], "invalid choice"),
+    (["--sparsity", "0.5", "--rearrange"], "--rearrange re-chooses the units a budget's mask prunes"),
+    (["--budget", "flops:0.5", "--rearrange", "--rearrange-examples", "0"], "--rearrange-examples must be at least 1"),
 ])
 def test_prune_budget_and_repair_bad_input(capsys, tiny_dir, tmp_path, shared_home, extra, pattern):
     out = tmp_path / "o"
@@ -272,3 +274,30 @@ def test_prune_with_examples_auto_records_the_scores_reliability(capsys, tiny_di
                        "--reliability", "2", "--out", tmp_path / "bad")
     one_line_error(code, err, "--reliability is a number in")
     assert not (tmp_path / "bad").exists()
+
+
+def test_prune_rearranges_a_budget_mask(capsys, tiny_dir, tmp_path, shared_home):
+    """--rearrange keeps each layer's counts (the budget stays met) and records what it moved; a saved
+    mask without a budget cannot be rearranged, and nothing is written."""
+    out = tmp_path / "r"
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--budget", "flops:0.5",
+                            "--repair", "none", "--examples", "8", "--rearrange", "--rearrange-examples", "64",
+                            "--batch-size", "16", "--out", out, "--json", "--device", "cpu", "--no-eval")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["rearranged"]["rows"] == 64 and info["rearranged"]["mini_batch"] == 32
+    plain = tmp_path / "p"
+    code, stdout2, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--budget", "flops:0.5",
+                             "--repair", "none", "--examples", "8", "--batch-size", "16", "--out", plain, "--json",
+                             "--device", "cpu", "--no-eval")
+    assert code == 0, err
+    assert json.loads(stdout2)["kept"] == info["kept"] and info["flops_kept"] == json.loads(stdout2)["flops_kept"]
+    cfg = json.loads((out / "config.json").read_text())["mtprune_pruned"]
+    assert cfg["mask_meta"]["meta"]["rearranged"]["units_moved"] == info["rearranged"]["units_moved"]
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--sparsity", "0.5",
+                            "--examples", "8", "--repair", "none", "--out", tmp_path / "s", "--device", "cpu", "--no-eval")
+    assert code == 0, err
+    mask_file = next((tmp_path / "s").glob("mask*"))
+    code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mask_file, "--rearrange",
+                            "--out", tmp_path / "m", "--device", "cpu", "--no-eval")
+    assert code == 2 and "has no budget" in err and not (tmp_path / "m").exists()

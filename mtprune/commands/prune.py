@@ -30,6 +30,11 @@ def register(sub):
                    help=f"spend one budget over heads and FFN neurons of all layers, a measure and the share of it "
                         f"kept: {measure_help()}; default {DEFAULT_BUDGET} when neither --sparsity nor --mask is "
                         f"given".replace("%", "%%"))
+    p.add_argument("--rearrange", action="store_true",
+                   help="--budget: re-choose the units each layer prunes so that their gradients cancel (Kwon et "
+                        "al.'s mask rearrangement; the same count per layer, so the budget stays met)")
+    p.add_argument("--rearrange-examples", type=int, default=1024,
+                   help="--rearrange: labelled rows of the split the scores come from (default 1024)")
     p.add_argument("--normalise", default="sum", choices=KIND_NORMALISATIONS,
                    help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
     add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)")
@@ -70,6 +75,9 @@ def run(args):
     from mtprune.pipeline import prune
 
     task, settings, spec, given = _read_args(args)
+    if args.rearrange and given is not None and not given.meta.get("budget"):
+        raise MtpruneError(f"--rearrange re-chooses the units a budget's mask prunes, and {args.mask} has no budget "
+                           "(make it with --budget)")
     adapter = load_adapter(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
                            precision=args.precision)
     adapter.head_for(task)
@@ -87,7 +95,7 @@ def run(args):
                      repair_with=settings["repair"], calibration=settings["calibration"],
                      meta={"task": task.name, "model": adapter.source,
                            **({"scores_reliability": info["scores_reliability"]} if scores is not None else {})},
-                     progress=pr)
+                     progress=pr, rearrange_rows=_rearrange_rows(task, args) if args.rearrange else None)
     measured = _save_and_measure(adapter, done, task, settings["out"], args, info)
     _print(info, done, measured, task, args)
     return 0
@@ -115,6 +123,10 @@ def _read_args(args):
     budget_text = args.budget if given_ways else DEFAULT_BUDGET
     budget = Budget.parse(budget_text) if budget_text is not None else None
     check_at_least(args.batch_size, "--batch-size")
+    if args.rearrange:
+        check_at_least(args.rearrange_examples, "--rearrange-examples")
+        if p is not None:
+            raise MtpruneError("--rearrange re-chooses the units a budget's mask prunes: give --budget, not --sparsity")
     if args.examples == "auto":
         check_auto(args.reliability, args.max_examples)
     if args.eval_limit is not None:
@@ -140,6 +152,15 @@ def _read_args(args):
                 "budget": budget if given is None else None, "kinds": kinds, "out": out, "calibration": calib,
                 "repair": RepairSettings(solver=calib.solver, batch_size=args.batch_size)}
     return task, settings, spec, given
+
+
+def _rearrange_rows(task, args) -> list[dict]:
+    """The labelled rows whose mini-batch gradients --rearrange reads (the seed's draw of the split
+    the scores come from)."""
+    from mtprune.attribution import AttributionSpec, sample_for
+
+    return sample_for(AttributionSpec(task=task.name, method="fisher", examples=args.rearrange_examples,
+                                      seed=args.seed, split=args.split))
 
 
 def _scores(adapter, spec, args):
@@ -192,6 +213,7 @@ def _save_and_measure(adapter, done, task, out, args, info: dict) -> dict:
         params_dense=done.params_dense, params_pruned=done.params_pruned,
         params_expected=count_parameters(adapter, mask), bytes_safetensors=size, dtype=dtype or "float32",
         kept={g: mask.kept_per_layer(g) for g in mask.groups}, repair=done.report.to_dict(),
+        rearranged=mask.meta.get("rearranged"),
         measured={t: r.to_dict() for t, r in measured.items()},
     )
     return measured
@@ -206,6 +228,10 @@ def _print(info: dict, done, measured: dict, task, args) -> None:
     how = f"budget {mask.meta['budget']}" if mask.scope == "budget" else f"{mask.sparsity:g} ({mask.kinds}, {mask.scope})"
     print(f"pruned {task.name} at {how}: {done.params_dense:,} -> {info['params_pruned']:,} parameters, "
           f"{info['flops_kept']:.3f} of the prunable FLOPs kept; kept per layer: {kept}")
+    moved = mask.meta.get("rearranged")
+    if moved:
+        print(f"rearranged: {moved['units_moved']} unit(s) swapped within their layers, from the gradients of "
+              f"{moved['rows']} rows in mini-batches of {moved['mini_batch']}")
     for n in info["notes"]:
         print(n)
     print(done.report.summary())
