@@ -21,8 +21,9 @@ ctx = S.need_task("Attribution heatmaps")
 st.caption(f"{ctx.model_name} · {E.describe(ctx)}")
 
 scores, note = E.scores_or_button(ctx, key="heat.compute")
-st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit; on a wide map, drag "
-           "across the overview to choose the window below it." if note else "")
+st.caption(f"Scores {note}. Click a cell, a bar or a row of the top units to look at that unit; on a wide map, brush "
+           "the overview with its toolbar's Box select (or move the slider) to choose the window below it, where "
+           "every neuron has a cell of its own." if note else "")
 rel = V.reliabilities(scores)
 sections.reliability_warning(scores, rel, key="heat.more", compute_key="heat.compute")
 

@@ -1101,8 +1101,8 @@ def binned_heatmap(array, *, group: str = "", bins: int = OVERVIEW_BINS, sort_un
     lost in the drawing. The x axis keeps the units' own positions (index, or rank with
     ``sort_units``). Hover names the bin's units, its strongest one (score, rank) and the bin's
     mean score. A click selects the bin's strongest unit (``customdata[0]``, the layer in ``y``);
-    a horizontal drag (box select) brushes a range of units; ``window`` ``(start, stop)`` is drawn
-    as a red frame."""
+    the toolbar's box select brushes a range of units (horizontally, across all layers);
+    ``window`` ``(start, stop)`` is drawn as a red frame."""
     a = _as_array(array)
     n_layers, width = a.shape
     a, units, ranks, color, clabel = _map_view(a, sort_units, scale)
@@ -1110,19 +1110,22 @@ def binned_heatmap(array, *, group: str = "", bins: int = OVERVIEW_BINS, sort_un
     z, top, rank, score, mean = _bin_stats(a, units, ranks, color, edges)
     centers = (edges[:-1] + edges[1:] - 1) / 2.0
     word = unit_word(group)
-    span = np.broadcast_to(np.stack([edges[:-1], edges[1:] - 1]), (n_layers, 2, len(centers)))
-    custom = [top, rank, np.nan_to_num(score), np.nan_to_num(mean), span[:, 0], span[:, 1]]
+    rel = np.zeros(z.shape) if layer_reliability is None else \
+        np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], z.shape)
+    cd = _f32(np.stack([top, rank, np.nan_to_num(score), rel], axis=-1))  # score_heatmap's columns
     what = "ranks" if sort_units else f"{word}s"
-    hover = (f"layer %{{y}}<br>{what} %{{customdata[4]}}-%{{customdata[5]}}<br>strongest: {word} %{{customdata[0]}}"
-             "<br>score %{customdata[2]:.4g}<br>rank %{customdata[1]} in layer<br>bin mean score %{customdata[3]:.4g}")
+    span = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
+    text = np.array([[f"{span[b]} (mean score {m:.4g})" for b, m in enumerate(row)] for row in mean], dtype=object)
+    hover = (f"layer %{{y}}<br>{what} %{{text}}<br>strongest: {word} %{{customdata[0]}}"
+             "<br>score %{customdata[2]:.4g}<br>rank %{customdata[1]} in layer")
     if layer_reliability is not None:
-        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], z.shape))
-        hover += "<br>layer reliability %{customdata[6]:.2f}"
-    cd = _f32(np.stack(custom, axis=-1))
+        hover += "<br>layer reliability %{customdata[3]:.2f}"
     heat = {"type": "heatmap", "z": _f32(z), "x": centers, "y": np.arange(n_layers), "hoverinfo": "skip",
-            "colorscale": "Viridis", "colorbar": {"title": {"text": f"{clabel} (bin's strongest)", "side": "right"}}}
-    pick = _pick_layer(np.tile(np.arange(len(centers)), (n_layers, 1)), ~np.isnan(z), hover + "<extra></extra>", cd)
+            "colorscale": "Viridis", "colorbar": {"title": {"text": clabel, "side": "right"}}}
+    valid = ~np.isnan(z)
+    pick = _pick_layer(np.tile(np.arange(len(centers)), (n_layers, 1)), valid, hover + "<extra></extra>", cd)
     pick["x"] = centers[pick["x"]]
+    pick["text"] = text[np.nonzero(valid)].tolist()
     pick["marker"]["size"] = 12
     shapes = [_window_shape(*window, n_layers)] if window is not None else []
     n_per = int(np.ceil(width / (len(edges) - 1)))
@@ -1134,8 +1137,8 @@ def binned_heatmap(array, *, group: str = "", bins: int = OVERVIEW_BINS, sort_un
         "yaxis": _layers_axis(n_layers), "height": max(260, 60 + 38 * n_layers), "shapes": shapes,
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     })
-    fig.update_layout(clickmode="event+select", dragmode="select", selectdirection="h", hovermode="closest")
-    return fig
+    fig.update_layout(selectdirection="h")  # the toolbar's box select brushes a range of units across all layers
+    return selectable(fig)  # a click selects a bin (plotly's select drag mode would swallow clicks)
 
 
 def window_heatmap(array, start: int, stop: int, *, group: str = "", sort_units: bool = False, scale: str = "log",

@@ -164,7 +164,7 @@ def test_heatmaps_compute_sort_and_disk_cache(app, module_cache, monkeypatch):
     compute_scores(at, "heat")
     figs = charts(at)
     maps = [f for f in figs if f["data"][0]["type"] == "heatmap"]
-    assert len(maps) == 2  # FFN neurons and heads
+    assert len(maps) == 3  # FFN neurons (a binned overview and a window of one cell per neuron) and heads
     assert "neuron index" in maps[0]["layout"]["xaxis"]["title"]["text"]
     pick = [t for t in figs[0]["data"] if t.get("name") == "pick"][0]  # the clickable cells carry the hover
     assert "rank" in pick["hovertemplate"]
