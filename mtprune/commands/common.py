@@ -219,3 +219,28 @@ def write_chart(args, fig, base: str | None = None) -> None:
     base = base or args.plot or str(Path(args.out).with_suffix(""))
     for w in save_figure(fig, base, png=not args.no_png):
         print(f"wrote {w}", file=sys.stderr)
+
+
+def reliability_line(scores) -> str:
+    """``reliability (expected Spearman with another draw of 256 examples): ffn 0.80 (layers
+    0.71-0.86), heads 0.73``, with a plain warning under 0.8; or why it is unknown."""
+    summary = scores.reliability_summary()
+    if summary["reliability"] is None:
+        return summary["why"]
+    from mtprune.reliability import short_names
+
+    parts, low = [], []
+    rel = scores.reliability()
+    name = short_names(rel)
+    for g, r in rel.items():
+        layers = [v for v in r.per_layer if v == v]
+        span = f" (layers {min(layers):.2f}-{max(layers):.2f})" if len(layers) > 1 else ""
+        parts.append(f"{name[g]} {r.spearman:.2f}{span}")
+        if r.spearman < 0.8:
+            low.append(name[g])
+    text = (f"reliability (expected Spearman correlation with another draw of {summary['examples']:,} "
+            f"examples): {', '.join(parts)}")
+    if low:
+        text += (f". Under 0.8 for {', '.join(low)}: another draw would rank these units differently; "
+                 f"use more examples (--examples auto)")
+    return text

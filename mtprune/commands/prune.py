@@ -166,7 +166,7 @@ def _rearrange_rows(task, args) -> list[dict]:
 def _scores(adapter, spec, args):
     """``(scores, cache path, cache hit, reliability summary)``; with ``--examples auto``, those of
     the smallest draw that reaches ``--reliability``."""
-    from mtprune.commands.attribute import reliability_line
+    from mtprune.commands.common import reliability_line
     from mtprune.examples_auto import attribute_auto
     from mtprune.attribution import attribute_cached
 
