@@ -17,6 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import jobs as J
 from ui import session as S
 
 _t0 = time.perf_counter()
@@ -41,5 +42,8 @@ for p in page_table():
         st.Page(p["path"], title=p["title"], icon=p["icon"], default=p["default"]))
 page = st.navigation(sections)
 S.sidebar()
-page.run()
+try:
+    page.run()
+finally:  # after the page (which may stop early): the jobs it started are listed, none it waits on is drawn twice
+    J.panel()  # the Jobs panel at the foot of the sidebar: long work of every page, with Cancel
 st.session_state["_run_seconds"] = time.perf_counter() - _t0  # server time of this run (benchmark)

@@ -3,6 +3,8 @@ whether one task's mask serves another (the transfer matrix)."""
 
 PAGE = {"section": "Compare", "title": "Task overlap", "icon": ":material/join_inner:", "order": 4}  # read by app.py
 
+from functools import partial
+
 import streamlit as st
 
 from mtprune import plots
@@ -45,11 +47,14 @@ missing = [t for t, s in have.items() if s is None]
 if missing:
     st.info(f"Attribution scores are missing for {', '.join(missing)} "
             f"({specs[missing[0]].describe().split(';', 1)[-1].strip()}).", icon=":material/info:")
-    if st.button(f"Compute them ({len(missing)} task{'s' if len(missing) > 1 else ''})", key="overlap.compute",
-                 type="primary"):
-        try:
-            for t in missing:
-                have[t] = E.scores_for(ctx, specs[t], compute=True, label=f"attributing {t}")[0]
+    press = st.button(f"Compute them ({len(missing)} task{'s' if len(missing) > 1 else ''})", key="overlap.compute",
+                      type="primary")
+    running = [t for t in missing if getattr(E.scores_job(ctx, specs[t]), "running", False)]  # started elsewhere
+    if press or running:
+        try:  # one job per task, one after the other, each with its progress and a Cancel button
+            for t in missing if press else running:
+                if E.scores_for(ctx, specs[t], compute=True, label=f"attributing {t}")[0] is None:
+                    st.stop()  # cancelled (said in one line): what was computed before stays cached
         except MtpruneError as exc:
             W.error(exc)
             st.stop()
@@ -94,23 +99,19 @@ t3.write("")
 run = t3.button(f"Compute the transfer matrix ({n_points} evaluations)", key="overlap.transfer", type="primary")
 memo = (ctx.fingerprint, tuple(tasks), kind, pct, scope, int(limit), repair, ctx.spec.method, ctx.spec.examples,
         ctx.spec.seed, ctx.spec.variant, auto)
-store = state.store("transfer")
-if run:
+
+try:  # a job: its progress, the time left and a Cancel button here; a page switch does not stop it
     from mtprune.experiments import EvalSettings
     from mtprune.experiments.transfer import TransferConfig, run_transfer
 
-    bar = st.progress(0.0, text="evaluating...")
-    try:
-        tcfg = TransferConfig(tasks=tuple(tasks), sparsity=pct / 100, method=ctx.spec.method, kinds=kind, scope=scope,
-                              variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair, **how_many)
-        with S.model_busy(ctx):
-            store[memo] = run_transfer(ctx.adapter, tcfg, EvalSettings(limit=int(limit)),
-                                       out=str(V.experiment_csv("transfer", ctx.adapter)), log=None,
-                                       progress=W.eta_progress(bar, "transfer, evaluations"))
-    except MtpruneError as exc:
-        W.error(exc)
-    bar.empty()
-df = store.get(memo)
+    tcfg = TransferConfig(tasks=tuple(tasks), sparsity=pct / 100, method=ctx.spec.method, kinds=kind, scope=scope,
+                          variant=ctx.spec.variant, seed=ctx.spec.seed, repair=repair, **how_many)
+    df = E.experiment(ctx, "transfer", memo, f"transfer matrix of {', '.join(tasks)} ({n_points} evaluations)",
+                      partial(run_transfer, ctx.adapter, tcfg, EvalSettings(limit=int(limit)),
+                              out=str(V.experiment_csv("transfer", ctx.adapter)), log=None), start=run)
+except MtpruneError as exc:
+    W.error(exc)
+    df = None
 if df is None:
     st.caption("Press the button: evaluations already made (same settings) are read back from disk.")
     st.stop()

@@ -13,7 +13,6 @@ import streamlit as st
 from mtprune import plots
 from mtprune.costs import Budget
 from mtprune.errors import MtpruneError
-from mtprune.evaluation import compare
 from mtprune.masks import kinds_in
 from mtprune.measures import all_measures
 from mtprune.pruning import count_parameters
@@ -254,8 +253,9 @@ def evaluation_settings() -> tuple:
 
 
 def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str, calib: int) -> None:
-    """Dense, pruned and (with a solver) repaired as one run kept on disk, opened on the page; each
-    model's row in the run history."""
+    """Dense, pruned and (with a solver) repaired as one run kept on disk, made by a job (its
+    progress, the time left and a Cancel button in place), opened on the page; each model's row in
+    the run history."""
     t0 = time.perf_counter()
     ffn_only = settings["mode"] == "sparsity" and not settings["sparsity"].get("heads")
     how = V.mask_slug(settings) + ("" if settings["mode"] == "budget" else f" ({settings['scope']})")
@@ -264,16 +264,17 @@ def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str
     chosen = {**base, "mode": settings["mode"], "scope": settings["scope"],
               "sparsity_per_kind": dict(settings["sparsity"]),
               "budget": str(settings["budget"]) if settings["mode"] == "budget" else None}
-    try:
-        run = E.evaluate_run(ctx, scores, mask, limit, solver, calib, chosen)
-        for name, res in run.others.items():
-            record = V.history_record(ctx.model_name, res, compare(run.dense, res), **base,
-                                      repair=run.repair["solver"] if run.repair and name != "pruned" else "none")
-            E.record_run(ctx, {**record, "run": run.id})
-        state.open_run(run.id)
+    try:  # read back, or made by a job; each model's row goes into the run history with the run
+        run = E.start_run(ctx, scores, mask, limit, solver, calib, chosen, history=base)
     except Exception as exc:
         W.error(exc)
-    st.session_state["_prune.evaluate_seconds"] = time.perf_counter() - t0
+        return
+    if run is not None:
+        state.open_run(run.id)
+        st.session_state["_prune.evaluate_seconds"] = time.perf_counter() - t0
+        return
+    st.session_state["_prune.evaluate_t0"] = t0
+    st.rerun()  # a whole run: the job is waited on below this fragment, where its Cancel button works
 
 
 def current_run(mask, limit, solver: str, calib: int):
@@ -299,9 +300,48 @@ def current_run(mask, limit, solver: str, calib: int):
     return run
 
 
+WAIT: dict = {}  # the job making the run of the settings shown: waited on below the fragment (page level)
+
+
+def waiting_for(mask, limit, solver: str, calib: int) -> bool:
+    """Whether a job makes the run of these settings (started by Evaluate, before a page switch, or
+    by another session): its place on the page, which the page fills below the fragment with its
+    progress and a Cancel button (a button of a fragment cannot stop a run in progress)."""
+    mark = E.run_key(ctx, scores.spec, ctx.task.name, ctx.split, limit, mask.digest(), solver, calib)
+    job = E.run_job(ctx, mark)
+    if job is None:
+        return False
+    slot = st.empty()
+    slot.progress(job.fraction(), text=f"{job.label[:1].upper()}{job.label[1:]}: {job.describe()} (a job: its "
+                                       "progress is in the Jobs panel of the sidebar)")
+    WAIT.update(slot=slot, rid=mark)
+    return True
+
+
+def wait_for_the_run() -> None:
+    """Page level, below the fragment: wait for the job the fragment found, in its place, with its
+    progress and a Cancel button; then show its run."""
+    if not WAIT:
+        return
+    with WAIT["slot"].container():
+        try:
+            run = E.follow_run(ctx, WAIT["rid"])
+        except MtpruneError as exc:
+            W.error(exc)
+            return
+    if run is not None:
+        state.open_run(run.id)
+        t0 = st.session_state.pop("_prune.evaluate_t0", None)
+        if t0 is not None:
+            st.session_state["_prune.evaluate_seconds"] = time.perf_counter() - t0
+        st.rerun()
+
+
 def show_results(mask, limit, solver: str, calib: int) -> None:
     """The open run (metrics, verdicts, bars with intervals, the examples that changed), or what to do."""
     run = current_run(mask, limit, solver, calib)
+    if run is None and waiting_for(mask, limit, solver, calib):
+        return
     if run is None:
         st.caption("The mask changed since the last evaluation: press Evaluate again."
                    if st.session_state.get("_prune.evaluated_once") else
@@ -417,10 +457,9 @@ def mask_and_evaluation():
     params, flops = show_mask(mask, settings)
     limit, solver, calib, run_eval = evaluation_settings()
     if run_eval:
+        st.session_state["_prune.evaluated_once"] = True
         evaluate(mask, settings, params, flops, limit, solver, calib)
     show_results(mask, limit, solver, calib)
-    if run_eval:
-        st.session_state["_prune.evaluated_once"] = True
     run_history()
     infos = E.list_runs(ctx, ctx.task.name)
     reopen_run(infos)
@@ -429,6 +468,7 @@ def mask_and_evaluation():
 
 
 mask_and_evaluation()
+wait_for_the_run()
 
 st.subheader("Metric against sparsity")
 sections.sweep_section(ctx, key="prune.sweep")

@@ -2,6 +2,8 @@
 
 PAGE = {"section": "Compare", "title": "Unseen domains", "icon": ":material/travel_explore:", "order": 5}  # read by app.py
 
+from functools import partial
+
 import streamlit as st
 
 from mtprune import plots
@@ -9,7 +11,9 @@ from mtprune.errors import MtpruneError
 from mtprune.experiments import EvalSettings, UnseenConfig, run_unseen
 from mtprune.experiments.unseen import CALIB_CHOICES, check_calibration
 from mtprune.solvers import all_solvers
+from mtprune.text import plural
 from mtprune.units import KIND_LABELS, KINDS
+from ui import evaluations as E
 from ui import session as S
 from ui import state
 from ui import views as V
@@ -63,7 +67,6 @@ how_many = ({"examples": "auto", "reliability": auto.target, "max_examples": aut
             else {"examples": ctx.spec.examples})
 settings = (ctx.fingerprint, src, tuple(targets), kinds, pct, int(limit), methods, ctx.spec.examples,
             ctx.spec.seed, ctx.spec.variant, prev["scope"], auto, solver, calib if refits else None, int(calib_rows))
-results = state.store("unseen")
 missing = None if targets else "Choose one or more target sets above: there is nothing to evaluate yet."
 cfg = None
 if missing is None:
@@ -75,19 +78,17 @@ if missing is None:
         check_calibration(cfg)
     except MtpruneError as exc:
         missing = f"Cannot evaluate these settings: {exc}."
-if st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=missing is not None):
-    bar = st.progress(0.0, text="evaluating dense and pruned models" + (", repairing first..." if refits else "..."))
-    try:
-        with S.model_busy(ctx):
-            df = run_unseen(ctx.adapter, cfg, EvalSettings(limit=int(limit)),
-                            out=str(V.experiment_csv("unseen", ctx.adapter)), log=None,
-                            progress=W.eta_progress(bar, "evaluations"))
-        results[settings] = df
-    except MtpruneError as exc:
-        W.error(exc)
-    bar.empty()
+pressed = st.button("Evaluate on the target sets", key="unseen.run", type="primary", disabled=missing is not None)
+label = f"unseen domains of {src}'s mask on {plural(len(targets), 'set')}" + (f", repaired ({solver})" if refits else "")
+try:  # a job: its progress, the time left and a Cancel button here; a page switch does not stop it
+    df = E.experiment(ctx, "unseen", settings, label,
+                      partial(run_unseen, ctx.adapter, cfg, EvalSettings(limit=int(limit)),
+                              out=str(V.experiment_csv("unseen", ctx.adapter)), log=None),
+                      start=pressed and cfg is not None)
+except MtpruneError as exc:
+    W.error(exc)
+    df = None
 
-df = results.get(settings)
 if df is None:
     st.caption(missing or "Press the button: every set is evaluated dense, and with the mask at this sparsity "
                           "(rows are cached on disk: the same settings later are read back).")

@@ -45,6 +45,19 @@ def choose_mask(adapter, task, scores, *, sparsity=None, budget: Budget | str | 
     return mask_from_scores(scores, sparsity, scope=scope, kinds=kinds or "ffn", stack=stack, meta=meta)
 
 
+def intermediate_mask(adapter, task, scores, mask: Mask) -> Mask:
+    """The intermediate repair target (Kwon et al.): the mask of the same ``scores`` at the square
+    root of ``mask``'s budget (``flops:0.5`` -> ``flops:0.707``), searched as ``mask`` was."""
+    import math
+
+    if scores is None or mask.scope != "budget" or not mask.meta.get("budget"):
+        raise MtpruneError("the intermediate repair target is the mask of the same scores at the square root of the "
+                           "budget: give --budget and scores (not --sparsity or --mask)")
+    b = Budget.parse(mask.meta["budget"])
+    return choose_mask(adapter, task, scores, budget=Budget(b.measure, math.sqrt(b.fraction)), kinds=mask.kinds,
+                       stack=mask.stack, normalise=mask.meta.get("normalise", "sum"))
+
+
 def flops_kept(adapter, task, mask: Mask | None) -> float:
     """The share of the model's prunable FLOPs (heads and FFN neurons, at the task's average
     length) ``mask`` keeps; kinds it leaves alone count as kept."""
@@ -138,6 +151,8 @@ def prune(adapter, task, *, scores=None, mask: Mask | None = None, sparsity=None
         from mtprune.rearrange import rearrange
 
         mask = rearrange(adapter, task, mask, rearrange_rows, batch_size=settings.batch_size)
+    teacher = intermediate_mask(adapter, task, scores, mask) if settings.refits and settings.target == "intermediate" \
+        else None
     small, report = repair(adapter, mask, calibration if calibration is not None else [], task, settings,
-                           progress=progress, log=log, origin=origin)
+                           progress=progress, log=log, origin=origin, teacher=teacher)
     return Pruned(small, mask, report, adapter.num_parameters(), small.num_parameters(), notes)

@@ -2,6 +2,7 @@
 (duplicated units) on every family, the held-out guards, saving, and bad input."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -277,3 +278,193 @@ def test_bad_input_is_one_line(tiny_multitask, tokenizer, tmp_path, shared_home)
         calibration_rows("sst2", 0)
     rows = calibration_rows("sst2", 16, seed=1)
     assert len(rows) == 16 and set(rows[0]) == {"sentence"} and rows == calibration_rows("sst2", 16, seed=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the variants of the layer-wise fit, the token cap, the early stop
+
+
+def _last_ffn_mask(adapter):
+    """Half the FFN neurons of the last layer pruned, nothing else: one site to refit."""
+    m = full_mask(adapter.unit_sites())
+    keep = {g: k.copy() for g, k in m.keep.items()}
+    keep["encoder.ffn"][-1, ::2] = False
+    return Mask(keep=keep, n_units=m.n_units, sparsity=0.25, kinds="ffn")
+
+
+def _add_spy(monkeypatch):
+    """The number of token rows of every sum repair adds (one call per batch and site)."""
+    import mtprune.repair as repair_module
+
+    seen, real = [], repair_module._Stats.add
+
+    def add(self, x, t, held_out):
+        seen.append(len(x))
+        return real(self, x, t, held_out)
+
+    monkeypatch.setattr(repair_module._Stats, "add", add)
+    return seen
+
+
+def test_pooled_last_fits_the_last_layer_on_the_first_token_only(tiny_multitask, monkeypatch, tokenizer):
+    from tests.conftest import make_grouped
+
+    a = _decisive(tiny_multitask)
+    mask = _last_ffn_mask(a)
+    seen = _add_spy(monkeypatch)
+    pooled, rep = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4, pooled_last=True))
+    assert [s.site for s in rep.sites] == ["encoder.1.ffn"]
+    assert sum(seen) == 30 and max(seen) <= 4  # one token per row: position 0 of each of the 30 rows
+    seen.clear()
+    every, std = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+    assert sum(seen) == std.tokens > 60  # every token of every row
+    site = next(s for s in a.unit_sites() if s.name == "encoder.1.ffn")
+    w = lambda m: layers.weight_out_in(m.model.get_submodule(site.out_proj))  # noqa: E731
+    assert rep.changed == std.changed == 1 and not torch.allclose(w(pooled), w(every))
+    entry = pooled.model.config.mtprune_pruned["repair"]["variant"]
+    assert entry["pooled_last"] is True and entry["variant"] == "pooled-last"
+    assert "variant pooled-last: last layer on the pooled token" in rep.summary()
+    assert "variant" not in std.summary() and std.to_dict()["variant"]["variant"] == "standard"
+    causal = make_grouped("llama", tokenizer)
+    with pytest.raises(MtpruneError, match="not an encoder classifier"):
+        repair(causal, mask_from_scores(random_scores(causal), 0.5), ROWS, SST2, RepairSettings(pooled_last=True))
+
+
+def test_skip_first_attention_leaves_it_as_pruned(tiny_multitask):
+    a = _decisive(tiny_multitask)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    fixed, rep = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4, skip_first_attention=True))
+    by = {s.site: s for s in rep.sites}
+    assert not by["encoder.0.heads"].changed and by["encoder.0.heads"].why == "skipped: the first layer's attention"
+    assert by["encoder.0.heads"].error_before == by["encoder.0.heads"].error_after > 0
+    assert all(s.changed for n, s in by.items() if n != "encoder.0.heads"), rep.summary()
+    plain = hard_prune(a, mask)
+    assert torch.equal(_out_weights(fixed, rep)["encoder.0.heads"], _out_weights(plain, rep)["encoder.0.heads"])
+    assert fixed.model.config.mtprune_pruned["repair"]["variant"]["skip_first_attention"] is True
+
+
+def test_the_intermediate_target(tiny_multitask):
+    """A teacher that keeps every unit is the dense model (the same repair); a pruned teacher moves
+    the fit, while the final check still compares with the dense outputs."""
+    a = _decisive(tiny_multitask)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    settings = RepairSettings("lsq", batch_size=4, target="intermediate")
+    dense_t, rd = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+    full_t, rf = repair(a, mask, ROWS, SST2, settings, teacher=full_mask(a.unit_sites()))
+    assert torch.equal(logits(full_t), logits(dense_t))
+    teacher = mask_from_scores(random_scores(a), {"ffn": 0.25, "heads": 0.25})
+    mid, ri = repair(a, mask, ROWS, SST2, settings, teacher=teacher)
+    assert ri.kl_before == pytest.approx(rd.kl_before, rel=1e-9)  # measured against the dense model
+    assert not torch.allclose(logits(mid), logits(dense_t))
+    assert mid.model.config.mtprune_pruned["repair"]["variant"]["target"] == "intermediate"
+    with pytest.raises(MtpruneError, match="square root of the budget"):
+        repair(a, mask, ROWS, SST2, settings)
+    with pytest.raises(MtpruneError, match="only with the intermediate"):
+        repair(a, mask, ROWS, SST2, RepairSettings("lsq"), teacher=teacher)
+
+
+def test_a_token_cap_reads_rows_spread_over_the_draw(tiny_multitask, cb_rows):
+    from mtprune.batching import token_lengths
+    from mtprune.repair import cap_tokens
+
+    a = _decisive(tiny_multitask)
+    rows = [{"sentence": f"{r['sentence']} number {i}"} for i, r in enumerate(ROWS)]
+    total = sum(token_lengths(a, SST2, rows))
+    kept = cap_tokens(a, {SST2: rows}, total // 2)[SST2]
+    assert sum(token_lengths(a, SST2, kept)) <= total // 2 < sum(token_lengths(a, SST2, kept)) + 20
+    where = [rows.index(r) for r in kept]
+    assert where == sorted(where) and min(where) < 5 and max(where) >= 25  # spread over the list, in order
+    assert cap_tokens(a, {SST2: rows}, total)[SST2] is rows
+    cb = get_task("cb")
+    both = {SST2: rows, cb: [dict(r) for r in cb_rows] * 5}
+    lens = {t: sum(token_lengths(a, t, r)) for t, r in both.items()}
+    half = cap_tokens(a, both, sum(lens.values()) // 2)
+    for t, r in half.items():  # each task keeps its share of the tokens
+        assert abs(sum(token_lengths(a, t, r)) - lens[t] / 2) <= max(token_lengths(a, t, both[t]))
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    capped, rep = repair(a, mask, rows, SST2, RepairSettings("lsq", batch_size=4, max_tokens=total // 2))
+    assert rep.calibration_rows == len(kept) and rep.rows_drawn == 30 and rep.tokens <= total // 2
+    assert f"{len(kept)} of the 30 rows drawn" in rep.summary()
+    assert capped.model.config.mtprune_pruned["repair"]["rows_drawn"] == 30
+    same, r1 = repair(a, mask, rows, SST2, RepairSettings("lsq", batch_size=4, max_tokens=total))
+    none, r2 = repair(a, mask, rows, SST2, RepairSettings("lsq", batch_size=4, max_tokens=None))
+    assert r1.rows_drawn is None and r1.calibration_rows == 30 and torch.equal(logits(same), logits(none))
+
+
+def test_stopping_each_layer_early_changes_nothing(tiny_multitask, monkeypatch):
+    """The layer runs stop once a site's inputs are recorded: the repaired weights are those of
+    full runs, bit for bit."""
+    import mtprune.repair as repair_module
+
+    a = _decisive(tiny_multitask)
+    mask = mask_from_scores(random_scores(a), {"ffn": 0.5, "heads": 0.5})
+    stops = []
+
+    class Counted(repair_module._Stop):
+        def __init__(self, *args):
+            stops.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(repair_module, "_Stop", Counted)
+    fast, rep = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+    assert len(stops) == 4 * 8  # every site, every batch
+    real = repair_module._capture
+    monkeypatch.setattr(repair_module, "_capture",
+                        lambda model, site, store, want_output, stop=False: real(model, site, store, want_output))
+    slow, rep2 = repair(a, mask, ROWS, SST2, RepairSettings("lsq", batch_size=4))
+    assert len(stops) == 32 and rep.changed == rep2.changed == 4
+    w1, w2 = _out_weights(fast, rep), _out_weights(slow, rep2)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1) and torch.equal(logits(fast), logits(slow))
+
+
+def test_repair_settings_are_checked_and_described():
+    from mtprune.repair import parse_variant
+
+    for bad, pattern in (({"max_tokens": 0}, "at least 1"), ({"max_tokens": True}, "at least 1"),
+                         ({"target": "teacher"}, "unknown repair target 'teacher'"),
+                         ({"pooled_last": "yes"}, "pooled_last is true or false")):
+        with pytest.raises(MtpruneError, match=pattern):
+            RepairSettings("lsq", **bad)
+    with pytest.raises(MtpruneError, match="unknown repair variant 'magic'; variants: standard, pooled-last"):
+        parse_variant("pooled-last,magic")
+    kwon = RepairSettings.of("scale", "kwon")
+    assert kwon.variant == "kwon" and kwon.pooled_last and kwon.skip_first_attention and kwon.target == "intermediate"
+    two = RepairSettings.of("lsq", "pooled-last, skip-first-attention")
+    assert two.variant == "pooled-last+skip-first-attention" and two.target == "dense"
+    assert two.describe() == "last layer on the pooled token; first layer's attention left as pruned"
+    assert two.to_dict()["variant"] == two.variant and RepairSettings().variant == "standard"
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--budget", "flops:0.5", "--repair-variant", "magic"], "unknown repair variant 'magic'"),
+    (["--budget", "flops:0.5", "--calib-tokens", "0"], "--calib-tokens must be at least 1"),
+    (["--budget", "flops:0.5", "--calib-tokens", "many"], "--calib-tokens is a whole number of tokens or all"),
+    (["--sparsity", "0.5", "--repair-variant", "kwon"], "intermediate fits to the mask .* give --budget"),
+])
+def test_prune_repair_variant_bad_input(capsys, tiny_multitask, tmp_path, shared_home, extra, pattern):
+    from mtprune.cli import main
+
+    tiny = save_model(tiny_multitask, tmp_path / "tiny")
+    out = tmp_path / "o"
+    code = main(["prune", "--model", str(tiny), "--task", "sst2", "--examples", "8", "--out", str(out),
+                 "--device", "cpu", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
+    assert not out.exists()
+
+
+def test_prune_records_the_repair_variant(capsys, tiny_multitask, tmp_path, shared_home):
+    from mtprune.cli import main
+
+    tiny = save_model(tiny_multitask, tmp_path / "tiny")
+    out = tmp_path / "o"
+    code = main(["prune", "--model", str(tiny), "--task", "sst2", "--examples", "8", "--budget", "flops:0.5",
+                 "--repair-variant", "intermediate,pooled-last", "--calib", "40", "--calib-tokens", "all",
+                 "--out", str(out), "--device", "cpu", "--no-eval", "--json"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    variant = json.loads(stdout)["repair"]["variant"]
+    assert variant["target"] == "intermediate" and variant["pooled_last"] and variant["max_tokens"] is None
+    assert variant["teacher_budget"] == "flops:0.707107"
+    saved = json.loads((out / "config.json").read_text())["mtprune_pruned"]["repair"]
+    assert saved["variant"]["variant"] == "pooled-last+intermediate" and saved["calibration_rows"] == 40

@@ -1,9 +1,12 @@
-"""Evaluations and the library glue behind them: attribution scores with a progress bar (from
-memory, the disk cache or computed), evaluations remembered for the session (dense: its logits kept
+"""Evaluations and the library glue behind them: attribution scores (from memory, the disk cache,
+or computed by a job: :mod:`ui.jobs`), evaluations remembered for the session (dense: its logits kept
 on disk; pruned: a sliced copy where the mask allows, else hooks; repaired), runs kept whole on disk
 (:mod:`mtprune.runs`: reopened, listed, deleted), the masks and costs of the Prune page's settings,
-the rows an evaluation reads, and the model's run history on disk. Everything that runs the shared
-model (or copies it) holds :func:`ui.session.model_busy`."""
+the rows an evaluation reads, the experiments' rows (sweep, unseen, transfer: jobs too), and the
+model's run history on disk. Long work runs as a job (a background thread: progress, the time left,
+Cancel; a second session asking for the same result joins it) and touches no session state in its
+thread. Everything that runs the shared model (or copies it) holds its lock
+(:func:`ui.session.model_busy`, or the job's :meth:`mtprune.jobs.Job.holding`)."""
 
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ from pathlib import Path
 import streamlit as st
 
 from mtprune.errors import MtpruneError
+from ui import jobs as J
 from ui import state
 from ui import views as V
-from ui.session import Context, model_busy, session_id
-from ui.widgets import error, eta_progress
+from ui import widgets as W
+from ui.session import Context, model_busy, model_lock, session_id
+from ui.widgets import error, rows_words
 
 
 # ----------------------------------------------------------------------------------------------
@@ -29,19 +34,38 @@ def is_auto(ctx: Context, spec) -> bool:
     return ctx.auto is not None and spec.info.needs_data and spec.examples == ctx.spec.examples
 
 
+def _auto_of(ctx: Context, spec, auto: bool | None = None):
+    """The :class:`ui.session.AutoExamples` ``spec`` is computed with, or None (see :func:`scores_for`)."""
+    return ctx.auto if (is_auto(ctx, spec) if auto is None else auto and ctx.auto is not None) else None
+
+
+def scores_job_key(ctx: Context, spec, auto) -> str:
+    """The key of the job that computes these scores (two sessions asking for it share the job)."""
+    from mtprune.io import stable_hash
+
+    return "scores:" + stable_hash([ctx.fingerprint, spec.key(), None if auto is None else [auto.target, auto.cap]], 24)
+
+
+def scores_job(ctx: Context, spec=None, auto: bool | None = None):
+    """The job computing ``spec``'s scores that this page should wait on (:func:`ui.jobs.pending`), or None."""
+    spec = spec if spec is not None else ctx.spec
+    return J.pending(scores_job_key(ctx, spec, _auto_of(ctx, spec, auto)))
+
+
 def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "computing attributions",
                auto: bool | None = None):
     """Scores for ``spec`` (default: the sidebar's) on the current model.
 
-    From memory, else from the library's disk cache, else (when ``compute``) computed with a
-    progress bar and written to the disk cache. With the sidebar's auto examples (``auto``; None:
-    :func:`is_auto`) the draws double until the reliability target
+    From memory, else from the library's disk cache, else (when ``compute``) computed by a job
+    (:mod:`ui.jobs`: a progress bar with the time left and a Cancel button; another session asking
+    for the same scores joins it) and written to the disk cache. With the sidebar's auto examples
+    (``auto``; None: :func:`is_auto`) the draws double until the reliability target
     (:func:`mtprune.examples_auto.attribute_auto`) and the note ends with the line that says how many
     examples were read and why. Returns (scores, note) where note says where they came from;
-    (None, None) when not available and not computed.
+    (None, None) when not available and not computed (or the job was cancelled).
     """
     spec = spec if spec is not None else ctx.spec
-    auto = ctx.auto if (is_auto(ctx, spec) if auto is None else auto and ctx.auto is not None) else None
+    auto = _auto_of(ctx, spec, auto)
     key = (ctx.fingerprint, spec.key(), auto)
     store = state.store("scores")
     if key in store:
@@ -50,9 +74,12 @@ def scores_for(ctx: Context, spec=None, compute: bool = False, label: str = "com
     scores, chosen = _cached(ctx, spec, auto)
     note = f"loaded from the disk cache in {time.perf_counter() - t0:.2f} s" if scores is not None else None
     if scores is None and compute:
-        scores, hit, chosen = _compute(ctx, spec, auto, label)
-        secs = time.perf_counter() - t0
-        note = f"loaded from the disk cache in {secs:.2f} s" if hit else f"computed in {secs:.1f} s (now cached on disk)"
+        got = _compute(ctx, spec, auto, label)
+        if got is None:
+            return None, None
+        scores, hit, chosen, secs = got
+        note = (f"loaded from the disk cache in {secs:.2f} s" if hit
+                else f"computed in {secs:.1f} s (now cached on disk)")
     if scores is None:
         return None, None
     if chosen is not None:
@@ -73,26 +100,35 @@ def _cached(ctx: Context, spec, auto):
     return (found[0], found[2]) if found else (None, None)
 
 
-def _compute(ctx: Context, spec, auto, label: str):
-    """``(scores, cache_hit, AutoExamples or None)``, computed under a progress bar (auto: a line
-    under it says each draw's reliability)."""
+def scores_work(ctx: Context, spec, auto):
+    """What the job computing ``spec``'s scores runs: ``work(job) -> (scores, cache_hit,
+    AutoExamples or None, seconds)`` (auto: each draw's reliability as the line under its bar)."""
     from mtprune.attribution import attribute_cached
     from mtprune.examples_auto import attribute_auto
 
-    bar = st.progress(0.0, text=f"{label}...")
-    line = st.empty()
-    try:
-        with model_busy(ctx):
+    adapter, lock = ctx.adapter, model_lock(ctx.fingerprint)
+
+    def work(job):
+        t0 = time.perf_counter()
+        with job.holding(lock):
+            job.begin("attributing" if auto is None else f"attributing, doubling until reliability {auto.target:g}",
+                      "examples")
             if auto is None:
-                scores, hit, _ = attribute_cached(ctx.adapter, spec, progress=eta_progress(bar, f"{label}, examples"))
-                return scores, hit, None
-            progress = eta_progress(bar, f"{label}, examples (doubling until reliability {auto.target:g})")
-            scores, hit, _, chosen = attribute_auto(ctx.adapter, spec, auto.target, auto.cap, progress=progress,
-                                                    log=lambda text: line.caption(f"reliability at {text.strip()}"))
-            return scores, hit, chosen
-    finally:
-        bar.empty()
-        line.empty()
+                scores, hit, _ = attribute_cached(adapter, spec, progress=job.progress)
+                return scores, hit, None, time.perf_counter() - t0
+            scores, hit, _, chosen = attribute_auto(adapter, spec, auto.target, auto.cap, progress=job.progress,
+                                                    log=lambda text: job.say(f"reliability at {text.strip()}"))
+            return scores, hit, chosen, time.perf_counter() - t0
+
+    return work
+
+
+def _compute(ctx: Context, spec, auto, label: str):
+    """``(scores, cache_hit, AutoExamples or None, seconds)`` computed by a job waited on here;
+    None when it was cancelled."""
+    what = label if spec.task in label else f"{label} for {spec.task}"
+    return J.run(scores_job_key(ctx, spec, auto), f"{what} ({W.method_label(spec.method)})",
+                 scores_work(ctx, spec, auto))
 
 
 def compute_on_next_run(key: str) -> None:
@@ -102,21 +138,33 @@ def compute_on_next_run(key: str) -> None:
 
 
 def scores_or_button(ctx: Context, key: str, spec=None):
-    """Scores for the page, or a "Compute attributions" button (the page stops until they exist)."""
+    """Scores for the page, or a "Compute attributions" button (the page stops until they exist).
+    A job already computing them (started before a page switch, or by another session) is waited
+    on here, with its progress."""
     spec = spec if spec is not None else ctx.spec
     scores, note = scores_for(ctx, spec)
     if scores is not None:
         return scores, note
-    now = st.session_state.pop(f"_now.{key}", False)
+    job = scores_job(ctx, spec)
+    if job is not None and not job.running:  # one this session waited on has ended since: say how
+        try:
+            J.follow(job)
+        except MtpruneError as exc:
+            error(exc)
+        job = None
+    now = st.session_state.pop(f"_now.{key}", False) or job is not None
     if not now:
         st.info(f"No attribution scores yet for {describe(ctx, spec)}.", icon=":material/info:")
     if now or st.button("Compute attributions", key=key, type="primary"):
         try:
-            scores_for(ctx, spec, compute=True)
+            got, _ = scores_for(ctx, spec, compute=True)
         except MtpruneError as exc:
             error(exc)
             st.stop()
-        st.rerun()
+        if got is not None:
+            st.rerun()
+        st.button("Compute attributions", key=f"{key}.again", type="primary", on_click=compute_on_next_run,
+                  args=(key,))  # after a cancel: start again
     st.stop()
 
 
@@ -146,68 +194,97 @@ def find_eval(ctx: Context, task: str, split: str, limit, digest: str | None = N
     return state.store("evals").get(_eval_key(ctx, task, split, limit, digest))
 
 
-def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
-    """Dense (``mask=None``) or pruned evaluation, remembered for the session. The dense model's
-    logits are kept on disk (another session, page or reload reads them); a pruned model is a
-    sliced copy where the mask allows it (it runs outside the model's lock), else hooks on the
-    shared model."""
+def _evaluate_model(adapter, hold, task: str, split: str, limit, mask, progress):
+    """Dense (``mask=None``) or pruned evaluation, no session state (a job's thread runs it):
+    ``hold()`` holds the model's lock. The dense model's logits are kept on disk; a pruned model is
+    a sliced copy where the mask allows it (evaluated outside the lock), else hooks on the model."""
     from dataclasses import replace
 
     from mtprune.evaluation import evaluate as run_eval
     from mtprune.evaluation import pruned_model
 
+    target = None
+    with hold():
+        if mask is None or mask.keeps_all():
+            res = run_eval(adapter, task, split, limit=limit, progress=progress, mask=mask, cache_logits=mask is None)
+        else:
+            target, context, _ = pruned_model(adapter, mask, "auto")
+            if context is not None:  # hooks on the shared model: under its lock
+                target = None
+                res = run_eval(adapter, task, split, limit=limit, progress=progress, mask=mask, prune="soft")
+    if target is not None:  # a sliced copy of this evaluation's own
+        res = replace(run_eval(target, task, split, limit=limit, progress=progress), how="hard")
+    return res
+
+
+def evaluate(ctx: Context, task: str, split: str, limit, mask=None, progress=None):
+    """Dense (``mask=None``) or pruned evaluation, remembered for the session. The dense model's
+    logits are kept on disk (another session, page or reload reads them); a pruned model is a
+    sliced copy where the mask allows it (it runs outside the model's lock), else hooks on the
+    shared model."""
     digest = mask.digest() if mask is not None else None
     hit = find_eval(ctx, task, split, limit, digest)
     if hit is not None:
         if progress:
             progress(hit.n, hit.n)
         return hit
-    target = None
-    with model_busy(ctx):
-        if mask is None or mask.keeps_all():
-            res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask,
-                           cache_logits=mask is None)
-        else:
-            target, context, _ = pruned_model(ctx.adapter, mask, "auto")
-            if context is not None:  # hooks on the shared model: under its lock
-                target = None
-                res = run_eval(ctx.adapter, task, split, limit=limit, progress=progress, mask=mask, prune="soft")
-    if target is not None:  # a sliced copy of this session's own
-        res = replace(run_eval(target, task, split, limit=limit, progress=progress), how="hard")
-        del target
+    res = _evaluate_model(ctx.adapter, lambda: model_busy(ctx), task, split, limit, mask, progress)
     state.store("evals")[_eval_key(ctx, task, split, limit, digest)] = res
     return res
 
 
+def _stage(job, name: str, have, compute):
+    """One stage of a job: ``have`` when the session has it already, else ``compute()``."""
+    job.begin(name, "rows")
+    if have is not None:
+        job.progress(have.n, have.n)
+        return have
+    return compute()
+
+
 def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, label: str = "evaluating"):
-    """Dense and pruned evaluations with one progress bar: (dense, pruned)."""
-    bar = st.progress(0.0, text=f"{label}...")
-    cb_dense, cb_pruned = V.split_progress(lambda f, t: bar.progress(f, text=f"{label} {t}"), ["dense", "pruned"])
-    try:
-        dense = evaluate(ctx, task, split, limit, None, cb_dense)
-        pruned = evaluate(ctx, task, split, limit, mask, cb_pruned)
-    finally:
-        bar.empty()
-    return dense, pruned
+    """Dense and pruned evaluations as one job waited on here (:mod:`ui.jobs`), remembered for the
+    session: (dense, pruned). A cancelled job stops the page (one line says so)."""
+    from mtprune.io import stable_hash
+
+    dense, pruned = find_eval(ctx, task, split, limit), find_eval(ctx, task, split, limit, mask.digest())
+    if dense is not None and pruned is not None:
+        return dense, pruned
+    adapter, lock = ctx.adapter, model_lock(ctx.fingerprint)
+
+    def work(job):
+        def hold():
+            return job.holding(lock)
+
+        d = _stage(job, "dense model", dense,
+                   lambda: _evaluate_model(adapter, hold, task, split, limit, None, job.progress))
+        p = _stage(job, "pruned model", pruned,
+                   lambda: _evaluate_model(adapter, hold, task, split, limit, mask, job.progress))
+        return d, p
+
+    key = "evals:" + stable_hash([ctx.fingerprint, task, split, limit, mask.digest()], 24)
+    got = J.run(key, f"{label} dense and pruned on {task}/{split} ({rows_words(limit)})", work, steps=2)
+    if got is None:
+        st.stop()
+    evals = state.store("evals")
+    evals[_eval_key(ctx, task, split, limit, None)] = got[0]
+    evals[_eval_key(ctx, task, split, limit, mask.digest())] = got[1]
+    return got
 
 
-def evaluate_repaired(ctx: Context, task: str, split: str, limit, mask, solver: str, calib: int, progress=None):
-    """The hard-pruned model repaired by ``solver`` on ``calib`` train rows, evaluated;
-    (EvalResult, RepairReport), remembered for the session."""
+def _repair_and_evaluate(job, adapter, hold, task: str, split: str, limit, mask, solver: str, calib: int):
+    """The hard-pruned model repaired by ``solver`` on ``calib`` train rows (progress per layer),
+    then evaluated: (EvalResult, RepairReport). No session state (a job's thread runs it)."""
     from mtprune.evaluation import evaluate as run_eval
     from mtprune.pipeline import prune
     from mtprune.repair import calibration_rows
 
-    key = (ctx.fingerprint, task, split, limit, mask.digest(), solver, int(calib))
-    store = state.store("repaired")
-    if key in store:
-        return store[key]
+    job.begin(f"repairing ({solver}) on {calib:,} {task} rows", "layers")
     rows = calibration_rows(task, int(calib))
-    with model_busy(ctx):
-        done = prune(ctx.adapter, task, mask=mask, repair_with=solver, calibration=rows)
-    res = run_eval(done.adapter, task, split, limit=limit, progress=progress)
-    store[key] = (res, done.report)
-    return res, done.report
+    with hold():
+        done = prune(adapter, task, mask=mask, repair_with=solver, calibration=rows, progress=job.progress)
+    job.begin("repaired model", "rows")
+    return run_eval(done.adapter, task, split, limit=limit, progress=job.progress), done.report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,38 +372,169 @@ def reliability_of(ctx: Context, scores) -> dict | None:
     return _reliability(ctx.fingerprint, scores.spec.key(), scores.meta.get("examples"), scores)
 
 
-def evaluate_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict):
+def run_job_key(rid: str) -> str:
+    """The key of the job that makes the run ``rid``."""
+    return "run:" + rid
+
+
+def start_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict,
+              history: dict | None = None):
     """Dense, pruned and (with a refitting ``solver``) repaired on the first ``limit`` rows of the
-    sidebar's task and split, as one :class:`mtprune.runs.Run` kept on disk (the same settings
-    evaluated before: read back). ``settings``: how the mask was chosen, kept with the run."""
-    from mtprune.runs import Run
+    sidebar's task and split, as one :class:`mtprune.runs.Run` kept on disk. The run these settings
+    make when it exists (read back; with ``history`` its models' rows are added to the run history
+    again), else None, and a job makes it (:func:`run_job_key`: progress per stage, the repair's per
+    layer; another session asking for the same run joins it; nothing of a cancelled one is kept):
+    wait for it with :func:`follow_run` at page level. ``settings``: how the mask was chosen, kept
+    with the run; ``history``: the fields of :func:`ui.views.history_record` (but the repair) with
+    which each of its models goes into the run history once the run is written."""
     from mtprune.solvers import get_solver
 
     task, split = ctx.task.name, ctx.split
     rid = run_key(ctx, scores.spec if scores is not None else None, task, split, limit, mask.digest(), solver, calib)
     run = find_run(ctx, rid)
-    if run is not None:  # the session's evaluations know it too (the sidebar, Export's measured accuracy)
-        evals = state.store("evals")
-        evals.setdefault(_eval_key(ctx, task, split, limit, None), run.dense)
-        evals.setdefault(_eval_key(ctx, task, split, limit, mask.digest()), run.results["pruned"])
+    if run is not None:
+        _remember(ctx, run)
+        if history is not None:
+            _notes(_record_history(run, ctx.model_name, history, session_id()))
         return run
-    dense, pruned = evaluate_dense_and_pruned(ctx, task, split, limit, mask)
-    results, repair = {"dense": dense, "pruned": pruned}, None
-    if get_solver(solver).refits:
-        with st.spinner(f"repairing on {calib} {task} rows, then evaluating..."):
-            res, report = evaluate_repaired(ctx, task, split, limit, mask, solver, calib)
-        results[f"pruned + {solver}"] = res
-        repair = {"solver": solver, "calibration_rows": int(calib), "summary": report.summary(),
-                  "report": report.to_dict()}
-    run = Run(id=rid, fingerprint=ctx.fingerprint, model=ctx.facts.get("name") or ctx.model_name, task=task,
-              split=split, limit=limit, results=results, mask=mask, settings=settings, repair=repair,
-              reliability=reliability_of(ctx, scores), session=session_id())
-    state.store("runs")[rid] = run
-    try:
-        run_store(ctx).save(run)
-    except (OSError, MtpruneError) as exc:
-        st.warning(f"the run could not be kept on disk ({exc}): it lasts for this session", icon=":material/warning:")
+    refits = get_solver(solver).refits
+    label = (f"evaluating {settings.get('how') or 'a mask'} on {task}/{split} ({rows_words(limit)})"
+             + (f", repaired ({solver})" if refits else ""))
+    J.start(run_job_key(rid), label, _run_work(ctx, scores, mask, limit, solver, calib, settings, history, rid),
+            steps=4 if refits else 2)
+    return None
+
+
+def run_job(ctx: Context, rid: str):
+    """The job making the run ``rid`` that this page should wait on (:func:`ui.jobs.pending`), or None."""
+    return J.pending(run_job_key(rid))
+
+
+def follow_run(ctx: Context, rid: str):
+    """The run ``rid`` that a job makes (started here, before a page switch, or by another
+    session), waited on here; None when no job makes it (or it was cancelled)."""
+    job = run_job(ctx, rid)
+    return _collect_run(ctx, J.follow(job)) if job is not None else None
+
+
+def _collect_run(ctx: Context, got):
+    if got is None:
+        return None
+    run, report, notes = got
+    state.store("runs")[run.id] = run
+    _remember(ctx, run, report)
+    _notes(notes)
     return run
+
+
+def _notes(lines: list[str]) -> None:
+    for line in lines:
+        st.warning(line, icon=":material/warning:")
+
+
+def _remember(ctx: Context, run, report=None) -> None:
+    """The session's evaluations know the run's models too (the sidebar, Export's measured accuracy)."""
+    evals = state.store("evals")
+    evals.setdefault(_eval_key(ctx, run.task, run.split, run.limit, None), run.dense)
+    evals.setdefault(_eval_key(ctx, run.task, run.split, run.limit, run.mask_digest), run.results["pruned"])
+    if run.repair and report is not None:
+        key = (ctx.fingerprint, run.task, run.split, run.limit, run.mask_digest, run.repair["solver"],
+               int(run.repair["calibration_rows"]))
+        state.store("repaired")[key] = (run.final, report)
+
+
+def _run_work(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict, history, rid: str):
+    """The job that makes the run ``rid``: ``work(job) -> (Run, RepairReport or None, notes)``.
+    Everything it needs from the session is read here; the job's thread touches no session state."""
+    from mtprune.runs import Run
+    from mtprune.solvers import get_solver
+
+    adapter, lock, fp = ctx.adapter, model_lock(ctx.fingerprint), ctx.fingerprint
+    task, split, digest = ctx.task.name, ctx.split, mask.digest()
+    have = find_eval(ctx, task, split, limit), find_eval(ctx, task, split, limit, digest)
+    refits = get_solver(solver).refits
+    model = ctx.facts.get("name") or ctx.model_name
+    reliability, sid, name = reliability_of(ctx, scores), session_id(), ctx.model_name
+
+    def work(job):
+        def hold():
+            return job.holding(lock)
+
+        results = {"dense": _stage(job, "dense model", have[0], lambda: _evaluate_model(
+                       adapter, hold, task, split, limit, None, job.progress)),
+                   "pruned": _stage(job, "pruned model", have[1], lambda: _evaluate_model(
+                       adapter, hold, task, split, limit, mask, job.progress))}
+        repair = report = None
+        if refits:
+            results[f"pruned + {solver}"], report = _repair_and_evaluate(job, adapter, hold, task, split, limit, mask,
+                                                                         solver, calib)
+            repair = {"solver": solver, "calibration_rows": int(calib), "summary": report.summary(),
+                      "report": report.to_dict()}
+        job.check()  # the last moment a cancel stops it: from here the run is written whole
+        run = Run(id=rid, fingerprint=fp, model=model, task=task, split=split, limit=limit, results=results,
+                  mask=mask, settings=settings, repair=repair, reliability=reliability, session=sid)
+        return run, report, _keep(run, name, history, sid)
+
+    return work
+
+
+def _keep(run, model_name: str, history: dict | None, sid: str) -> list[str]:
+    """Write the run to disk, then (with ``history``) its models' rows to the run history; what
+    could not be written, in lines."""
+    from mtprune.runs import RunStore
+
+    notes = []
+    try:
+        RunStore(run.fingerprint).save(run)
+    except (OSError, MtpruneError) as exc:
+        notes.append(f"the run could not be kept on disk ({exc}): it lasts for this session")
+    return notes + (_record_history(run, model_name, history, sid) if history is not None else [])
+
+
+def _record_history(run, model_name: str, history: dict, sid: str) -> list[str]:
+    """Each of the run's models (pruned, repaired) as one row of the model's run history."""
+    from mtprune.evaluation import compare
+    from mtprune.history import RunHistory
+
+    h = RunHistory.for_model(run.fingerprint)
+    for name, res in run.others.items():
+        record = V.history_record(model_name, res, compare(run.dense, res), **history,
+                                  repair=run.repair["solver"] if run.repair and name != "pruned" else "none")
+        try:
+            h.append({**record, "run": run.id, "session": sid})
+        except OSError as exc:
+            return [f"the run could not be added to the history ({exc})"]
+    return [h.notice] if h.notice else []
+
+
+def experiment(ctx: Context, store_name: str, memo, label: str, run, *, start: bool, unit: str = "evaluations"):
+    """The rows of an experiment (a sweep, unseen domains, a transfer matrix) with the settings
+    ``memo``, kept in the session's store ``store_name``. With ``start``: computed by a job waited
+    on here (``run(progress=...) -> DataFrame``, the library call, under the model's lock; another
+    session with the same settings joins it). Else the session's rows of these settings, or those of
+    a job still computing them (started before a page switch, or by another session), waited on
+    here. None when there are none yet (or the job was cancelled)."""
+    from mtprune.io import stable_hash
+
+    store = state.store(store_name)
+    key = f"{store_name}:" + stable_hash([ctx.fingerprint, repr(memo)], 24)
+    if start:
+        lock = model_lock(ctx.fingerprint)
+
+        def work(job):
+            with job.holding(lock):
+                job.begin("", unit)
+                return run(progress=job.progress)
+
+        df = J.run(key, label, work)
+    elif memo in store:
+        return store[memo]
+    else:
+        job = J.pending(key)
+        df = J.follow(job) if job is not None else None
+    if df is not None:
+        store[memo] = df
+    return store.get(memo)
 
 
 def measured_with(ctx: Context, mask) -> dict:

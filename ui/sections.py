@@ -4,15 +4,17 @@ examples, with the button that adds examples."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from mtprune.errors import MtpruneError
 from mtprune.text import plural
 from ui import state
 from ui import views as V
-from ui.evaluations import compute_on_next_run, eval_rows, history_table, scores_for
-from ui.session import Context, model_busy, set_examples
-from ui.widgets import URL, error, eta_progress, method_label, show_figure
+from ui.evaluations import compute_on_next_run, eval_rows, experiment, history_table, scores_for
+from ui.session import Context, set_examples
+from ui.widgets import URL, error, method_label, show_figure
 
 
 def sweep_section(ctx: Context, key: str) -> None:
@@ -44,21 +46,16 @@ def sweep_section(ctx: Context, key: str) -> None:
         error(exc)
         return
     memo = (ctx.fingerprint, repr(cfg), int(limit), ctx.split)
-    results = state.store("sweeps")
     n_points = len(X.plan_runs(cfg, ctx.task.name)) * len(cfg.sparsities)
-    if st.button(f"Run the sweep ({plural(n_points, 'point')}; cached points are read back)", key=f"{key}.run",
-                 disabled=not methods):
-        bar = st.progress(0.0, text="sweeping...")
-        try:
-            with model_busy(ctx):
-                df = X.run_sweep(ctx.adapter, cfg, X.EvalSettings(limit=int(limit), split=ctx.split),
-                                 out=str(V.experiment_csv("sweep", ctx.adapter)), log=None,
-                                 progress=eta_progress(bar, "sweep, points"))
-            results[memo] = df
-        except MtpruneError as exc:
-            error(exc)
-        bar.empty()
-    df = results.get(memo)
+    run = st.button(f"Run the sweep ({plural(n_points, 'point')}; cached points are read back)", key=f"{key}.run",
+                    disabled=not methods)
+    try:  # a job (ui.jobs): its progress, the time left and a Cancel button here
+        df = experiment(ctx, "sweeps", memo, f"sweep of {ctx.task.name} ({plural(n_points, 'point')})",
+                        partial(X.run_sweep, ctx.adapter, cfg, X.EvalSettings(limit=int(limit), split=ctx.split),
+                                out=str(V.experiment_csv("sweep", ctx.adapter)), log=None), start=run, unit="points")
+    except MtpruneError as exc:
+        error(exc)
+        df = None
     if df is None:
         st.caption("Pick methods and sparsities, then run the sweep: each point prunes the model with "
                    "that method's mask and evaluates it.")

@@ -93,9 +93,10 @@ REPAIR_WHAT = "refit each pruned block's output projection on calibration rows s
 
 
 def add_repair_arg(p, default: str | None = "none", what: str = "", many: bool = False,
-                   default_text: str | None = None) -> None:
+                   default_text: str | None = None, variants: bool = False) -> None:
     """``--repair``: a registered solver (:mod:`mtprune.solvers`), or with ``many`` a comma-separated
-    list of them; the choices and help come from the registry."""
+    list of them; the choices and help come from the registry. ``variants``: also
+    ``--repair-variant`` and ``--calib-tokens`` (read by :func:`repair_settings`)."""
     from mtprune.solvers import all_solvers
 
     solvers = all_solvers()
@@ -103,6 +104,34 @@ def add_repair_arg(p, default: str | None = "none", what: str = "", many: bool =
     p.add_argument("--repair", default=default, choices=None if many else list(solvers),
                    help=f"{what or REPAIR_WHAT}{', comma-separated' if many else ''} ({listed}); default "
                         f"{default_text or default}")
+    if variants:
+        from mtprune.repair import CALIB_TOKENS, VARIANTS
+
+        p.add_argument("--repair-variant", default="standard", metavar="NAME[,NAME]",
+                       help=f"how the layers are fit, one or several of {', '.join(VARIANTS)} (pooled-last: the last "
+                            "layer fits only the token the classifier reads; intermediate: the target is the mask at "
+                            "the square root of the budget; skip-first-attention: the first layer's attention is left "
+                            "as pruned; kwon: all three, as Kwon et al.'s code); default standard")
+        p.add_argument("--calib-tokens", default=str(CALIB_TOKENS), metavar="N|all",
+                       help=f"read calibration rows up to N tokens (bounds the repair's time and memory; rows spread "
+                            f"over the draw), or all; default {CALIB_TOKENS}")
+
+
+def repair_settings(args, solver: str, **kw):
+    """:class:`mtprune.repair.RepairSettings` of ``--repair-variant`` and ``--calib-tokens``."""
+    from mtprune.repair import RepairSettings
+
+    text = str(args.calib_tokens).strip().lower()
+    if text == "all":
+        tokens = None
+    else:
+        try:
+            tokens = int(text)
+        except ValueError:
+            raise MtpruneError(f"--calib-tokens is a whole number of tokens or all, not {args.calib_tokens!r}") from None
+        if tokens < 1:
+            raise MtpruneError(f"--calib-tokens must be at least 1, not {tokens}")
+    return RepairSettings.of(solver, args.repair_variant, max_tokens=tokens, **kw)
 
 
 def measure_help() -> str:

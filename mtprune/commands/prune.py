@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_args, add_repair_arg, measure_help,
-                                     method_help, print_json, progress_bar)
+                                     method_help, print_json, progress_bar, repair_settings)
 from mtprune.costs import KIND_NORMALISATIONS
 from mtprune.errors import MtpruneError
 
@@ -37,7 +37,8 @@ def register(sub):
                    help="--rearrange: labelled rows of the split the scores come from (default 1024)")
     p.add_argument("--normalise", default="sum", choices=KIND_NORMALISATIONS,
                    help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
-    add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)")
+    add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)",
+                   variants=True)
     p.add_argument("--calib", type=int, default=1024, help="calibration rows for --repair (default 1024)")
     p.add_argument("--calib-split", default=None, help="the split calibration rows come from (default: train)")
     p.add_argument("--calib-file", default=None, action="append",
@@ -111,7 +112,6 @@ def _read_args(args):
     from mtprune.masks import check_sparsity, load_mask
     from mtprune.examples_auto import FIRST, check_auto
     from mtprune.pipeline import plan_calibration
-    from mtprune.repair import RepairSettings
     from mtprune.tasks import get_task
 
     task = get_task(args.task)
@@ -150,7 +150,10 @@ def _read_args(args):
     calib = plan_calibration(task, args.repair, DEFAULT_REPAIR, args.calib, args.calib_split, mix=mix)
     settings = {"sparsity": p if given is None and budget is None else None,
                 "budget": budget if given is None else None, "kinds": kinds, "out": out, "calibration": calib,
-                "repair": RepairSettings(solver=calib.solver, batch_size=args.batch_size)}
+                "repair": repair_settings(args, calib.solver, batch_size=args.batch_size)}
+    if settings["repair"].refits and settings["repair"].target == "intermediate" and (given is not None or budget is None):
+        raise MtpruneError("--repair-variant intermediate fits to the mask of the same scores at the square root of the "
+                           "budget: give --budget, not --mask or --sparsity")
     return task, settings, spec, given
 
 
