@@ -141,13 +141,8 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
     log10 of its magnitude (``log``) or by its percentile within the layer (``percentile``).
     Arrays go to plotly as float32 typed arrays: a 6 x 1536 map stays small and fast to send.
     """
-    a = _as_array(array)
+    a, units, ranks, color, clabel = _map_view(_as_array(array), sort_units, scale)
     n_layers, width = a.shape
-    units = np.tile(np.arange(width), (n_layers, 1))
-    ranks = layer_ranks(a)
-    if sort_units:
-        a, _, (units, ranks) = _sorted_view(a, units, ranks)
-    color, clabel = _color_values(a, scale)
     signed = (scale == "linear" and bool(np.nanmin(a) < 0)) if np.isfinite(a).any() else False
     word = unit_word(group)
     custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
