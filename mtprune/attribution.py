@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from mtprune import __version__, distributed
+from mtprune.text import plural
 from mtprune.errors import MtpruneError
 from mtprune.formats.base import prunable
 from mtprune.methods import Method, get_method
@@ -134,7 +135,7 @@ class AttributionSpec:
         info = self.info
         parts = [f"{info.label}, {self.variant}" if info.uses_variant else info.label]
         if info.needs_data:
-            parts.append(f"{self.examples} {self.task}/{self.resolved_split} examples")
+            parts.append(f"{self.examples} {self.task}/{self.resolved_split} example{'' if self.examples == 1 else 's'}")
         if info.uses_seed:
             parts.append(f"seed {self.seed}")
         if info.uses_steps:
@@ -415,7 +416,7 @@ def sample_for(spec: AttributionSpec) -> list[dict]:
     if n_labeled == 0:
         raise MtpruneError(f"{task.name}/{split} has no labeled rows: use --unsupervised or another split")
     if spec.examples > n_labeled:
-        raise MtpruneError(f"asked for {spec.examples} examples but {task.name}/{split} has only {n_labeled} labeled rows")
+        raise MtpruneError(f"asked for {spec.examples} examples but {task.name}/{split} has only {plural(n_labeled, 'labeled row')}")
     if n_labeled < len(labels):  # hub test splits: -1 marks unlabeled rows
         ds = ds.select([i for i, v in enumerate(labels) if v >= 0]).flatten_indices()
     return draw_order(ds, spec.examples, spec.seed)

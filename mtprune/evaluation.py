@@ -28,6 +28,7 @@ import torch
 from mtprune.batching import length_order
 from mtprune.errors import MtpruneError
 from mtprune.tasks import TaskSpec, get_task, load_rows, rows_as_list
+from mtprune.text import plural
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
 
@@ -177,10 +178,10 @@ class Comparison:
     def sentence(self, a: str = "dense", b: str = "pruned") -> str:
         if self.verdict == "no measurable change":
             return (f"No measurable change: {b} {self.b['accuracy']:.3f} against {a} {self.a['accuracy']:.3f} "
-                    f"on {self.n} rows ({self.a_only} flipped right -> wrong, {self.b_only} wrong -> right; "
+                    f"on {plural(self.n, 'row')} ({self.a_only} flipped right -> wrong, {self.b_only} wrong -> right; "
                     f"McNemar p = {self.p_value:.2g}).")
         return (f"{b.capitalize()} is {self.verdict}: {self.b['accuracy']:.3f} against {self.a['accuracy']:.3f} "
-                f"on {self.n} rows ({self.difference:+.3f}, 95% interval {self.difference_interval[0]:+.3f} to "
+                f"on {plural(self.n, 'row')} ({self.difference:+.3f}, 95% interval {self.difference_interval[0]:+.3f} to "
                 f"{self.difference_interval[1]:+.3f}; {self.a_only} flipped right -> wrong, {self.b_only} wrong -> "
                 f"right; McNemar p = {self.p_value:.2g}).")
 

@@ -1,7 +1,7 @@
 """A run reopened in a real browser: `streamlit run app.py` in a subprocess, headless Chromium
 through Playwright (as tests/test_browser.py). Evaluate on Prune and evaluate, reload the page:
 the whole panel is back; open the run's bare address in a new browser session (a shared link):
-the same panel, read from disk."""
+the same panel, read from disk; a second run compared with the first from their address."""
 
 from __future__ import annotations
 
@@ -65,4 +65,17 @@ def test_a_run_reopens_after_a_reload_and_from_its_link(server, browser):  # noq
     other.get_by_text(re.compile(r"there is no run 0123456789ab of this model")).wait_for(timeout=SLOW)
     assert other.locator('[data-testid="stAlertContentError"]').count() == 1
     assert "run=" not in other.url
+
+    # a second run (another mask, the same rows), then the two compared from their address
+    _open(other, f"{server}/prune?sb.examples=16&prune.ffn=30&prune.limit=16")
+    other.get_by_role("button", name="Evaluate on sst2/validation").click()
+    other.locator('[data-testid="stMetricLabel"]', has_text="Pruned accuracy").wait_for(timeout=SLOW)
+    _idle(other)
+    second = parse_qs(urlparse(other.url).query)["run"][0]
+    assert second != run
+    _open(other, f"{server}/prune?sb.examples=16&compare={run},{second}")
+    other.get_by_role("heading", name="Compare two runs").wait_for(timeout=SLOW)
+    other.get_by_text(re.compile(r"Where they differ · \d+ of 16 rows")).wait_for(timeout=SLOW)
+    other.get_by_text(re.compile(r"units differ\)")).first.wait_for(timeout=SLOW)
+    _shot(other, "runs-3-compared")
     assert not errors, errors
