@@ -145,11 +145,7 @@ def score_heatmap(array, *, group: str = "", title: str | None = None, sort_unit
     n_layers, width = a.shape
     signed = (scale == "linear" and bool(np.nanmin(a) < 0)) if np.isfinite(a).any() else False
     word = unit_word(group)
-    custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
-    hover = f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}<br>rank %{{customdata[1]}} in layer"
-    if layer_reliability is not None:
-        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], a.shape))
-        hover += "<br>layer reliability %{customdata[3]:.2f}"
+    custom, hover = _map_hover(a, units, ranks, group, layer_reliability)
     trace = {
         "type": "heatmap", "z": _f32(color), "x": np.arange(width), "y": np.arange(n_layers),
         "customdata": _f32(np.stack(custom, axis=-1)), "hovertemplate": hover + "<extra></extra>",
@@ -1052,6 +1048,18 @@ def bin_edges(width: int, bins: int = OVERVIEW_BINS) -> np.ndarray:
     return np.linspace(0, width, min(bins, width) + 1).round().astype(int)
 
 
+def _map_hover(a: np.ndarray, units: np.ndarray, ranks: np.ndarray, group: str, layer_reliability=None):
+    """``(customdata arrays, hover template)`` of a score map's cells: layer, unit, score, rank in
+    layer and, when given, the layer's reliability."""
+    custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
+    hover = (f"layer %{{y}}<br>{unit_word(group)} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}"
+             "<br>rank %{customdata[1]} in layer")
+    if layer_reliability is not None:
+        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], a.shape))
+        hover += "<br>layer reliability %{customdata[3]:.2f}"
+    return custom, hover
+
+
 def _map_view(a: np.ndarray, sort_units: bool, scale: str):
     """``(scores, units, ranks, colour values, colour label)``, sorted by score per layer when asked."""
     n_layers, width = a.shape
@@ -1152,11 +1160,7 @@ def window_heatmap(array, start: int, stop: int, *, group: str = "", sort_units:
     sl = slice(start, stop)
     a, units, ranks, color = a[:, sl], units[:, sl], ranks[:, sl], color[:, sl]
     word = unit_word(group)
-    custom = [units, ranks, np.where(np.isnan(a), 0.0, a)]
-    hover = f"layer %{{y}}<br>{word} %{{customdata[0]}}<br>score %{{customdata[2]:.4g}}<br>rank %{{customdata[1]}} in layer"
-    if layer_reliability is not None:
-        custom.append(np.broadcast_to(np.asarray(layer_reliability, dtype=np.float64)[:, None], a.shape))
-        hover += "<br>layer reliability %{customdata[3]:.2f}"
+    custom, hover = _map_hover(a, units, ranks, group, layer_reliability)
     cd = _f32(np.stack(custom, axis=-1))
     x = np.arange(start, stop)
     heat = {"type": "heatmap", "z": _f32(color), "x": x, "y": np.arange(n_layers), "zmin": lo, "zmax": hi,

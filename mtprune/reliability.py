@@ -53,14 +53,6 @@ def standard_errors(folds: np.ndarray) -> np.ndarray:
     return np.sqrt(k) * np.nanstd(folds.astype(np.float64), axis=0, ddof=1)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
 def _halves(k: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """Every split of ``k`` folds into two equal halves, each once (fold 0 always in the first)."""
     out = []
@@ -135,13 +127,9 @@ def spearman_reliability(folds: np.ndarray, n_units: list[int]) -> np.ndarray:
         w = np.asarray(n_units, dtype=np.float64)[both]
         logs = np.log([_odds(h) / _odds(q) for h, q in zip(rh[both], rq[both])]) / np.log(2)
         a = float(np.clip(np.sum(w * logs) / w.sum(), 0.0, 1.0))
-    step = 2 ** ((1.0 + a) / 2)
+    step = 2 ** ((1.0 + a) / 2)  # Spearman-Brown's factor: the odds grow by it
     for layer in np.flatnonzero(np.isfinite(rh)):
-        if rh[layer] <= 0:
-            out[layer] = 0.0
-            continue
-        o = _odds(rh[layer]) * step
-        out[layer] = o / (1 + o)
+        out[layer] = 0.0 if rh[layer] <= 0 else spearman_brown(float(np.clip(rh[layer], 1e-3, 0.999)), step)
     return out
 
 
