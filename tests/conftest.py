@@ -230,3 +230,24 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def run_cli(capsys, *argv):
+    """``(exit code, stdout, stderr)`` of ``mtprune *argv`` in this process (argparse's own errors
+    exit 2 through SystemExit: its code is returned too)."""
+    from mtprune.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, pattern):
+    """The CLI's bad-input contract: exit 2, one line on stderr matching ``pattern``, no traceback."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]

@@ -105,6 +105,17 @@ def _idle(page, timeout=SLOW) -> None:
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
+def _until_evaluable(page) -> None:
+    """On Prune and evaluate: compute the scores if the page asks for them (waiting for either
+    button, since counting one while the script still runs could miss it), then wait for Evaluate."""
+    either = re.compile(r"^(Compute attributions|Evaluate on sst2.validation)$")
+    page.get_by_role("button", name=either).first.wait_for(timeout=SLOW)
+    if page.get_by_role("button", name="Compute attributions").count():
+        page.get_by_role("button", name="Compute attributions").click()
+        _idle(page)
+    page.get_by_role("button", name="Evaluate on sst2/validation").wait_for(timeout=SLOW)
+
+
 def _nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     page.get_by_role("heading", name=title, exact=True).wait_for(timeout=SLOW)
@@ -295,12 +306,7 @@ def test_two_sessions_evaluate_at_once(server, browser, cache_dir, default_adapt
         page = ctx.new_page()
         page.goto(f"{server}/prune?sb.examples=32&prune.ffn={ffn}&prune.limit=24", timeout=60_000)
         page.get_by_role("heading", name="Prune and evaluate", exact=True).wait_for(timeout=SLOW)
-        either = re.compile(r"^(Compute attributions|Evaluate on sst2.validation)$")
-        page.get_by_role("button", name=either).first.wait_for(timeout=SLOW)
-        if page.get_by_role("button", name="Compute attributions").count():
-            page.get_by_role("button", name="Compute attributions").click()
-            _idle(page)
-        page.get_by_role("button", name="Evaluate on sst2/validation").wait_for(timeout=SLOW)
+        _until_evaluable(page)
         pages.append((ffn, page))
     for _, page in pages:  # both at once: the second waits for the model's lock
         page.get_by_role("button", name="Evaluate on sst2/validation").click()

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.test_browser import SLOW, _idle, _metric, _shot, browser, cache_dir, server  # noqa: F401
+from tests.test_browser import (SLOW, _idle, _metric, _shot, _until_evaluable, browser, cache_dir,  # noqa: F401
+                                server)
 
 pytestmark = pytest.mark.browser
 
@@ -26,12 +27,7 @@ def test_a_run_reopens_after_a_reload_and_from_its_link(server, browser):  # noq
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     _open(page, f"{server}/prune?sb.examples=16&prune.ffn=70&prune.limit=16")
-    either = re.compile(r"^(Compute attributions|Evaluate on sst2.validation)$")
-    page.get_by_role("button", name=either).first.wait_for(timeout=SLOW)
-    if page.get_by_role("button", name="Compute attributions").count():
-        page.get_by_role("button", name="Compute attributions").click()
-        _idle(page)
-    page.get_by_role("button", name="Evaluate on sst2/validation").wait_for(timeout=SLOW)
+    _until_evaluable(page)
     page.get_by_role("button", name="Evaluate on sst2/validation").click()
     page.locator('[data-testid="stMetricLabel"]', has_text="Pruned accuracy").wait_for(timeout=SLOW)
     _idle(page)

@@ -3,7 +3,6 @@
 pruned model's description of where its rows came from; bad input in one line."""
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,11 +11,10 @@ import torch
 
 from mtprune.calibration import CalibrationMix, CalibSource, other_split, parse_mix
 from mtprune.checkpoints import save_model
-from mtprune.cli import main
 from mtprune.errors import MtpruneError
 from mtprune.masks import mask_from_scores, save_mask
 from mtprune.tasks import get_task, load_rows
-from tests.conftest import random_scores
+from tests.conftest import one_line_error as _one_line, random_scores, run_cli as _run
 
 SST2 = get_task("sst2")
 
@@ -24,22 +22,6 @@ SST2 = get_task("sst2")
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def _run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line(code, err, pattern):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from mtprune.checkpoints import save_model
-from mtprune.cli import main
 from mtprune.errors import MtpruneError
 from mtprune.evaluation import evaluate
 from mtprune.explain import check_texts, explain
@@ -21,20 +20,7 @@ from mtprune.masks import mask_from_scores, save_mask
 from mtprune.pipeline import prune
 from mtprune.tasks import get_task
 from mtprune.units import site_hooks
-from tests.conftest import random_scores
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, pattern):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, lines[0]), lines[0]
+from tests.conftest import one_line_error, random_scores, run_cli as run
 
 
 def probs_of(adapter, task, row, mask=None):

@@ -9,20 +9,7 @@ import pytest
 from mtprune.cli import main
 from mtprune.masks import mask_from_scores, save_mask
 from mtprune.checkpoints import save_model
-from tests.conftest import random_scores
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, pattern):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, lines[0]), lines[0]
+from tests.conftest import one_line_error, random_scores, run_cli as run
 
 
 @pytest.fixture
