@@ -8,7 +8,7 @@ import streamlit as st
 
 from mtprune.errors import MtpruneError
 from mtprune.explain import check_texts, explain, repair_for
-from mtprune.masks import kinds_in, mask_from_bytes
+from mtprune.masks import kinds_in
 from mtprune.solvers import all_solvers
 from ui import evaluations as E
 from ui import explain_views as X
@@ -68,14 +68,7 @@ if source == "prune":
                    + (" pruned per layer" if settings["scope"] == "layer" else " pruned over the whole model"))
             st.caption(f"The mask of the settings of **Prune and evaluate**: {how}; scores from {E.describe(ctx)}.")
 elif source == "file":
-    up = st.file_uploader("A mask saved by mtprune (.json or .safetensors)", key="explain.upload")
-    if up is not None:
-        try:
-            mask = mask_from_bytes(up.name, up.getvalue())
-            mask.check_matches(ctx.adapter)
-        except MtpruneError as exc:
-            W.error(exc)
-            mask = None
+    mask, _ = W.uploaded_mask("A mask saved by mtprune (.json or .safetensors)", "explain.upload", ctx.adapter)
 solver = repair if mask is not None else "none"
 
 key = (ctx.fingerprint, task.name, tuple(t.strip() for t in texts), mask.digest() if mask is not None else None,

@@ -8,7 +8,7 @@ import streamlit as st
 from mtprune import plots
 from mtprune.errors import MtpruneError
 from mtprune.export import default_name as export_name
-from mtprune.masks import kinds_in, mask_from_bytes, mask_to_bytes
+from mtprune.masks import kinds_in, mask_to_bytes
 from mtprune.pruning import count_parameters, hard_prune_problem
 from mtprune.solvers import all_solvers
 from mtprune.text import human_count
@@ -76,24 +76,22 @@ st.caption(f"Its model card records {ctx.task.name}'s accuracy measured with {wh
            + (f"{measured[ctx.task.name].describe()}." if measured else "not measured yet (evaluate it on **Prune and "
                                                                          "evaluate** first), so it says not measured."))
 flops = None if problem else E.flops_kept(ctx, mask)
-st.download_button("Hard-pruned model (zip)",
-                   lambda: downloads.model_zip(ctx, mask, model_stem, measured, solver, calib, flops),
-                   file_name=f"{model_stem}.zip", mime="application/zip", key="export.model",
-                   icon=":material/folder_zip:", on_click="ignore", disabled=bool(problem),
-                   help=f"unzips to a folder {model_stem}/ holding {ctx.task.name}'s head alone and README.md; built "
-                        "on the first click (a few seconds; a repair takes longer), then kept for this mask")
+downloads.build_and_download(
+    ctx, "model", mask, model_stem, measured, solver, calib, flops, label="Hard-pruned model (zip)",
+    disabled=bool(problem),
+    help=f"unzips to a folder {model_stem}/ holding {ctx.task.name}'s head alone and README.md (a few seconds; a "
+         "repair takes longer)")
 from mtprune.formats import ClassifierAdapter  # noqa: E402
 
 onnx_problem = problem or (None if isinstance(ctx.adapter, ClassifierAdapter) else
                            f"a {ctx.adapter.format} model scores label words: ONNX export takes classifier models")
-st.download_button("Pruned model as ONNX (zip)",
-                   lambda: downloads.onnx_zip(ctx, mask, f"{model_stem}-onnx", measured, solver, calib, flops),
-                   file_name=f"{model_stem}-onnx.zip", mime="application/zip", key="export.onnx",
-                   icon=":material/rocket_launch:", on_click="ignore", disabled=bool(onnx_problem),
-                   help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer, "
-                        "mtprune_onnx.json (labels, mask, the logit check against PyTorch) and README.md; runs in "
-                        "onnxruntime without mtprune, or `mtprune eval --model DIR`. Exported on the first click "
-                        "(20-40 s), then kept for this mask" + (f". Not available: {onnx_problem}" if onnx_problem else ""))
+downloads.build_and_download(
+    ctx, "onnx", mask, f"{model_stem}-onnx", measured, solver, calib, flops, label="Pruned model as ONNX (zip)",
+    disabled=bool(onnx_problem),
+    help=f"model.onnx (the encoder and {ctx.task.name}'s head: token ids in, logits out), the tokenizer, "
+         "mtprune_onnx.json (labels, mask, the logit check against PyTorch) and README.md; runs in onnxruntime "
+         "without mtprune, or `mtprune eval --model DIR` (20-40 s)" + (f". Not available: {onnx_problem}" if onnx_problem
+                                                                      else ""))
 
 st.subheader("Charts")
 groups = ordered_groups(scores.arrays)
@@ -121,46 +119,40 @@ d2.download_button("HTML", lambda: plots.figure_html(fig), file_name=f"{stem}.{s
 
 st.divider()
 st.subheader("Open a mask file")
-up = st.file_uploader("A mask saved by mtprune (.json or .safetensors)", key="export.upload")
-if up is not None:
-    try:
-        loaded = mask_from_bytes(up.name, up.getvalue())
-        loaded.check_matches(ctx.adapter)
-    except MtpruneError as exc:
-        W.error(exc)
-    else:
-        meta = loaded.meta or {}
-        st.success(f"{up.name}: sparsity {loaded.sparsity:.0%}, {loaded.scope} scope, kinds {loaded.kinds}"
-                   + (f", task {meta['task']}" if meta.get("task") else ""), icon=":material/check:")
-        p = count_parameters(ctx.adapter, loaded)
-        st.metric("Parameters with this mask", human_count(p),
-                  delta=f"{(p - ctx.facts['parameters']) / ctx.facts['parameters']:+.1%}", delta_color="inverse")
-        st.dataframe(V.mask_table(loaded))
-        for g in ordered_groups(loaded.groups):
-            if loaded.kept(g) < loaded.total(g):
-                W.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
-                              key=f"export.loaded.{g}")
-        st.markdown(f"**Evaluate this mask on {ctx.task.name}/{ctx.split}**")
-        if meta.get("task") and meta["task"] != ctx.task.name:
-            st.caption(f":orange[This mask was made for {meta['task']}; it is evaluated on {ctx.task.name}, the "
-                       "sidebar's task.]")
-        limit = W.rows_input("Evaluation examples", "export.limit", 200, help="the first N labeled rows of the split")
-        if st.button("Evaluate the uploaded mask", key="export.evaluate", type="primary"):
-            from mtprune.evaluation import compare
+loaded, up_name = W.uploaded_mask("A mask saved by mtprune (.json or .safetensors)", "export.upload", ctx.adapter)
+if loaded is not None:
+    meta = loaded.meta or {}
+    st.success(f"{up_name}: sparsity {loaded.sparsity:.0%}, {loaded.scope} scope, kinds {loaded.kinds}"
+               + (f", task {meta['task']}" if meta.get("task") else ""), icon=":material/check:")
+    p = count_parameters(ctx.adapter, loaded)
+    st.metric("Parameters with this mask", human_count(p),
+              delta=f"{(p - ctx.facts['parameters']) / ctx.facts['parameters']:+.1%}", delta_color="inverse")
+    st.dataframe(V.mask_table(loaded))
+    for g in ordered_groups(loaded.groups):
+        if loaded.kept(g) < loaded.total(g):
+            W.show_figure(plots.keep_heatmap(loaded.keep[g], loaded.n_units[g], group=g),
+                          key=f"export.loaded.{g}")
+    st.markdown(f"**Evaluate this mask on {ctx.task.name}/{ctx.split}**")
+    if meta.get("task") and meta["task"] != ctx.task.name:
+        st.caption(f":orange[This mask was made for {meta['task']}; it is evaluated on {ctx.task.name}, the "
+                   "sidebar's task.]")
+    limit = W.rows_input("Evaluation examples", "export.limit", 200, help="the first N labeled rows of the split")
+    if st.button("Evaluate the uploaded mask", key="export.evaluate", type="primary"):
+        from mtprune.evaluation import compare
 
-            try:
-                dense, res = E.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, loaded)
-                E.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res),
-                                                   method=str(meta.get("method", "uploaded")),
-                                                   how=f"uploaded {up.name}", params=p))
-            except MtpruneError as exc:
-                W.error(exc)
-        dense = E.find_eval(ctx, ctx.task.name, ctx.split, limit)
-        res = E.find_eval(ctx, ctx.task.name, ctx.split, limit, loaded.digest())
-        if dense is not None and res is not None:
-            from mtprune.evaluation import compare
+        try:
+            dense, res = E.evaluate_dense_and_pruned(ctx, ctx.task.name, ctx.split, limit, loaded)
+            E.record_run(ctx, V.history_record(ctx.model_name, res, compare(dense, res),
+                                               method=str(meta.get("method", "uploaded")),
+                                               how=f"uploaded {up_name}", params=p))
+        except MtpruneError as exc:
+            W.error(exc)
+    dense = E.find_eval(ctx, ctx.task.name, ctx.split, limit)
+    res = E.find_eval(ctx, ctx.task.name, ctx.split, limit, loaded.digest())
+    if dense is not None and res is not None:
+        from mtprune.evaluation import compare
 
-            r = st.columns(2)
-            W.show_metric(r[0], "Dense accuracy", dense)
-            W.show_metric(r[1], "Accuracy with the uploaded mask", res, dense)
-            W.show_verdict(compare(dense, res), "dense", "the uploaded mask")
+        r = st.columns(2)
+        W.show_metric(r[0], "Dense accuracy", dense)
+        W.show_metric(r[1], "Accuracy with the uploaded mask", res, dense)
+        W.show_verdict(compare(dense, res), "dense", "the uploaded mask")

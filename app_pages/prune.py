@@ -16,6 +16,7 @@ from mtprune.errors import MtpruneError
 from mtprune.masks import kinds_in
 from mtprune.measures import all_measures
 from mtprune.pruning import count_parameters
+from mtprune.repair import VARIANTS, RepairSettings
 from mtprune.runs import compare_runs
 from mtprune.solvers import all_solvers
 from mtprune.text import human_count
@@ -50,7 +51,11 @@ def show_run(run, settings_digest: str | None) -> None:
     method = W.method_label(run.settings["method"]) if run.settings.get("method") else ""
     st.markdown(f"**Run `{run.id}`** · {how}" + (f" · {method}" if method else "")
                 + f" · {W.rows_words(run.limit)} of {run.task}/{run.split} · {run.created}")
-    if settings_digest is not None and run.mask_digest != settings_digest:
+    rearranged = (run.mask.meta or {}).get("rearranged") if run.mask is not None else None
+    if rearranged:
+        st.caption(f"This run's mask is the budget's mask rearranged on {rearranged['rows']:,} labelled rows: "
+                   f"{rearranged['units_moved']:,} units re-chosen, as many kept per layer.")
+    elif settings_digest is not None and run.mask_digest != settings_digest:
         st.caption("This run's mask is not the one the settings above make now: press Evaluate to run theirs.")
     url = getattr(st.context, "url", None) or ""
     st.caption(f"The address of this run: `{url}?run={run.id}` (a reload or a shared link reopens it).")
@@ -59,7 +64,9 @@ def show_run(run, settings_digest: str | None) -> None:
     W.show_metric(r[0], "Dense accuracy", dense)
     W.show_metric(r[1], "Pruned accuracy", others["pruned"], dense)
     if run.repair:
-        W.show_metric(r[2], f"Repaired accuracy ({run.repair['solver']})", run.final, dense, help=run.repair["summary"])
+        variant = run.repair.get("variant", "standard")
+        W.show_metric(r[2], f"Repaired accuracy ({run.repair['solver']}{'' if variant == 'standard' else ', ' + variant})",
+                      run.final, dense, help=run.repair["summary"])
     r[3].metric("Examples", run.n, help=f"{W.rows_words(run.limit)} of {run.task}/{run.split}")
     for name, cmp in run.comparisons().items():
         W.show_verdict(cmp, "dense", name)
@@ -103,6 +110,7 @@ PER_LAYER = {"heads": ("Attention heads", heads_per_layer, "heads"),
              "kv": ("Key/value groups", groups_per_layer, "key/value groups")}
 SOLVERS = all_solvers()  # repair solvers (mtprune.solvers): the registry, not a list of names
 MEASURES = all_measures()  # budget measures (mtprune.measures)
+REARRANGE_ROWS = 1024  # labelled rows a rearrangement reads (as `mtprune prune --rearrange`)
 
 
 def run_history() -> None:
@@ -173,7 +181,13 @@ def choose_units() -> dict:
         keep = b2.slider(f"{MEASURES[measure].label} kept", 10, 100, settings["budget"].percent, step=5,
                          format="%d%%", key="prune.kept", persist_state="session", bind=W.URL,
                          help="the share of this cost of all heads and FFN neurons the pruned model may keep")
-        return {**settings, "mode": "budget", "budget": Budget(measure, keep / 100)}
+        rearrange = st.toggle("Rearrange the mask when evaluating (Kwon et al.)", key="prune.rearrange",
+                              persist_state="session", bind=W.URL,
+                              help=f"re-choose which units each layer prunes so that their gradients on "
+                                   f"{REARRANGE_ROWS:,} labelled {ctx.task.name} rows cancel; each layer keeps as "
+                                   "many units, so the budget stays met. The maps here show the mask before it; the "
+                                   "run keeps the rearranged one (Compare two runs shows the difference)")
+        return {**settings, "mode": "budget", "budget": Budget(measure, keep / 100), "rearrange": rearrange}
     cols = st.columns(len(kinds) + 1)
     sparsity = {}
     for col, kind in zip(cols, kinds):
@@ -193,7 +207,7 @@ def choose_units() -> dict:
     scope = cols[-1].radio("Scope", ["layer", "global"], key="prune.scope", persist_state="session", bind=W.URL,
                            format_func={"layer": "per layer (same rate everywhere)",
                                         "global": "global (layers compete)"}.get)
-    return {**settings, "mode": "sparsity", "sparsity": sparsity, "scope": scope}
+    return {**settings, "mode": "sparsity", "sparsity": sparsity, "scope": scope, "rearrange": False}
 
 
 def show_mask(mask, settings: dict) -> tuple[int, float]:
@@ -233,10 +247,10 @@ def show_mask(mask, settings: dict) -> tuple[int, float]:
     return params, flops
 
 
-def evaluation_settings() -> tuple:
-    """The evaluation's widgets: (rows, solver, calibration rows, pressed)."""
+def evaluation_settings(settings: dict) -> tuple[dict, bool]:
+    """The evaluation's widgets: ({limit, solver, calib, variant, rearrange}, pressed)."""
     st.subheader("Evaluate the pruned model")
-    e1, e2, e3, e4 = st.columns([2, 1, 1, 1.6], vertical_alignment="bottom")
+    e1, e2, e3, e4, e5 = st.columns([2, 1, 1, 1.2, 1.6], vertical_alignment="bottom")
     limit = W.rows_input("Evaluation examples", "prune.limit", 200, container=e1,
                          help=f"the first N labeled rows of {ctx.task.name}/{ctx.split}")
     solver = e2.selectbox("Repair", list(SOLVERS), key="prune.repair", persist_state="session", bind=W.URL,
@@ -244,28 +258,45 @@ def evaluation_settings() -> tuple:
                           help="refit each pruned block's output projection on unlabeled training rows so that "
                                "its output matches the dense model's (no training): see Learn the method. "
                                + "; ".join(f"{s.label}: fits {s.fits}" for s in SOLVERS.values()))
+    refits = SOLVERS[solver].refits
     calib = e3.number_input("Calibration rows", min_value=16, max_value=8192, value=512, step=128,
-                            key="prune.calib", persist_state="session", bind=W.URL,
-                            disabled=not SOLVERS[solver].refits,
+                            key="prune.calib", persist_state="session", bind=W.URL, disabled=not refits,
                             help=f"{ctx.task.name} training rows the repair reads (their labels are not read)")
-    run_eval = e4.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary")
-    return limit, solver, int(calib), run_eval
+    variant = e4.selectbox("Repair variant", list(VARIANTS), key="prune.variant", persist_state="session", bind=W.URL,
+                           disabled=not refits,
+                           help="how the layers are fit. standard: every token of every layer, to the dense model "
+                                "(the default: none of the others won on held-out rows); pooled-last: the last layer "
+                                "fits only the token the classifier reads; intermediate: the target is the mask at "
+                                "the square root of the budget (needs a budget); skip-first-attention: the first "
+                                "layer's attention is left as pruned; kwon: all three (Kwon et al.)")
+    needs_budget = refits and RepairSettings.of(solver, variant).target == "intermediate"
+    problem = needs_budget and settings["mode"] != "budget"
+    if problem:
+        st.error(f"The {variant} repair variant fits to the mask at the square root of the budget: choose the units "
+                 "by one budget, or another variant.", icon=":material/error:")
+    run_eval = e5.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary",
+                         disabled=problem)
+    ev = {"limit": limit, "solver": solver, "calib": int(calib), "variant": variant if refits else "standard",
+          "rearrange": REARRANGE_ROWS if settings.get("rearrange") else 0}
+    return ev, run_eval
 
 
-def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str, calib: int) -> None:
+def evaluate(mask, settings: dict, params: int, flops: float, ev: dict) -> None:
     """Dense, pruned and (with a solver) repaired as one run kept on disk, made by a job (its
     progress, the time left and a Cancel button in place), opened on the page; each model's row in
     the run history."""
     t0 = time.perf_counter()
     ffn_only = settings["mode"] == "sparsity" and not settings["sparsity"].get("heads")
-    how = V.mask_slug(settings) + ("" if settings["mode"] == "budget" else f" ({settings['scope']})")
+    how = V.mask_slug(settings) + ("" if settings["mode"] == "budget" else f" ({settings['scope']})") \
+        + (" rearranged" if ev["rearrange"] else "")
     base = dict(method=ctx.spec.method, how=how, params=params, flops_kept=flops,
                 sparsity=settings["sparsity"].get("ffn") if ffn_only else None)
     chosen = {**base, "mode": settings["mode"], "scope": settings["scope"],
               "sparsity_per_kind": dict(settings["sparsity"]),
               "budget": str(settings["budget"]) if settings["mode"] == "budget" else None}
     try:  # read back, or made by a job; each model's row goes into the run history with the run
-        run = E.start_run(ctx, scores, mask, limit, solver, calib, chosen, history=base)
+        run = E.start_run(ctx, scores, mask, ev["limit"], ev["solver"], ev["calib"], chosen, history=base,
+                          variant=ev["variant"], rearrange=ev["rearrange"])
     except Exception as exc:
         W.error(exc)
         return
@@ -277,10 +308,16 @@ def evaluate(mask, settings: dict, params: int, flops: float, limit, solver: str
     st.rerun()  # a whole run: the job is waited on below this fragment, where its Cancel button works
 
 
-def current_run(mask, limit, solver: str, calib: int):
+def run_mark(mask, ev: dict) -> str:
+    """The id of the run the page's settings make."""
+    return E.run_key(ctx, scores.spec, ctx.task.name, ctx.split, ev["limit"], mask.digest(), ev["solver"], ev["calib"],
+                     ev["variant"], ev["rearrange"])
+
+
+def current_run(mask, ev: dict):
     """The run the page shows: the one opened (by Evaluate, the address or the run history) until
     the settings change, else the one these settings made before (this session or another), or None."""
-    mark = E.run_key(ctx, scores.spec, ctx.task.name, ctx.split, limit, mask.digest(), solver, calib)
+    mark = run_mark(mask, ev)
     pick = state.opened_run()
     if pick is not None and pick["at"] is None:  # just opened: these settings are its starting point
         state.open_run(pick["id"], mark)
@@ -303,11 +340,11 @@ def current_run(mask, limit, solver: str, calib: int):
 WAIT: dict = {}  # the job making the run of the settings shown: waited on below the fragment (page level)
 
 
-def waiting_for(mask, limit, solver: str, calib: int) -> bool:
+def waiting_for(mask, ev: dict) -> bool:
     """Whether a job makes the run of these settings (started by Evaluate, before a page switch, or
     by another session): its place on the page, which the page fills below the fragment with its
     progress and a Cancel button (a button of a fragment cannot stop a run in progress)."""
-    mark = E.run_key(ctx, scores.spec, ctx.task.name, ctx.split, limit, mask.digest(), solver, calib)
+    mark = run_mark(mask, ev)
     job = E.run_job(ctx, mark)
     if job is None:
         return False
@@ -337,10 +374,10 @@ def wait_for_the_run() -> None:
         st.rerun()
 
 
-def show_results(mask, limit, solver: str, calib: int) -> None:
+def show_results(mask, ev: dict) -> None:
     """The open run (metrics, verdicts, bars with intervals, the examples that changed), or what to do."""
-    run = current_run(mask, limit, solver, calib)
-    if run is None and waiting_for(mask, limit, solver, calib):
+    run = current_run(mask, ev)
+    if run is None and waiting_for(mask, ev):
         return
     if run is None:
         st.caption("The mask changed since the last evaluation: press Evaluate again."
@@ -455,11 +492,11 @@ def mask_and_evaluation():
         st.stop()
     state.remember_prune_settings(settings["sparsity"], settings["scope"], settings["mode"], settings["budget"])
     params, flops = show_mask(mask, settings)
-    limit, solver, calib, run_eval = evaluation_settings()
+    ev, run_eval = evaluation_settings(settings)
     if run_eval:
         st.session_state["_prune.evaluated_once"] = True
-        evaluate(mask, settings, params, flops, limit, solver, calib)
-    show_results(mask, limit, solver, calib)
+        evaluate(mask, settings, params, flops, ev)
+    show_results(mask, ev)
     run_history()
     infos = E.list_runs(ctx, ctx.task.name)
     reopen_run(infos)

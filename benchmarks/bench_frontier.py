@@ -103,7 +103,9 @@ def load_records(path: Path) -> dict:
 
 
 def record_key(model: str, task: str, budget: str, sampling: int, cfg: dict | None, args) -> str:
-    return json.dumps([model, task, budget, sampling, cfg, args.examples, args.calib, args.limit], sort_keys=True)
+    # --limit enters the key only for the tasks it cuts (a task with fewer rows reads them all)
+    limit = args.limit if args.limit is not None and args.limit < args.task_rows.get(task, args.limit + 1) else None
+    return json.dumps([model, task, budget, sampling, cfg, args.examples, args.calib, limit], sort_keys=True)
 
 
 def collect(adapter, args, tasks, budgets, names) -> pd.DataFrame:
@@ -116,6 +118,7 @@ def collect(adapter, args, tasks, budgets, names) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     have = load_records(out)
     model = adapter.display_name
+    args.task_rows = {t.name: len(eval_rows(t)) for t in tasks}
     rows_of = {t.name: eval_rows(t, None, args.limit) for t in tasks}
 
     def save(key, rec):
@@ -334,7 +337,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split-seed", type=int, default=0, help="the seed of the select / report halves")
     ap.add_argument("--examples", type=int, default=256)
     ap.add_argument("--calib", type=int, default=1024)
-    ap.add_argument("--limit", type=int, default=None, help="validation rows per task (default: all)")
+    ap.add_argument("--limit", type=int, default=None, help="the first N validation rows of a task that has more (default: all)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="results/frontier_select.jsonl")

@@ -74,6 +74,16 @@ def batch_gradients(adapter, task, rows: Sequence[dict], groups: Sequence[str], 
     return out
 
 
+def rearrange_rows(task, examples: int = 1024, seed: int = 0, split: str | None = None) -> list[dict]:
+    """The labelled rows whose mini-batch gradients a rearrangement reads: the seed's draw of
+    ``examples`` rows of the split the scores come from (as a Fisher attribution draws them)."""
+    from mtprune.attribution import AttributionSpec, sample_for
+    from mtprune.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    return sample_for(AttributionSpec(task=task.name, method="fisher", examples=examples, seed=seed, split=split))
+
+
 def rearrange(adapter, task, mask: Mask, rows: Sequence[dict], *, batch_size: int = 32,
               mini_batch: int = MINI_BATCH) -> Mask:
     """``mask`` with each layer's pruned units re-chosen by :func:`greedy_rearrange` from the

@@ -297,9 +297,30 @@ def test_export_downloads_and_mask_upload(app, tmp_path):
     at = goto(app, "export")
     compute_scores(at, "export")
     labels = [b.label for b in at.get("download_button")]
-    for want in ("Mask (JSON)", "Mask (safetensors)", "Scores (CSV)", "Hard-pruned model (zip)",
-                 "Pruned model as ONNX (zip)", "PNG", "HTML"):
+    for want in ("Mask (JSON)", "Mask (safetensors)", "Scores (CSV)", "PNG", "HTML"):
         assert want in labels
+    # the models are built by a job first (a Build button), then served by their download button
+    assert "Hard-pruned model (zip)" not in labels
+    assert at.button(key="export.build.onnx").label == "Build the pruned model as ONNX"
+    at.button(key="export.build.model").click().run()
+    ok(at)
+    assert "Hard-pruned model (zip)" in [b.label for b in at.get("download_button")]
+    assert not [b for b in at.button if b.key == "export.build.model"]  # built: the download replaces it
+    (memo, data), = at.session_state["_state.stores"]["exports"].items()
+    import io
+    import zipfile
+
+    folder = memo[6]
+    assert folder == "minilm-l6-mt6-sst2-ap-ffn50"  # model, task, method, mask
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        cfg = json.loads(z.read(f"{folder}/config.json"))
+        card = z.read(f"{folder}/README.md").decode()
+    assert f"{folder}/heads.safetensors" not in names and len(cfg["id2label"]) == 2  # sst2's head alone
+    assert cfg["mtprune_pruned"]["sizes"]["encoder.0.ffn"] == 768
+    assert "not measured" in card
+    at.run()  # a rerun serves the kept bytes: no second build
+    assert at.session_state["_state.stores"]["exports"][memo] is data
     at.selectbox(key="export.chart").set_value("mask, encoder FFN neurons").run()
     ok(at)
     assert charts(at)[0]["layout"]["title"]["text"].endswith("kept")
@@ -399,6 +420,46 @@ def test_prune_with_a_flops_budget_and_repair(app):
     goto(at, "export")
     ok(at)
     assert any("budget flops:0.6" in c.value for c in at.caption)
+
+
+def test_prune_rearranges_the_mask_and_repairs_with_a_variant(app):
+    at = goto(app, "prune")
+    compute_scores(at, "prune")
+    at.selectbox(key="prune.repair").set_value("lsq").run()
+    at.selectbox(key="prune.variant").set_value("intermediate").run()  # needs a budget: one line, no Evaluate
+    assert not at.exception and len(at.error) == 1 and "square root of the budget" in at.error[0].value
+    assert at.button(key="prune.evaluate").disabled
+    at.segmented_control(key="prune.mode").set_value("budget").run()
+    at.slider(key="prune.kept").set_value(60).run()
+    ok(at)
+    at.selectbox(key="prune.variant").set_value("pooled-last")
+    at.toggle(key="prune.rearrange").set_value(True)
+    at.number_input(key="prune.calib").set_value(32)
+    at.number_input(key="prune.limit").set_value(16)
+    at.button(key="prune.evaluate").click().run()
+    ok(at)
+    assert "Repaired accuracy (lsq, pooled-last)" in [m.label for m in at.metric]
+    assert any("rearranged on 1,024 labelled rows" in c.value for c in at.caption)
+    run = next(iter(at.session_state["_state.stores"]["runs"].values()))
+    moved = run.mask.meta["rearranged"]
+    assert moved["rows"] == 1024 and moved["units_moved"] > 0
+    assert run.repair["variant"] == "pooled-last" and run.settings["how"].endswith("rearranged")
+    from ui.evaluations import mask_for_settings
+
+    plain = mask_for_settings(at.session_state["_ctx"], run_scores(at), {"mode": "budget", "budget": run_budget(run)})
+    assert plain.digest() != run.mask.digest()
+    for g in plain.keep:  # each layer keeps as many units: the budget stays met
+        assert plain.keep[g].sum(1).tolist() == run.mask.keep[g].sum(1).tolist()
+
+
+def run_scores(at):
+    return next(iter(at.session_state["_state.stores"]["scores"].values()))[0]
+
+
+def run_budget(run):
+    from mtprune.costs import Budget
+
+    return Budget.parse(run.settings["budget"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,3 +181,52 @@ def _no_job_left_running():
         if j.running:
             REGISTRY.cancel(j.id)
             j.wait(WAIT)
+
+
+def test_an_export_build_is_a_job_that_cancels_cleanly_then_builds(app):
+    """Export's model zip is built by a job: repairing reports per layer, a cancel midway keeps no
+    bytes, and pressing Build again makes the zip (repaired, its card saying so)."""
+    import io
+    import json
+    import zipfile
+
+    from mtprune.masks import mask_from_scores
+    from ui.downloads import _work
+
+    at = goto(app, "export")
+    compute_scores(at, "export")
+    ctx = _ctx(at)
+    scores = next(iter(at.session_state["_state.stores"]["scores"].values()))[0]
+    mask = mask_from_scores(scores, {"ffn": 0.5, "heads": 0.0}, scope="layer")
+    gate, started = threading.Event(), threading.Event()
+    inner = _work("model", ctx.adapter, threading.Lock(), mask, "sst2", "cancelled", {}, "lsq", 32, None)
+
+    def work(job):
+        report = job.progress
+
+        def progress(done, total, *_):
+            report(done, total)
+            started.set()
+            gate.wait(WAIT)
+        job.progress = progress
+        return inner(job)
+
+    job = REGISTRY.submit("export:test-cancel", "building the hard-pruned model", work, session="s")
+    assert started.wait(WAIT)
+    assert job.stage == "repairing (lsq) on 32 sst2 rows" and job.unit == "layers" and job.done == 1
+    REGISTRY.cancel(job.id, "s")
+    gate.set()
+    assert job.wait(WAIT) and job.status == CANCELLED and job.result is None
+
+    at.selectbox(key="export.repair").set_value("lsq").run()
+    at.number_input(key="export.calib").set_value(32).run()
+    at.button(key="export.build.model").click().run()
+    ok(at)
+    done = [j for j in REGISTRY.jobs(_sid(at)) if j.key.startswith("export:")][0]
+    assert done.status == DONE and done.steps == 2 and done.stage == "writing the model directory and its card"
+    (memo, data), = at.session_state["_state.stores"]["exports"].items()
+    assert memo[4:6] == ("lsq", 32) and memo[6].endswith("-lsq")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        cfg = json.loads(z.read(f"{memo[6]}/config.json"))
+    assert cfg["mtprune_pruned"]["repair"]["method"] == "lsq"
+    assert cfg["mtprune_pruned"]["repair"]["calibration_rows"] == 32

@@ -232,6 +232,8 @@ def test_end_to_end(server, browser, tmp_path):
     png = SHOTS.parent / dl.value.suggested_filename
     dl.value.save_as(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.get_by_role("button", name="Build the hard-pruned model").click()  # a job, then its download
+    page.get_by_role("button", name="Hard-pruned model (zip)").wait_for(timeout=SLOW)
     with page.expect_download(timeout=SLOW) as dl:
         page.get_by_role("button", name="Hard-pruned model (zip)").click()
     zpath = tmp_path / dl.value.suggested_filename  # ~40 MB: not kept

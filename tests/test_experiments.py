@@ -847,3 +847,35 @@ def test_quota_rows_record_the_lowest_reliability_of_the_joint_scores(tiny_multi
     assert ens.loc["sst2", "reliability_ffn"] == rel["sst2"] and ens.loc["cb", "reliability_ffn"] == rel["cb"]
     assert per[per.setting == "dense"].reliability_ffn.isna().all()
     assert set(per[per.setting != "dense"].examples_used) == {64} and set(per.examples) == {"auto"}
+
+
+def test_repaired_rows_are_keyed_by_the_calibration_token_cap(tiny_multitask, sst2_rows, tmp_path, monkeypatch):
+    """A repaired row's key holds the token cap its repair read up to (rows of before the cap read
+    every token: a resumed table recomputes them instead of mixing the two); the cap reaches the
+    repair; a bad cap is one line."""
+    from mtprune.experiments import core
+    from mtprune.experiments.core import Repair
+    from mtprune.repair import CALIB_TOKENS
+
+    assert Repair("lsq", ("sst2",)).key()["calib_tokens"] == CALIB_TOKENS == 32768
+    assert Repair("lsq", ("sst2",)).key() != Repair("lsq", ("sst2",), tokens=None).key()
+    assert "calib_tokens" not in Repair("none", ("sst2",)).key()  # rows without repair keep their keys
+    with pytest.raises(MtpruneError, match="calibration tokens"):
+        Repair("lsq", ("sst2",), tokens=0)
+
+    seen = []
+    from mtprune import pipeline
+
+    original = pipeline.prune
+
+    def spy(*a, **kw):
+        seen.append(kw["repair_with"].max_tokens)
+        return original(*a, **kw)
+    monkeypatch.setattr(pipeline, "prune", spy)
+    a = tiny_multitask
+    a.max_length = 64
+    calib = [dict(r) for r in sst2_rows] * 5
+    monkeypatch.setattr(core.Runner, "calibration", lambda self, task, n, seed=0: calib)
+    cfg = SweepConfig(tasks=("sst2",), methods=("random",), sparsities=(0.5,), repairs=("lsq",), trials=1, calib=30)
+    df = run_sweep(a, cfg, out=tmp_path / "s.csv", rows={"sst2": sst2_rows}, log=None)
+    assert seen == [CALIB_TOKENS] and len(df) == 1 and df.repair.tolist() == ["lsq"]

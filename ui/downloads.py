@@ -1,39 +1,23 @@
 """Downloads of the pruned (and repaired) model, one task's head alone with its model card: a model
-directory or ONNX, each built once per model, mask, repair and name in the process and then served
-from memory."""
+directory or ONNX in a zip, each **built by a job** (:mod:`ui.jobs`: progress per repair layer and
+per stage, the time left, Cancel, the Jobs panel; another session asking for the same build joins
+it) and then served from the session's memory (the last two builds of each kind)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from mtprune.io import stable_hash
+from ui import jobs as J
 from ui import state
 from ui.session import Context, model_lock
 
-
-def _build(adapter, mask, task: str, solver: str, calib: int):
-    """``(model, calibration source)``: hard-pruned, or pruned and repaired by ``solver`` on ``calib``
-    rows of the task's train split, as the Prune page repairs (the same rows, the same model)."""
-    from mtprune.pruning import hard_prune
-
-    if solver == "none":
-        return hard_prune(adapter, mask), None
-    from mtprune.pipeline import prune
-    from mtprune.repair import calibration_rows
-    from mtprune.tasks import get_task
-
-    rows = calibration_rows(task, int(calib))
-    done = prune(adapter, task, mask=mask, repair_with=solver, calibration=rows)
-    return done.adapter, f"{task}/{get_task(task).train_split}"
-
-
-@st.cache_data(show_spinner="building the pruned model and its model card...", max_entries=2)
-def _model_zip(fingerprint: str, digest: str, task: str, solver: str, calib: int, folder: str, measured_key: tuple,
-               flops: float | None, _adapter, _mask, _measured) -> bytes:
-    from mtprune.export import zip_model
-
-    with model_lock(fingerprint):  # no spinner: this runs outside the script
-        small, source = _build(_adapter, _mask, task, solver, calib)
-    return zip_model(small, task, folder, mask=_mask, measured=_measured, flops_kept=flops, calibration=source)
+KEEP = 2  # builds of each kind a session keeps (a model zip is ~40 MB)
+KINDS = {
+    "model": {"what": "the hard-pruned model", "mime": "application/zip", "write": "writing the model directory "
+              "and its card"},
+    "onnx": {"what": "the pruned model as ONNX", "mime": "application/zip", "write": "exporting to ONNX"},
+}
 
 
 def measured_for(ctx: Context, mask, solver: str, calib: int) -> dict:
@@ -50,31 +34,73 @@ def measured_for(ctx: Context, mask, solver: str, calib: int) -> dict:
     return {ctx.task.name: max(best, key=lambda r: r.n)} if best else {}
 
 
-def model_zip(ctx: Context, mask, folder: str, measured: dict, solver: str = "none", calib: int = 512,
-              flops: float | None = None) -> bytes:
-    """The pruned (repaired) model serving the sidebar's task alone, as a zip of the folder
-    ``folder/`` with its model card. Its card and config record ``measured``
-    (:func:`measured_for`), else "not measured". Read ``measured`` when the page runs: a download's
-    callable runs outside the session."""
-    key = tuple((t, r.split, r.n) for t, r in measured.items())
-    return _model_zip(ctx.fingerprint, mask.digest(), ctx.task.name, solver, int(calib), folder, key, flops,
-                      ctx.adapter, mask, measured)
+def _work(kind: str, adapter, lock, mask, task: str, folder: str, measured: dict, solver: str, calib: int,
+          flops: float | None):
+    """The job building one download: ``work(job) -> bytes``. The repair reports per layer; a
+    cancel stops it at the next layer or stage, and every file is written in a temporary directory
+    that goes with it (nothing half-built is kept). No session state (a job's thread runs it)."""
+    from mtprune.export import zip_model, zip_onnx
+    from mtprune.pruning import hard_prune
+
+    def work(job):
+        source = None
+        with job.holding(lock):
+            if solver == "none":
+                job.begin("slicing the pruned units away")
+                small = hard_prune(adapter, mask)
+            else:
+                from mtprune.pipeline import prune
+                from mtprune.repair import calibration_rows
+                from mtprune.tasks import get_task
+
+                job.begin(f"repairing ({solver}) on {calib:,} {task} rows", "layers")
+                done = prune(adapter, task, mask=mask, repair_with=solver, calibration=calibration_rows(task, calib),
+                             progress=job.progress)
+                small, source = done.adapter, f"{task}/{get_task(task).train_split}"
+        job.begin(KINDS[kind]["write"])
+        if kind == "model":
+            data = zip_model(small, task, folder, mask=mask, measured=measured, flops_kept=flops, calibration=source)
+        else:
+            data = zip_onnx(small, task, folder, evaluate=False, mask=mask, measured=measured, flops_kept=flops)
+        job.check()  # cancelled while it wrote: the bytes are dropped
+        return data
+    return work
 
 
-@st.cache_data(show_spinner="exporting to ONNX...", max_entries=2)
-def _onnx_zip(fingerprint: str, digest: str, task: str, solver: str, calib: int, folder: str, measured_key: tuple,
-              flops: float | None, _adapter, _mask, _measured) -> bytes:
-    from mtprune.export import zip_onnx
-
-    with model_lock(fingerprint):  # no spinner: this runs outside the script
-        small, _ = _build(_adapter, _mask, task, solver, calib)
-    return zip_onnx(small, task, folder, evaluate=False, mask=_mask, measured=_measured, flops_kept=flops)
-
-
-def onnx_zip(ctx: Context, mask, folder: str, measured: dict, solver: str = "none", calib: int = 512,
-             flops: float | None = None) -> bytes:
-    """The pruned (repaired) model and the task's head as an ONNX directory in a zip (``folder/``),
-    with its model card; exported once per model, mask, repair and task, then served from memory."""
-    key = tuple((t, r.split, r.n) for t, r in measured.items())
-    return _onnx_zip(ctx.fingerprint, mask.digest(), ctx.task.name, solver, int(calib), folder, key, flops,
-                     ctx.adapter, mask, measured)
+def build_and_download(ctx: Context, kind: str, mask, folder: str, measured: dict, solver: str = "none",
+                       calib: int = 512, flops: float | None = None, *, label: str, disabled: bool = False,
+                       help: str = "") -> bytes | None:
+    """A **Build** button that starts the job making the download ``kind`` (``model`` or ``onnx``)
+    of ``mask`` repaired by ``solver`` on ``calib`` rows, named ``folder``; once built, the download
+    button ``label`` serving it (its bytes are returned). A build started before a page switch, or
+    by another session, is waited on here. Read ``measured`` when the page runs (its card records
+    it)."""
+    memo = (kind, ctx.fingerprint, mask.digest(), ctx.task.name, solver, int(calib), folder,
+            tuple((t, r.split, r.n, round(r.accuracy, 6)) for t, r in measured.items()), flops)
+    store = state.store("exports")
+    data = store.get(memo)
+    slot = st.empty()  # the Build button, replaced by the download once built
+    if data is None and not disabled:
+        key = "export:" + stable_hash([repr(memo)], 24)
+        what = KINDS[kind]["what"]
+        if slot.button(f"Build {what}", key=f"export.build.{kind}", icon=":material/build:",
+                     help=help + ". Built as a job: its progress, the time left and Cancel show here and in the "
+                                 "Jobs panel"):
+            data = J.run(key, f"building {what} ({folder})", _work(kind, ctx.adapter, model_lock(ctx.fingerprint),
+                         mask, ctx.task.name, folder, measured, solver, int(calib), flops),
+                         steps=2)
+        else:
+            job = J.pending(key)
+            data = J.follow(job) if job is not None else None
+        if data is not None:
+            for old in [k for k in store if k[0] == kind][: max(0, len([k for k in store if k[0] == kind]) - KEEP + 1)]:
+                del store[old]
+            store[memo] = data
+    if data is not None:
+        slot.download_button(label, data, file_name=f"{folder}.zip", mime=KINDS[kind]["mime"], key=f"export.{kind}",
+                           icon=":material/folder_zip:", on_click="ignore",
+                           help=f"built: {len(data) / 1e6:.1f} MB; " + help)
+    elif disabled:
+        slot.button(f"Build {KINDS[kind]['what']}", key=f"export.build.{kind}", icon=":material/build:", disabled=True,
+                  help=help)
+    return data

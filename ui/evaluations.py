@@ -272,19 +272,25 @@ def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, 
     return got
 
 
-def _repair_and_evaluate(job, adapter, hold, task: str, split: str, limit, mask, solver: str, calib: int):
-    """The hard-pruned model repaired by ``solver`` on ``calib`` train rows (progress per layer),
-    then evaluated: (EvalResult, RepairReport). No session state (a job's thread runs it)."""
+def _repair_and_evaluate(job, adapter, hold, task: str, split: str, limit, mask, solver: str, calib: int,
+                         variant: str = "standard", scores=None):
+    """The hard-pruned model repaired by ``solver`` (its ``variant`` of the layer-wise fit; the
+    intermediate target is the mask of ``scores`` at the square root of the budget) on ``calib``
+    train rows (progress per layer), then evaluated: (EvalResult, RepairReport). No session state
+    (a job's thread runs it)."""
     from mtprune.evaluation import evaluate as run_eval
-    from mtprune.pipeline import prune
-    from mtprune.repair import calibration_rows
+    from mtprune.pipeline import intermediate_mask
+    from mtprune.repair import RepairSettings, calibration_rows, repair
 
-    job.begin(f"repairing ({solver}) on {calib:,} {task} rows", "layers")
+    settings = RepairSettings.of(solver, variant)
+    job.begin(f"repairing ({solver}{'' if variant == 'standard' else ', ' + variant}) on {calib:,} {task} rows",
+              "layers")
     rows = calibration_rows(task, int(calib))
     with hold():
-        done = prune(adapter, task, mask=mask, repair_with=solver, calibration=rows, progress=job.progress)
+        teacher = intermediate_mask(adapter, task, scores, mask) if settings.target == "intermediate" else None
+        small, report = repair(adapter, mask, rows, task, settings, progress=job.progress, teacher=teacher)
     job.begin("repaired model", "rows")
-    return run_eval(done.adapter, task, split, limit=limit, progress=job.progress), done.report
+    return run_eval(small, task, split, limit=limit, progress=job.progress), report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,16 +303,19 @@ def run_store(ctx: Context):
     return RunStore(ctx.fingerprint)
 
 
-def run_key(ctx: Context, spec, task: str, split: str, limit, digest: str, solver: str, calib: int) -> str:
+def run_key(ctx: Context, spec, task: str, split: str, limit, digest: str, solver: str, calib: int,
+            variant: str = "standard", rearrange: int = 0) -> str:
     """The id of the run these settings make (:func:`mtprune.runs.run_id`): the same settings, the
-    same run, read back instead of evaluated again."""
+    same run, read back instead of evaluated again. ``digest`` is the mask the settings choose;
+    ``rearrange``: the rows whose gradients re-choose its units (0: not rearranged)."""
     from mtprune.runs import run_id
     from mtprune.solvers import get_solver
 
     refits = get_solver(solver).refits
+    repair = [solver, int(calib)] + ([variant] if variant != "standard" else []) if refits else None
     return run_id({"model": ctx.fingerprint, "task": task, "split": split, "limit": limit, "mask": digest,
-                   "scores": spec.key() if spec is not None else None,
-                   "repair": [solver, int(calib)] if refits else None})
+                   "scores": spec.key() if spec is not None else None, "repair": repair,
+                   **({"rearrange": int(rearrange)} if rearrange else {})})
 
 
 def find_run(ctx: Context, rid: str):
@@ -378,7 +387,7 @@ def run_job_key(rid: str) -> str:
 
 
 def start_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict,
-              history: dict | None = None):
+              history: dict | None = None, variant: str = "standard", rearrange: int = 0):
     """Dense, pruned and (with a refitting ``solver``) repaired on the first ``limit`` rows of the
     sidebar's task and split, as one :class:`mtprune.runs.Run` kept on disk. The run these settings
     make when it exists (read back; with ``history`` its models' rows are added to the run history
@@ -390,7 +399,8 @@ def start_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settin
     from mtprune.solvers import get_solver
 
     task, split = ctx.task.name, ctx.split
-    rid = run_key(ctx, scores.spec if scores is not None else None, task, split, limit, mask.digest(), solver, calib)
+    rid = run_key(ctx, scores.spec if scores is not None else None, task, split, limit, mask.digest(), solver, calib,
+                  variant, rearrange)
     run = find_run(ctx, rid)
     if run is not None:
         _remember(ctx, run)
@@ -398,10 +408,12 @@ def start_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settin
             _notes(_record_history(run, ctx.model_name, history, session_id()))
         return run
     refits = get_solver(solver).refits
-    label = (f"evaluating {settings.get('how') or 'a mask'} on {task}/{split} ({rows_words(limit)})"
-             + (f", repaired ({solver})" if refits else ""))
-    J.start(run_job_key(rid), label, _run_work(ctx, scores, mask, limit, solver, calib, settings, history, rid),
-            steps=4 if refits else 2)
+    label = (f"evaluating {settings.get('how') or 'a mask'}{', rearranged' if rearrange else ''} on {task}/{split} "
+             f"({rows_words(limit)})" + (f", repaired ({solver}{'' if variant == 'standard' else ', ' + variant})"
+                                         if refits else ""))
+    J.start(run_job_key(rid), label, _run_work(ctx, scores, mask, limit, solver, calib, settings, history, rid,
+                                               variant, rearrange),
+            steps=(4 if refits else 2) + bool(rearrange))
     return None
 
 
@@ -437,29 +449,41 @@ def _remember(ctx: Context, run, report=None) -> None:
     evals = state.store("evals")
     evals.setdefault(_eval_key(ctx, run.task, run.split, run.limit, None), run.dense)
     evals.setdefault(_eval_key(ctx, run.task, run.split, run.limit, run.mask_digest), run.results["pruned"])
-    if run.repair and report is not None:
+    if run.repair and report is not None and run.repair.get("variant", "standard") == "standard":  # what Export builds
         key = (ctx.fingerprint, run.task, run.split, run.limit, run.mask_digest, run.repair["solver"],
                int(run.repair["calibration_rows"]))
         state.store("repaired")[key] = (run.final, report)
 
 
-def _run_work(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict, history, rid: str):
+def _run_work(ctx: Context, scores, mask, limit, solver: str, calib: int, settings: dict, history, rid: str,
+              variant: str = "standard", rearrange: int = 0):
     """The job that makes the run ``rid``: ``work(job) -> (Run, RepairReport or None, notes)``.
-    Everything it needs from the session is read here; the job's thread touches no session state."""
+    With ``rearrange`` rows it first re-chooses the mask's units (Kwon et al.'s rearrangement, the
+    rows drawn as the scores' were): the run keeps the rearranged mask. Everything it needs from
+    the session is read here; the job's thread touches no session state."""
     from mtprune.runs import Run
     from mtprune.solvers import get_solver
 
     adapter, lock, fp = ctx.adapter, model_lock(ctx.fingerprint), ctx.fingerprint
     task, split, digest = ctx.task.name, ctx.split, mask.digest()
-    have = find_eval(ctx, task, split, limit), find_eval(ctx, task, split, limit, digest)
+    have = find_eval(ctx, task, split, limit), None if rearrange else find_eval(ctx, task, split, limit, digest)
     refits = get_solver(solver).refits
     model = ctx.facts.get("name") or ctx.model_name
     reliability, sid, name = reliability_of(ctx, scores), session_id(), ctx.model_name
+    spec = scores.spec if scores is not None else None
 
     def work(job):
         def hold():
             return job.holding(lock)
 
+        nonlocal mask
+        if rearrange:
+            from mtprune.rearrange import rearrange as rechoose, rearrange_rows
+
+            job.begin(f"rearranging the mask on {rearrange:,} {task} rows")
+            rows = rearrange_rows(task, rearrange, spec.seed if spec else 0, spec.split if spec else None)
+            with hold():
+                mask = rechoose(adapter, task, mask, rows)
         results = {"dense": _stage(job, "dense model", have[0], lambda: _evaluate_model(
                        adapter, hold, task, split, limit, None, job.progress)),
                    "pruned": _stage(job, "pruned model", have[1], lambda: _evaluate_model(
@@ -467,9 +491,9 @@ def _run_work(ctx: Context, scores, mask, limit, solver: str, calib: int, settin
         repair = report = None
         if refits:
             results[f"pruned + {solver}"], report = _repair_and_evaluate(job, adapter, hold, task, split, limit, mask,
-                                                                         solver, calib)
-            repair = {"solver": solver, "calibration_rows": int(calib), "summary": report.summary(),
-                      "report": report.to_dict()}
+                                                                         solver, calib, variant, scores)
+            repair = {"solver": solver, "calibration_rows": int(calib), "variant": variant,
+                      "summary": report.summary(), "report": report.to_dict()}
         job.check()  # the last moment a cancel stops it: from here the run is written whole
         run = Run(id=rid, fingerprint=fp, model=model, task=task, split=split, limit=limit, results=results,
                   mask=mask, settings=settings, repair=repair, reliability=reliability, session=sid)

@@ -24,7 +24,7 @@ _UNIT = "_state.unit"
 _SEEN = "_state.seen_selections"
 _RUN = "_state.run"
 _COMPARE = "_state.compare"
-STORES = ("scores", "evals", "runs", "sweeps", "unseen", "repaired", "probe", "transfer")
+STORES = ("scores", "evals", "runs", "sweeps", "unseen", "repaired", "probe", "transfer", "exports")
 
 
 DEFAULT_BUDGET = Budget("flops", 0.6)

@@ -51,6 +51,24 @@ def eta_progress(bar, label: str):
     return cb
 
 
+def uploaded_mask(label: str, key: str, adapter):
+    """A file uploader for a mask saved by mtprune: ``(mask, file name)`` once a file that is a mask
+    for ``adapter`` is given; ``(None, None)`` before, and after one error line when it is not."""
+    from mtprune.errors import MtpruneError
+    from mtprune.masks import mask_from_bytes
+
+    up = st.file_uploader(label, key=key)
+    if up is None:
+        return None, None
+    try:
+        mask = mask_from_bytes(up.name, up.getvalue())
+        mask.check_matches(adapter)
+    except MtpruneError as exc:
+        error(exc)
+        return None, None
+    return mask, up.name
+
+
 def show_metric(col, label: str, res, reference=None, help: str | None = None) -> None:
     """A metric with its 95% interval under it; the change from ``reference`` as the delta."""
     lo, hi = res.interval()

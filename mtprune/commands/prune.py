@@ -160,10 +160,9 @@ def _read_args(args):
 def _rearrange_rows(task, args) -> list[dict]:
     """The labelled rows whose mini-batch gradients --rearrange reads (the seed's draw of the split
     the scores come from)."""
-    from mtprune.attribution import AttributionSpec, sample_for
+    from mtprune.rearrange import rearrange_rows
 
-    return sample_for(AttributionSpec(task=task.name, method="fisher", examples=args.rearrange_examples,
-                                      seed=args.seed, split=args.split))
+    return rearrange_rows(task, args.rearrange_examples, args.seed, args.split)
 
 
 def _scores(adapter, spec, args):

@@ -30,6 +30,7 @@ from mtprune import io
 from mtprune.errors import MtpruneError
 from mtprune.masks import Mask, check_sparsity, mask_from_scores
 from mtprune.methods import Method, get_method, method_names
+from mtprune.repair import CALIB_TOKENS, RepairSettings
 from mtprune.solvers import get_solver
 from mtprune.tasks import TaskSpec, data_path, get_task
 from mtprune.text import fmt_seconds
@@ -520,7 +521,7 @@ class Runner:
             if (repair.mix, repair.tasks[0]) not in self._calib:
                 self._calib[(repair.mix, repair.tasks[0])] = repair.mix.draw(repair.tasks[0]).rows
             calib = self._calib[(repair.mix, repair.tasks[0])]
-        done = prune(self.adapter, repair.tasks[0], mask=mask, repair_with=repair.solver, calibration=calib)
+        done = prune(self.adapter, repair.tasks[0], mask=mask, repair_with=repair.settings(), calibration=calib)
         model = done.adapter
         self.stats["repair_seconds"] = self.stats.get("repair_seconds", 0.0) + time.perf_counter() - t0
         self.log(f"  {done.report.summary()}")
@@ -543,16 +544,22 @@ class Runner:
 class Repair:
     """How a row's pruned model is repaired: the solver and its calibration rows (``calib`` rows of
     each of ``tasks``' train splits, drawn with ``seed``; or those of ``mix``, a
-    :class:`mtprune.calibration.CalibrationMix` read for ``tasks[0]``)."""
+    :class:`mtprune.calibration.CalibrationMix` read for ``tasks[0]``), of which it reads at most
+    ``tokens`` tokens (None: all; :attr:`mtprune.repair.RepairSettings.max_tokens`)."""
 
     solver: str  # a registered solver (mtprune.solvers)
     tasks: tuple[str, ...]
     calib: int = 1024
     seed: int = 0
     mix: object = None  # a CalibrationMix; None: the tasks' train splits (and the keys of before)
+    tokens: int | None = CALIB_TOKENS
 
     def __post_init__(self):
         get_solver(self.solver)
+        RepairSettings(self.solver, max_tokens=self.tokens)  # one line for a bad token cap
+
+    def settings(self) -> RepairSettings:
+        return RepairSettings(self.solver, max_tokens=self.tokens)
 
     @property
     def refits(self) -> bool:
@@ -561,7 +568,10 @@ class Repair:
     def key(self) -> dict:
         if not self.refits:
             return {"repair": self.solver}
-        out = {"repair": self.solver, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed}
+        # the token cap is in the key: rows repaired before it existed read every token, and a resumed
+        # table must not mix the two
+        out = {"repair": self.solver, "calib": self.calib, "calib_tasks": list(self.tasks), "calib_seed": self.seed,
+               "calib_tokens": self.tokens}
         return out if self.mix is None else {**out, "calib_mix": self.mix.key()}
 
 
