@@ -13,6 +13,11 @@ both measured inside the script run:
   a browser's slider move reruns in the real app;
 * ``full``: a whole script run (sidebar, navigation, page) - an upper bound, and what AppTest runs.
 
+**Repair** (``--part repair``): presses Evaluate with the ``lsq`` repair on the page's default 512
+calibration rows at FFN 50 %, one fresh session per task of ``--repair-tasks``: the repair's own
+seconds inside the run's job (per layer, every layer refit) and the whole press (dense, pruned and
+repaired on 64 rows).
+
 **Evaluation** (``--part eval``): presses Evaluate on every row of sst2/validation (``--eval-limit``
 for fewer) in fresh sessions on the warm model (loaded once per process, as the server keeps it),
 each with another FFN sparsity so that the pruned model is evaluated each time. The server time of
@@ -28,7 +33,7 @@ Beside them, the library's own evaluation of the same rows on a model of its own
 
 AppTest's own overhead (tree parsing, a fresh ScriptCache that recompiles the page) is in none of
 these. Exits 1 when the median fragment time is over ``--budget-ms`` or the median warm evaluation
-is over ``--eval-budget-s``.
+is over ``--eval-budget-s``, or a repair over ``--repair-budget-s``.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def stats(xs, unit=1000.0, digits=1):
             "max": round(max(v), digits)}
 
 
-def prune_page(examples: int, params: dict | None = None):
+def prune_page(examples: int, params: dict | None = None, task: str = "sst2"):
     """A fresh session on Prune and evaluate (the scores read from the cache)."""
     from streamlit.testing.v1 import AppTest
 
@@ -64,6 +69,8 @@ def prune_page(examples: int, params: dict | None = None):
     for k, v in {"sb.examples": str(examples), **(params or {})}.items():
         at.query_params[k] = v
     at.run()
+    if task != "sst2":
+        at.sidebar.selectbox(key="sb.task").set_value(task).run()
     at.switch_page("app_pages/prune.py").run()
     for b in at.button:
         if b.key == "prune.compute":
@@ -112,6 +119,26 @@ def press_evaluate(examples: int, ffn: int, limit: int | None) -> dict:
             "run": run[0] if isinstance(run, list) else run}
 
 
+def bench_repair(examples: int, tasks: list[str], calib: int, rows: int) -> list[dict]:
+    """Evaluate with the lsq repair on ``calib`` calibration rows, FFN 50 %, one fresh session per
+    task: the repair's own seconds (inside the run's job) and the whole press's."""
+    out = []
+    for task in tasks:
+        at = prune_page(examples, {"prune.ffn": "50"}, task)
+        at.selectbox(key="prune.repair").set_value("lsq").run()
+        at.number_input(key="prune.calib").set_value(calib)
+        at.number_input(key="prune.limit").set_value(rows)
+        at.button(key="prune.evaluate").click().run()
+        if at.exception or at.error:
+            raise SystemExit(f"evaluation failed: {[e.value for e in (*at.exception, *at.error)]}")
+        run = next(iter(at.session_state["_state.stores"]["runs"].values()))
+        rep = run.repair["report"]
+        out.append({"task": task, "calibration_rows": rep["calibration_rows"], "tokens": rep["tokens"],
+                    "repair_s": round(rep["seconds"], 2), "press_s": round(at.session_state["_prune.evaluate_seconds"], 2),
+                    "eval_rows": run.n})
+    return out
+
+
 def library_times(examples: int, limit: int | None) -> dict:
     """The library's own evaluation of the same rows: dense, and an FFN 50 % mask soft and hard."""
     from mtprune.attribution import AttributionSpec, attribute_cached
@@ -145,13 +172,16 @@ def bench_eval(examples: int, limit: int | None, sessions: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["all", "slider", "eval"], default="all")
+    ap.add_argument("--part", choices=["all", "slider", "eval", "repair"], default="all")
     ap.add_argument("--moves", type=int, default=30)
     ap.add_argument("--examples", "--samples", dest="examples", type=int, default=16, help="attribution examples (scores computed once)")
     ap.add_argument("--budget-ms", type=float, default=150.0)
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluation rows (default: all of sst2/validation)")
     ap.add_argument("--eval-sessions", type=int, default=3, help="warm sessions, each with another sparsity")
     ap.add_argument("--eval-budget-s", type=float, default=3.0)
+    ap.add_argument("--repair-tasks", default="sst2,mrpc,rte", help="--part repair: the tasks, one session each")
+    ap.add_argument("--repair-calib", type=int, default=512, help="--part repair: calibration rows (the page's default)")
+    ap.add_argument("--repair-budget-s", type=float, default=20.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -168,6 +198,8 @@ def main(argv=None) -> int:
     if args.part in ("all", "eval"):
         out["evaluation"] = {**bench_eval(args.examples, args.eval_limit, args.eval_sessions),
                              "budget_s": args.eval_budget_s}
+    if args.part in ("all", "repair"):
+        out["repair"] = bench_repair(args.examples, args.repair_tasks.split(","), args.repair_calib, 64)
     if args.json:
         print(json.dumps(out, indent=1))
     else:
@@ -184,6 +216,12 @@ def main(argv=None) -> int:
         print(f"{'OK' if good else 'OVER BUDGET'}: median warm evaluation of {e['rows']} rows, dense and pruned, "
               f"{e['warm_seconds']['median']} s (budget {args.eval_budget_s:g} s; the library's dense evaluation "
               f"alone: {e['library']['dense']} s)")
+    for r in out.get("repair", []):
+        good = r["repair_s"] <= args.repair_budget_s
+        ok &= good
+        print(f"{'OK' if good else 'OVER BUDGET'}: in-app lsq repair of {r['task']} on {r['calibration_rows']} rows "
+              f"({r['tokens']:,} tokens) {r['repair_s']} s (budget {args.repair_budget_s:g} s; the whole press with "
+              f"{r['eval_rows']} evaluation rows {r['press_s']} s)")
     return 0 if ok else 1
 
 

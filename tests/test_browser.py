@@ -251,6 +251,8 @@ def test_end_to_end(server, browser, tmp_path):
     m = cfg["mtprune_pruned"]["measured"]["sst2"]  # what was measured on it, never the dense model's figure
     assert m["rows"] == 32 and round(m["accuracy"], 3) == pruned and f"{pruned:.3f}" in card
     # the same mask as ONNX: a graph and its description, named after the model, task, method and mask
+    page.get_by_role("button", name="Build the pruned model as ONNX").click()
+    page.get_by_role("button", name="Pruned model as ONNX (zip)").wait_for(timeout=SLOW)
     with page.expect_download(timeout=SLOW) as dl:
         page.get_by_role("button", name="Pruned model as ONNX (zip)").click()
     opath = tmp_path / dl.value.suggested_filename
