@@ -236,6 +236,8 @@ def report(df: pd.DataFrame, budgets, names, seed: int) -> None:
                                  for t in tasks for b in budgets}} for n in names]
     table.append({"candidate": "dense", **{f"{t} {b}": f"{dense.loc[t, 'report']:.4f}" for t in tasks for b in budgets}})
     print(pd.DataFrame(table).set_index("candidate").to_string())
+    if len(tasks) > 1:
+        mean_of_tasks(pts, dense, tasks, budgets, names)
     print("\n## choices made on the select halves (means over the task x budget x sampling cells every "
           "candidate of the choice has), and the same candidates on the report halves\n")
     for dim, group in DIMENSIONS.items():
@@ -281,6 +283,50 @@ def report(df: pd.DataFrame, budgets, names, seed: int) -> None:
                 print(f"sst2 {b}: the default on all rows {v['accuracy'].mean():.4f}, on the report half "
                       f"{v['report'].mean():.4f} ({len(v)} samplings); dense on all rows "
                       f"{dense.loc['sst2', 'accuracy']:.4f}")
+
+
+def mean_of_tasks(pts: pd.DataFrame, dense: pd.DataFrame, tasks, budgets, names) -> None:
+    """The report halves' accuracy averaged over the tasks (each task's mean over its samplings),
+    per budget; and the default against Kwon's pipeline over the tasks together: per sampling the
+    mean over tasks of the difference, and McNemar's exact test on every task's report rows pooled
+    (the rows are independent examples; a task with more rows weighs more there)."""
+    from mtprune.evaluation import mcnemar
+
+    print(f"\n## mean of {', '.join(tasks)} on the report halves (each task: its mean over samplings)\n")
+    rows = []
+    for n in [n for n in ("default", "kwon") if n in names]:
+        row = {"candidate": n}
+        for b in budgets:
+            per = [pts[(pts.candidate == n) & (pts.task == t) & (pts.budget == b)]["report"].mean() for t in tasks]
+            row[b] = f"{np.mean(per):.4f}" if not np.isnan(per).any() else ""
+        rows.append(row)
+    rows.append({"candidate": "dense", **{b: f"{np.mean([dense.loc[t, 'report'] for t in tasks]):.4f}" for b in budgets}})
+    print(pd.DataFrame(rows).set_index("candidate").to_string())
+    if not {"default", "kwon"} <= set(names):
+        return
+    for b in budgets:
+        diffs, lines = [], []
+        samplings = sorted(set(pts[(pts.budget == b)]["sampling"]))
+        for s_ in samplings:
+            got = {n: pts[(pts.candidate == n) & (pts.budget == b) & (pts.sampling == s_)].set_index("task")
+                   for n in ("default", "kwon")}
+            if not all(set(tasks) <= set(g.index) for g in got.values()):
+                continue
+            d = np.mean([got["default"].loc[t, "report"] - got["kwon"].loc[t, "report"] for t in tasks])
+            a_only = b_only = 0
+            for t in tasks:
+                gold = got["default"].loc[t, "report_gold"]
+                ca = got["kwon"].loc[t, "report_pred"] == gold
+                cb = got["default"].loc[t, "report_pred"] == gold
+                a_only += int((ca & ~cb).sum())
+                b_only += int((cb & ~ca).sum())
+            diffs.append(d)
+            lines.append(f"sampling {s_}: {d:+.4f} (pooled McNemar p={mcnemar(a_only, b_only):.2g}, "
+                         f"default right alone {b_only}, Kwon right alone {a_only})")
+        if diffs:
+            sd = f" ± {np.std(diffs, ddof=1):.4f} sd" if len(diffs) > 1 else ""
+            print(f"{b} default - kwon, mean of the tasks: {np.mean(diffs):+.4f}{sd} over {len(diffs)} samplings; "
+                  + "; ".join(lines))
 
 
 def time_one_task(adapter, task, budget: str, calib: int, pipelines) -> dict:
