@@ -93,7 +93,8 @@ def build_and_download(ctx: Context, kind: str, mask, folder: str, measured: dic
             job = J.pending(key)
             data = J.follow(job) if job is not None else None
         if data is not None:
-            for old in [k for k in store if k[0] == kind][: max(0, len([k for k in store if k[0] == kind]) - KEEP + 1)]:
+            mine = [k for k in store if k[0] == kind]  # oldest first
+            for old in mine[: max(0, len(mine) - KEEP + 1)]:
                 del store[old]
             store[memo] = data
     if data is not None:
