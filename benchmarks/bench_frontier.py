@@ -15,9 +15,12 @@ Candidates (``--candidates``):
 * ``kwon``: Kwon et al. (2022) as reimplemented here (the README's "Kwon" rows): Fisher scores
   compared as they are (``--normalise none``), the same search, the ``scale`` repair (mask tuning);
 * one change to the default at a time: ``normalise none``; the repair variants ``pooled-last``,
-  ``intermediate``, ``skip-first-attention``; ``all tokens`` (no token cap on calibration).
+  ``intermediate``, ``skip-first-attention``; ``all tokens`` (no token cap on calibration); the mask
+  nearer the published pipeline's (``fisher 2048 + lsq``: Fisher scores of 2,048 examples compared
+  as they are, as Kwon's code scores, with the default's repair); ``rearrange`` (Kwon's mask
+  rearrangement on 1,024 labelled rows before the repair).
 
-Each choice (``DIMENSIONS``: the normalisation, the repair variant, the calibration tokens) goes
+Each choice (``DIMENSIONS``: the normalisation, the repair variant, the calibration tokens, the mask) goes
 to the candidate with the highest mean accuracy on the select halves (over tasks, budgets and
 samplings); the damping needs no choosing here: each site's comes from held-out calibration rows.
 The report halves then give every candidate's accuracy (mean and standard deviation over
@@ -57,11 +60,15 @@ CANDIDATES = {
     "skip-first-attention": dict(DEFAULT, variant="skip-first-attention"),
     "kwon variant": dict(DEFAULT, variant="kwon"),
     "all tokens": dict(DEFAULT, tokens=None),
+    # closer to the published pipeline's mask (issue 19: Kwon's mask with mtprune's lsq, 0.888 at 60%)
+    "fisher 2048 + lsq": dict(DEFAULT, method="fisher", normalise="none", examples=2048),
+    "rearrange": dict(DEFAULT, rearrange=1024),
 }
 DIMENSIONS = {
     "normalisation": ("default", "normalise none"),
     "repair variant": ("default", "pooled-last", "intermediate", "skip-first-attention", "kwon variant"),
     "calibration tokens": ("default", "all tokens"),
+    "mask": ("default", "fisher 2048 + lsq", "rearrange"),
 }
 # Kwon et al.'s own code (search, rearrangement, mask tuning) on the default model, sst2, all 872
 # validation rows, mean of three samplings (issue 19): the external reference
@@ -81,10 +88,16 @@ def run_one(adapter, task, rows, budget: str, sampling: int, cfg: dict, args, sc
     from mtprune.repair import RepairSettings, calibration_rows
 
     t0 = time.perf_counter()
-    scores = scores_of(cfg["method"], sampling)
+    scores = scores_of(cfg["method"], sampling, cfg.get("examples"))
     settings = RepairSettings.of(cfg["solver"], cfg["variant"], max_tokens=cfg["tokens"])
+    labelled = None  # the rows a rearrangement reads (train rows: never the validation rows evaluated)
+    if cfg.get("rearrange"):
+        from mtprune.rearrange import rearrange_rows
+
+        labelled = rearrange_rows(task, cfg["rearrange"], seed=sampling)
     done = prune(adapter, task, scores=scores, budget=budget, kinds="all", normalise=cfg["normalise"],
-                 repair_with=settings, calibration=calibration_rows(task, args.calib, seed=sampling))
+                 repair_with=settings, calibration=calibration_rows(task, args.calib, seed=sampling),
+                 rearrange_rows=labelled)
     t1 = time.perf_counter()
     res = evaluate(done.adapter, task, rows=rows, batch_size=64)
     return {"pred": res.predictions.pred.tolist(), "accuracy": res.accuracy, "repair_s": round(t1 - t0, 2),
@@ -135,8 +148,8 @@ def collect(adapter, args, tasks, budgets, names) -> pd.DataFrame:
                        "pred": res.predictions.pred.tolist(), "accuracy": res.accuracy, "flops_kept": 1.0,
                        "sparsity": 0.0})
 
-    def scores_of(t, method, seed):
-        spec = AttributionSpec(t.name, method=method, examples=args.examples, seed=seed)
+    def scores_of(t, method, seed, examples=None):
+        spec = AttributionSpec(t.name, method=method, examples=examples or args.examples, seed=seed)
         return attribute_cached(adapter, spec, batch_size=32)[0]
 
     core = [n for n in names if n in ("default", "kwon")]
@@ -157,7 +170,7 @@ def collect(adapter, args, tasks, budgets, names) -> pd.DataFrame:
                             rec.update(candidate=name, repair_s=0.0, note="the default's: the cap does not bind")
                         else:
                             rec = run_one(adapter, t, rows_of[t.name], b, s, CANDIDATES[name], args,
-                                          lambda m, seed, t=t: scores_of(t, m, seed))
+                                          lambda m, seed, n=None, t=t: scores_of(t, m, seed, n))
                         save(key, {"task": t.name, "budget": b, "sampling": s, "candidate": name, **rec})
                         print(f"{t.name} {b} sampling {s} {name}: accuracy {rec['accuracy']:.4f} "
                               f"({rec['repair_s']:.0f} s to prune and repair)", flush=True)
