@@ -9,6 +9,11 @@ import re
 import pytest
 import torch
 
+# no test reaches the Hugging Face hub (there is no network here, nor in CI): a fallback to it fails
+# at once instead of after a network timeout; set before datasets and huggingface_hub load
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 WORDS = (
     "the a an it is was and or not no yes very good bad great awful movie film food book story "
     "plot actor fun boring slow fast love hate liked loved terrible wonderful sentence question "
@@ -230,6 +235,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def hub_offline(monkeypatch) -> None:
+    """The Hugging Face hub unreachable at once (as ``HF_HUB_OFFLINE=1``), instead of after a
+    network timeout: for tests whose data or model falls back to the hub. The flags are read when
+    the libraries load, and an earlier test may have loaded them already."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 def run_cli(capsys, *argv):

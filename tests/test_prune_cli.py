@@ -9,7 +9,7 @@ import pytest
 from mtprune.cli import main
 from mtprune.masks import mask_from_scores, save_mask
 from mtprune.checkpoints import save_model
-from tests.conftest import one_line_error, random_scores, run_cli as run
+from tests.conftest import hub_offline, one_line_error, random_scores, run_cli as run
 
 
 @pytest.fixture
@@ -152,6 +152,7 @@ def test_prune_without_calibration_rows_says_it_did_not_repair(capsys, tiny_mult
     if (shared_home / "data" / "manifest.json").exists():
         (home / "data" / "manifest.json").symlink_to(shared_home / "data" / "manifest.json")
     monkeypatch.setenv("MTPRUNE_HOME", str(home))
+    hub_offline(monkeypatch)  # the missing train split falls back to the hub: offline at once, not after a timeout
     mfile = save_mask(mask_from_scores(random_scores(tiny_multitask), 0.5), tmp_path / "m.json")
     code, stdout, err = run(capsys, "prune", "--model", tiny_dir, "--task", "sst2", "--mask", mfile, "--no-eval",
                             "--out", tmp_path / "a", "--device", "cpu")

@@ -92,15 +92,9 @@ def test_home_from_env(tmp_path, monkeypatch):
 
 def test_hub_path_offline_is_one_clear_error(tmp_path, monkeypatch):
     """With no local copy, data comes from the hub through the same loader; offline, one line."""
-    monkeypatch.setenv("MTPRUNE_HOME", str(tmp_path))
-    import datasets.config
-    import huggingface_hub.constants
+    from tests.conftest import hub_offline
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    # read when the libraries load: an earlier test may have loaded them already
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("MTPRUNE_HOME", str(tmp_path))
+    hub_offline(monkeypatch)
     with pytest.raises(MtpruneError, match=r"could not read sst2/validation from nyu-mll/glue"):
         load_rows("sst2", "validation")
