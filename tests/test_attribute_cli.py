@@ -72,12 +72,13 @@ def test_compute_export_then_hit_from_another_process(cli, tmp_path):
     assert len(df) == 6 * 1536 + 6 * 12 and set(df.group) == {"encoder.ffn", "encoder.heads"}
     exported, cached = Scores.load(st), Scores.load(first["path"])
     np.testing.assert_array_equal(exported.arrays["encoder.ffn"], cached.arrays["encoder.ffn"])
-    # the same request from a new process: a hit in under a second
+    # the same request from a new process: a hit, read faster than it was computed (no fixed number of
+    # seconds: the machines are noisy, and a loaded one took 1.05 s for a read)
     proc = subprocess.run([sys.executable, "-m", "mtprune", "attribute", "--task", "sst2", "--samples", "16",
                            "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     second = json.loads(proc.stdout)
-    assert second["cache_hit"] is True and second["path"] == first["path"] and second["seconds"] < 1.0
+    assert second["cache_hit"] is True and second["path"] == first["path"] and second["seconds"] < first["seconds"]
 
 
 def test_text_output(cli, tmp_path):
