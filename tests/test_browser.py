@@ -116,9 +116,14 @@ def _until_evaluable(page) -> None:
     page.get_by_role("button", name="Evaluate on sst2/validation").wait_for(timeout=SLOW)
 
 
+def _title(page, name: str):
+    """The page's own heading ``name`` (the sidebar has a "Model and task" heading too)."""
+    return page.get_by_test_id("stMainBlockContainer").get_by_role("heading", name=name, exact=True)
+
+
 def _nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=SLOW)
+    _title(page, title).wait_for(timeout=SLOW)
     _idle(page)
 
 
@@ -147,7 +152,7 @@ def test_end_to_end(server, browser, tmp_path):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     t0 = time.time()
     page.goto(server, timeout=60_000)
-    page.get_by_role("heading", name="Model and task", exact=True).wait_for(timeout=SLOW)
+    _title(page, "Model and task").wait_for(timeout=SLOW)
     page.get_by_text("22.7M parameters").first.wait_for(timeout=SLOW)
     _idle(page)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.test_browser import SLOW, _idle, _metric, _nav, _number, _shot, browser, cache_dir, server  # noqa: F401
+from tests.test_browser import SLOW, _idle, _metric, _nav, _number, _shot, _title, browser, cache_dir, server  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +31,7 @@ def test_type_a_sentence_and_see_both_predictions(server, browser):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     t0 = time.time()
     page.goto(server, timeout=60_000)
-    page.get_by_role("heading", name="Model and task", exact=True).wait_for(timeout=SLOW)
+    _title(page, "Model and task").wait_for(timeout=SLOW)
     _idle(page)
     page.locator('[data-testid="stExpander"] summary', has_text="Attribution settings").click()
     _number(page, "Examples", 16)

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.test_browser import SLOW, _idle, _metric, _nav, _shot, browser, cache_dir, server  # noqa: F401
+from tests.test_browser import SLOW, _idle, _metric, _nav, _shot, _title, browser, cache_dir, server  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -57,7 +57,7 @@ def test_a_cancelled_job_leaves_nothing_and_completes_on_a_second_try(server, br
     evaluate.click()
     page.get_by_text(re.compile(rf"model \((1|2) of 2\) · [\d,]+ / {ROWS:,} rows")).first.wait_for(timeout=SLOW)
     page.locator('[data-testid="stSidebarNav"] a', has_text="Model and task").first.click()
-    page.get_by_role("heading", name="Model and task", exact=True).wait_for(timeout=SLOW)
+    _title(page, "Model and task").wait_for(timeout=SLOW)
     side = page.locator('[data-testid="stSidebar"]')
     side.get_by_text("Jobs", exact=True).wait_for(timeout=SLOW)
     if side.locator('[data-testid="stProgress"]').count():  # still running (a fast machine may be done by now)
