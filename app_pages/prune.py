@@ -16,6 +16,7 @@ from mtprune.errors import MtpruneError
 from mtprune.masks import kinds_in
 from mtprune.measures import all_measures
 from mtprune.pruning import count_parameters
+from mtprune.rearrange import EXAMPLES as REARRANGE_EXAMPLES
 from mtprune.repair import VARIANTS, RepairSettings
 from mtprune.runs import compare_runs
 from mtprune.solvers import all_solvers
@@ -65,8 +66,8 @@ def show_run(run, settings_digest: str | None) -> None:
     W.show_metric(r[1], "Pruned accuracy", others["pruned"], dense)
     if run.repair:
         variant = run.repair.get("variant", "standard")
-        W.show_metric(r[2], f"Repaired accuracy ({run.repair['solver']}{'' if variant == 'standard' else ', ' + variant})",
-                      run.final, dense, help=run.repair["summary"])
+        W.show_metric(r[2], f"Repaired accuracy ({E.repair_words(run.repair['solver'], variant)})", run.final, dense,
+                      help=run.repair["summary"])
     r[3].metric("Examples", run.n, help=f"{W.rows_words(run.limit)} of {run.task}/{run.split}")
     for name, cmp in run.comparisons().items():
         W.show_verdict(cmp, "dense", name)
@@ -110,7 +111,6 @@ PER_LAYER = {"heads": ("Attention heads", heads_per_layer, "heads"),
              "kv": ("Key/value groups", groups_per_layer, "key/value groups")}
 SOLVERS = all_solvers()  # repair solvers (mtprune.solvers): the registry, not a list of names
 MEASURES = all_measures()  # budget measures (mtprune.measures)
-REARRANGE_ROWS = 1024  # labelled rows a rearrangement reads (as `mtprune prune --rearrange`)
 
 
 def run_history() -> None:
@@ -184,7 +184,7 @@ def choose_units() -> dict:
         rearrange = st.toggle("Rearrange the mask when evaluating (Kwon et al.)", key="prune.rearrange",
                               persist_state="session", bind=W.URL,
                               help=f"re-choose which units each layer prunes so that their gradients on "
-                                   f"{REARRANGE_ROWS:,} labelled {ctx.task.name} rows cancel; each layer keeps as "
+                                   f"{REARRANGE_EXAMPLES:,} labelled {ctx.task.name} rows cancel; each layer keeps as "
                                    "many units, so the budget stays met. The maps here show the mask before it; the "
                                    "run keeps the rearranged one (Compare two runs shows the difference)")
         return {**settings, "mode": "budget", "budget": Budget(measure, keep / 100), "rearrange": rearrange}
@@ -277,7 +277,7 @@ def evaluation_settings(settings: dict) -> tuple[dict, bool]:
     run_eval = e5.button(f"Evaluate on {ctx.task.name}/{ctx.split}", key="prune.evaluate", type="primary",
                          disabled=problem)
     ev = {"limit": limit, "solver": solver, "calib": int(calib), "variant": variant if refits else "standard",
-          "rearrange": REARRANGE_ROWS if settings.get("rearrange") else 0}
+          "rearrange": REARRANGE_EXAMPLES if settings.get("rearrange") else 0}
     return ev, run_eval
 
 

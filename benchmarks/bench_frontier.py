@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mtprune.rearrange import EXAMPLES as REARRANGE_EXAMPLES  # noqa: E402
 from mtprune.repair import CALIB_TOKENS  # noqa: E402
 
 DEFAULT = dict(method="ap", normalise="sum", solver="lsq", variant="standard", tokens=CALIB_TOKENS)
@@ -62,7 +63,7 @@ CANDIDATES = {
     "all tokens": dict(DEFAULT, tokens=None),
     # closer to the published pipeline's mask (issue 19: Kwon's mask with mtprune's lsq, 0.888 at 60%)
     "fisher 2048 + lsq": dict(DEFAULT, method="fisher", normalise="none", examples=2048),
-    "rearrange": dict(DEFAULT, rearrange=1024),
+    "rearrange": dict(DEFAULT, rearrange=REARRANGE_EXAMPLES),
 }
 DIMENSIONS = {
     "normalisation": ("default", "normalise none"),

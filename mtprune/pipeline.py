@@ -58,6 +58,13 @@ def intermediate_mask(adapter, task, scores, mask: Mask) -> Mask:
                        stack=mask.stack, normalise=mask.meta.get("normalise", "sum"))
 
 
+def repair_teacher(adapter, task, scores, mask: Mask, settings: RepairSettings) -> Mask | None:
+    """The mask whose model a repair with ``settings`` fits to: :func:`intermediate_mask` for the
+    intermediate target of a refitting solver, else None (the dense model)."""
+    return intermediate_mask(adapter, task, scores, mask) if settings.refits and settings.target == "intermediate" \
+        else None
+
+
 def flops_kept(adapter, task, mask: Mask | None) -> float:
     """The share of the model's prunable FLOPs (heads and FFN neurons, at the task's average
     length) ``mask`` keeps; kinds it leaves alone count as kept."""
@@ -151,8 +158,7 @@ def prune(adapter, task, *, scores=None, mask: Mask | None = None, sparsity=None
         from mtprune.rearrange import rearrange
 
         mask = rearrange(adapter, task, mask, rearrange_rows, batch_size=settings.batch_size)
-    teacher = intermediate_mask(adapter, task, scores, mask) if settings.refits and settings.target == "intermediate" \
-        else None
     small, report = repair(adapter, mask, calibration if calibration is not None else [], task, settings,
-                           progress=progress, log=log, origin=origin, teacher=teacher)
+                           progress=progress, log=log, origin=origin,
+                           teacher=repair_teacher(adapter, task, scores, mask, settings))
     return Pruned(small, mask, report, adapter.num_parameters(), small.num_parameters(), notes)

@@ -25,6 +25,7 @@ from mtprune.masks import Mask
 from mtprune.units import layout, select_sites
 
 MINI_BATCH = 32  # rows per gradient vector entry, as Kwon's code
+EXAMPLES = 1024  # labelled rows a rearrangement reads by default (prune --rearrange, the dashboard)
 
 
 def greedy_rearrange(keep: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -74,7 +75,7 @@ def batch_gradients(adapter, task, rows: Sequence[dict], groups: Sequence[str], 
     return out
 
 
-def rearrange_rows(task, examples: int = 1024, seed: int = 0, split: str | None = None) -> list[dict]:
+def rearrange_rows(task, examples: int = EXAMPLES, seed: int = 0, split: str | None = None) -> list[dict]:
     """The labelled rows whose mini-batch gradients a rearrangement reads: the seed's draw of
     ``examples`` rows of the split the scores come from (as a Fisher attribution draws them)."""
     from mtprune.attribution import AttributionSpec, sample_for

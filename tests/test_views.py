@@ -34,14 +34,6 @@ def test_tables_from_model_info_and_masks(tiny_multitask):
     assert t.iloc[0, 0] == "24 / 48" and t.iloc[0, 1] == "3 / 4"
 
 
-def test_split_progress_maps_parts_onto_one_bar():
-    seen = []
-    a, b = V.split_progress(lambda f, t: seen.append((round(f, 3), t)), ["dense", "pruned"])
-    a(5, 10)
-    b(10, 10)
-    assert seen == [(0.25, "dense: 5 / 10"), (1.0, "pruned: 10 / 10")]
-
-
 def test_recorded_accuracy_of_dense_and_pruned_models(default_adapter, tiny_multitask, tmp_path):
     assert V.recorded_accuracy(default_adapter, "sst2") == (pytest.approx(0.8842),
                                                             "recorded at training (validation split)")

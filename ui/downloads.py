@@ -44,19 +44,16 @@ def _work(kind: str, adapter, lock, mask, task: str, folder: str, measured: dict
 
     def work(job):
         source = None
-        with job.holding(lock):
-            if solver == "none":
+        if solver == "none":
+            with job.holding(lock):
                 job.begin("slicing the pruned units away")
                 small = hard_prune(adapter, mask)
-            else:
-                from mtprune.pipeline import prune
-                from mtprune.repair import calibration_rows
-                from mtprune.tasks import get_task
+        else:
+            from mtprune.tasks import get_task
+            from ui.evaluations import repaired_model
 
-                job.begin(f"repairing ({solver}) on {calib:,} {task} rows", "layers")
-                done = prune(adapter, task, mask=mask, repair_with=solver, calibration=calibration_rows(task, calib),
-                             progress=job.progress)
-                small, source = done.adapter, f"{task}/{get_task(task).train_split}"
+            small, _ = repaired_model(job, adapter, lambda: job.holding(lock), task, mask, solver, calib)
+            source = f"{task}/{get_task(task).train_split}"
         job.begin(KINDS[kind]["write"])
         if kind == "model":
             data = zip_model(small, task, folder, mask=mask, measured=measured, flops_kept=flops, calibration=source)

@@ -272,23 +272,34 @@ def evaluate_dense_and_pruned(ctx: Context, task: str, split: str, limit, mask, 
     return got
 
 
-def _repair_and_evaluate(job, adapter, hold, task: str, split: str, limit, mask, solver: str, calib: int,
-                         variant: str = "standard", scores=None):
-    """The hard-pruned model repaired by ``solver`` (its ``variant`` of the layer-wise fit; the
-    intermediate target is the mask of ``scores`` at the square root of the budget) on ``calib``
-    train rows (progress per layer), then evaluated: (EvalResult, RepairReport). No session state
-    (a job's thread runs it)."""
-    from mtprune.evaluation import evaluate as run_eval
-    from mtprune.pipeline import intermediate_mask
+def repair_words(solver: str, variant: str = "standard") -> str:
+    """``lsq`` or ``lsq, pooled-last``: a repair as labels and progress lines name it."""
+    return solver if variant == "standard" else f"{solver}, {variant}"
+
+
+def repaired_model(job, adapter, hold, task: str, mask, solver: str, calib: int, variant: str = "standard",
+                   scores=None):
+    """``(the hard-pruned model repaired, RepairReport)``: ``solver`` (its ``variant`` of the
+    layer-wise fit; the intermediate target is the mask of ``scores`` at the square root of the
+    budget) on ``calib`` train rows of ``task``, progress per layer as a stage of ``job``; ``hold()``
+    holds the model's lock. No session state (a job's thread runs it)."""
+    from mtprune.pipeline import repair_teacher
     from mtprune.repair import RepairSettings, calibration_rows, repair
 
     settings = RepairSettings.of(solver, variant)
-    job.begin(f"repairing ({solver}{'' if variant == 'standard' else ', ' + variant}) on {calib:,} {task} rows",
-              "layers")
+    job.begin(f"repairing ({repair_words(solver, variant)}) on {calib:,} {task} rows", "layers")
     rows = calibration_rows(task, int(calib))
     with hold():
-        teacher = intermediate_mask(adapter, task, scores, mask) if settings.target == "intermediate" else None
-        small, report = repair(adapter, mask, rows, task, settings, progress=job.progress, teacher=teacher)
+        return repair(adapter, mask, rows, task, settings, progress=job.progress,
+                      teacher=repair_teacher(adapter, task, scores, mask, settings))
+
+
+def _repair_and_evaluate(job, adapter, hold, task: str, split: str, limit, mask, solver: str, calib: int,
+                         variant: str = "standard", scores=None):
+    """:func:`repaired_model`, then evaluated: (EvalResult, RepairReport)."""
+    from mtprune.evaluation import evaluate as run_eval
+
+    small, report = repaired_model(job, adapter, hold, task, mask, solver, calib, variant, scores)
     job.begin("repaired model", "rows")
     return run_eval(small, task, split, limit=limit, progress=job.progress), report
 
@@ -409,8 +420,7 @@ def start_run(ctx: Context, scores, mask, limit, solver: str, calib: int, settin
         return run
     refits = get_solver(solver).refits
     label = (f"evaluating {settings.get('how') or 'a mask'}{', rearranged' if rearrange else ''} on {task}/{split} "
-             f"({rows_words(limit)})" + (f", repaired ({solver}{'' if variant == 'standard' else ', ' + variant})"
-                                         if refits else ""))
+             f"({rows_words(limit)})" + (f", repaired ({repair_words(solver, variant)})" if refits else ""))
     J.start(run_job_key(rid), label, _run_work(ctx, scores, mask, limit, solver, calib, settings, history, rid,
                                                variant, rearrange),
             steps=(4 if refits else 2) + bool(rearrange))
@@ -476,27 +486,27 @@ def _run_work(ctx: Context, scores, mask, limit, solver: str, calib: int, settin
         def hold():
             return job.holding(lock)
 
-        nonlocal mask
+        used = mask  # the mask evaluated and kept: the settings' one, or it rearranged
         if rearrange:
             from mtprune.rearrange import rearrange as rechoose, rearrange_rows
 
             job.begin(f"rearranging the mask on {rearrange:,} {task} rows")
             rows = rearrange_rows(task, rearrange, spec.seed if spec else 0, spec.split if spec else None)
             with hold():
-                mask = rechoose(adapter, task, mask, rows)
+                used = rechoose(adapter, task, mask, rows)
         results = {"dense": _stage(job, "dense model", have[0], lambda: _evaluate_model(
                        adapter, hold, task, split, limit, None, job.progress)),
                    "pruned": _stage(job, "pruned model", have[1], lambda: _evaluate_model(
-                       adapter, hold, task, split, limit, mask, job.progress))}
+                       adapter, hold, task, split, limit, used, job.progress))}
         repair = report = None
         if refits:
-            results[f"pruned + {solver}"], report = _repair_and_evaluate(job, adapter, hold, task, split, limit, mask,
+            results[f"pruned + {solver}"], report = _repair_and_evaluate(job, adapter, hold, task, split, limit, used,
                                                                          solver, calib, variant, scores)
             repair = {"solver": solver, "calibration_rows": int(calib), "variant": variant,
                       "summary": report.summary(), "report": report.to_dict()}
         job.check()  # the last moment a cancel stops it: from here the run is written whole
         run = Run(id=rid, fingerprint=fp, model=model, task=task, split=split, limit=limit, results=results,
-                  mask=mask, settings=settings, repair=repair, reliability=reliability, session=sid)
+                  mask=used, settings=settings, repair=repair, reliability=reliability, session=sid)
         return run, report, _keep(run, name, history, sid)
 
     return work

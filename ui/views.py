@@ -4,7 +4,7 @@ progress mapping. The library computes; this module words and arranges."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,21 +135,6 @@ def eta_text(done: float, total: float, elapsed: float) -> str:
     if done <= 0 or total <= 0 or done >= total:
         return head + (f" · {fmt_seconds(elapsed)}" if done >= total > 0 else "")
     return f"{head} · about {fmt_seconds(elapsed / done * (total - done))} left"
-
-
-def split_progress(progress: Callable[[float, str], None] | None, parts: Sequence[str]):
-    """Progress callbacks ``(done, total)`` for consecutive parts of one job, mapped onto one bar
-    ``progress(fraction, text)``."""
-    n = len(parts)
-
-    def make(i, label):
-        def cb(done, total, *_):
-            if progress is not None:
-                frac = (i + (done / total if total else 1.0)) / n
-                progress(min(max(frac, 0.0), 1.0), f"{label}: {done} / {total}")
-        return cb
-
-    return [make(i, p) for i, p in enumerate(parts)]
 
 
 def experiment_csv(kind: str, adapter) -> Path:

@@ -6,6 +6,7 @@ from mtprune.commands.common import (add_examples_arg, add_kinds_arg, add_model_
                                      method_help, print_json, progress_bar, repair_settings)
 from mtprune.costs import KIND_NORMALISATIONS
 from mtprune.errors import MtpruneError
+from mtprune.rearrange import EXAMPLES as REARRANGE_EXAMPLES
 
 
 # The defaults chosen by benchmarks/bench_frontier.py (README, "Budgets and repair"): one FLOPs
@@ -33,8 +34,8 @@ def register(sub):
     p.add_argument("--rearrange", action="store_true",
                    help="--budget: re-choose the units each layer prunes so that their gradients cancel (Kwon et "
                         "al.'s mask rearrangement; the same count per layer, so the budget stays met)")
-    p.add_argument("--rearrange-examples", type=int, default=1024,
-                   help="--rearrange: labelled rows of the split the scores come from (default 1024)")
+    p.add_argument("--rearrange-examples", type=int, default=REARRANGE_EXAMPLES,
+                   help=f"--rearrange: labelled rows of the split the scores come from (default {REARRANGE_EXAMPLES})")
     p.add_argument("--normalise", default="sum", choices=KIND_NORMALISATIONS,
                    help="--budget: divide each kind's scores by their sum (default) or compare them as they are")
     add_repair_arg(p, None, default_text=f"{DEFAULT_REPAIR} (none, said so, when the task has no rows to calibrate on)",
